@@ -1,0 +1,464 @@
+//! Applying planned migrations: one transaction per file, or statement by statement for
+//! `no-transaction` files, with `lock_timeout` retries.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::backoff::Backoff;
+use crate::config::SessionSettings;
+use crate::duration::Millis;
+use crate::error::{FileFailure, PgFailure};
+use crate::exit::ExitCode;
+use crate::history::{HistoryError, HistoryWriter, RowState};
+use crate::plan::{Entry, FileState};
+use crate::source::Migration;
+use crate::split;
+
+/// SQLSTATE of a statement that gave up waiting for a lock (`lock_timeout`).
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// Longest pause between `lock_timeout` retries.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// A file this run applied, for logs and the result event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{}: {} ; the file was rolled back{}", .0.file, .0.pg, at_line(.0))]
+    Failed(FileFailure),
+    #[error("{}: still blocked after {attempts} attempts with lock_timeout: {}; the live workload holds conflicting locks (safe to retry later)", .failure.file, .failure.pg)]
+    LockRetries { failure: FileFailure, attempts: u32 },
+    #[error("{}: lost the database connection: {}", .0.file, .0.pg)]
+    Lost(FileFailure),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+fn at_line(failure: &FileFailure) -> String {
+    match (failure.line, failure.column) {
+        (Some(line), Some(column)) => format!(" (error at line {line}, column {column})"),
+        _ => String::new(),
+    }
+}
+
+impl ApplyError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            ApplyError::Failed(_) => ExitCode::MigrationFailed,
+            ApplyError::LockRetries { .. } => ExitCode::LockRetries,
+            ApplyError::Lost(_) => ExitCode::Connect,
+            ApplyError::History(e) => e.exit_code(),
+        }
+    }
+
+    pub fn file_failure(&self) -> Option<&FileFailure> {
+        match self {
+            ApplyError::Failed(f)
+            | ApplyError::LockRetries { failure: f, .. }
+            | ApplyError::Lost(f) => Some(f),
+            ApplyError::History(_) => None,
+        }
+    }
+}
+
+/// How retries behave; from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub lock_retries: u32,
+    pub first_delay: Duration,
+}
+
+pub struct Applier<'a> {
+    client: &'a Client,
+    writer: HistoryWriter<'a>,
+    session: &'a SessionSettings,
+    retry: RetryPolicy,
+}
+
+/// A failed attempt at a file or statement, before it is classified.
+struct Attempt {
+    pg: PgFailure,
+    /// Characters of the sent text that precede the file's text (to map positions back).
+    file_char_offset: usize,
+    sent_prefix_chars: usize,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(
+        client: &'a Client,
+        writer: HistoryWriter<'a>,
+        session: &'a SessionSettings,
+        retry: RetryPolicy,
+    ) -> Applier<'a> {
+        Applier {
+            client,
+            writer,
+            session,
+            retry,
+        }
+    }
+
+    /// Applies `steps` in order, appending each finished file to `applied` (so a failure still
+    /// reports what went before it).
+    pub async fn apply_all(
+        &self,
+        steps: &[&Entry<'_>],
+        applied: &mut Vec<Applied>,
+    ) -> Result<(), ApplyError> {
+        for entry in steps {
+            let migration = entry.migration;
+            let lock_timeout = migration
+                .directives
+                .lock_timeout
+                .unwrap_or(self.session.lock_timeout);
+            let statement_timeout = migration
+                .directives
+                .statement_timeout
+                .unwrap_or(self.session.statement_timeout);
+            tracing::info!(
+                file = %migration.display_path(),
+                version = migration.version(),
+                transaction = !migration.directives.no_transaction,
+                lock_timeout = %lock_timeout,
+                statement_timeout = %statement_timeout,
+                "applying"
+            );
+            let started = Instant::now();
+            if migration.directives.no_transaction {
+                self.apply_statements(entry, lock_timeout, statement_timeout)
+                    .await?;
+            } else {
+                self.apply_in_transaction(migration, lock_timeout, statement_timeout)
+                    .await?;
+            }
+            let done = Applied {
+                file: migration.display_path(),
+                version: migration.version(),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            tracing::info!(file = %done.file, version = done.version, duration_ms = done.duration_ms, "applied");
+            applied.push(done);
+        }
+        Ok(())
+    }
+
+    /// The file and its history row commit together, or neither does.
+    async fn apply_in_transaction(
+        &self,
+        migration: &Migration,
+        lock_timeout: Millis,
+        statement_timeout: Millis,
+    ) -> Result<(), ApplyError> {
+        // One round trip for BEGIN, the file's timeouts and its body; the numbers are validated
+        // durations, not user text.
+        let prefix = format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {};\n",
+            lock_timeout.to_setting(),
+            statement_timeout.to_setting()
+        );
+        let text = format!("{prefix}{}", migration.sql);
+        let mut backoff = Backoff::new(self.retry.first_delay, MAX_RETRY_DELAY);
+        let mut attempt = 1;
+        loop {
+            let started = Instant::now();
+            let outcome = match self.client.batch_execute(&text).await {
+                Ok(()) => self.record_and_commit(migration, started).await,
+                Err(e) => {
+                    self.rollback().await;
+                    Err(Attempt {
+                        pg: PgFailure::from_pg(&e),
+                        file_char_offset: 0,
+                        sent_prefix_chars: prefix.len(),
+                    })
+                }
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(failed) => {
+                    self.retry_or_fail(migration, failed, &mut attempt, &mut backoff)
+                        .await?;
+                }
+            }
+        }
+    }
+
+    async fn record_and_commit(
+        &self,
+        migration: &Migration,
+        started: Instant,
+    ) -> Result<(), Attempt> {
+        let ms = started.elapsed().as_millis() as i64;
+        if let Err(e) = self
+            .writer
+            .record(migration, RowState::Applied, Some(ms))
+            .await
+        {
+            self.rollback().await;
+            return Err(Attempt {
+                pg: e.failure,
+                file_char_offset: 0,
+                sent_prefix_chars: 0,
+            });
+        }
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| Attempt {
+                pg: PgFailure::from_pg(&e),
+                file_char_offset: 0,
+                sent_prefix_chars: 0,
+            })
+    }
+
+    async fn rollback(&self) {
+        if let Err(e) = self.client.batch_execute("ROLLBACK").await {
+            tracing::debug!(error = %PgFailure::from_pg(&e), "rollback failed (the server rolls back on disconnect)");
+        }
+    }
+
+    /// Each statement runs alone, outside any transaction; the history row is marked started
+    /// before and applied after, so an interrupted file is run again by the next run.
+    async fn apply_statements(
+        &self,
+        entry: &Entry<'_>,
+        lock_timeout: Millis,
+        statement_timeout: Millis,
+    ) -> Result<(), ApplyError> {
+        let migration = entry.migration;
+        if entry.state == FileState::Unfinished {
+            tracing::warn!(file = %migration.display_path(), "a previous run started this no-transaction file and did not finish it; running it again (it must be idempotent)");
+            self.report_invalid_indexes(migration).await?;
+        }
+        let started = Instant::now();
+        let id = self
+            .writer
+            .record(migration, RowState::Started, None)
+            .await?;
+        // Sent on their own: a SET in the same string as a failing statement is rolled back with it.
+        self.set_session_timeouts(migration, Some((lock_timeout, statement_timeout)))
+            .await?;
+        for statement in split::split(&migration.sql) {
+            self.apply_statement(migration, statement).await?;
+        }
+        self.set_session_timeouts(migration, None).await?;
+        self.writer
+            .finish(migration, id, started.elapsed().as_millis() as i64)
+            .await?;
+        Ok(())
+    }
+
+    async fn apply_statement(
+        &self,
+        migration: &Migration,
+        statement: split::Statement<'_>,
+    ) -> Result<(), ApplyError> {
+        let index = split::concurrent_index_name(statement.text);
+        let mut backoff = Backoff::new(self.retry.first_delay, MAX_RETRY_DELAY);
+        let mut attempt = 1;
+        loop {
+            if let Some(name) = &index {
+                self.drop_invalid_index(migration, name).await?;
+            }
+            match self.client.batch_execute(statement.text).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let file_char_offset = migration.sql[..statement.offset].chars().count();
+                    let failed = Attempt {
+                        pg: PgFailure::from_pg(&e),
+                        file_char_offset,
+                        sent_prefix_chars: 0,
+                    };
+                    self.retry_or_fail(migration, failed, &mut attempt, &mut backoff)
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// Sleeps and returns for another attempt when the failure was `lock_timeout` and retries
+    /// remain; otherwise returns the classified error.
+    async fn retry_or_fail(
+        &self,
+        migration: &Migration,
+        failed: Attempt,
+        attempt: &mut u32,
+        backoff: &mut Backoff,
+    ) -> Result<(), ApplyError> {
+        let failure = file_failure(migration, &failed);
+        if failure.pg.sqlstate.is_none() {
+            return Err(ApplyError::Lost(failure));
+        }
+        if !failure.pg.is(LOCK_NOT_AVAILABLE) {
+            return Err(ApplyError::Failed(failure));
+        }
+        if *attempt > self.retry.lock_retries {
+            return Err(ApplyError::LockRetries {
+                failure,
+                attempts: *attempt,
+            });
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(
+            file = %failure.file,
+            attempt = *attempt,
+            retries = self.retry.lock_retries,
+            retry_in_ms = delay.as_millis() as u64,
+            sqlstate = LOCK_NOT_AVAILABLE,
+            error = %failure.pg.message,
+            "lock_timeout: rolled back so the live workload is not blocked; retrying"
+        );
+        *attempt += 1;
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    async fn set_session_timeouts(
+        &self,
+        migration: &Migration,
+        timeouts: Option<(Millis, Millis)>,
+    ) -> Result<(), ApplyError> {
+        let sql = match timeouts {
+            Some((lock, statement)) => format!(
+                "SET lock_timeout = {}; SET statement_timeout = {}",
+                lock.to_setting(),
+                statement.to_setting()
+            ),
+            // RESET goes back to the values migrun set at connection start.
+            None => "RESET lock_timeout; RESET statement_timeout".to_string(),
+        };
+        self.client.batch_execute(&sql).await.map_err(|e| {
+            let pg = PgFailure::from_pg(&e);
+            ApplyError::Lost(FileFailure {
+                file: migration.display_path(),
+                version: migration.version(),
+                pg,
+                line: None,
+                column: None,
+            })
+        })
+    }
+
+    /// An interrupted `CREATE INDEX CONCURRENTLY` leaves an INVALID index that `IF NOT EXISTS`
+    /// would then keep; drop it before building again.
+    async fn drop_invalid_index(
+        &self,
+        migration: &Migration,
+        name: &str,
+    ) -> Result<(), ApplyError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname)
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE NOT i.indisvalid AND c.relname = $1 AND n.nspname = ANY (current_schemas(false))",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.lost(migration, &e))?;
+        for row in rows {
+            let index: String = row.get(0);
+            tracing::warn!(file = %migration.display_path(), index = %index, "dropping the INVALID index an interrupted CREATE INDEX CONCURRENTLY left, before building it again");
+            // The name comes from the catalog, quoted by format('%I').
+            self.client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
+                .await
+                .map_err(|e| {
+                    ApplyError::Failed(FileFailure {
+                        file: migration.display_path(),
+                        version: migration.version(),
+                        pg: PgFailure::from_pg(&e),
+                        line: None,
+                        column: None,
+                    })
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn report_invalid_indexes(&self, migration: &Migration) -> Result<(), ApplyError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname)
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE NOT i.indisvalid ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(|e| self.lost(migration, &e))?;
+        let invalid: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if !invalid.is_empty() {
+            tracing::warn!(file = %migration.display_path(), invalid_indexes = ?invalid, "INVALID indexes in the database");
+        }
+        Ok(())
+    }
+
+    fn lost(&self, migration: &Migration, e: &tokio_postgres::Error) -> ApplyError {
+        let failure = FileFailure {
+            file: migration.display_path(),
+            version: migration.version(),
+            pg: PgFailure::from_pg(e),
+            line: None,
+            column: None,
+        };
+        match failure.pg.sqlstate {
+            None => ApplyError::Lost(failure),
+            Some(_) => ApplyError::Failed(failure),
+        }
+    }
+}
+
+/// Maps Postgres's 1-based character position in what was sent back to a line and column of
+/// the file.
+fn file_failure(migration: &Migration, attempt: &Attempt) -> FileFailure {
+    let location = attempt
+        .pg
+        .position
+        .and_then(|p| (p as usize).checked_sub(1 + attempt.sent_prefix_chars))
+        .map(|index| line_column(&migration.sql, attempt.file_char_offset + index));
+    FileFailure {
+        file: migration.display_path(),
+        version: migration.version(),
+        pg: attempt.pg.clone(),
+        line: location.map(|(line, _)| line),
+        column: location.map(|(_, column)| column),
+    }
+}
+
+/// 1-based line and column of the character at `char_index` (0-based).
+fn line_column(text: &str, char_index: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut column = 1;
+    for c in text.chars().take(char_index) {
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_character_positions_to_lines() {
+        let text = "-- héader\nCREATE TABLE t (\n  x int REFERENCES nope\n);\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 10), (2, 1));
+        let nope = text.find("nope").unwrap();
+        let nope_chars = text[..nope].chars().count();
+        assert_eq!(line_column(text, nope_chars), (3, 20));
+    }
+}

@@ -1,0 +1,366 @@
+//! Connecting to Postgres: the redacting URL type, session settings, retries at start-up.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, NoTls};
+
+use crate::backoff::Backoff;
+use crate::config::SessionSettings;
+use crate::error::{chain, PgFailure};
+use crate::exit::ExitCode;
+
+/// A connection string as the user gave it. Its `Display` and `Debug` hide the password, so no
+/// log line, error or panic message can print it.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    raw: String,
+}
+
+impl DatabaseUrl {
+    /// Accepts `postgres://` / `postgresql://` URLs and libpq `key=value` strings.
+    pub fn parse(raw: String) -> Result<(DatabaseUrl, tokio_postgres::Config), ConnectError> {
+        let url = DatabaseUrl { raw };
+        match url.raw.parse::<tokio_postgres::Config>() {
+            Ok(config) => Ok((url, config)),
+            Err(e) => Err(ConnectError::InvalidUrl {
+                url: url.to_string(),
+                reason: chain(&e),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.raw))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+const HIDDEN: &str = "***";
+
+/// Hides the password in a URL's user info, in `password=` URL parameters and in libpq
+/// `password=` pairs. Over-redacting a malformed string is fine; under-redacting is not.
+pub fn redact(raw: &str) -> String {
+    if let Some((scheme, rest)) = raw.split_once("://") {
+        let mut out = format!("{scheme}://");
+        // The last '@' ends the user info even when an unencoded password holds '@' or '/'.
+        let rest = match rest.rfind('@') {
+            Some(at) => {
+                let user = rest[..at].split(':').next().unwrap_or_default();
+                let had_password = rest[..at].contains(':');
+                out.push_str(user);
+                if had_password {
+                    out.push(':');
+                    out.push_str(HIDDEN);
+                }
+                out.push('@');
+                &rest[at + 1..]
+            }
+            None => rest,
+        };
+        out.push_str(&redact_query(rest));
+        return out;
+    }
+    redact_key_values(raw)
+}
+
+fn redact_query(rest: &str) -> String {
+    let Some((path, query)) = rest.split_once('?') else {
+        return rest.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}={HIDDEN}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
+}
+
+/// `host=db password='a b\'c' user=x` → `host=db password=*** user=x`, following libpq's
+/// quoting rules (single quotes, backslash escapes).
+fn redact_key_values(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(found) = find_password_key(rest) {
+        let (before, after_key) = rest.split_at(found.value_start);
+        out.push_str(before);
+        out.push_str(HIDDEN);
+        rest = skip_value(after_key);
+    }
+    out.push_str(rest);
+    out
+}
+
+struct PasswordKey {
+    value_start: usize,
+}
+
+fn find_password_key(text: &str) -> Option<PasswordKey> {
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("password") {
+        let start = from + i;
+        let at_word_start = start == 0 || lower.as_bytes()[start - 1].is_ascii_whitespace();
+        let after = &text[start + "password".len()..];
+        let trimmed = after.trim_start();
+        if at_word_start && trimmed.starts_with('=') {
+            let eq = text.len() - trimmed.len();
+            let value = &text[eq + 1..];
+            let value_start = eq + 1 + (value.len() - value.trim_start().len());
+            return Some(PasswordKey { value_start });
+        }
+        from = start + 1;
+    }
+    None
+}
+
+fn skip_value(value: &str) -> &str {
+    let bytes = value.as_bytes();
+    if bytes.first() == Some(&b'\'') {
+        let mut i = 1;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b'\'' => return &value[(i + 1).min(value.len())..],
+                _ => i += 1,
+            }
+        }
+        return "";
+    }
+    let end = value.find(char::is_whitespace).unwrap_or(value.len());
+    &value[end..]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("database url {url} is not valid: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("no database given: set DATABASE_URL or --database-url (postgres://user:password@host:5432/dbname or a key=value string)")]
+    Missing,
+    #[error("cannot reach the database at {target} after {attempts} attempts over {waited_s:.1}s: {reason}; check the host, port, security groups and that the server is up (--connect-timeout to wait longer)")]
+    Unreachable {
+        target: String,
+        attempts: u32,
+        waited_s: f64,
+        reason: String,
+    },
+    #[error("the database at {target} refused the connection: {failure}")]
+    Refused { target: String, failure: PgFailure },
+    #[error("the connection to {target} goes through a transaction-pooling proxy (backend pid changed from {first} to {second}); advisory locks and session settings cannot work through it: point migrun at the database directly (not PgBouncer in transaction mode)")]
+    TransactionPooler {
+        target: String,
+        first: i32,
+        second: i32,
+    },
+    #[error("lost the database connection: {failure}")]
+    Lost { failure: PgFailure },
+}
+
+impl ConnectError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            ConnectError::InvalidUrl { .. }
+            | ConnectError::Missing
+            | ConnectError::TransactionPooler { .. } => ExitCode::Usage,
+            ConnectError::Unreachable { .. }
+            | ConnectError::Refused { .. }
+            | ConnectError::Lost { .. } => ExitCode::Connect,
+        }
+    }
+}
+
+/// A connected session and what migrun learned about it.
+pub struct Session {
+    pub client: Client,
+    pub backend_pid: i32,
+    pub target: String,
+}
+
+impl Session {
+    /// Fails when the backend behind this connection changed, which only a transaction-pooling
+    /// proxy does.
+    pub fn check_backend(&self, pid: i32) -> Result<(), ConnectError> {
+        if pid == self.backend_pid {
+            return Ok(());
+        }
+        Err(ConnectError::TransactionPooler {
+            target: self.target.clone(),
+            first: self.backend_pid,
+            second: pid,
+        })
+    }
+}
+
+/// `host:port/dbname as user`, for logs; never the password.
+pub fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().or(config.get_user()).unwrap_or("?");
+    let user = config.get_user().unwrap_or("?");
+    format!("{host}:{port}/{db} as {user}")
+}
+
+/// Connects, retrying what start-up makes transient (refused, DNS, server starting, too many
+/// connections) until `timeout` runs out; a refused login fails at once.
+pub async fn connect(
+    mut config: tokio_postgres::Config,
+    session: &SessionSettings,
+    timeout: Duration,
+) -> Result<Session, ConnectError> {
+    apply_session_settings(&mut config, session);
+    let target = describe_target(&config);
+    let started = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let remaining = timeout.saturating_sub(started.elapsed());
+        config
+            .connect_timeout(remaining.clamp(Duration::from_millis(100), Duration::from_secs(10)));
+        let failure = match config.connect(NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %chain(&e), "connection ended");
+                    }
+                });
+                return session_info(client, target).await;
+            }
+            Err(e) => PgFailure::from_pg(&e),
+        };
+        if !is_transient(&failure) {
+            return Err(ConnectError::Refused { target, failure });
+        }
+        let delay = backoff.next_delay();
+        if started.elapsed() + delay >= timeout {
+            return Err(ConnectError::Unreachable {
+                target,
+                attempts,
+                waited_s: started.elapsed().as_secs_f64(),
+                reason: failure.to_string(),
+            });
+        }
+        tracing::warn!(target_db = %target, attempt = attempts, error = %failure, retry_in_ms = delay.as_millis() as u64, "database not reachable yet; retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Session settings go in the start-up packet: no extra round trip, and they hold from the
+/// first statement on.
+fn apply_session_settings(config: &mut tokio_postgres::Config, session: &SessionSettings) {
+    let ours = format!(
+        "-c lock_timeout={} -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        session.lock_timeout.to_setting(),
+        session.statement_timeout.to_setting(),
+        session.idle_in_transaction_timeout.to_setting(),
+    );
+    let options = match config.get_options() {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    config.options(options);
+    if config.get_application_name().is_none() {
+        config.application_name(session.application_name.clone());
+    }
+    // A vanished peer (task stopped, failover) is noticed in under a minute, not hours.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(15));
+    config.keepalives_interval(Duration::from_secs(5));
+    config.keepalives_retries(3);
+    config.tcp_user_timeout(Duration::from_secs(30));
+}
+
+async fn session_info(client: Client, target: String) -> Result<Session, ConnectError> {
+    let row = client
+        .query_one("SELECT pg_backend_pid(), current_setting('server_version'), current_database()::text, current_user::text", &[])
+        .await
+        .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
+    let backend_pid: i32 = row.get(0);
+    let server_version: String = row.get(1);
+    let database: String = row.get(2);
+    let user: String = row.get(3);
+    tracing::info!(target_db = %target, backend_pid, server_version = %server_version, database = %database, user = %user, "connected");
+    Ok(Session {
+        client,
+        backend_pid,
+        target,
+    })
+}
+
+/// SQLSTATEs that a server gives while starting or overloaded; anything without a SQLSTATE is
+/// a network failure (refused, DNS, timeout).
+fn is_transient(failure: &PgFailure) -> bool {
+    match failure.sqlstate.as_deref() {
+        None => true,
+        Some(code) => matches!(code, "57P03" | "53300" | "08006" | "08001"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_url_passwords() {
+        assert_eq!(
+            redact("postgres://app:s3cr%40t@db:5432/app"),
+            "postgres://app:***@db:5432/app"
+        );
+        assert_eq!(
+            redact("postgresql://app:p@ss/w:rd@db/app?sslmode=require"),
+            "postgresql://app:***@db/app?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://app@db/app?password=hunter2&sslmode=require"),
+            "postgres://app@db/app?password=***&sslmode=require"
+        );
+        assert_eq!(redact("postgres://db/app"), "postgres://db/app");
+    }
+
+    #[test]
+    fn redacts_key_value_passwords() {
+        assert_eq!(
+            redact("host=db password=hunter2 user=app"),
+            "host=db password=*** user=app"
+        );
+        assert_eq!(
+            redact("host=db password = 'a b\\'c' user=app"),
+            "host=db password = *** user=app"
+        );
+        assert_eq!(redact("PASSWORD=x"), "PASSWORD=***");
+        assert_eq!(
+            redact("host=db user=password_owner"),
+            "host=db user=password_owner"
+        );
+    }
+
+    #[test]
+    fn debug_and_display_hide_the_password() {
+        let (url, _) = DatabaseUrl::parse("postgres://app:hunter2@db/app".into()).unwrap();
+        assert!(!format!("{url} {url:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn invalid_url_error_hides_the_password() {
+        let error = DatabaseUrl::parse("postgres://app:hunter2@db/app?sslmode=bogus".into())
+            .err()
+            .unwrap();
+        let message = error.to_string();
+        assert!(message.contains("sslmode"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}

@@ -1,0 +1,109 @@
+//! Exit codes: the one place their numbers are written (mirrored by the README table).
+
+/// How a run ended, as the process exit status.
+///
+/// 5 and 8 mean "safe to retry"; 6 and 7 mean "stop the rollout".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// The schema is current (migrations applied, or nothing to do).
+    Success,
+    /// An unexpected failure outside any migration file (for example the history table
+    /// cannot be created or the result file cannot be written).
+    Internal,
+    /// Usage, configuration or migration files invalid; nothing was done.
+    Usage,
+    /// Credentials or a secret could not be resolved.
+    Secret,
+    /// The database is unreachable or refused the login.
+    Connect,
+    /// The advisory lock was not acquired within `--lock-wait`. Safe to retry.
+    LockWait,
+    /// A migration failed and was rolled back. Stop the rollout.
+    MigrationFailed,
+    /// The history does not match the files (drift, missing, out of order). Stop the rollout.
+    HistoryMismatch,
+    /// `lock_timeout` retries were exhausted. Safe to retry.
+    LockRetries,
+    /// `--wait` gave up before the schema was ready.
+    WaitTimeout,
+    /// Interrupted by a signal (128 + signal number, as shells report it).
+    Signal(i32),
+}
+
+impl ExitCode {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Success => 0,
+            ExitCode::Internal => 1,
+            ExitCode::Usage => 2,
+            ExitCode::Secret => 3,
+            ExitCode::Connect => 4,
+            ExitCode::LockWait => 5,
+            ExitCode::MigrationFailed => 6,
+            ExitCode::HistoryMismatch => 7,
+            ExitCode::LockRetries => 8,
+            ExitCode::WaitTimeout => 9,
+            ExitCode::Signal(signal) => 128 + signal,
+        }
+    }
+
+    /// The result event's `outcome`: one word per exit code, for dashboards and alerts.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            ExitCode::Success => "success",
+            ExitCode::Internal => "internal_error",
+            ExitCode::Usage => "invalid_input",
+            ExitCode::Secret => "secret_unavailable",
+            ExitCode::Connect => "database_unreachable",
+            ExitCode::LockWait => "lock_wait_timeout",
+            ExitCode::MigrationFailed => "migration_failed",
+            ExitCode::HistoryMismatch => "history_mismatch",
+            ExitCode::LockRetries => "lock_retries_exhausted",
+            ExitCode::WaitTimeout => "wait_timeout",
+            ExitCode::Signal(_) => "interrupted",
+        }
+    }
+
+    /// Whether running the same command again may succeed without a change to files or data.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ExitCode::Connect | ExitCode::LockWait | ExitCode::LockRetries | ExitCode::WaitTimeout
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_match_the_readme_table() {
+        let table = [
+            (ExitCode::Success, 0),
+            (ExitCode::Internal, 1),
+            (ExitCode::Usage, 2),
+            (ExitCode::Secret, 3),
+            (ExitCode::Connect, 4),
+            (ExitCode::LockWait, 5),
+            (ExitCode::MigrationFailed, 6),
+            (ExitCode::HistoryMismatch, 7),
+            (ExitCode::LockRetries, 8),
+            (ExitCode::WaitTimeout, 9),
+            (ExitCode::Signal(2), 130),
+            (ExitCode::Signal(15), 143),
+        ];
+        for (exit, number) in table {
+            assert_eq!(exit.code(), number, "{exit:?}");
+        }
+    }
+
+    #[test]
+    fn only_transient_failures_are_retryable() {
+        assert!(ExitCode::LockWait.retryable());
+        assert!(ExitCode::LockRetries.retryable());
+        assert!(!ExitCode::MigrationFailed.retryable());
+        assert!(!ExitCode::HistoryMismatch.retryable());
+        assert!(!ExitCode::Success.retryable());
+    }
+}

@@ -1,0 +1,335 @@
+//! The history table: its name, creating it, reading it, and recording applied files.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::{Client, Statement};
+
+use crate::config::Identity;
+use crate::error::PgFailure;
+use crate::exit::ExitCode;
+use crate::source::{Kind, Migration};
+
+/// A validated, optionally schema-qualified table name, lower-cased as Postgres folds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryTable {
+    schema: Option<String>,
+    name: String,
+}
+
+impl HistoryTable {
+    /// `migrun_history` or `ops.migrun_history`; plain identifiers only, so quoting is trivial.
+    pub fn parse(text: &str) -> Option<HistoryTable> {
+        let valid = |part: &str| {
+            let mut bytes = part.bytes();
+            matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && part.len() <= 63
+        };
+        let lower = text.to_ascii_lowercase();
+        match lower.split_once('.') {
+            Some((schema, name)) if valid(schema) && valid(name) => Some(HistoryTable {
+                schema: Some(schema.into()),
+                name: name.into(),
+            }),
+            None if valid(&lower) => Some(HistoryTable {
+                schema: None,
+                name: lower,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The quoted name to put in SQL text (identifiers cannot be bind parameters).
+    pub fn sql(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("\"{schema}\".\"{}\"", self.name),
+            None => format!("\"{}\"", self.name),
+        }
+    }
+
+    /// The default advisory lock key: stable across versions of migrun, distinct per table.
+    pub fn lock_key(&self) -> i64 {
+        let digest = Sha256::digest(format!("migrun:{self}").as_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        i64::from_be_bytes(bytes)
+    }
+}
+
+impl fmt::Display for HistoryTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Applied,
+    /// A `no-transaction` file that began and did not finish.
+    Started,
+}
+
+/// One row of the history table.
+#[derive(Debug, Clone)]
+pub struct AppliedRow {
+    pub id: i64,
+    pub version: Option<u64>,
+    pub description: String,
+    pub checksum: String,
+    pub state: RowState,
+    pub applied_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("history table {table}: cannot {action}: {failure}")]
+pub struct HistoryError {
+    pub table: String,
+    pub action: &'static str,
+    pub failure: PgFailure,
+}
+
+impl HistoryError {
+    pub fn exit_code(&self) -> ExitCode {
+        // No SQLSTATE means the connection itself failed.
+        match self.failure.sqlstate {
+            None => ExitCode::Connect,
+            Some(_) => ExitCode::Internal,
+        }
+    }
+}
+
+pub struct History<'a> {
+    client: &'a Client,
+    table: &'a HistoryTable,
+}
+
+impl<'a> History<'a> {
+    pub fn new(client: &'a Client, table: &'a HistoryTable) -> History<'a> {
+        History { client, table }
+    }
+
+    fn error(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> HistoryError + '_ {
+        move |e| HistoryError {
+            table: self.table.to_string(),
+            action,
+            failure: PgFailure::from_pg(&e),
+        }
+    }
+
+    fn create_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                id bigserial PRIMARY KEY,
+                version bigint UNIQUE,
+                description text NOT NULL,
+                kind text NOT NULL CHECK (kind IN ('versioned', 'repeatable')),
+                checksum text NOT NULL,
+                state text NOT NULL CHECK (state IN ('applied', 'started')),
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                execution_ms bigint,
+                applied_by text NOT NULL,
+                migrun_version text NOT NULL,
+                release text,
+                ecs_task_arn text,
+                image text,
+                image_digest text
+            )",
+            self.table.sql()
+        )
+    }
+
+    fn select_sql(&self) -> String {
+        format!(
+            "SELECT id, version, description, checksum, state, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {} ORDER BY id",
+            self.table.sql()
+        )
+    }
+
+    /// Creates the table if needed and reads it, pipelined into one round trip. Call with the
+    /// advisory lock held: concurrent `CREATE TABLE IF NOT EXISTS` can fail.
+    pub async fn ensure_and_read(&self) -> Result<Vec<AppliedRow>, HistoryError> {
+        let create = self.create_sql();
+        let select = self.select_sql();
+        let (created, rows) = tokio::join!(
+            self.client.batch_execute(&create),
+            self.client.query(&select, &[])
+        );
+        created.map_err(self.error("create it (does the user have CREATE on the schema?)"))?;
+        rows.map_err(self.error("read it"))
+            .map(|rows| rows.iter().map(to_row).collect())
+    }
+
+    /// Reads the table without creating it: an absent table is an empty history.
+    pub async fn read_if_exists(&self) -> Result<Vec<AppliedRow>, HistoryError> {
+        let exists = self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.table.sql()])
+            .await
+            .map_err(self.error("look it up"))?;
+        if !exists.get::<_, bool>(0) {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .client
+            .query(&self.select_sql(), &[])
+            .await
+            .map_err(self.error("read it"))?;
+        Ok(rows.iter().map(to_row).collect())
+    }
+
+    /// Prepares the insert once per run: one round trip saved per applied file.
+    pub async fn writer(&self, identity: &'a Identity) -> Result<HistoryWriter<'a>, HistoryError> {
+        let sql = format!(
+            "INSERT INTO {} (version, description, kind, checksum, state, execution_ms, applied_by, migrun_version, release, ecs_task_arn, image, image_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state,
+                 applied_at = now(), execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by,
+                 migrun_version = EXCLUDED.migrun_version, release = EXCLUDED.release
+             RETURNING id",
+            self.table.sql()
+        );
+        let insert = self
+            .client
+            .prepare(&sql)
+            .await
+            .map_err(self.error("prepare the insert"))?;
+        Ok(HistoryWriter {
+            client: self.client,
+            table: self.table,
+            identity,
+            insert,
+        })
+    }
+}
+
+pub struct HistoryWriter<'a> {
+    client: &'a Client,
+    table: &'a HistoryTable,
+    identity: &'a Identity,
+    insert: Statement,
+}
+
+impl HistoryWriter<'_> {
+    /// Records `migration` (inside the caller's transaction for transactional files) and
+    /// returns the row id. A `started` row of a versioned file is overwritten in place.
+    pub async fn record(
+        &self,
+        migration: &Migration,
+        state: RowState,
+        execution_ms: Option<i64>,
+    ) -> Result<i64, HistoryError> {
+        let version = migration.version().map(|v| v as i64);
+        let kind = match migration.kind {
+            Kind::Versioned(_) => "versioned",
+            Kind::Repeatable => "repeatable",
+        };
+        let state = match state {
+            RowState::Applied => "applied",
+            RowState::Started => "started",
+        };
+        let identity = self.identity;
+        let row = self
+            .client
+            .query_one(
+                &self.insert,
+                &[
+                    &version,
+                    &migration.description,
+                    &kind,
+                    &migration.checksum,
+                    &state,
+                    &execution_ms,
+                    &identity.applied_by,
+                    &identity.migrun_version,
+                    &identity.release,
+                    &identity.ecs_task_arn,
+                    &identity.image,
+                    &identity.image_digest,
+                ],
+            )
+            .await
+            .map_err(|e| self.error("record a migration", e))?;
+        Ok(row.get(0))
+    }
+
+    /// Marks a `started` row applied once its `no-transaction` file has run to the end, and
+    /// removes older unfinished rows of the same repeatable file.
+    pub async fn finish(
+        &self,
+        migration: &Migration,
+        id: i64,
+        execution_ms: i64,
+    ) -> Result<(), HistoryError> {
+        let table = self.table.sql();
+        let update = format!("UPDATE {table} SET state = 'applied', execution_ms = $2, applied_at = now() WHERE id = $1");
+        self.client
+            .execute(&update, &[&id, &execution_ms])
+            .await
+            .map_err(|e| self.error("mark a migration finished", e))?;
+        if migration.kind == Kind::Repeatable {
+            let cleanup = format!("DELETE FROM {table} WHERE kind = 'repeatable' AND description = $1 AND state = 'started' AND id <> $2");
+            self.client
+                .execute(&cleanup, &[&migration.description, &id])
+                .await
+                .map_err(|e| self.error("clean up unfinished rows", e))?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, action: &'static str, e: tokio_postgres::Error) -> HistoryError {
+        HistoryError {
+            table: self.table.to_string(),
+            action,
+            failure: PgFailure::from_pg(&e),
+        }
+    }
+}
+
+fn to_row(row: &tokio_postgres::Row) -> AppliedRow {
+    let version: Option<i64> = row.get(1);
+    let state: &str = row.get(4);
+    AppliedRow {
+        id: row.get(0),
+        version: version.map(|v| v as u64),
+        description: row.get(2),
+        checksum: row.get(3),
+        state: if state == "started" {
+            RowState::Started
+        } else {
+            RowState::Applied
+        },
+        applied_at: row.get(5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_quotes_table_names() {
+        let plain = HistoryTable::parse("migrun_history").unwrap();
+        assert_eq!(plain.sql(), "\"migrun_history\"");
+        let qualified = HistoryTable::parse("Ops.History").unwrap();
+        assert_eq!(qualified.sql(), "\"ops\".\"history\"");
+        assert_eq!(qualified.to_string(), "ops.history");
+        for bad in ["", "a.b.c", "1abc", "a-b", "x\"; DROP TABLE y; --", "a."] {
+            assert!(HistoryTable::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lock_key_is_stable_and_per_table() {
+        let a = HistoryTable::parse("migrun_history").unwrap();
+        let b = HistoryTable::parse("ops.migrun_history").unwrap();
+        assert_eq!(
+            a.lock_key(),
+            HistoryTable::parse("MIGRUN_HISTORY").unwrap().lock_key()
+        );
+        assert_ne!(a.lock_key(), b.lock_key());
+    }
+}

@@ -1,0 +1,27 @@
+//! migrun: apply PostgreSQL migrations safely before a rollout.
+
+// Errors carry what the log needs (file, SQLSTATE, message, position); they travel on the
+// cold path once per run, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod apply;
+pub mod backoff;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod connect;
+pub mod duration;
+pub mod error;
+pub mod exit;
+pub mod history;
+pub mod lock;
+pub mod log;
+pub mod plan;
+pub mod report;
+pub mod source;
+pub mod split;
+
+pub use cli::Cli;
+pub use commands::run;
+pub use exit::ExitCode;

@@ -1,0 +1,389 @@
+//! Comparing the files with the history: what is applied, what is pending, what is wrong.
+//!
+//! Pure logic over already-read data, so every rule here is unit tested without a database.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::config::Policy;
+use crate::exit::ExitCode;
+use crate::history::{AppliedRow, RowState};
+use crate::source::{Kind, Migration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// Applied with the same checksum.
+    Applied,
+    /// Not applied yet.
+    Pending,
+    /// Pending, but lower than the highest applied version.
+    OutOfOrder,
+    /// A `no-transaction` file that started and did not finish: it runs again.
+    Unfinished,
+    /// Applied, and the file changed since.
+    Drifted,
+    /// A repeatable file whose checksum differs from the last applied one.
+    Changed,
+}
+
+/// One migration file and what the history says of it.
+#[derive(Debug, Clone)]
+pub struct Entry<'m> {
+    pub migration: &'m Migration,
+    pub state: FileState,
+    pub recorded_checksum: Option<String>,
+    pub applied_at: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Comparison<'m> {
+    pub entries: Vec<Entry<'m>>,
+    /// Applied versions that no file has (the database is ahead of these files).
+    pub missing: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{} applied migration(s) were edited since: {}; restore the files (or run with --allow-drift to only warn)", .0.len(), drift_list(.0))]
+    Drift(Vec<Drift>),
+    #[error("the database has version(s) {} that {dir} does not; deploy an image with those files, or run with --allow-missing", join(.versions))]
+    Missing { versions: Vec<u64>, dir: String },
+    #[error("pending version(s) {} are lower than the highest applied version {highest}; renumber them above it, or run with --allow-out-of-order", join(.versions))]
+    OutOfOrder { versions: Vec<u64>, highest: u64 },
+}
+
+impl PlanError {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::HistoryMismatch
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Drift {
+    pub file: String,
+    pub recorded: String,
+    pub current: String,
+}
+
+fn drift_list(drifts: &[Drift]) -> String {
+    drifts
+        .iter()
+        .map(|d| {
+            format!(
+                "{} (recorded {}, file now {})",
+                d.file, d.recorded, d.current
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn join(versions: &[u64]) -> String {
+    versions
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn compare<'m>(migrations: &'m [Migration], history: &[AppliedRow]) -> Comparison<'m> {
+    let mut by_version: HashMap<u64, &AppliedRow> = HashMap::new();
+    let mut last_repeatable: HashMap<&str, &AppliedRow> = HashMap::new();
+    for row in history {
+        match row.version {
+            Some(v) => {
+                by_version.insert(v, row);
+            }
+            // Rows are in id order, so the last applied one wins.
+            None if row.state == RowState::Applied => {
+                last_repeatable.insert(&row.description, row);
+            }
+            None => {}
+        }
+    }
+    let highest = history.iter().filter_map(|r| r.version).max();
+    let entries = migrations
+        .iter()
+        .map(|migration| {
+            let row = match migration.kind {
+                Kind::Versioned(v) => by_version.get(&v).copied(),
+                Kind::Repeatable => last_repeatable.get(migration.description.as_str()).copied(),
+            };
+            let state = match (migration.kind, row) {
+                (Kind::Versioned(_), Some(r)) if r.state == RowState::Started => {
+                    FileState::Unfinished
+                }
+                (Kind::Versioned(_), Some(r)) if r.checksum != migration.checksum => {
+                    FileState::Drifted
+                }
+                (Kind::Versioned(v), None) if highest.is_some_and(|h| v < h) => {
+                    FileState::OutOfOrder
+                }
+                (Kind::Versioned(_), None) => FileState::Pending,
+                (Kind::Repeatable, Some(r)) if r.checksum != migration.checksum => {
+                    FileState::Changed
+                }
+                (Kind::Repeatable, None) => FileState::Pending,
+                (_, Some(_)) => FileState::Applied,
+            };
+            Entry {
+                migration,
+                state,
+                recorded_checksum: row.map(|r| r.checksum.clone()),
+                applied_at: row
+                    .filter(|r| r.state == RowState::Applied)
+                    .map(|r| r.applied_at.clone()),
+            }
+        })
+        .collect();
+    let known: std::collections::HashSet<u64> =
+        migrations.iter().filter_map(Migration::version).collect();
+    let missing: BTreeMap<u64, ()> = by_version
+        .keys()
+        .filter(|v| !known.contains(v))
+        .map(|v| (*v, ()))
+        .collect();
+    Comparison {
+        entries,
+        missing: missing.into_keys().collect(),
+    }
+}
+
+impl Comparison<'_> {
+    /// Checks the history against the policy; problems that are allowed are logged as warnings.
+    pub fn validate(&self, policy: Policy, dir: &str) -> Result<(), PlanError> {
+        let drift: Vec<Drift> = self
+            .entries
+            .iter()
+            .filter(|e| e.state == FileState::Drifted)
+            .map(|e| Drift {
+                file: e.migration.display_path(),
+                recorded: e.recorded_checksum.clone().unwrap_or_default(),
+                current: e.migration.checksum.clone(),
+            })
+            .collect();
+        if !drift.is_empty() {
+            if !policy.allow_drift {
+                return Err(PlanError::Drift(drift));
+            }
+            for d in &drift {
+                tracing::warn!(file = %d.file, recorded = %d.recorded, current = %d.current, "applied migration was edited (allowed by --allow-drift)");
+            }
+        }
+        if !self.missing.is_empty() {
+            if !policy.allow_missing {
+                return Err(PlanError::Missing {
+                    versions: self.missing.clone(),
+                    dir: dir.to_string(),
+                });
+            }
+            tracing::warn!(versions = ?self.missing, "database has versions these files do not (allowed by --allow-missing)");
+        }
+        let out_of_order: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|e| e.state == FileState::OutOfOrder)
+            .filter_map(|e| e.migration.version())
+            .collect();
+        if !out_of_order.is_empty() && !policy.allow_out_of_order {
+            let highest = self
+                .entries
+                .iter()
+                .filter(|e| e.recorded_checksum.is_some())
+                .filter_map(|e| e.migration.version())
+                .chain(self.missing.iter().copied())
+                .max()
+                .unwrap_or_default();
+            return Err(PlanError::OutOfOrder {
+                versions: out_of_order,
+                highest,
+            });
+        }
+        Ok(())
+    }
+
+    /// What `up` runs, in order: versioned files up to `target`, then changed repeatable files
+    /// (only when no versioned file is left pending: they are written against the newest schema).
+    pub fn steps(&self, target: Option<u64>) -> Vec<&Entry<'_>> {
+        let runs = |e: &&Entry| {
+            matches!(
+                e.state,
+                FileState::Pending
+                    | FileState::OutOfOrder
+                    | FileState::Unfinished
+                    | FileState::Changed
+            )
+        };
+        let versioned: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(runs)
+            .filter(
+                |e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_none_or(|t| v <= t)),
+            )
+            .collect();
+        let versioned_left = self.entries.iter().filter(runs).any(
+            |e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_some_and(|t| v > t)),
+        );
+        let repeatable = self
+            .entries
+            .iter()
+            .filter(runs)
+            .filter(|e| e.migration.kind == Kind::Repeatable && !versioned_left);
+        versioned.into_iter().chain(repeatable).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Directives;
+
+    fn file(kind: Kind, description: &str, checksum: &str) -> Migration {
+        let name = match kind {
+            Kind::Versioned(v) => format!("sql/{v:04}_{description}.sql"),
+            Kind::Repeatable => format!("sql/R__{description}.sql"),
+        };
+        Migration {
+            kind,
+            description: description.into(),
+            path: name.into(),
+            sql: "SELECT 1".into(),
+            checksum: checksum.into(),
+            directives: Directives::default(),
+        }
+    }
+
+    fn row(
+        id: i64,
+        version: Option<u64>,
+        description: &str,
+        checksum: &str,
+        state: RowState,
+    ) -> AppliedRow {
+        AppliedRow {
+            id,
+            version,
+            description: description.into(),
+            checksum: checksum.into(),
+            state,
+            applied_at: "t".into(),
+        }
+    }
+
+    fn states(c: &Comparison) -> Vec<FileState> {
+        c.entries.iter().map(|e| e.state).collect()
+    }
+
+    #[test]
+    fn classifies_each_file() {
+        let files = vec![
+            file(Kind::Versioned(1), "a", "c1"),
+            file(Kind::Versioned(2), "b", "c2-edited"),
+            file(Kind::Versioned(3), "c", "c3"),
+            file(Kind::Versioned(5), "e", "c5"),
+            file(Kind::Versioned(6), "f", "c6"),
+            file(Kind::Repeatable, "views", "v2"),
+            file(Kind::Repeatable, "funcs", "f1"),
+        ];
+        let history = vec![
+            row(1, Some(1), "a", "c1", RowState::Applied),
+            row(2, Some(2), "b", "c2", RowState::Applied),
+            row(3, Some(4), "d", "c4", RowState::Applied),
+            row(4, Some(5), "e", "c5", RowState::Started),
+            row(5, None, "views", "v1", RowState::Applied),
+            row(6, None, "funcs", "f0", RowState::Applied),
+            row(7, None, "funcs", "f1", RowState::Applied),
+        ];
+        let c = compare(&files, &history);
+        use FileState::*;
+        assert_eq!(
+            states(&c),
+            vec![Applied, Drifted, OutOfOrder, Unfinished, Pending, Changed, Applied]
+        );
+        assert_eq!(c.missing, vec![4]);
+    }
+
+    #[test]
+    fn each_mismatch_fails_unless_allowed() {
+        let files = vec![
+            file(Kind::Versioned(1), "a", "edited"),
+            file(Kind::Versioned(2), "b", "c2"),
+        ];
+        let drifted = compare(&files, &[row(1, Some(1), "a", "c1", RowState::Applied)]);
+        let error = drifted.validate(Policy::default(), "sql").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("sql/0001_a.sql (recorded c1, file now edited)"),
+            "{error}"
+        );
+        assert!(drifted
+            .validate(
+                Policy {
+                    allow_drift: true,
+                    ..Policy::default()
+                },
+                "sql"
+            )
+            .is_ok());
+
+        let files = vec![file(Kind::Versioned(2), "b", "c2")];
+        let missing = compare(
+            &files,
+            &[
+                row(1, Some(1), "a", "c1", RowState::Applied),
+                row(2, Some(2), "b", "c2", RowState::Applied),
+            ],
+        );
+        assert!(
+            matches!(missing.validate(Policy::default(), "sql"), Err(PlanError::Missing { ref versions, .. }) if versions == &[1])
+        );
+        assert!(missing
+            .validate(
+                Policy {
+                    allow_missing: true,
+                    ..Policy::default()
+                },
+                "sql"
+            )
+            .is_ok());
+
+        let files = vec![
+            file(Kind::Versioned(1), "a", "c1"),
+            file(Kind::Versioned(3), "c", "c3"),
+        ];
+        let gap = compare(&files, &[row(1, Some(3), "c", "c3", RowState::Applied)]);
+        assert!(
+            matches!(gap.validate(Policy::default(), "sql"), Err(PlanError::OutOfOrder { ref versions, highest: 3 }) if versions == &[1])
+        );
+        let allowed = Policy {
+            allow_out_of_order: true,
+            ..Policy::default()
+        };
+        assert!(gap.validate(allowed, "sql").is_ok());
+        assert_eq!(gap.steps(None).len(), 1);
+    }
+
+    #[test]
+    fn steps_run_versioned_up_to_target_then_repeatables() {
+        let files = vec![
+            file(Kind::Versioned(1), "a", "c1"),
+            file(Kind::Versioned(2), "b", "c2"),
+            file(Kind::Versioned(10), "c", "c10"),
+            file(Kind::Repeatable, "views", "v1"),
+        ];
+        let c = compare(&files, &[]);
+        let labels = |steps: Vec<&Entry>| {
+            steps
+                .iter()
+                .map(|e| e.migration.label())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels(c.steps(None)), vec!["1", "2", "10", "R__views"]);
+        assert_eq!(labels(c.steps(Some(2))), vec!["1", "2"]);
+        assert_eq!(labels(c.steps(Some(10))), vec!["1", "2", "10", "R__views"]);
+    }
+}

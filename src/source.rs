@@ -1,0 +1,466 @@
+//! Migration files: finding them, parsing names and directives, normalising text, checksums.
+//!
+//! Everything here happens before any connection is made, so a bad file costs nothing but an
+//! exit code 2.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::duration::{self, Millis};
+use crate::split;
+
+/// Versioned files are applied once, in version order; repeatable ones after them, whenever
+/// their checksum changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Versioned(u64),
+    Repeatable,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directives {
+    pub no_transaction: bool,
+    pub statement_timeout: Option<Millis>,
+    pub lock_timeout: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub kind: Kind,
+    pub description: String,
+    /// The path as found under the configured directory, for messages (`sql/0001_init.sql`).
+    pub path: PathBuf,
+    /// File text with a leading BOM dropped and CRLF read as LF: what is checksummed and run.
+    pub sql: String,
+    pub checksum: String,
+    pub directives: Directives,
+}
+
+impl Migration {
+    pub fn version(&self) -> Option<u64> {
+        match self.kind {
+            Kind::Versioned(v) => Some(v),
+            Kind::Repeatable => None,
+        }
+    }
+
+    /// `0003` for versioned files, `R__name` for repeatable ones: how the user refers to it.
+    pub fn label(&self) -> String {
+        match self.kind {
+            Kind::Versioned(v) => v.to_string(),
+            Kind::Repeatable => format!("R__{}", self.description),
+        }
+    }
+
+    pub fn display_path(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+const DIRECTIVE_PREFIX: &str = "migrun:";
+const KNOWN_DIRECTIVES: &str =
+    "no-transaction, statement-timeout=<duration>, lock-timeout=<duration>";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{dir}: cannot read the migrations directory: {reason}; set --dir / MIGRUN_DIR to the folder holding the .sql files")]
+    Dir { dir: String, reason: String },
+    #[error("{file}: cannot read: {reason}")]
+    Unreadable { file: String, reason: String },
+    #[error("{file}: not a migration file name; expected <version>_<description>.sql (version: 1 to 18 digits, description: letters, digits, _) or R__<description>.sql")]
+    BadName { file: String },
+    #[error("{file}: not valid UTF-8 (line {line}); save the file as UTF-8")]
+    InvalidUtf8 { file: String, line: usize },
+    #[error("{file}: holds no SQL statement; write the migration or delete the file")]
+    Empty { file: String },
+    #[error("{first} and {second}: both have version {version}; give one of them a new version")]
+    DuplicateVersion {
+        version: u64,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{file}: unknown directive `{directive}` (line {line}); expected one of {KNOWN_DIRECTIVES}"
+    )]
+    UnknownDirective {
+        file: String,
+        directive: String,
+        line: usize,
+    },
+    #[error("{file}: directive `{directive}` (line {line}) needs {expected}")]
+    BadDirectiveValue {
+        file: String,
+        directive: String,
+        line: usize,
+        expected: String,
+    },
+    #[error("{file}: directive `{directive}` given twice (line {line})")]
+    RepeatedDirective {
+        file: String,
+        directive: String,
+        line: usize,
+    },
+    #[error("{file}: directive `{directive}` (line {line}) comes after the first statement; move it to the comment lines at the top of the file")]
+    MisplacedDirective {
+        file: String,
+        directive: String,
+        line: usize,
+    },
+    #[error("{file}: `{statement}` (line {line}) controls the transaction, but migrun already runs each file in one; remove it, or add `-- migrun:no-transaction` at the top")]
+    TransactionControl {
+        file: String,
+        line: usize,
+        statement: String,
+    },
+    #[error("{description}: not a valid description; use letters, digits and _ only")]
+    BadDescription { description: String },
+    #[error("{file}: cannot create: {reason}")]
+    Create { file: String, reason: String },
+}
+
+/// SHA-256 (lowercase hex) of the file as migrun reads it: a leading UTF-8 BOM dropped and
+/// CRLF read as LF, so a checkout on Windows does not look like an edited file.
+pub fn checksum(normalized: &str) -> String {
+    let digest = Sha256::digest(normalized.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex
+}
+
+/// Reads every migration in `dir`: versioned ones by version, then repeatable ones by name.
+pub fn load(dir: &Path) -> Result<Vec<Migration>, SourceError> {
+    let dir_error = |e: std::io::Error| SourceError::Dir {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut migrations = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
+        let entry = entry.map_err(dir_error)?;
+        let path = entry.path();
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        if !name.ends_with(".sql") || path.is_dir() {
+            continue;
+        }
+        let (kind, description) = parse_name(&name).ok_or_else(|| SourceError::BadName {
+            file: path.display().to_string(),
+        })?;
+        migrations.push(read_migration(path, kind, description)?);
+    }
+    migrations.sort_by(|a, b| (a.kind, &a.description).cmp(&(b.kind, &b.description)));
+    for pair in migrations.windows(2) {
+        if let (Kind::Versioned(v), Kind::Versioned(w)) = (pair[0].kind, pair[1].kind) {
+            if v == w {
+                return Err(SourceError::DuplicateVersion {
+                    version: v,
+                    first: pair[0].display_path(),
+                    second: pair[1].display_path(),
+                });
+            }
+        }
+    }
+    Ok(migrations)
+}
+
+/// `0001_init.sql` → (Versioned(1), "init"); `R__views.sql` → (Repeatable, "views").
+fn parse_name(name: &str) -> Option<(Kind, String)> {
+    let stem = name.strip_suffix(".sql")?;
+    let valid_description =
+        |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if let Some(description) = stem.strip_prefix("R__") {
+        return valid_description(description).then(|| (Kind::Repeatable, description.to_string()));
+    }
+    let (version, description) = stem.split_once('_')?;
+    let version_ok =
+        (1..=18).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_digit());
+    if !version_ok || !valid_description(description) {
+        return None;
+    }
+    Some((
+        Kind::Versioned(version.parse().ok()?),
+        description.to_string(),
+    ))
+}
+
+fn read_migration(
+    path: PathBuf,
+    kind: Kind,
+    description: String,
+) -> Result<Migration, SourceError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(|e| SourceError::Unreadable {
+        file: file.clone(),
+        reason: e.to_string(),
+    })?;
+    let sql = normalize(bytes).map_err(|line| SourceError::InvalidUtf8 {
+        file: file.clone(),
+        line,
+    })?;
+    let statements = split::split(&sql);
+    if statements.is_empty() {
+        return Err(SourceError::Empty { file });
+    }
+    let directives = parse_directives(&sql, &file)?;
+    if !directives.no_transaction {
+        if let Some(statement) = statements
+            .iter()
+            .find(|s| split::is_transaction_control(s.text))
+        {
+            let line = 1 + sql[..statement.offset].matches('\n').count();
+            return Err(SourceError::TransactionControl {
+                file,
+                line,
+                statement: statement.text.to_string(),
+            });
+        }
+    }
+    Ok(Migration {
+        kind,
+        description,
+        checksum: checksum(&sql),
+        path,
+        sql,
+        directives,
+    })
+}
+
+/// Drops a leading BOM and reads CRLF as LF; on invalid UTF-8, the 1-based line of the bad byte.
+fn normalize(mut bytes: Vec<u8>) -> Result<String, usize> {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        1 + e.as_bytes()[..valid]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    })?;
+    Ok(if text.contains('\r') {
+        text.replace("\r\n", "\n")
+    } else {
+        text
+    })
+}
+
+/// Directives live in `--` comment lines before the first statement; one anywhere else is a
+/// mistake that would silently change how the file runs, so it is an error.
+fn parse_directives(sql: &str, file: &str) -> Result<Directives, SourceError> {
+    let mut directives = Directives::default();
+    let mut in_header = true;
+    for (index, line) in sql.lines().enumerate() {
+        let line_no = index + 1;
+        let trimmed = line.trim();
+        let comment = trimmed.strip_prefix("--").map(str::trim);
+        if in_header && !trimmed.is_empty() && comment.is_none() {
+            in_header = false;
+        }
+        let Some(directive) = comment.and_then(|c| c.strip_prefix(DIRECTIVE_PREFIX)) else {
+            continue;
+        };
+        let directive = directive.trim();
+        if !in_header {
+            return Err(SourceError::MisplacedDirective {
+                file: file.into(),
+                directive: directive.into(),
+                line: line_no,
+            });
+        }
+        apply_directive(&mut directives, directive, file, line_no)?;
+    }
+    Ok(directives)
+}
+
+fn apply_directive(
+    directives: &mut Directives,
+    directive: &str,
+    file: &str,
+    line: usize,
+) -> Result<(), SourceError> {
+    let (name, value) = match directive.split_once('=') {
+        Some((name, value)) => (name.trim(), Some(value.trim())),
+        None => (directive, None),
+    };
+    let repeated = || SourceError::RepeatedDirective {
+        file: file.into(),
+        directive: name.into(),
+        line,
+    };
+    let bad_value = |expected: &str| SourceError::BadDirectiveValue {
+        file: file.into(),
+        directive: directive.into(),
+        line,
+        expected: expected.into(),
+    };
+    let timeout = |value: Option<&str>| {
+        value
+            .and_then(Millis::parse)
+            .ok_or_else(|| bad_value(duration::SYNTAX))
+    };
+    match name {
+        "no-transaction" => {
+            if value.is_some() {
+                return Err(bad_value("no value"));
+            }
+            if directives.no_transaction {
+                return Err(repeated());
+            }
+            directives.no_transaction = true;
+        }
+        "statement-timeout" => {
+            if directives
+                .statement_timeout
+                .replace(timeout(value)?)
+                .is_some()
+            {
+                return Err(repeated());
+            }
+        }
+        "lock-timeout" => {
+            if directives.lock_timeout.replace(timeout(value)?).is_some() {
+                return Err(repeated());
+            }
+        }
+        _ => {
+            return Err(SourceError::UnknownDirective {
+                file: file.into(),
+                directive: directive.into(),
+                line,
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Creates `<UTC timestamp>_<description>.sql` in `dir` (creating `dir` if needed) and returns its path.
+pub fn create_new(dir: &Path, description: &str, timestamp: &str) -> Result<PathBuf, SourceError> {
+    if parse_name(&format!("{timestamp}_{description}.sql")).is_none() {
+        return Err(SourceError::BadDescription {
+            description: description.into(),
+        });
+    }
+    let path = dir.join(format!("{timestamp}_{description}.sql"));
+    let create_error = |e: std::io::Error| SourceError::Create {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(create_error)?;
+    let template = format!(
+        "-- {description}\n\
+         -- Directives go in comment lines here, before the first statement, e.g.:\n\
+         --   -- migrun:no-transaction          (for CREATE INDEX CONCURRENTLY)\n\
+         --   -- migrun:lock-timeout=2s\n\n"
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, template.as_bytes()))
+        .map_err(create_error)?;
+    Ok(path)
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Versioned(_) => "versioned",
+            Kind::Repeatable => "repeatable",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_file_names() {
+        assert_eq!(
+            parse_name("0001_init.sql"),
+            Some((Kind::Versioned(1), "init".into()))
+        );
+        assert_eq!(
+            parse_name("20261125120000_add_users.sql"),
+            Some((Kind::Versioned(20261125120000), "add_users".into()))
+        );
+        assert_eq!(
+            parse_name("R__views.sql"),
+            Some((Kind::Repeatable, "views".into()))
+        );
+        for bad in [
+            "init.sql",
+            "0001.sql",
+            "0001_.sql",
+            "0001_a-b.sql",
+            "1234567890123456789_x.sql",
+            "R__.sql",
+            "v1_x.sql",
+            "R_x.sql",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn checksum_ignores_bom_and_crlf() {
+        let unix = normalize(b"CREATE TABLE t ();\nSELECT 1;\n".to_vec()).unwrap();
+        let windows =
+            normalize(b"\xEF\xBB\xBFCREATE TABLE t ();\r\nSELECT 1;\r\n".to_vec()).unwrap();
+        assert_eq!(checksum(&unix), checksum(&windows));
+        assert_ne!(checksum(&unix), checksum("CREATE TABLE t ();\nSELECT 2;\n"));
+        assert_eq!(
+            checksum(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn reports_the_line_of_invalid_utf8() {
+        assert_eq!(normalize(b"SELECT 1;\nSELECT '\xff';\n".to_vec()), Err(2));
+    }
+
+    #[test]
+    fn reads_directives_from_the_header() {
+        let sql = "-- add an index\n-- migrun:no-transaction\n--migrun: lock-timeout = 2s\n\n-- migrun:statement-timeout=10min\nCREATE INDEX CONCURRENTLY i ON t (x);\n";
+        let d = parse_directives(sql, "f.sql").unwrap();
+        assert_eq!(
+            d,
+            Directives {
+                no_transaction: true,
+                statement_timeout: Some(Millis(600_000)),
+                lock_timeout: Some(Millis(2_000))
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_directives_naming_file_and_line() {
+        let cases = [
+            (
+                "-- migrun:no-transation\nSELECT 1;",
+                "f.sql: unknown directive `no-transation` (line 1); expected one of no-transaction",
+            ),
+            (
+                "-- migrun:lock-timeout=5 sec\nSELECT 1;",
+                "f.sql: directive `lock-timeout=5 sec` (line 1) needs a whole number",
+            ),
+            (
+                "-- migrun:no-transaction\n-- migrun:no-transaction\nSELECT 1;",
+                "f.sql: directive `no-transaction` given twice (line 2)",
+            ),
+            (
+                "SELECT 1;\n-- migrun:no-transaction\n",
+                "f.sql: directive `no-transaction` (line 2) comes after the first statement",
+            ),
+        ];
+        for (sql, expected) in cases {
+            let message = parse_directives(sql, "f.sql").unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{message}");
+        }
+    }
+}
