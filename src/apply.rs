@@ -32,8 +32,11 @@ pub struct Applied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("{}: {} ; the file was rolled back{}", .0.file, .0.pg, at_line(.0))]
-    Failed(FileFailure),
+    #[error("{}: {}{}; {}", .failure.file, .failure.pg, at_line(.failure), if *.in_transaction { "the file was rolled back" } else { "no-transaction file: statements before it stay applied and the file runs again next time" })]
+    Failed {
+        failure: FileFailure,
+        in_transaction: bool,
+    },
     #[error("{}: still blocked after {attempts} attempts with lock_timeout: {}; the live workload holds conflicting locks (safe to retry later)", .failure.file, .failure.pg)]
     LockRetries { failure: FileFailure, attempts: u32 },
     #[error("{}: lost the database connection: {}", .0.file, .0.pg)]
@@ -52,7 +55,7 @@ fn at_line(failure: &FileFailure) -> String {
 impl ApplyError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            ApplyError::Failed(_) => ExitCode::MigrationFailed,
+            ApplyError::Failed { .. } => ExitCode::MigrationFailed,
             ApplyError::LockRetries { .. } => ExitCode::LockRetries,
             ApplyError::Lost(_) => ExitCode::Connect,
             ApplyError::History(e) => e.exit_code(),
@@ -61,7 +64,7 @@ impl ApplyError {
 
     pub fn file_failure(&self) -> Option<&FileFailure> {
         match self {
-            ApplyError::Failed(f)
+            ApplyError::Failed { failure: f, .. }
             | ApplyError::LockRetries { failure: f, .. }
             | ApplyError::Lost(f) => Some(f),
             ApplyError::History(_) => None,
@@ -297,7 +300,10 @@ impl<'a> Applier<'a> {
             return Err(ApplyError::Lost(failure));
         }
         if !failure.pg.is(LOCK_NOT_AVAILABLE) {
-            return Err(ApplyError::Failed(failure));
+            return Err(ApplyError::Failed {
+                failure,
+                in_transaction: !migration.directives.no_transaction,
+            });
         }
         if *attempt > self.retry.lock_retries {
             return Err(ApplyError::LockRetries {
@@ -362,7 +368,7 @@ impl<'a> Applier<'a> {
                 &[&name],
             )
             .await
-            .map_err(|e| self.lost(migration, &e))?;
+            .map_err(|e| self.db_failure(migration, &e))?;
         for row in rows {
             let index: String = row.get(0);
             tracing::warn!(file = %migration.display_path(), index = %index, "dropping the INVALID index an interrupted CREATE INDEX CONCURRENTLY left, before building it again");
@@ -370,15 +376,7 @@ impl<'a> Applier<'a> {
             self.client
                 .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
                 .await
-                .map_err(|e| {
-                    ApplyError::Failed(FileFailure {
-                        file: migration.display_path(),
-                        version: migration.version(),
-                        pg: PgFailure::from_pg(&e),
-                        line: None,
-                        column: None,
-                    })
-                })?;
+                .map_err(|e| self.db_failure(migration, &e))?;
         }
         Ok(())
     }
@@ -393,7 +391,7 @@ impl<'a> Applier<'a> {
                 &[],
             )
             .await
-            .map_err(|e| self.lost(migration, &e))?;
+            .map_err(|e| self.db_failure(migration, &e))?;
         let invalid: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if !invalid.is_empty() {
             tracing::warn!(file = %migration.display_path(), invalid_indexes = ?invalid, "INVALID indexes in the database");
@@ -401,7 +399,7 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    fn lost(&self, migration: &Migration, e: &tokio_postgres::Error) -> ApplyError {
+    fn db_failure(&self, migration: &Migration, e: &tokio_postgres::Error) -> ApplyError {
         let failure = FileFailure {
             file: migration.display_path(),
             version: migration.version(),
@@ -411,7 +409,10 @@ impl<'a> Applier<'a> {
         };
         match failure.pg.sqlstate {
             None => ApplyError::Lost(failure),
-            Some(_) => ApplyError::Failed(failure),
+            Some(_) => ApplyError::Failed {
+                failure,
+                in_transaction: !migration.directives.no_transaction,
+            },
         }
     }
 }

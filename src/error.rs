@@ -58,6 +58,8 @@ impl Error {
 pub struct PgFailure {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sqlstate: Option<String>,
+    /// Postgres's own message (`message` in the result event is migrun's summary).
+    #[serde(rename = "db_message")]
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

@@ -1,0 +1,196 @@
+//! Bad input: invalid files and settings fail with exit 2 before any connection; connection
+//! failures exit 4; passwords never show.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A URL nothing listens on: a run that tried to connect would fail with 4, not 2.
+fn unreachable_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    format!("postgres://app:{}@127.0.0.1:{port}/app", encode(PASSWORD))
+}
+
+#[test]
+fn invalid_files_exit_2_naming_the_file_before_connecting() {
+    type Files<'a> = &'a [(&'a str, &'a [u8])];
+    let cases: &[(Files, &str)] = &[
+        (
+            &[("init.sql", b"SELECT 1;")],
+            "init.sql: not a migration file name",
+        ),
+        (
+            &[("0001_a.sql", b"SELECT 1;"), ("1_b.sql", b"SELECT 2;")],
+            "both have version 1",
+        ),
+        (
+            &[("0001_a.sql", b"-- migrun:no-transation\nSELECT 1;")],
+            "0001_a.sql: unknown directive `no-transation` (line 1)",
+        ),
+        (
+            &[("0001_a.sql", b"-- migrun:lock-timeout=soon\nSELECT 1;")],
+            "0001_a.sql: directive `lock-timeout=soon` (line 1) needs",
+        ),
+        (
+            &[("0001_a.sql", b"SELECT '\xff';")],
+            "0001_a.sql: not valid UTF-8 (line 1)",
+        ),
+        (
+            &[("0001_a.sql", b"  -- nothing here\n")],
+            "0001_a.sql: holds no SQL statement",
+        ),
+        (
+            &[("0001_a.sql", b"BEGIN;\nCREATE TABLE x ();\nCOMMIT;\n")],
+            "0001_a.sql: `BEGIN` (line 1) controls the transaction",
+        ),
+    ];
+    for (files, expected) in cases {
+        let dir = tempfile::tempdir().expect("dir");
+        for (name, body) in *files {
+            std::fs::write(dir.path().join(name), body).expect("write");
+        }
+        let run = Migrun::new()
+            .env("DATABASE_URL", &unreachable_url())
+            .dir(dir.path())
+            .args(["up", "--connect-timeout", "30s"])
+            .run();
+        run.assert_code(2);
+        let error = run.result()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains(expected),
+            "expected {expected:?} in {error:?}"
+        );
+        assert_eq!(run.result()["outcome"], "invalid_input");
+    }
+}
+
+#[test]
+fn missing_directory_exits_2() {
+    let run = Migrun::new()
+        .env("DATABASE_URL", &unreachable_url())
+        .env("MIGRUN_DIR", "/nonexistent/sql")
+        .args(["up"])
+        .run();
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("/nonexistent/sql: cannot read the migrations directory"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn invalid_settings_exit_2_naming_flag_and_variable() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "MIGRUN_LOCK_WAIT",
+            "ten minutes",
+            "--lock-wait / MIGRUN_LOCK_WAIT: `ten minutes` is not a duration",
+        ),
+        (
+            "MIGRUN_TABLE",
+            "a;b",
+            "--table / MIGRUN_TABLE: `a;b` is not valid",
+        ),
+        (
+            "MIGRUN_LOCK_RETRIES",
+            "-1",
+            "--lock-retries / MIGRUN_LOCK_RETRIES",
+        ),
+        (
+            "DATABASE_URL",
+            "",
+            "no database given: set DATABASE_URL or --database-url",
+        ),
+    ];
+    for (key, value, expected) in cases {
+        let mut migrun = Migrun::new();
+        migrun
+            .env("DATABASE_URL", &unreachable_url())
+            .dir(&example_sql())
+            .env(key, value);
+        let run = migrun.args(["up"]).run();
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(expected),
+            "expected {expected:?} in\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn invalid_url_exits_2_without_printing_the_password() {
+    let url = format!(
+        "postgres://app:{}@127.0.0.1/app?sslmode=sometimes",
+        encode(PASSWORD)
+    );
+    let run = Migrun::new()
+        .env("DATABASE_URL", &url)
+        .dir(&example_sql())
+        .args(["up"])
+        .run();
+    run.assert_code(2);
+    assert!(run.stderr.contains("app:***@127.0.0.1"), "{}", run.stderr);
+}
+
+#[test]
+fn unreachable_database_is_retried_until_connect_timeout_then_exits_4() {
+    let started = Instant::now();
+    let run = Migrun::new()
+        .env("DATABASE_URL", &unreachable_url())
+        .dir(&example_sql())
+        .args(["up", "--connect-timeout", "1s"])
+        .run();
+    run.assert_code(4);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(run.result()["outcome"], "database_unreachable");
+    assert!(run.stderr.contains("retrying"), "{}", run.stderr);
+    assert!(run.stderr.contains("Connection refused"), "{}", run.stderr);
+}
+
+#[test]
+fn wrong_password_exits_4_at_once_and_is_never_printed() {
+    let db = TestDb::new();
+    let run = Migrun::new()
+        .env("DATABASE_URL", &db.password_url("not-the-password"))
+        .dir(&example_sql())
+        .args(["up", "--connect-timeout", "60s"])
+        .run();
+    run.assert_code(4);
+    assert!(run.stderr.contains("28P01"), "{}", run.stderr);
+    assert!(!run.stderr.contains("not-the-password"));
+    assert!(
+        !run.stderr.contains("retrying"),
+        "authentication failures are not retried"
+    );
+}
+
+#[test]
+fn password_login_works_and_the_password_never_shows() {
+    let db = TestDb::new();
+    let run = Migrun::new()
+        .env("DATABASE_URL", &db.password_url(PASSWORD))
+        .dir(&example_sql())
+        .args(["up", "--log-level", "debug"])
+        .run();
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("migrun_pw:***@"),
+        "debug log shows the redacted URL:\n{}",
+        run.stderr
+    );
+    let status = Migrun::new()
+        .env("DATABASE_URL", &db.password_url(PASSWORD))
+        .dir(&example_sql())
+        .args(["status"])
+        .run();
+    status.assert_code(0);
+}

@@ -1,0 +1,144 @@
+//! The advisory lock between runs and the lock_timeout retries against the live workload.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const KEY: &str = "4242";
+/// pg_locks is cluster-wide; other tests hold locks in their own databases.
+pub const ADVISORY_LOCKS_HERE: &str = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+
+#[test]
+fn lock_held_elsewhere_times_out_with_exit_5_naming_the_holder() {
+    let db = TestDb::new();
+    let mut holder = db.client();
+    let holder_pid: i32 = holder
+        .query_one(
+            "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock(4242)) l",
+            &[],
+        )
+        .expect("lock")
+        .get(0);
+    let run = db
+        .migrun()
+        .dir(&example_sql())
+        .args(["up", "--lock-key", KEY, "--lock-wait", "1s"])
+        .run();
+    run.assert_code(5);
+    let result = run.result();
+    assert_eq!(result["outcome"], "lock_wait_timeout");
+    assert_eq!(result["retryable"], true);
+    let waiting = run
+        .events()
+        .into_iter()
+        .find(|e| e["message"] == "waiting for the lock held by another session")
+        .expect("a holder report");
+    assert_eq!(waiting["holder_pid"], holder_pid);
+    assert_eq!(waiting["holder_application"], "migrun-test");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("held by pid {holder_pid}")),
+        "{result}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'users'"),
+        0
+    );
+    holder
+        .batch_execute("SELECT pg_advisory_unlock_all()")
+        .expect("unlock");
+}
+
+#[test]
+fn waiting_run_proceeds_once_the_holder_releases() {
+    let db = TestDb::new();
+    let mut holder = db.client();
+    holder
+        .batch_execute("SELECT pg_advisory_lock(4242)")
+        .expect("lock");
+    let mut live = LiveRun::start(
+        db.migrun()
+            .dir(&example_sql())
+            .args(["up", "--lock-key", KEY, "--lock-wait", "60s"])
+            .spawn(),
+    );
+    live.wait_for_line("waiting for the lock", Duration::from_secs(30));
+    holder
+        .batch_execute("SELECT pg_advisory_unlock(4242)")
+        .expect("unlock");
+    let run = live.finish();
+    run.assert_code(0);
+    assert_eq!(run.applied_files().len(), 4);
+    assert_eq!(db.count(ADVISORY_LOCKS_HERE), 0, "migrun released its lock");
+}
+
+fn busy_table(db: &TestDb) -> postgres::Client {
+    let mut blocker = db.client();
+    blocker
+        .batch_execute("CREATE TABLE busy (id int)")
+        .expect("create");
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE busy IN ACCESS SHARE MODE")
+        .expect("hold a lock like a long read");
+    blocker
+}
+
+#[test]
+fn lock_timeout_is_retried_until_the_blocker_goes_away() {
+    let db = TestDb::new();
+    let mut blocker = busy_table(&db);
+    let args = [
+        "up",
+        "--lock-timeout",
+        "100ms",
+        "--retry-backoff",
+        "50ms",
+        "--lock-retries",
+        "100",
+    ];
+    let mut live = LiveRun::start(db.migrun().dir(&fixture("lock_retry")).args(args).spawn());
+    let retry = live.wait_for_line("lock_timeout: rolled back", Duration::from_secs(30));
+    assert!(retry.contains("55P03"), "{retry}");
+    blocker.batch_execute("COMMIT").expect("release the table");
+    let run = live.finish();
+    run.assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'busy' AND column_name = 'added_by_migration'"), 1);
+}
+
+#[test]
+fn exhausted_lock_timeout_retries_exit_8_with_nothing_applied() {
+    let db = TestDb::new();
+    let mut blocker = busy_table(&db);
+    let run = db
+        .migrun()
+        .dir(&fixture("lock_retry"))
+        .args([
+            "up",
+            "--lock-timeout",
+            "50ms",
+            "--retry-backoff",
+            "10ms",
+            "--lock-retries",
+            "2",
+        ])
+        .run();
+    run.assert_code(8);
+    let result = run.result();
+    assert_eq!(result["outcome"], "lock_retries_exhausted");
+    assert_eq!(result["sqlstate"], "55P03");
+    assert_eq!(
+        run.events()
+            .iter()
+            .filter(|e| e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("lock_timeout"))
+            .count(),
+        2
+    );
+    blocker.batch_execute("COMMIT").expect("release");
+    assert_eq!(db.count("SELECT count(*) FROM information_schema.columns WHERE column_name = 'added_by_migration'"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 0);
+}
