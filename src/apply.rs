@@ -33,10 +33,7 @@ pub struct Applied {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("{}: {}{}; {}", .failure.file, .failure.pg, at_line(.failure), if *.in_transaction { "the file was rolled back" } else { "no-transaction file: statements before it stay applied and the file runs again next time" })]
-    Failed {
-        failure: FileFailure,
-        in_transaction: bool,
-    },
+    Failed { failure: FileFailure, in_transaction: bool },
     #[error("{}: still blocked after {attempts} attempts with lock_timeout: {}; the live workload holds conflicting locks (safe to retry later)", .failure.file, .failure.pg)]
     LockRetries { failure: FileFailure, attempts: u32 },
     #[error("{}: lost the database connection: {}", .0.file, .0.pg)]
@@ -111,17 +108,10 @@ impl<'a> Applier<'a> {
 
     /// Applies `steps` in order, appending each finished file to `applied` (so a failure still
     /// reports what went before it).
-    pub async fn apply_all(
-        &self,
-        steps: &[&Entry<'_>],
-        applied: &mut Vec<Applied>,
-    ) -> Result<(), ApplyError> {
+    pub async fn apply_all(&self, steps: &[&Entry<'_>], applied: &mut Vec<Applied>) -> Result<(), ApplyError> {
         for entry in steps {
             let migration = entry.migration;
-            let lock_timeout = migration
-                .directives
-                .lock_timeout
-                .unwrap_or(self.session.lock_timeout);
+            let lock_timeout = migration.directives.lock_timeout.unwrap_or(self.session.lock_timeout);
             let statement_timeout = migration
                 .directives
                 .statement_timeout
@@ -136,8 +126,7 @@ impl<'a> Applier<'a> {
             );
             let started = Instant::now();
             if migration.directives.no_transaction {
-                self.apply_statements(entry, lock_timeout, statement_timeout)
-                    .await?;
+                self.apply_statements(entry, lock_timeout, statement_timeout).await?;
             } else {
                 self.apply_in_transaction(migration, lock_timeout, statement_timeout)
                     .await?;
@@ -193,17 +182,9 @@ impl<'a> Applier<'a> {
         }
     }
 
-    async fn record_and_commit(
-        &self,
-        migration: &Migration,
-        started: Instant,
-    ) -> Result<(), Attempt> {
+    async fn record_and_commit(&self, migration: &Migration, started: Instant) -> Result<(), Attempt> {
         let ms = started.elapsed().as_millis() as i64;
-        if let Err(e) = self
-            .writer
-            .record(migration, RowState::Applied, Some(ms))
-            .await
-        {
+        if let Err(e) = self.writer.record(migration, RowState::Applied, Some(ms)).await {
             self.rollback().await;
             return Err(Attempt {
                 pg: e.failure,
@@ -211,14 +192,11 @@ impl<'a> Applier<'a> {
                 sent_prefix_chars: 0,
             });
         }
-        self.client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| Attempt {
-                pg: PgFailure::from_pg(&e),
-                file_char_offset: 0,
-                sent_prefix_chars: 0,
-            })
+        self.client.batch_execute("COMMIT").await.map_err(|e| Attempt {
+            pg: PgFailure::from_pg(&e),
+            file_char_offset: 0,
+            sent_prefix_chars: 0,
+        })
     }
 
     async fn rollback(&self) {
@@ -241,10 +219,7 @@ impl<'a> Applier<'a> {
             self.report_invalid_indexes(migration).await?;
         }
         let started = Instant::now();
-        let id = self
-            .writer
-            .record(migration, RowState::Started, None)
-            .await?;
+        let id = self.writer.record(migration, RowState::Started, None).await?;
         // Sent on their own: a SET in the same string as a failing statement is rolled back with it.
         self.set_session_timeouts(migration, Some((lock_timeout, statement_timeout)))
             .await?;
@@ -258,11 +233,7 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    async fn apply_statement(
-        &self,
-        migration: &Migration,
-        statement: split::Statement<'_>,
-    ) -> Result<(), ApplyError> {
+    async fn apply_statement(&self, migration: &Migration, statement: split::Statement<'_>) -> Result<(), ApplyError> {
         let index = split::concurrent_index_name(statement.text);
         let mut backoff = Backoff::new(self.retry.first_delay, MAX_RETRY_DELAY);
         let mut attempt = 1;
@@ -354,11 +325,7 @@ impl<'a> Applier<'a> {
 
     /// An interrupted `CREATE INDEX CONCURRENTLY` leaves an INVALID index that `IF NOT EXISTS`
     /// would then keep; drop it before building again.
-    async fn drop_invalid_index(
-        &self,
-        migration: &Migration,
-        name: &str,
-    ) -> Result<(), ApplyError> {
+    async fn drop_invalid_index(&self, migration: &Migration, name: &str) -> Result<(), ApplyError> {
         let rows = self
             .client
             .query(

@@ -29,11 +29,7 @@ impl Backoff {
         self.next = (self.next * 2).min(self.max);
         let half = step / 2;
         let spread = step.saturating_sub(half).as_micros() as u64;
-        half + Duration::from_micros(if spread == 0 {
-            0
-        } else {
-            self.random() % (spread + 1)
-        })
+        half + Duration::from_micros(if spread == 0 { 0 } else { self.random() % (spread + 1) })
     }
 
     /// xorshift64: enough to spread retries, not for anything secret.

@@ -58,42 +58,22 @@ pub struct Options {
     #[arg(long, env = "MIGRUN_DIR", default_value = "sql", global = true)]
     pub dir: PathBuf,
     /// History table, optionally schema-qualified (schema.table).
-    #[arg(
-        long,
-        env = "MIGRUN_TABLE",
-        default_value = "migrun_history",
-        global = true
-    )]
+    #[arg(long, env = "MIGRUN_TABLE", default_value = "migrun_history", global = true)]
     pub table: String,
     /// Advisory lock key (a signed 64-bit integer); derived from the table name when unset.
-    #[arg(
-        long,
-        env = "MIGRUN_LOCK_KEY",
-        global = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(long, env = "MIGRUN_LOCK_KEY", global = true, allow_hyphen_values = true)]
     pub lock_key: Option<String>,
     /// How long to wait for the advisory lock held by another run.
     #[arg(long, env = "MIGRUN_LOCK_WAIT", default_value = "10min", global = true)]
     pub lock_wait: String,
     /// How long to keep retrying the first connection (server starting, DNS, refused).
-    #[arg(
-        long,
-        env = "MIGRUN_CONNECT_TIMEOUT",
-        default_value = "60s",
-        global = true
-    )]
+    #[arg(long, env = "MIGRUN_CONNECT_TIMEOUT", default_value = "60s", global = true)]
     pub connect_timeout: String,
     /// lock_timeout for migration statements; a statement that hits it is retried.
     #[arg(long, env = "MIGRUN_LOCK_TIMEOUT", default_value = "5s", global = true)]
     pub lock_timeout: String,
     /// statement_timeout for migration statements (0 = none).
-    #[arg(
-        long,
-        env = "MIGRUN_STATEMENT_TIMEOUT",
-        default_value = "0",
-        global = true
-    )]
+    #[arg(long, env = "MIGRUN_STATEMENT_TIMEOUT", default_value = "0", global = true)]
     pub statement_timeout: String,
     /// idle_in_transaction_session_timeout for migrun's session.
     #[arg(
@@ -107,12 +87,7 @@ pub struct Options {
     #[arg(long, env = "MIGRUN_LOCK_RETRIES", default_value = "10", global = true)]
     pub lock_retries: String,
     /// First delay before a lock_timeout retry; doubles each time (with jitter), up to 30s.
-    #[arg(
-        long,
-        env = "MIGRUN_RETRY_BACKOFF",
-        default_value = "500ms",
-        global = true
-    )]
+    #[arg(long, env = "MIGRUN_RETRY_BACKOFF", default_value = "500ms", global = true)]
     pub retry_backoff: String,
     /// Warn instead of failing when an applied file was edited.
     #[arg(long, env = "MIGRUN_ALLOW_DRIFT", global = true)]
@@ -124,22 +99,10 @@ pub struct Options {
     #[arg(long, env = "MIGRUN_ALLOW_OUT_OF_ORDER", global = true)]
     pub allow_out_of_order: bool,
     /// Log format on stderr; auto = json unless stderr is a terminal.
-    #[arg(
-        long,
-        env = "MIGRUN_LOG_FORMAT",
-        value_enum,
-        default_value = "auto",
-        global = true
-    )]
+    #[arg(long, env = "MIGRUN_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
     pub log_format: LogFormatArg,
     /// Least severe log level shown.
-    #[arg(
-        long,
-        env = "MIGRUN_LOG_LEVEL",
-        value_enum,
-        default_value = "info",
-        global = true
-    )]
+    #[arg(long, env = "MIGRUN_LOG_LEVEL", value_enum, default_value = "info", global = true)]
     pub log_level: LogLevelArg,
     /// Also write the final result event as JSON to this file.
     #[arg(long, env = "MIGRUN_RESULT_FILE", global = true)]

@@ -12,11 +12,12 @@ use crate::config::{self, Command, Config, Env, LogFormat};
 use crate::connect::{self, ConnectError, Session};
 use crate::error::Error;
 use crate::exit::ExitCode;
-use crate::history::History;
+use crate::history::{AppliedRow, History, HistoryError};
 use crate::log::{self, ResultEvent};
 use crate::plan::{self, Comparison};
 use crate::source::{self, Migration};
 use crate::{lock, report};
+use futures_util::future::{join, join3};
 
 /// What a run did, whatever its outcome.
 #[derive(Default)]
@@ -83,11 +84,7 @@ fn finish(
         Err(e) => e.exit_code(),
     };
     if let Err(e) = &outcome {
-        tracing::error!(
-            exit_code = exit.code(),
-            applied = progress.applied.len(),
-            "{e}"
-        );
+        tracing::error!(exit_code = exit.code(), applied = progress.applied.len(), "{e}");
     }
     let error_text = outcome.as_ref().err().map(|e| e.to_string());
     let failure = outcome.as_ref().err().and_then(Error::failure);
@@ -116,11 +113,7 @@ fn finish(
 
 async fn execute(config: &Config, progress: &mut Progress) -> Result<(), Error> {
     if let Command::New { description } = &config.command {
-        let path = source::create_new(
-            &config.dir,
-            description,
-            &crate::clock::Utc::now().compact(),
-        )?;
+        let path = source::create_new(&config.dir, description, &crate::clock::Utc::now().compact())?;
         print_stdout(&format!("{}\n", path.display()))?;
         tracing::info!(file = %path.display(), "created");
         return Ok(());
@@ -136,32 +129,42 @@ async fn execute(config: &Config, progress: &mut Progress) -> Result<(), Error> 
         "configuration resolved"
     );
     let session = open_session(config).await?;
-    match &config.command {
-        Command::Up { target } => up(config, &session, &migrations, *target, progress).await,
-        Command::Plan { target, json } => {
-            let rows = History::new(&session.client, &config.history_table)
-                .read_if_exists()
-                .await?;
-            let comparison = plan::compare(&migrations, &rows);
-            comparison
-                .validate(config.policy, &config.dir.display().to_string())
-                .map_err(history_mismatch)?;
-            let steps = comparison.steps(*target);
+    let outcome = with_session(config, &session, &migrations, progress).await;
+    session.close().await;
+    outcome
+}
+
+async fn with_session(
+    config: &Config,
+    session: &Session,
+    migrations: &[Migration],
+    progress: &mut Progress,
+) -> Result<(), Error> {
+    let history = History::new(&session.client, &config.history_table);
+    let (read_only_target, json) = match &config.command {
+        Command::Up { target } => return up(config, session, &history, migrations, *target, progress).await,
+        Command::Plan { target, json } => (Some(*target), *json),
+        Command::Status { json } => (None, *json),
+        Command::New { .. } => return Ok(()),
+    };
+    // Pipelined: one round trip.
+    let (identified, rows) = join(session.identify(), history.read()).await;
+    identified?;
+    let rows = rows?.unwrap_or_default();
+    let comparison = plan::compare(migrations, &rows);
+    let dir = config.dir.display().to_string();
+    match read_only_target {
+        Some(target) => {
+            comparison.validate(config.policy, &dir).map_err(history_mismatch)?;
+            let steps = comparison.steps(target);
             progress.pending_before = Some(steps.len());
-            print_stdout(&report::plan(&steps, &config.session, *json))
+            print_stdout(&report::plan(&steps, &config.session, json))
         }
-        Command::Status { json } => {
-            let rows = History::new(&session.client, &config.history_table)
-                .read_if_exists()
-                .await?;
-            let comparison = plan::compare(&migrations, &rows);
+        None => {
             progress.pending_before = Some(comparison.steps(None).len());
-            print_stdout(&report::status(&comparison, *json))?;
-            comparison
-                .validate(config.policy, &config.dir.display().to_string())
-                .map_err(history_mismatch)
+            print_stdout(&report::status(&comparison, json))?;
+            comparison.validate(config.policy, &dir).map_err(history_mismatch)
         }
-        Command::New { .. } => Ok(()),
     }
 }
 
@@ -171,18 +174,36 @@ async fn open_session(config: &Config) -> Result<Session, Error> {
     Ok(connect::connect(pg_config.clone(), &config.session, config.connect_timeout).await?)
 }
 
-/// Acquire; let result = work; release; result. The lock is released on every path that
-/// still has a connection (and dies with the session on the others).
+/// Acquire; let result = work; release; result.
+///
+/// The first lock attempt travels in one round trip with `identify` and a read of the history:
+/// the server runs them in the order sent, so when the lock is taken at once the history was
+/// read after it was held. `join3` polls its futures in order, which sends them in order.
 async fn up(
     config: &Config,
     session: &Session,
+    history: &History<'_>,
     migrations: &[Migration],
     target: Option<u64>,
     progress: &mut Progress,
 ) -> Result<(), Error> {
-    lock::acquire(session, config.lock_key, config.lock_wait).await?;
-    let result = migrate(config, session, migrations, target, progress).await;
-    let released = lock::release(session, config.lock_key).await;
+    let key = config.lock_key;
+    let (identified, first_try, prefetched) =
+        join3(session.identify(), lock::try_acquire(session, key), history.read()).await;
+    let held_at_once = first_try?;
+    let result = match identified {
+        Err(e) => Err(e.into()),
+        Ok(()) if held_at_once => {
+            tracing::info!(lock_key = key, waited_ms = 0, "lock acquired");
+            migrate(config, history, migrations, target, progress, Some(prefetched)).await
+        }
+        Ok(()) => {
+            // Not held: nothing to release if the wait fails.
+            lock::acquire(session, key, config.lock_wait).await?;
+            migrate(config, history, migrations, target, progress, None).await
+        }
+    };
+    let released = lock::release(session, key).await;
     match (result, released) {
         (Err(e), Err(unlock)) => {
             tracing::warn!(error = %unlock, "lock release failed after an error; it ends with the session");
@@ -193,27 +214,31 @@ async fn up(
     }
 }
 
+/// Compares and applies, with the lock held. `prefetched` is a history read made after the
+/// lock was taken; without it the history is read now.
 async fn migrate(
     config: &Config,
-    session: &Session,
+    history: &History<'_>,
     migrations: &[Migration],
     target: Option<u64>,
     progress: &mut Progress,
+    prefetched: Option<Result<Option<Vec<AppliedRow>>, HistoryError>>,
 ) -> Result<(), Error> {
-    // Read the history only now that the lock is held: another run may just have applied files.
-    let history = History::new(&session.client, &config.history_table);
-    let rows = history.ensure_and_read().await?;
+    let read = match prefetched {
+        Some(read) => read?,
+        None => history.read().await?,
+    };
+    let rows = match read {
+        Some(rows) => rows,
+        None => history.create_and_read().await?,
+    };
     let comparison: Comparison = plan::compare(migrations, &rows);
     comparison
         .validate(config.policy, &config.dir.display().to_string())
         .map_err(history_mismatch)?;
     let steps = comparison.steps(target);
     progress.pending_before = Some(steps.len());
-    tracing::info!(
-        applied_before = rows.len(),
-        pending = steps.len(),
-        "history read"
-    );
+    tracing::info!(applied_before = rows.len(), pending = steps.len(), "history read");
     if steps.is_empty() {
         return Ok(());
     }
@@ -222,7 +247,7 @@ async fn migrate(
         lock_retries: config.lock_retries,
         first_delay: config.retry_backoff,
     };
-    let applier = Applier::new(&session.client, writer, &config.session, retry);
+    let applier = Applier::new(history.client(), writer, &config.session, retry);
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
 

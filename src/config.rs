@@ -89,10 +89,7 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "{flag} / {env}: `{value}` is not a duration; expected {}",
-        duration::SYNTAX
-    )]
+    #[error("{flag} / {env}: `{value}` is not a duration; expected {}", duration::SYNTAX)]
     Duration {
         flag: &'static str,
         env: &'static str,
@@ -115,16 +112,10 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
     let options = cli.options;
     let command = match cli.command {
-        CommandArgs::Up {
-            target,
-            dry_run: false,
-        } => Command::Up {
+        CommandArgs::Up { target, dry_run: false } => Command::Up {
             target: version("--target", target)?,
         },
-        CommandArgs::Up {
-            target,
-            dry_run: true,
-        } => Command::Plan {
+        CommandArgs::Up { target, dry_run: true } => Command::Plan {
             target: version("--target", target)?,
             json: false,
         },
@@ -163,28 +154,14 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
         database,
         lock_key,
         lock_wait: millis(&options.lock_wait, "--lock-wait", "MIGRUN_LOCK_WAIT")?.as_duration(),
-        connect_timeout: millis(
-            &options.connect_timeout,
-            "--connect-timeout",
-            "MIGRUN_CONNECT_TIMEOUT",
-        )?
-        .as_duration(),
-        lock_retries: options
-            .lock_retries
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::Invalid {
-                flag: "--lock-retries",
-                env: "MIGRUN_LOCK_RETRIES",
-                value: options.lock_retries.clone(),
-                expected: "a whole number (0 = do not retry)",
-            })?,
-        retry_backoff: millis(
-            &options.retry_backoff,
-            "--retry-backoff",
-            "MIGRUN_RETRY_BACKOFF",
-        )?
-        .as_duration(),
+        connect_timeout: millis(&options.connect_timeout, "--connect-timeout", "MIGRUN_CONNECT_TIMEOUT")?.as_duration(),
+        lock_retries: options.lock_retries.trim().parse().map_err(|_| ConfigError::Invalid {
+            flag: "--lock-retries",
+            env: "MIGRUN_LOCK_RETRIES",
+            value: options.lock_retries.clone(),
+            expected: "a whole number (0 = do not retry)",
+        })?,
+        retry_backoff: millis(&options.retry_backoff, "--retry-backoff", "MIGRUN_RETRY_BACKOFF")?.as_duration(),
         policy: Policy {
             allow_drift: options.allow_drift,
             allow_missing: options.allow_missing,
@@ -201,11 +178,7 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
 
 fn session_settings(options: &Options, host: &str) -> Result<SessionSettings, ConfigError> {
     Ok(SessionSettings {
-        lock_timeout: millis(
-            &options.lock_timeout,
-            "--lock-timeout",
-            "MIGRUN_LOCK_TIMEOUT",
-        )?,
+        lock_timeout: millis(&options.lock_timeout, "--lock-timeout", "MIGRUN_LOCK_TIMEOUT")?,
         statement_timeout: millis(
             &options.statement_timeout,
             "--statement-timeout",

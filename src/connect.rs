@@ -157,11 +157,7 @@ pub enum ConnectError {
     #[error("the database at {target} refused the connection: {failure}")]
     Refused { target: String, failure: PgFailure },
     #[error("the connection to {target} goes through a transaction-pooling proxy (backend pid changed from {first} to {second}); advisory locks and session settings cannot work through it: point migrun at the database directly (not PgBouncer in transaction mode)")]
-    TransactionPooler {
-        target: String,
-        first: i32,
-        second: i32,
-    },
+    TransactionPooler { target: String, first: i32, second: i32 },
     #[error("lost the database connection: {failure}")]
     Lost { failure: PgFailure },
 }
@@ -169,12 +165,12 @@ pub enum ConnectError {
 impl ConnectError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            ConnectError::InvalidUrl { .. }
-            | ConnectError::Missing
-            | ConnectError::TransactionPooler { .. } => ExitCode::Usage,
-            ConnectError::Unreachable { .. }
-            | ConnectError::Refused { .. }
-            | ConnectError::Lost { .. } => ExitCode::Connect,
+            ConnectError::InvalidUrl { .. } | ConnectError::Missing | ConnectError::TransactionPooler { .. } => {
+                ExitCode::Usage
+            }
+            ConnectError::Unreachable { .. } | ConnectError::Refused { .. } | ConnectError::Lost { .. } => {
+                ExitCode::Connect
+            }
         }
     }
 }
@@ -182,22 +178,52 @@ impl ConnectError {
 /// A connected session and what migrun learned about it.
 pub struct Session {
     pub client: Client,
-    pub backend_pid: i32,
     pub target: String,
+    /// The first backend pid any statement saw (0 until then).
+    backend_pid: std::cell::Cell<i32>,
+    connection: tokio::task::JoinHandle<()>,
 }
 
 impl Session {
+    /// Ends the session politely (Terminate, then close), so the server logs no "connection
+    /// reset" and the process does not exit with a live socket.
+    pub async fn close(self) {
+        drop(self.client);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.connection).await;
+    }
+
     /// Fails when the backend behind this connection changed, which only a transaction-pooling
     /// proxy does.
     pub fn check_backend(&self, pid: i32) -> Result<(), ConnectError> {
-        if pid == self.backend_pid {
+        let first = self.backend_pid.get();
+        if first == 0 {
+            self.backend_pid.set(pid);
+            return Ok(());
+        }
+        if pid == first {
             return Ok(());
         }
         Err(ConnectError::TransactionPooler {
             target: self.target.clone(),
-            first: self.backend_pid,
+            first,
             second: pid,
         })
+    }
+
+    /// Asks the server who we are (logged as the `connected` event). Callers pipeline it with
+    /// their first statements: it costs no round trip of its own.
+    pub async fn identify(&self) -> Result<(), ConnectError> {
+        let row = self
+            .client
+            .query_typed_one("SELECT pg_backend_pid(), current_setting('server_version'), current_database()::text, current_user::text", &[])
+            .await
+            .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
+        let backend_pid: i32 = row.get(0);
+        let server_version: String = row.get(1);
+        let database: String = row.get(2);
+        let user: String = row.get(3);
+        tracing::info!(target_db = %self.target, backend_pid, server_version = %server_version, database = %database, user = %user, "connected");
+        self.check_backend(backend_pid)
     }
 }
 
@@ -229,16 +255,20 @@ pub async fn connect(
     loop {
         attempts += 1;
         let remaining = timeout.saturating_sub(started.elapsed());
-        config
-            .connect_timeout(remaining.clamp(Duration::from_millis(100), Duration::from_secs(10)));
+        config.connect_timeout(remaining.clamp(Duration::from_millis(100), Duration::from_secs(10)));
         let failure = match config.connect(NoTls).await {
             Ok((client, connection)) => {
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!(error = %chain(&e), "connection ended");
                     }
                 });
-                return session_info(client, target).await;
+                return Ok(Session {
+                    client,
+                    target,
+                    backend_pid: std::cell::Cell::new(0),
+                    connection: task,
+                });
             }
             Err(e) => PgFailure::from_pg(&e),
         };
@@ -284,23 +314,6 @@ fn apply_session_settings(config: &mut tokio_postgres::Config, session: &Session
     config.tcp_user_timeout(Duration::from_secs(30));
 }
 
-async fn session_info(client: Client, target: String) -> Result<Session, ConnectError> {
-    let row = client
-        .query_one("SELECT pg_backend_pid(), current_setting('server_version'), current_database()::text, current_user::text", &[])
-        .await
-        .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
-    let backend_pid: i32 = row.get(0);
-    let server_version: String = row.get(1);
-    let database: String = row.get(2);
-    let user: String = row.get(3);
-    tracing::info!(target_db = %target, backend_pid, server_version = %server_version, database = %database, user = %user, "connected");
-    Ok(Session {
-        client,
-        backend_pid,
-        target,
-    })
-}
-
 /// SQLSTATEs that a server gives while starting or overloaded; anything without a SQLSTATE is
 /// a network failure (refused, DNS, timeout).
 fn is_transient(failure: &PgFailure) -> bool {
@@ -342,10 +355,7 @@ mod tests {
             "host=db password = *** user=app"
         );
         assert_eq!(redact("PASSWORD=x"), "PASSWORD=***");
-        assert_eq!(
-            redact("host=db user=password_owner"),
-            "host=db user=password_owner"
-        );
+        assert_eq!(redact("host=db user=password_owner"), "host=db user=password_owner");
     }
 
     #[test]

@@ -11,15 +11,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Millis(pub u64);
 
-pub const SYNTAX: &str =
-    "a whole number with an optional unit: ms, s, min, h, d (e.g. 0, 500ms, 5s, 10min)";
+pub const SYNTAX: &str = "a whole number with an optional unit: ms, s, min, h, d (e.g. 0, 500ms, 5s, 10min)";
 
 impl Millis {
     pub fn parse(text: &str) -> Option<Millis> {
         let text = text.trim();
-        let digits_end = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(digits_end);
         if number.is_empty() {
             return None;
@@ -88,10 +85,7 @@ mod tests {
     #[test]
     fn displays_in_the_largest_whole_unit() {
         for text in ["0", "500ms", "5s", "10min", "2h"] {
-            assert_eq!(
-                Millis::parse(text).map(|m| m.to_string()).as_deref(),
-                Some(text)
-            );
+            assert_eq!(Millis::parse(text).map(|m| m.to_string()).as_deref(), Some(text));
         }
     }
 }

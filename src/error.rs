@@ -93,6 +93,17 @@ impl PgFailure {
         }
     }
 
+    /// A failure migrun itself detected in what the server returned.
+    pub fn other(message: &str) -> PgFailure {
+        PgFailure {
+            sqlstate: None,
+            message: message.to_string(),
+            detail: None,
+            hint: None,
+            position: None,
+        }
+    }
+
     pub fn is(&self, sqlstate: &str) -> bool {
         self.sqlstate.as_deref() == Some(sqlstate)
     }

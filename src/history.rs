@@ -3,7 +3,7 @@
 use std::fmt;
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow, Statement};
 
 use crate::config::Identity;
 use crate::error::PgFailure;
@@ -112,6 +112,10 @@ impl<'a> History<'a> {
         History { client, table }
     }
 
+    pub fn client(&self) -> &'a Client {
+        self.client
+    }
+
     fn error(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> HistoryError + '_ {
         move |e| HistoryError {
             table: self.table.to_string(),
@@ -149,36 +153,40 @@ impl<'a> History<'a> {
         )
     }
 
-    /// Creates the table if needed and reads it, pipelined into one round trip. Call with the
-    /// advisory lock held: concurrent `CREATE TABLE IF NOT EXISTS` can fail.
-    pub async fn ensure_and_read(&self) -> Result<Vec<AppliedRow>, HistoryError> {
-        let create = self.create_sql();
-        let select = self.select_sql();
-        let (created, rows) = tokio::join!(
-            self.client.batch_execute(&create),
-            self.client.query(&select, &[])
-        );
-        created.map_err(self.error("create it (does the user have CREATE on the schema?)"))?;
-        rows.map_err(self.error("read it"))
-            .map(|rows| rows.iter().map(to_row).collect())
+    /// Reads the table; `None` when it does not exist yet. Read only.
+    pub async fn read(&self) -> Result<Option<Vec<AppliedRow>>, HistoryError> {
+        match self.client.simple_query(&self.select_sql()).await {
+            Ok(messages) => self.rows(messages).map(Some),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
+            Err(e) => Err(self.error("read it")(e)),
+        }
     }
 
-    /// Reads the table without creating it: an absent table is an empty history.
-    pub async fn read_if_exists(&self) -> Result<Vec<AppliedRow>, HistoryError> {
-        let exists = self
+    /// Creates the table and reads it (empty, or what a run just before us wrote). Call with the
+    /// advisory lock held: concurrent `CREATE TABLE IF NOT EXISTS` can fail.
+    pub async fn create_and_read(&self) -> Result<Vec<AppliedRow>, HistoryError> {
+        let both = format!("{};\n{}", self.create_sql(), self.select_sql());
+        let messages = self
             .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.table.sql()])
+            .simple_query(&both)
             .await
-            .map_err(self.error("look it up"))?;
-        if !exists.get::<_, bool>(0) {
-            return Ok(Vec::new());
-        }
-        let rows = self
-            .client
-            .query(&self.select_sql(), &[])
-            .await
-            .map_err(self.error("read it"))?;
-        Ok(rows.iter().map(to_row).collect())
+            .map_err(self.error("create it (does the user have CREATE on the schema?)"))?;
+        tracing::info!(history_table = %self.table, "history table created");
+        self.rows(messages)
+    }
+
+    fn rows(&self, messages: Vec<SimpleQueryMessage>) -> Result<Vec<AppliedRow>, HistoryError> {
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(to_row(row).ok_or_else(|| HistoryError {
+                    table: self.table.to_string(),
+                    action: "read it",
+                    failure: PgFailure::other("a row has an unexpected shape; is this table migrun's history?"),
+                })),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Prepares the insert once per run: one round trip saved per applied file.
@@ -258,20 +266,18 @@ impl HistoryWriter<'_> {
 
     /// Marks a `started` row applied once its `no-transaction` file has run to the end, and
     /// removes older unfinished rows of the same repeatable file.
-    pub async fn finish(
-        &self,
-        migration: &Migration,
-        id: i64,
-        execution_ms: i64,
-    ) -> Result<(), HistoryError> {
+    pub async fn finish(&self, migration: &Migration, id: i64, execution_ms: i64) -> Result<(), HistoryError> {
         let table = self.table.sql();
-        let update = format!("UPDATE {table} SET state = 'applied', execution_ms = $2, applied_at = now() WHERE id = $1");
+        let update =
+            format!("UPDATE {table} SET state = 'applied', execution_ms = $2, applied_at = now() WHERE id = $1");
         self.client
             .execute(&update, &[&id, &execution_ms])
             .await
             .map_err(|e| self.error("mark a migration finished", e))?;
         if migration.kind == Kind::Repeatable {
-            let cleanup = format!("DELETE FROM {table} WHERE kind = 'repeatable' AND description = $1 AND state = 'started' AND id <> $2");
+            let cleanup = format!(
+                "DELETE FROM {table} WHERE kind = 'repeatable' AND description = $1 AND state = 'started' AND id <> $2"
+            );
             self.client
                 .execute(&cleanup, &[&migration.description, &id])
                 .await
@@ -289,21 +295,23 @@ impl HistoryWriter<'_> {
     }
 }
 
-fn to_row(row: &tokio_postgres::Row) -> AppliedRow {
-    let version: Option<i64> = row.get(1);
-    let state: &str = row.get(4);
-    AppliedRow {
-        id: row.get(0),
-        version: version.map(|v| v as u64),
-        description: row.get(2),
-        checksum: row.get(3),
-        state: if state == "started" {
-            RowState::Started
-        } else {
-            RowState::Applied
+/// Rows come back as text from the simple-query protocol.
+fn to_row(row: &SimpleQueryRow) -> Option<AppliedRow> {
+    let version = match row.get(1) {
+        Some(v) => Some(v.parse().ok()?),
+        None => None,
+    };
+    Some(AppliedRow {
+        id: row.get(0)?.parse().ok()?,
+        version,
+        description: row.get(2)?.to_string(),
+        checksum: row.get(3)?.to_string(),
+        state: match row.get(4)? {
+            "started" => RowState::Started,
+            _ => RowState::Applied,
         },
-        applied_at: row.get(5),
-    }
+        applied_at: row.get(5)?.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -326,10 +334,7 @@ mod tests {
     fn lock_key_is_stable_and_per_table() {
         let a = HistoryTable::parse("migrun_history").unwrap();
         let b = HistoryTable::parse("ops.migrun_history").unwrap();
-        assert_eq!(
-            a.lock_key(),
-            HistoryTable::parse("MIGRUN_HISTORY").unwrap().lock_key()
-        );
+        assert_eq!(a.lock_key(), HistoryTable::parse("MIGRUN_HISTORY").unwrap().lock_key());
         assert_ne!(a.lock_key(), b.lock_key());
     }
 }

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_postgres::types::Type;
 
 use crate::backoff::Backoff;
 use crate::connect::{ConnectError, Session};
@@ -63,6 +64,23 @@ pub struct Holder {
     pub connected_s: f64,
 }
 
+/// One attempt; true when the lock is now held by this session.
+pub async fn try_acquire(session: &Session, key: i64) -> Result<bool, LockError> {
+    let row = session
+        .client
+        .query_typed_one(
+            "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+            &[(&key, Type::INT8)],
+        )
+        .await
+        .map_err(|e| LockError::Database {
+            key,
+            failure: PgFailure::from_pg(&e),
+        })?;
+    session.check_backend(row.get(1))?;
+    Ok(row.get(0))
+}
+
 /// Waits for the lock up to `wait`, polling with backoff and jitter and saying who holds it
 /// at the first miss and every 10 s after.
 pub async fn acquire(session: &Session, key: i64, wait: Duration) -> Result<(), LockError> {
@@ -70,16 +88,7 @@ pub async fn acquire(session: &Session, key: i64, wait: Duration) -> Result<(), 
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let mut last_report: Option<Instant> = None;
     loop {
-        let row = session
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[&key])
-            .await
-            .map_err(|e| LockError::Database {
-                key,
-                failure: PgFailure::from_pg(&e),
-            })?;
-        session.check_backend(row.get(1))?;
-        if row.get::<_, bool>(0) {
+        if try_acquire(session, key).await? {
             tracing::info!(
                 lock_key = key,
                 waited_ms = started.elapsed().as_millis() as u64,
@@ -138,7 +147,10 @@ async fn holder(session: &Session, key: i64) -> Result<Option<Holder>, LockError
             &[&high, &low],
         )
         .await
-        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
+        .map_err(|e| LockError::Database {
+            key,
+            failure: PgFailure::from_pg(&e),
+        })?;
     Ok(rows.first().map(|row| Holder {
         pid: row.get(0),
         application_name: row.get(1),
@@ -152,7 +164,7 @@ async fn holder(session: &Session, key: i64) -> Result<Option<Holder>, LockError
 pub async fn release(session: &Session, key: i64) -> Result<(), LockError> {
     let row = session
         .client
-        .query_one("SELECT pg_advisory_unlock($1)", &[&key])
+        .query_typed_one("SELECT pg_advisory_unlock($1)", &[(&key, Type::INT8)])
         .await
         .map_err(|e| LockError::Database {
             key,

@@ -75,11 +75,7 @@ impl<'a> ResultEvent<'a> {
         };
         ResultEvent {
             timestamp: Utc::now().rfc3339(),
-            level: if exit == ExitCode::Success {
-                "INFO"
-            } else {
-                "ERROR"
-            },
+            level: if exit == ExitCode::Success { "INFO" } else { "ERROR" },
             message,
             event: "result",
             command,
@@ -99,9 +95,8 @@ impl<'a> ResultEvent<'a> {
     /// Writes the event as the last line on stderr; a closed stderr is not worth a panic.
     pub fn emit(&self, format: LogFormat) {
         let line = match format {
-            LogFormat::Json => serde_json::to_string(self).unwrap_or_else(|e| {
-                format!("{{\"event\":\"result\",\"error\":\"cannot serialize: {e}\"}}")
-            }),
+            LogFormat::Json => serde_json::to_string(self)
+                .unwrap_or_else(|e| format!("{{\"event\":\"result\",\"error\":\"cannot serialize: {e}\"}}")),
             LogFormat::Human => self.human(),
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");
@@ -114,10 +109,7 @@ impl<'a> ResultEvent<'a> {
             self.outcome, self.exit_code, self.duration_ms, self.message
         );
         if !applied.is_empty() && self.error.is_some() {
-            line.push_str(&format!(
-                "; applied before the failure: {}",
-                applied.join(", ")
-            ));
+            line.push_str(&format!("; applied before the failure: {}", applied.join(", ")));
         }
         line
     }

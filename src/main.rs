@@ -2,10 +2,7 @@ use clap::Parser;
 
 fn main() {
     let cli = migrun::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("migrun: cannot start the async runtime: {e}");

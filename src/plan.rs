@@ -70,22 +70,13 @@ pub struct Drift {
 fn drift_list(drifts: &[Drift]) -> String {
     drifts
         .iter()
-        .map(|d| {
-            format!(
-                "{} (recorded {}, file now {})",
-                d.file, d.recorded, d.current
-            )
-        })
+        .map(|d| format!("{} (recorded {}, file now {})", d.file, d.recorded, d.current))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 fn join(versions: &[u64]) -> String {
-    versions
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    versions.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 pub fn compare<'m>(migrations: &'m [Migration], history: &[AppliedRow]) -> Comparison<'m> {
@@ -112,19 +103,11 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[AppliedRow]) -> Compa
                 Kind::Repeatable => last_repeatable.get(migration.description.as_str()).copied(),
             };
             let state = match (migration.kind, row) {
-                (Kind::Versioned(_), Some(r)) if r.state == RowState::Started => {
-                    FileState::Unfinished
-                }
-                (Kind::Versioned(_), Some(r)) if r.checksum != migration.checksum => {
-                    FileState::Drifted
-                }
-                (Kind::Versioned(v), None) if highest.is_some_and(|h| v < h) => {
-                    FileState::OutOfOrder
-                }
+                (Kind::Versioned(_), Some(r)) if r.state == RowState::Started => FileState::Unfinished,
+                (Kind::Versioned(_), Some(r)) if r.checksum != migration.checksum => FileState::Drifted,
+                (Kind::Versioned(v), None) if highest.is_some_and(|h| v < h) => FileState::OutOfOrder,
                 (Kind::Versioned(_), None) => FileState::Pending,
-                (Kind::Repeatable, Some(r)) if r.checksum != migration.checksum => {
-                    FileState::Changed
-                }
+                (Kind::Repeatable, Some(r)) if r.checksum != migration.checksum => FileState::Changed,
                 (Kind::Repeatable, None) => FileState::Pending,
                 (_, Some(_)) => FileState::Applied,
             };
@@ -138,8 +121,7 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[AppliedRow]) -> Compa
             }
         })
         .collect();
-    let known: std::collections::HashSet<u64> =
-        migrations.iter().filter_map(Migration::version).collect();
+    let known: std::collections::HashSet<u64> = migrations.iter().filter_map(Migration::version).collect();
     let missing: BTreeMap<u64, ()> = by_version
         .keys()
         .filter(|v| !known.contains(v))
@@ -210,23 +192,20 @@ impl Comparison<'_> {
         let runs = |e: &&Entry| {
             matches!(
                 e.state,
-                FileState::Pending
-                    | FileState::OutOfOrder
-                    | FileState::Unfinished
-                    | FileState::Changed
+                FileState::Pending | FileState::OutOfOrder | FileState::Unfinished | FileState::Changed
             )
         };
         let versioned: Vec<&Entry> = self
             .entries
             .iter()
             .filter(runs)
-            .filter(
-                |e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_none_or(|t| v <= t)),
-            )
+            .filter(|e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_none_or(|t| v <= t)))
             .collect();
-        let versioned_left = self.entries.iter().filter(runs).any(
-            |e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_some_and(|t| v > t)),
-        );
+        let versioned_left = self
+            .entries
+            .iter()
+            .filter(runs)
+            .any(|e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_some_and(|t| v > t)));
         let repeatable = self
             .entries
             .iter()
@@ -256,13 +235,7 @@ mod tests {
         }
     }
 
-    fn row(
-        id: i64,
-        version: Option<u64>,
-        description: &str,
-        checksum: &str,
-        state: RowState,
-    ) -> AppliedRow {
+    fn row(id: i64, version: Option<u64>, description: &str, checksum: &str, state: RowState) -> AppliedRow {
         AppliedRow {
             id,
             version,
@@ -351,10 +324,7 @@ mod tests {
             )
             .is_ok());
 
-        let files = vec![
-            file(Kind::Versioned(1), "a", "c1"),
-            file(Kind::Versioned(3), "c", "c3"),
-        ];
+        let files = vec![file(Kind::Versioned(1), "a", "c1"), file(Kind::Versioned(3), "c", "c3")];
         let gap = compare(&files, &[row(1, Some(3), "c", "c3", RowState::Applied)]);
         assert!(
             matches!(gap.validate(Policy::default(), "sql"), Err(PlanError::OutOfOrder { ref versions, highest: 3 }) if versions == &[1])
@@ -376,12 +346,7 @@ mod tests {
             file(Kind::Repeatable, "views", "v1"),
         ];
         let c = compare(&files, &[]);
-        let labels = |steps: Vec<&Entry>| {
-            steps
-                .iter()
-                .map(|e| e.migration.label())
-                .collect::<Vec<_>>()
-        };
+        let labels = |steps: Vec<&Entry>| steps.iter().map(|e| e.migration.label()).collect::<Vec<_>>();
         assert_eq!(labels(c.steps(None)), vec!["1", "2", "10", "R__views"]);
         assert_eq!(labels(c.steps(Some(2))), vec!["1", "2"]);
         assert_eq!(labels(c.steps(Some(10))), vec!["1", "2", "10", "R__views"]);

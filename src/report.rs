@@ -57,10 +57,7 @@ pub fn status(comparison: &Comparison, json: bool) -> String {
                     kind: e.migration.kind.to_string(),
                     state: e.state,
                     checksum: &e.migration.checksum,
-                    recorded_checksum: e
-                        .recorded_checksum
-                        .as_deref()
-                        .filter(|c| *c != e.migration.checksum),
+                    recorded_checksum: e.recorded_checksum.as_deref().filter(|c| *c != e.migration.checksum),
                     applied_at: e.applied_at.as_deref(),
                 })
                 .collect(),
@@ -124,10 +121,7 @@ pub fn plan(steps: &[&Entry], session: &SessionSettings, json: bool) -> String {
                 reason: e.state,
                 transaction: !d.no_transaction,
                 lock_timeout: d.lock_timeout.unwrap_or(session.lock_timeout).to_string(),
-                statement_timeout: d
-                    .statement_timeout
-                    .unwrap_or(session.statement_timeout)
-                    .to_string(),
+                statement_timeout: d.statement_timeout.unwrap_or(session.statement_timeout).to_string(),
             }
         })
         .collect();

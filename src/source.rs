@@ -60,8 +60,7 @@ impl Migration {
 }
 
 const DIRECTIVE_PREFIX: &str = "migrun:";
-const KNOWN_DIRECTIVES: &str =
-    "no-transaction, statement-timeout=<duration>, lock-timeout=<duration>";
+const KNOWN_DIRECTIVES: &str = "no-transaction, statement-timeout=<duration>, lock-timeout=<duration>";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -81,9 +80,7 @@ pub enum SourceError {
         first: String,
         second: String,
     },
-    #[error(
-        "{file}: unknown directive `{directive}` (line {line}); expected one of {KNOWN_DIRECTIVES}"
-    )]
+    #[error("{file}: unknown directive `{directive}` (line {line}); expected one of {KNOWN_DIRECTIVES}")]
     UnknownDirective {
         file: String,
         directive: String,
@@ -123,36 +120,30 @@ pub enum SourceError {
 /// SHA-256 (lowercase hex) of the file as migrun reads it: a leading UTF-8 BOM dropped and
 /// CRLF read as LF, so a checkout on Windows does not look like an edited file.
 pub fn checksum(normalized: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(normalized.as_bytes());
     let mut hex = String::with_capacity(64);
     for byte in digest {
-        hex.push_str(&format!("{byte:02x}"));
+        hex.push(HEX[usize::from(byte >> 4)] as char);
+        hex.push(HEX[usize::from(byte & 0xf)] as char);
     }
     hex
 }
 
+/// Reads a whole file without the `stat` that `fs::read` makes for a size hint: migration files
+/// are small, and every deploy reads all of them, so system calls per file are what count.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(4096);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, u64::MAX), &mut bytes)?;
+    Ok(bytes)
+}
+
 /// Reads every migration in `dir`: versioned ones by version, then repeatable ones by name.
 pub fn load(dir: &Path) -> Result<Vec<Migration>, SourceError> {
-    let dir_error = |e: std::io::Error| SourceError::Dir {
-        dir: dir.display().to_string(),
-        reason: e.to_string(),
-    };
-    let mut migrations = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
-        let entry = entry.map_err(dir_error)?;
-        let path = entry.path();
-        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            continue;
-        };
-        if !name.ends_with(".sql") || path.is_dir() {
-            continue;
-        }
-        let (kind, description) = parse_name(&name).ok_or_else(|| SourceError::BadName {
-            file: path.display().to_string(),
-        })?;
-        migrations.push(read_migration(path, kind, description)?);
-    }
-    migrations.sort_by(|a, b| (a.kind, &a.description).cmp(&(b.kind, &b.description)));
+    let mut found = list(dir)?;
+    found.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+    let migrations = read_all(found)?;
     for pair in migrations.windows(2) {
         if let (Kind::Versioned(v), Kind::Versioned(w)) = (pair[0].kind, pair[1].kind) {
             if v == w {
@@ -167,33 +158,77 @@ pub fn load(dir: &Path) -> Result<Vec<Migration>, SourceError> {
     Ok(migrations)
 }
 
+/// The migration files in `dir` with their parsed names; other files are skipped.
+fn list(dir: &Path) -> Result<Vec<(PathBuf, Kind, String)>, SourceError> {
+    let dir_error = |e: std::io::Error| SourceError::Dir {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
+        let entry = entry.map_err(dir_error)?;
+        let path = entry.path();
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        // file_type() comes with the directory listing: no extra system call per file.
+        if !name.ends_with(".sql") || entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let (kind, description) = parse_name(&name).ok_or_else(|| SourceError::BadName {
+            file: path.display().to_string(),
+        })?;
+        found.push((path, kind, description));
+    }
+    Ok(found)
+}
+
+/// Reads the files in order, on two threads when there are many: every deploy reads every
+/// file, and on a virtual machine the system calls per file are most of a no-op run's cost.
+fn read_all(found: Vec<(PathBuf, Kind, String)>) -> Result<Vec<Migration>, SourceError> {
+    const PARALLEL_FROM: usize = 64;
+    let read = |files: Vec<(PathBuf, Kind, String)>| -> Result<Vec<Migration>, SourceError> {
+        files
+            .into_iter()
+            .map(|(path, kind, description)| read_migration(path, kind, description))
+            .collect()
+    };
+    if found.len() < PARALLEL_FROM {
+        return read(found);
+    }
+    let mut first = found;
+    let second = first.split_off(first.len() / 2);
+    let (first, second) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| read(second));
+        let mine = read(first);
+        (mine, other.join())
+    });
+    let mut migrations = first?;
+    match second {
+        Ok(rest) => migrations.extend(rest?),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+    Ok(migrations)
+}
+
 /// `0001_init.sql` → (Versioned(1), "init"); `R__views.sql` → (Repeatable, "views").
 fn parse_name(name: &str) -> Option<(Kind, String)> {
     let stem = name.strip_suffix(".sql")?;
-    let valid_description =
-        |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let valid_description = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if let Some(description) = stem.strip_prefix("R__") {
         return valid_description(description).then(|| (Kind::Repeatable, description.to_string()));
     }
     let (version, description) = stem.split_once('_')?;
-    let version_ok =
-        (1..=18).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_digit());
+    let version_ok = (1..=18).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_digit());
     if !version_ok || !valid_description(description) {
         return None;
     }
-    Some((
-        Kind::Versioned(version.parse().ok()?),
-        description.to_string(),
-    ))
+    Some((Kind::Versioned(version.parse().ok()?), description.to_string()))
 }
 
-fn read_migration(
-    path: PathBuf,
-    kind: Kind,
-    description: String,
-) -> Result<Migration, SourceError> {
+fn read_migration(path: PathBuf, kind: Kind, description: String) -> Result<Migration, SourceError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(&path).map_err(|e| SourceError::Unreadable {
+    let bytes = read_file(&path).map_err(|e| SourceError::Unreadable {
         file: file.clone(),
         reason: e.to_string(),
     })?;
@@ -207,10 +242,7 @@ fn read_migration(
     }
     let directives = parse_directives(&sql, &file)?;
     if !directives.no_transaction {
-        if let Some(statement) = statements
-            .iter()
-            .find(|s| split::is_transaction_control(s.text))
-        {
+        if let Some(statement) = statements.iter().find(|s| split::is_transaction_control(s.text)) {
             let line = 1 + sql[..statement.offset].matches('\n').count();
             return Err(SourceError::TransactionControl {
                 file,
@@ -236,10 +268,7 @@ fn normalize(mut bytes: Vec<u8>) -> Result<String, usize> {
     }
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
-        1 + e.as_bytes()[..valid]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
+        1 + e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count()
     })?;
     Ok(if text.contains('\r') {
         text.replace("\r\n", "\n")
@@ -276,12 +305,7 @@ fn parse_directives(sql: &str, file: &str) -> Result<Directives, SourceError> {
     Ok(directives)
 }
 
-fn apply_directive(
-    directives: &mut Directives,
-    directive: &str,
-    file: &str,
-    line: usize,
-) -> Result<(), SourceError> {
+fn apply_directive(directives: &mut Directives, directive: &str, file: &str, line: usize) -> Result<(), SourceError> {
     let (name, value) = match directive.split_once('=') {
         Some((name, value)) => (name.trim(), Some(value.trim())),
         None => (directive, None),
@@ -297,11 +321,7 @@ fn apply_directive(
         line,
         expected: expected.into(),
     };
-    let timeout = |value: Option<&str>| {
-        value
-            .and_then(Millis::parse)
-            .ok_or_else(|| bad_value(duration::SYNTAX))
-    };
+    let timeout = |value: Option<&str>| value.and_then(Millis::parse).ok_or_else(|| bad_value(duration::SYNTAX));
     match name {
         "no-transaction" => {
             if value.is_some() {
@@ -313,11 +333,7 @@ fn apply_directive(
             directives.no_transaction = true;
         }
         "statement-timeout" => {
-            if directives
-                .statement_timeout
-                .replace(timeout(value)?)
-                .is_some()
-            {
+            if directives.statement_timeout.replace(timeout(value)?).is_some() {
                 return Err(repeated());
             }
         }
@@ -380,18 +396,12 @@ mod tests {
 
     #[test]
     fn parses_file_names() {
-        assert_eq!(
-            parse_name("0001_init.sql"),
-            Some((Kind::Versioned(1), "init".into()))
-        );
+        assert_eq!(parse_name("0001_init.sql"), Some((Kind::Versioned(1), "init".into())));
         assert_eq!(
             parse_name("20261125120000_add_users.sql"),
             Some((Kind::Versioned(20261125120000), "add_users".into()))
         );
-        assert_eq!(
-            parse_name("R__views.sql"),
-            Some((Kind::Repeatable, "views".into()))
-        );
+        assert_eq!(parse_name("R__views.sql"), Some((Kind::Repeatable, "views".into())));
         for bad in [
             "init.sql",
             "0001.sql",
@@ -409,8 +419,7 @@ mod tests {
     #[test]
     fn checksum_ignores_bom_and_crlf() {
         let unix = normalize(b"CREATE TABLE t ();\nSELECT 1;\n".to_vec()).unwrap();
-        let windows =
-            normalize(b"\xEF\xBB\xBFCREATE TABLE t ();\r\nSELECT 1;\r\n".to_vec()).unwrap();
+        let windows = normalize(b"\xEF\xBB\xBFCREATE TABLE t ();\r\nSELECT 1;\r\n".to_vec()).unwrap();
         assert_eq!(checksum(&unix), checksum(&windows));
         assert_ne!(checksum(&unix), checksum("CREATE TABLE t ();\nSELECT 2;\n"));
         assert_eq!(

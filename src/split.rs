@@ -60,8 +60,7 @@ pub fn split(sql: &str) -> Vec<Statement<'_>> {
             if current.is_none() {
                 is_create = text.eq_ignore_ascii_case("create");
             } else if is_create {
-                let opens_body = text.eq_ignore_ascii_case("atomic")
-                    && previous_word.eq_ignore_ascii_case("begin");
+                let opens_body = text.eq_ignore_ascii_case("atomic") && previous_word.eq_ignore_ascii_case("begin");
                 if opens_body || (depth > 0 && text.eq_ignore_ascii_case("case")) {
                     depth += 1;
                 } else if depth > 0 && text.eq_ignore_ascii_case("end") {
@@ -105,13 +104,10 @@ pub fn concurrent_index_name(statement: &str) -> Option<String> {
     let mut tokens = Lexer::new(statement).map(|t| (t.kind, &statement[t.start..t.end]));
     let mut next_word = || match tokens.next() {
         Some((Kind::Word, text)) => Some(Name::Plain(text.to_ascii_lowercase())),
-        Some((Kind::QuotedIdent, text)) => {
-            Some(Name::Quoted(text[1..text.len() - 1].replace("\"\"", "\"")))
-        }
+        Some((Kind::QuotedIdent, text)) => Some(Name::Quoted(text[1..text.len() - 1].replace("\"\"", "\""))),
         _ => None,
     };
-    let keyword =
-        |name: &Option<Name>, word: &str| matches!(name, Some(Name::Plain(w)) if w == word);
+    let keyword = |name: &Option<Name>, word: &str| matches!(name, Some(Name::Plain(w)) if w == word);
     if !keyword(&next_word(), "create") {
         return None;
     }
@@ -232,12 +228,10 @@ impl<'a> Lexer<'a> {
         let rest = &self.bytes[self.pos + 1..];
         let tag_len = match rest.first() {
             Some(b'$') => 0,
-            Some(&b) if is_tag_start(b) => {
-                match rest.iter().position(|&b| !is_ident_byte(b) || b == b'$') {
-                    Some(n) if rest[n] == b'$' => n,
-                    _ => return false,
-                }
-            }
+            Some(&b) if is_tag_start(b) => match rest.iter().position(|&b| !is_ident_byte(b) || b == b'$') {
+                Some(n) if rest[n] == b'$' => n,
+                _ => return false,
+            },
             _ => return false,
         };
         let delimiter = &self.sql[self.pos..self.pos + tag_len + 2];
@@ -337,10 +331,7 @@ mod tests {
             texts(sql),
             vec!["CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END; SELECT 2; END", "SELECT 3"]
         );
-        assert_eq!(
-            texts("BEGIN; SELECT 1; END;"),
-            vec!["BEGIN", "SELECT 1", "END"]
-        );
+        assert_eq!(texts("BEGIN; SELECT 1; END;"), vec!["BEGIN", "SELECT 1", "END"]);
     }
 
     #[test]
@@ -382,10 +373,7 @@ mod tests {
 
     #[test]
     fn standard_strings_keep_backslashes_literal() {
-        assert_eq!(
-            texts(r"SELECT 'C:\'; SELECT 2"),
-            vec![r"SELECT 'C:\'", "SELECT 2"]
-        );
+        assert_eq!(texts(r"SELECT 'C:\'; SELECT 2"), vec![r"SELECT 'C:\'", "SELECT 2"]);
     }
 
     #[test]
@@ -399,10 +387,7 @@ mod tests {
 
     #[test]
     fn unterminated_quote_runs_to_the_end() {
-        assert_eq!(
-            texts("SELECT 'open; SELECT 2"),
-            vec!["SELECT 'open; SELECT 2"]
-        );
+        assert_eq!(texts("SELECT 'open; SELECT 2"), vec!["SELECT 'open; SELECT 2"]);
     }
 
     #[test]
@@ -420,10 +405,7 @@ mod tests {
                 "CREATE INDEX CONCURRENTLY \"Mixed\"\"Case\" ON t (x)",
                 Some("Mixed\"Case"),
             ),
-            (
-                "CREATE INDEX /* c */ CONCURRENTLY -- c\n ix ON t (x)",
-                Some("ix"),
-            ),
+            ("CREATE INDEX /* c */ CONCURRENTLY -- c\n ix ON t (x)", Some("ix")),
             ("CREATE INDEX CONCURRENTLY ON t (x)", None),
             ("CREATE INDEX ix ON t (x)", None),
             ("DROP INDEX CONCURRENTLY ix", None),
@@ -440,14 +422,12 @@ mod tests {
             "[0-9]{1,4}",
             "[a-z ;]{0,8}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
             "[a-z ;']{0,8}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
-            "[a-z ;\\\\']{0,8}"
-                .prop_map(|s| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))),
+            "[a-z ;\\\\']{0,8}".prop_map(|s| format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))),
             "[a-z ;\"]{0,8}".prop_map(|s| format!("\"{}\"", s.replace('"', "\"\""))),
             ("[a-z]{0,4}", "[a-z ;$']{0,12}").prop_filter_map("tag inside body", |(tag, body)| {
                 let delimiter = format!("${tag}$");
                 let closed = format!("{body}{delimiter}");
-                (closed.find(&delimiter) == Some(body.len()))
-                    .then(|| format!("{delimiter}{closed}"))
+                (closed.find(&delimiter) == Some(body.len())).then(|| format!("{delimiter}{closed}"))
             }),
             "[a-z ;']{0,8}".prop_map(|s| format!("/* {s} /* {s}; */ */")),
             "[a-z ;']{0,8}".prop_map(|s| format!("-- {s}\n")),
@@ -457,11 +437,7 @@ mod tests {
     }
 
     fn statement() -> impl Strategy<Value = String> {
-        (
-            "[a-z]{1,6}",
-            prop::collection::vec(fragment(), 0..8),
-            "[a-z]{1,6}",
-        )
+        ("[a-z]{1,6}", prop::collection::vec(fragment(), 0..8), "[a-z]{1,6}")
             .prop_map(|(head, middle, tail)| format!("{head} {} {tail}", middle.join(" ")))
     }
 

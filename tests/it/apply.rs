@@ -24,7 +24,10 @@ fn fresh_apply_then_second_run_is_a_no_op() {
         db.count("SELECT count(*) FROM migrun_history WHERE state = 'applied'"),
         4
     );
-    assert_eq!(db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'users_email_key'::regclass AND indisvalid"), 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'users_email_key'::regclass AND indisvalid"),
+        1
+    );
     assert_eq!(db.count("SELECT count(*) FROM active_users"), 0);
     let row = db.client().query_one("SELECT kind, length(checksum), applied_by, migrun_version, execution_ms FROM migrun_history WHERE version = 1", &[]).expect("row");
     assert_eq!(row.get::<_, String>(0), "versioned");
@@ -43,11 +46,7 @@ fn fresh_apply_then_second_run_is_a_no_op() {
 #[test]
 fn versions_are_ordered_as_numbers_and_other_files_are_ignored() {
     let db = TestDb::new();
-    db.migrun()
-        .dir(&fixture("ordering"))
-        .args(["up"])
-        .run()
-        .assert_code(0);
+    db.migrun().dir(&fixture("ordering")).args(["up"]).run().assert_code(0);
     let order: Vec<i32> = db
         .client()
         .query("SELECT version FROM applied_order ORDER BY n", &[])
@@ -61,11 +60,7 @@ fn versions_are_ordered_as_numbers_and_other_files_are_ignored() {
 #[test]
 fn no_transaction_file_runs_statement_by_statement_with_quoting_intact() {
     let db = TestDb::new();
-    db.migrun()
-        .dir(&fixture("no_tx"))
-        .args(["up"])
-        .run()
-        .assert_code(0);
+    db.migrun().dir(&fixture("no_tx")).args(["up"]).run().assert_code(0);
     let notes = db.query_strings("SELECT note FROM items ORDER BY id");
     assert_eq!(
         notes,
@@ -76,7 +71,10 @@ fn no_transaction_file_runs_statement_by_statement_with_quoting_intact() {
         ]
     );
     assert_eq!(db.count("SELECT items_count()"), 3);
-    assert_eq!(db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'items_note_idx'::regclass AND indisvalid"), 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'items_note_idx'::regclass AND indisvalid"),
+        1
+    );
     assert_eq!(
         db.query_strings("SELECT state FROM migrun_history WHERE version = 2"),
         vec!["applied"]
@@ -177,10 +175,7 @@ fn eight_concurrent_runs_all_succeed_and_each_body_runs_once() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(
-        runs_per_version,
-        (1..=6).map(|v| (v, 1)).collect::<Vec<_>>()
-    );
+    assert_eq!(runs_per_version, (1..=6).map(|v| (v, 1)).collect::<Vec<_>>());
     let total_applied: usize = runs.iter().map(|r| r.applied_files().len()).sum();
     assert_eq!(total_applied, 6, "exactly one run applied each file");
 }

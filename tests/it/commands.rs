@@ -29,19 +29,11 @@ fn plan_lists_pending_files_with_modes_and_changes_nothing() {
         "plan is read only"
     );
 
-    let dry = db
-        .migrun()
-        .dir(&example_sql())
-        .args(["up", "--dry-run"])
-        .run();
+    let dry = db.migrun().dir(&example_sql()).args(["up", "--dry-run"]).run();
     dry.assert_code(0);
     assert_eq!(dry.stdout, run.stdout);
 
-    let json = db
-        .migrun()
-        .dir(&example_sql())
-        .args(["plan", "--json"])
-        .run();
+    let json = db.migrun().dir(&example_sql()).args(["plan", "--json"]).run();
     let steps: serde_json::Value = serde_json::from_str(&json.stdout).expect("plan --json");
     assert_eq!(steps[2]["transaction"], false);
     assert_eq!(steps[3]["kind"], "repeatable");
@@ -52,11 +44,7 @@ fn status_shows_applied_pending_and_drift() {
     let db = TestDb::new();
     let dir = fixture_copy("ordering");
     std::fs::remove_file(dir.path().join("20261125120000_timestamped.sql")).expect("remove");
-    db.migrun()
-        .dir(dir.path())
-        .args(["up"])
-        .run()
-        .assert_code(0);
+    db.migrun().dir(dir.path()).args(["up"]).run().assert_code(0);
     std::fs::copy(
         fixture("ordering").join("20261125120000_timestamped.sql"),
         dir.path().join("20261125120000_timestamped.sql"),
@@ -71,10 +59,7 @@ fn status_shows_applied_pending_and_drift() {
         .iter()
         .map(|f| f["state"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(
-        states,
-        vec!["applied", "applied", "applied", "applied", "pending"]
-    );
+    assert_eq!(states, vec!["applied", "applied", "applied", "applied", "pending"]);
     assert_eq!(report["pending"], 1);
 
     std::fs::write(dir.path().join("0002_second.sql"), "SELECT 'edited';\n").expect("edit");
@@ -99,10 +84,7 @@ fn status_on_an_empty_database_does_not_create_the_history_table() {
 fn new_creates_a_timestamped_file_that_must_be_filled_in() {
     let dir = tempfile::tempdir().expect("dir");
     let sql_dir = dir.path().join("sql");
-    let run = Migrun::new()
-        .dir(&sql_dir)
-        .args(["new", "add_orders"])
-        .run();
+    let run = Migrun::new().dir(&sql_dir).args(["new", "add_orders"]).run();
     run.assert_code(0);
     let created = std::path::PathBuf::from(run.stdout.trim());
     let name = file_name(run.stdout.trim());
@@ -111,10 +93,7 @@ fn new_creates_a_timestamped_file_that_must_be_filled_in() {
         "{name}"
     );
     assert!(created.starts_with(&sql_dir) && created.is_file());
-    let bad = Migrun::new()
-        .dir(&sql_dir)
-        .args(["new", "add-orders"])
-        .run();
+    let bad = Migrun::new().dir(&sql_dir).args(["new", "add-orders"]).run();
     bad.assert_code(2);
     // An unfilled template is refused rather than recorded as applied.
     let up = Migrun::new()
@@ -123,11 +102,7 @@ fn new_creates_a_timestamped_file_that_must_be_filled_in() {
         .args(["up"])
         .run();
     up.assert_code(2);
-    assert!(
-        up.stderr.contains("holds no SQL statement"),
-        "{}",
-        up.stderr
-    );
+    assert!(up.stderr.contains("holds no SQL statement"), "{}", up.stderr);
 }
 
 #[test]
@@ -173,10 +148,7 @@ fn json_logs_have_one_event_per_line_with_named_fields() {
         "applying",
         "applied",
     ] {
-        assert!(
-            messages.contains(&phase),
-            "no {phase:?} event in {messages:?}"
-        );
+        assert!(messages.contains(&phase), "no {phase:?} event in {messages:?}");
     }
     let applied = events
         .iter()

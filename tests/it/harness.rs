@@ -27,9 +27,7 @@ pub fn secrets() -> Vec<String> {
 pub fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -66,9 +64,7 @@ fn quote_literal(text: &str) -> String {
 }
 
 fn external_server(url: &str) -> Server {
-    let config: postgres::Config = url
-        .parse()
-        .expect("MIGRUN_TEST_DATABASE_URL is a valid URL");
+    let config: postgres::Config = url.parse().expect("MIGRUN_TEST_DATABASE_URL is a valid URL");
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(h)) => h.clone(),
         _ => "127.0.0.1".to_string(),
@@ -88,11 +84,18 @@ fn pg_bin(name: &str) -> PathBuf {
         .find(|p| p.is_file());
     on_path
         .or_else(|| {
-            let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin").join(name)).filter(|p| p.is_file()).collect();
+            let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .flatten()
+                .map(|e| e.path().join("bin").join(name))
+                .filter(|p| p.is_file())
+                .collect();
             versions.sort();
             versions.pop()
         })
-        .unwrap_or_else(|| panic!("{name} not found on PATH or in /usr/lib/postgresql/*/bin; install the PostgreSQL server package"))
+        .unwrap_or_else(|| {
+            panic!("{name} not found on PATH or in /usr/lib/postgresql/*/bin; install the PostgreSQL server package")
+        })
 }
 
 /// Postgres refuses to run as root: run its programs as the `postgres` user when we are root.
@@ -232,19 +235,15 @@ fn start_cluster() -> Server {
         port,
         user: "postgres".into(),
     };
-    wait_until(
-        Duration::from_secs(30),
-        "the test server accepts connections",
-        || {
-            postgres::Config::new()
-                .host(&server.host)
-                .port(port)
-                .user("postgres")
-                .dbname("postgres")
-                .connect(postgres::NoTls)
-                .is_ok()
-        },
-    );
+    wait_until(Duration::from_secs(30), "the test server accepts connections", || {
+        postgres::Config::new()
+            .host(&server.host)
+            .port(port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .is_ok()
+    });
     server
 }
 
@@ -282,11 +281,7 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 impl TestDb {
     pub fn new() -> TestDb {
-        let name = format!(
-            "t{}_{}",
-            std::process::id(),
-            NEXT_DB.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
         server()
             .connect("postgres")
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -337,18 +332,15 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(server) = SERVER.get() {
-            let _ = server.connect("postgres").batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
+            let _ = server
+                .connect("postgres")
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 pub fn example_sql() -> PathBuf {
@@ -358,10 +350,7 @@ pub fn example_sql() -> PathBuf {
 /// A copy of a fixture in a temp dir, for tests that edit files.
 pub fn fixture_copy(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
-    for entry in std::fs::read_dir(fixture(name))
-        .expect("fixture dir")
-        .flatten()
-    {
+    for entry in std::fs::read_dir(fixture(name)).expect("fixture dir").flatten() {
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy fixture file");
     }
     dir
@@ -391,10 +380,7 @@ impl Migrun {
         self.env("MIGRUN_DIR", &dir.display().to_string())
     }
 
-    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(
-        &mut self,
-        args: I,
-    ) -> &mut Migrun {
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(&mut self, args: I) -> &mut Migrun {
         self.command.args(args);
         self
     }
@@ -443,12 +429,8 @@ impl Run {
     /// The last stderr line, which must be the result event.
     pub fn result(&self) -> serde_json::Value {
         let line = self.stderr.lines().last().unwrap_or_default();
-        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
-            panic!(
-                "last stderr line is not JSON ({e}): {line}\n{}",
-                self.stderr
-            )
-        });
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("last stderr line is not JSON ({e}): {line}\n{}", self.stderr));
         assert_eq!(value["event"], "result", "{line}");
         value
     }

@@ -13,11 +13,7 @@ fn edited_applied_file_is_drift_and_stops_with_both_checksums() {
     let dir = fixture_copy("ordering");
     up(&db, dir.path(), &[]).assert_code(0);
     let file = dir.path().join("0002_second.sql");
-    std::fs::write(
-        &file,
-        "INSERT INTO applied_order (version) VALUES (2); -- edited\n",
-    )
-    .expect("edit");
+    std::fs::write(&file, "INSERT INTO applied_order (version) VALUES (2); -- edited\n").expect("edit");
     std::fs::write(
         dir.path().join("20261125120001_new.sql"),
         "CREATE TABLE must_not_apply (id int);\n",
@@ -28,10 +24,7 @@ fn edited_applied_file_is_drift_and_stops_with_both_checksums() {
     let recorded = db
         .query_strings("SELECT checksum FROM migrun_history WHERE version = 2")
         .remove(0);
-    let error = run.result()["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let error = run.result()["error"].as_str().unwrap_or_default().to_string();
     assert!(
         error.contains("0002_second.sql") && error.contains(&recorded),
         "{error}"
@@ -83,11 +76,7 @@ fn out_of_order_version_stops_unless_allowed() {
     let dir = fixture_copy("ordering");
     std::fs::remove_file(dir.path().join("9_ninth.sql")).expect("remove");
     up(&db, dir.path(), &[]).assert_code(0);
-    std::fs::copy(
-        fixture("ordering").join("9_ninth.sql"),
-        dir.path().join("9_ninth.sql"),
-    )
-    .expect("restore");
+    std::fs::copy(fixture("ordering").join("9_ninth.sql"), dir.path().join("9_ninth.sql")).expect("restore");
     let run = up(&db, dir.path(), &[]);
     run.assert_code(7);
     assert!(
@@ -128,11 +117,7 @@ fn repeatable_file_is_reapplied_only_when_it_changes() {
 #[test]
 fn target_stops_at_a_version_and_holds_back_repeatables() {
     let db = TestDb::new();
-    let run = db
-        .migrun()
-        .dir(&example_sql())
-        .args(["up", "--target", "2"])
-        .run();
+    let run = db.migrun().dir(&example_sql()).args(["up", "--target", "2"]).run();
     run.assert_code(0);
     assert_eq!(
         run.applied_files(),
@@ -158,14 +143,14 @@ fn unfinished_concurrent_index_is_dropped_and_rebuilt_on_rerun() {
     assert!(client
         .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY codes_code_key ON codes (code)")
         .is_err());
-    assert_eq!(db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'codes_code_key'::regclass AND NOT indisvalid"), 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'codes_code_key'::regclass AND NOT indisvalid"),
+        1
+    );
     // A first migrun run fails the same way, leaving its history row `started`.
     let failed = db.migrun().dir(&fixture("unfinished")).args(["up"]).run();
     failed.assert_code(6);
-    assert_eq!(
-        db.query_strings("SELECT state FROM migrun_history"),
-        vec!["started"]
-    );
+    assert_eq!(db.query_strings("SELECT state FROM migrun_history"), vec!["started"]);
     client
         .batch_execute("DELETE FROM codes WHERE ctid <> (SELECT min(ctid) FROM codes)")
         .expect("dedupe");
@@ -173,14 +158,10 @@ fn unfinished_concurrent_index_is_dropped_and_rebuilt_on_rerun() {
     let rerun = db.migrun().dir(&fixture("unfinished")).args(["up"]).run();
     rerun.assert_code(0);
     assert!(rerun.stderr.contains("did not finish"), "{}", rerun.stderr);
-    assert!(
-        rerun.stderr.contains("dropping the INVALID index"),
-        "{}",
-        rerun.stderr
-    );
-    assert_eq!(db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'codes_code_key'::regclass AND indisvalid"), 1);
+    assert!(rerun.stderr.contains("dropping the INVALID index"), "{}", rerun.stderr);
     assert_eq!(
-        db.query_strings("SELECT state FROM migrun_history"),
-        vec!["applied"]
+        db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'codes_code_key'::regclass AND indisvalid"),
+        1
     );
+    assert_eq!(db.query_strings("SELECT state FROM migrun_history"), vec!["applied"]);
 }

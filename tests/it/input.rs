@@ -18,10 +18,7 @@ fn unreachable_url() -> String {
 fn invalid_files_exit_2_naming_the_file_before_connecting() {
     type Files<'a> = &'a [(&'a str, &'a [u8])];
     let cases: &[(Files, &str)] = &[
-        (
-            &[("init.sql", b"SELECT 1;")],
-            "init.sql: not a migration file name",
-        ),
+        (&[("init.sql", b"SELECT 1;")], "init.sql: not a migration file name"),
         (
             &[("0001_a.sql", b"SELECT 1;"), ("1_b.sql", b"SELECT 2;")],
             "both have version 1",
@@ -58,14 +55,8 @@ fn invalid_files_exit_2_naming_the_file_before_connecting() {
             .args(["up", "--connect-timeout", "30s"])
             .run();
         run.assert_code(2);
-        let error = run.result()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            error.contains(expected),
-            "expected {expected:?} in {error:?}"
-        );
+        let error = run.result()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(expected), "expected {expected:?} in {error:?}");
         assert_eq!(run.result()["outcome"], "invalid_input");
     }
 }
@@ -94,16 +85,8 @@ fn invalid_settings_exit_2_naming_flag_and_variable() {
             "ten minutes",
             "--lock-wait / MIGRUN_LOCK_WAIT: `ten minutes` is not a duration",
         ),
-        (
-            "MIGRUN_TABLE",
-            "a;b",
-            "--table / MIGRUN_TABLE: `a;b` is not valid",
-        ),
-        (
-            "MIGRUN_LOCK_RETRIES",
-            "-1",
-            "--lock-retries / MIGRUN_LOCK_RETRIES",
-        ),
+        ("MIGRUN_TABLE", "a;b", "--table / MIGRUN_TABLE: `a;b` is not valid"),
+        ("MIGRUN_LOCK_RETRIES", "-1", "--lock-retries / MIGRUN_LOCK_RETRIES"),
         (
             "DATABASE_URL",
             "",
@@ -128,10 +111,7 @@ fn invalid_settings_exit_2_naming_flag_and_variable() {
 
 #[test]
 fn invalid_url_exits_2_without_printing_the_password() {
-    let url = format!(
-        "postgres://app:{}@127.0.0.1/app?sslmode=sometimes",
-        encode(PASSWORD)
-    );
+    let url = format!("postgres://app:{}@127.0.0.1/app?sslmode=sometimes", encode(PASSWORD));
     let run = Migrun::new()
         .env("DATABASE_URL", &url)
         .dir(&example_sql())

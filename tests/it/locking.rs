@@ -13,10 +13,7 @@ fn lock_held_elsewhere_times_out_with_exit_5_naming_the_holder() {
     let db = TestDb::new();
     let mut holder = db.client();
     let holder_pid: i32 = holder
-        .query_one(
-            "SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock(4242)) l",
-            &[],
-        )
+        .query_one("SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock(4242)) l", &[])
         .expect("lock")
         .get(0);
     let run = db
@@ -42,22 +39,15 @@ fn lock_held_elsewhere_times_out_with_exit_5_naming_the_holder() {
             .contains(&format!("held by pid {holder_pid}")),
         "{result}"
     );
-    assert_eq!(
-        db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'users'"),
-        0
-    );
-    holder
-        .batch_execute("SELECT pg_advisory_unlock_all()")
-        .expect("unlock");
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'users'"), 0);
+    holder.batch_execute("SELECT pg_advisory_unlock_all()").expect("unlock");
 }
 
 #[test]
 fn waiting_run_proceeds_once_the_holder_releases() {
     let db = TestDb::new();
     let mut holder = db.client();
-    holder
-        .batch_execute("SELECT pg_advisory_lock(4242)")
-        .expect("lock");
+    holder.batch_execute("SELECT pg_advisory_lock(4242)").expect("lock");
     let mut live = LiveRun::start(
         db.migrun()
             .dir(&example_sql())
@@ -65,9 +55,7 @@ fn waiting_run_proceeds_once_the_holder_releases() {
             .spawn(),
     );
     live.wait_for_line("waiting for the lock", Duration::from_secs(30));
-    holder
-        .batch_execute("SELECT pg_advisory_unlock(4242)")
-        .expect("unlock");
+    holder.batch_execute("SELECT pg_advisory_unlock(4242)").expect("unlock");
     let run = live.finish();
     run.assert_code(0);
     assert_eq!(run.applied_files().len(), 4);
@@ -76,9 +64,7 @@ fn waiting_run_proceeds_once_the_holder_releases() {
 
 fn busy_table(db: &TestDb) -> postgres::Client {
     let mut blocker = db.client();
-    blocker
-        .batch_execute("CREATE TABLE busy (id int)")
-        .expect("create");
+    blocker.batch_execute("CREATE TABLE busy (id int)").expect("create");
     blocker
         .batch_execute("BEGIN; LOCK TABLE busy IN ACCESS SHARE MODE")
         .expect("hold a lock like a long read");
@@ -131,14 +117,14 @@ fn exhausted_lock_timeout_retries_exit_8_with_nothing_applied() {
     assert_eq!(
         run.events()
             .iter()
-            .filter(|e| e["message"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("lock_timeout"))
+            .filter(|e| e["message"].as_str().unwrap_or_default().starts_with("lock_timeout"))
             .count(),
         2
     );
     blocker.batch_execute("COMMIT").expect("release");
-    assert_eq!(db.count("SELECT count(*) FROM information_schema.columns WHERE column_name = 'added_by_migration'"), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM information_schema.columns WHERE column_name = 'added_by_migration'"),
+        0
+    );
     assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 0);
 }
