@@ -13,6 +13,7 @@ use crate::error::{FileFailure, PgFailure};
 use crate::exit::ExitCode;
 use crate::history::{HistoryError, HistoryWriter, RowState};
 use crate::plan::{Entry, FileState};
+use crate::signals::{Interrupted, Shutdown};
 use crate::source::Migration;
 use crate::split;
 
@@ -40,6 +41,24 @@ pub enum ApplyError {
     Lost(FileFailure),
     #[error(transparent)]
     History(#[from] HistoryError),
+    #[error("{}", interrupted_text(.stop, .failure))]
+    Interrupted {
+        stop: Interrupted,
+        failure: Option<FileFailure>,
+    },
+}
+
+fn interrupted_text(stop: &Interrupted, failure: &Option<FileFailure>) -> String {
+    match failure {
+        Some(f) => format!("{}: {}", f.file, f.pg.message),
+        None => format!("{stop} between files; no file was left half-applied"),
+    }
+}
+
+/// How one statement ended, when it did not succeed.
+enum Executed {
+    Failed(tokio_postgres::Error),
+    Interrupted(Interrupted),
 }
 
 fn at_line(failure: &FileFailure) -> String {
@@ -56,6 +75,7 @@ impl ApplyError {
             ApplyError::LockRetries { .. } => ExitCode::LockRetries,
             ApplyError::Lost(_) => ExitCode::Connect,
             ApplyError::History(e) => e.exit_code(),
+            ApplyError::Interrupted { stop, .. } => stop.exit_code(),
         }
     }
 
@@ -64,6 +84,7 @@ impl ApplyError {
             ApplyError::Failed { failure: f, .. }
             | ApplyError::LockRetries { failure: f, .. }
             | ApplyError::Lost(f) => Some(f),
+            ApplyError::Interrupted { failure, .. } => failure.as_ref(),
             ApplyError::History(_) => None,
         }
     }
@@ -81,6 +102,7 @@ pub struct Applier<'a> {
     writer: HistoryWriter<'a>,
     session: &'a SessionSettings,
     retry: RetryPolicy,
+    shutdown: Shutdown,
 }
 
 /// A failed attempt at a file or statement, before it is classified.
@@ -97,12 +119,14 @@ impl<'a> Applier<'a> {
         writer: HistoryWriter<'a>,
         session: &'a SessionSettings,
         retry: RetryPolicy,
+        shutdown: Shutdown,
     ) -> Applier<'a> {
         Applier {
             client,
             writer,
             session,
             retry,
+            shutdown,
         }
     }
 
@@ -110,6 +134,10 @@ impl<'a> Applier<'a> {
     /// reports what went before it).
     pub async fn apply_all(&self, steps: &[&Entry<'_>], applied: &mut Vec<Applied>) -> Result<(), ApplyError> {
         for entry in steps {
+            // Between files: start nothing new.
+            self.shutdown
+                .check()
+                .map_err(|stop| ApplyError::Interrupted { stop, failure: None })?;
             let migration = entry.migration;
             let lock_timeout = migration.directives.lock_timeout.unwrap_or(self.session.lock_timeout);
             let statement_timeout = migration
@@ -161,9 +189,13 @@ impl<'a> Applier<'a> {
         let mut attempt = 1;
         loop {
             let started = Instant::now();
-            let outcome = match self.client.batch_execute(&text).await {
+            let outcome = match self.execute(&text).await {
                 Ok(()) => self.record_and_commit(migration, started).await,
-                Err(e) => {
+                Err(Executed::Interrupted(stop)) => {
+                    self.rollback().await;
+                    return Err(self.interrupted(migration, stop, true));
+                }
+                Err(Executed::Failed(e)) => {
                     self.rollback().await;
                     Err(Attempt {
                         pg: PgFailure::from_pg(&e),
@@ -241,9 +273,10 @@ impl<'a> Applier<'a> {
             if let Some(name) = &index {
                 self.drop_invalid_index(migration, name).await?;
             }
-            match self.client.batch_execute(statement.text).await {
+            match self.execute(statement.text).await {
                 Ok(()) => return Ok(()),
-                Err(e) => {
+                Err(Executed::Interrupted(stop)) => return Err(self.interrupted(migration, stop, false)),
+                Err(Executed::Failed(e)) => {
                     let file_char_offset = migration.sql[..statement.offset].chars().count();
                     let failed = Attempt {
                         pg: PgFailure::from_pg(&e),
@@ -254,6 +287,42 @@ impl<'a> Applier<'a> {
                         .await?;
                 }
             }
+        }
+    }
+
+    /// Runs `sql`; on a stop request, asks the server to cancel it and waits for the statement
+    /// to end (the grace period bounds the wait), so the session is clean for ROLLBACK and the
+    /// lock release.
+    async fn execute(&self, sql: &str) -> Result<(), Executed> {
+        let statement = self.client.batch_execute(sql);
+        tokio::pin!(statement);
+        let stop = tokio::select! {
+            done = &mut statement => return done.map_err(Executed::Failed),
+            stop = self.shutdown.wait() => stop,
+        };
+        tracing::warn!(signal = %crate::signals::name(&stop.signal), "stop requested: cancelling the running statement");
+        if let Err(e) = self.client.cancel_token().cancel_query(tokio_postgres::NoTls).await {
+            tracing::warn!(error = %PgFailure::from_pg(&e), "cancel request failed; the statement runs until the grace period ends");
+        }
+        let _ = statement.await;
+        Err(Executed::Interrupted(stop))
+    }
+
+    fn interrupted(&self, migration: &Migration, stop: Interrupted, in_transaction: bool) -> ApplyError {
+        let effect = if in_transaction {
+            "cancelled and rolled back: nothing of this file was applied"
+        } else {
+            "cancelled: this no-transaction file runs again on the next run"
+        };
+        ApplyError::Interrupted {
+            stop,
+            failure: Some(FileFailure {
+                file: migration.display_path(),
+                version: migration.version(),
+                pg: PgFailure::other(&format!("{stop} while applying; {effect}")),
+                line: None,
+                column: None,
+            }),
         }
     }
 
@@ -293,8 +362,10 @@ impl<'a> Applier<'a> {
             "lock_timeout: rolled back so the live workload is not blocked; retrying"
         );
         *attempt += 1;
-        tokio::time::sleep(delay).await;
-        Ok(())
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            stop = self.shutdown.wait() => Err(ApplyError::Interrupted { stop, failure: Some(failure) }),
+        }
     }
 
     async fn set_session_timeouts(

@@ -42,6 +42,37 @@ pub enum CommandArgs {
         #[arg(long)]
         json: bool,
     },
+    /// Wait until every versioned migration in the directory is applied; exit 0 when the schema
+    /// is ready. For init containers, health checks and CI. Read only.
+    Wait {
+        /// Give up after this long (exit 9).
+        #[arg(long, env = "MIGRUN_WAIT_TIMEOUT", default_value = "10min")]
+        wait_timeout: String,
+    },
+    /// Container entrypoint: wait for (or apply) the migrations, then run CMD as a supervised
+    /// child: signals forwarded, zombies reaped, its exit code passed on.
+    Exec {
+        /// Apply pending migrations (under the advisory lock) before starting CMD.
+        #[arg(long, conflicts_with_all = ["wait", "no_db"])]
+        migrate: bool,
+        /// Wait until the migrations are applied by someone else (the default).
+        #[arg(long, conflicts_with = "no_db")]
+        wait: bool,
+        /// Do not touch the database; only supervise CMD.
+        #[arg(long)]
+        no_db: bool,
+        /// With --wait: give up after this long (exit 9).
+        #[arg(long, env = "MIGRUN_WAIT_TIMEOUT", default_value = "10min")]
+        wait_timeout: String,
+        /// The command to run, after `--`.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Create `<UTC timestamp>_<description>.sql` in the migrations directory.
     New {
         /// Letters, digits and _ (e.g. add_users_email).
@@ -89,6 +120,10 @@ pub struct Options {
     /// First delay before a lock_timeout retry; doubles each time (with jitter), up to 30s.
     #[arg(long, env = "MIGRUN_RETRY_BACKOFF", default_value = "500ms", global = true)]
     pub retry_backoff: String,
+    /// After SIGTERM/SIGINT, how long a clean stop (cancel, roll back, unlock) may take before
+    /// migrun exits at once; keep it under ECS's stopTimeout (30s by default).
+    #[arg(long, env = "MIGRUN_SHUTDOWN_GRACE", default_value = "20s", global = true)]
+    pub shutdown_grace: String,
     /// Warn instead of failing when an applied file was edited.
     #[arg(long, env = "MIGRUN_ALLOW_DRIFT", global = true)]
     pub allow_drift: bool,

@@ -1,23 +1,64 @@
 //! `run`: resolve the configuration, do the command, report the outcome.
 //!
-//! `up`, `plan` and `status` share one path (load files, connect, read history, compare);
-//! only `up` takes the lock and applies.
+//! `up`, `plan`, `status`, `wait` and `exec` share one path (load files, connect, read the
+//! history); `up` and `exec --migrate` take the lock and apply through the same function.
 
 use std::io::Write;
 use std::time::Instant;
 
+use futures_util::future::{join, join3};
+
 use crate::apply::{Applied, Applier, RetryPolicy};
 use crate::cli::Cli;
-use crate::config::{self, Command, Config, Env, LogFormat};
+use crate::config::{self, Command, Config, Env, ExecMode, LogFormat};
 use crate::connect::{self, ConnectError, Session};
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::history::{AppliedRow, History, HistoryError};
 use crate::log::{self, ResultEvent};
 use crate::plan::{self, Comparison};
+use crate::signals::Shutdown;
 use crate::source::{self, Migration};
-use crate::{lock, report};
-use futures_util::future::{join, join3};
+use crate::supervise::ChildSpec;
+use crate::{lock, report, wait};
+
+/// How a run ends: with an exit code, or by handing over to a child process (`exec`).
+pub enum Outcome {
+    Exit(ExitCode),
+    Exec { child: ChildSpec, report: ExecReport },
+}
+
+/// What the final result event of an `exec` needs once the child has exited.
+pub struct ExecReport {
+    started: Instant,
+    format: LogFormat,
+    result_file: Option<std::path::PathBuf>,
+    applied: Vec<Applied>,
+    applied_by: String,
+}
+
+impl ExecReport {
+    /// Emits the result event for the child's exit and returns the exit code.
+    pub fn finish(self, exit: ExitCode) -> ExitCode {
+        let progress = Progress {
+            applied: self.applied,
+            pending_before: None,
+        };
+        let outcome = match exit {
+            ExitCode::Child(0) => Ok(()),
+            other => Err(other),
+        };
+        emit_result(
+            "exec",
+            self.format,
+            self.result_file.as_deref(),
+            &progress,
+            self.started,
+            outcome,
+            &self.applied_by,
+        )
+    }
+}
 
 /// What a run did, whatever its outcome.
 #[derive(Default)]
@@ -26,38 +67,56 @@ struct Progress {
     pending_before: Option<usize>,
 }
 
-/// Runs one command line with the given environment and returns its exit code.
-pub async fn run(cli: Cli, env: Env<'_>) -> ExitCode {
+/// Runs one command line with the given environment; `shutdown` fires on SIGTERM/SIGINT.
+pub async fn run(cli: Cli, env: Env<'_>, shutdown: Shutdown) -> Outcome {
     let started = Instant::now();
     let format = config::log_format(cli.options.log_format);
     log::init(format, config::log_level(cli.options.log_level));
-    let command_name = command_name(&cli);
+    let command = command_name(&cli);
     let config = match config::resolve(cli, env) {
         Ok(config) => config,
         Err(e) => {
-            let error = Error::from(e);
-            return finish(
-                command_name,
+            return Outcome::Exit(finish(
+                command,
                 format,
                 None,
                 &Progress::default(),
                 started,
-                Err(error),
-                "unknown",
-            );
+                Err(e.into()),
+                "",
+            ))
         }
     };
+    shutdown.set_grace(config.shutdown_grace);
     let mut progress = Progress::default();
-    let outcome = execute(&config, &mut progress).await;
-    finish(
-        command_name,
-        format,
-        config.result_file.as_deref(),
-        &progress,
-        started,
-        outcome,
-        &config.identity.applied_by,
-    )
+    let result = execute(&config, &mut progress, &shutdown).await;
+    let applied_by = &config.identity.applied_by;
+    match (result, &config.command) {
+        (Ok(()), Command::Exec { command: argv, .. }) => {
+            let mut argv = argv.iter().cloned();
+            let child = ChildSpec {
+                program: argv.next().unwrap_or_default(),
+                args: argv.collect(),
+            };
+            let report = ExecReport {
+                started,
+                format,
+                result_file: config.result_file.clone(),
+                applied: progress.applied,
+                applied_by: applied_by.clone(),
+            };
+            Outcome::Exec { child, report }
+        }
+        (result, _) => Outcome::Exit(finish(
+            command,
+            format,
+            config.result_file.as_deref(),
+            &progress,
+            started,
+            result,
+            applied_by,
+        )),
+    }
 }
 
 fn command_name(cli: &Cli) -> &'static str {
@@ -66,6 +125,8 @@ fn command_name(cli: &Cli) -> &'static str {
         Up { dry_run: false, .. } => "up",
         Up { dry_run: true, .. } | Plan { .. } => "plan",
         Status { .. } => "status",
+        Wait { .. } => "wait",
+        Exec { .. } => "exec",
         New { .. } => "new",
     }
 }
@@ -79,15 +140,20 @@ fn finish(
     outcome: Result<(), Error>,
     applied_by: &str,
 ) -> ExitCode {
-    let mut exit = match &outcome {
+    let failure = outcome.as_ref().err().and_then(Error::failure).cloned();
+    let outcome = outcome.map_err(|e| {
+        tracing::error!(
+            exit_code = e.exit_code().code(),
+            applied = progress.applied.len(),
+            "{e}"
+        );
+        (e.exit_code(), e.to_string())
+    });
+    let exit = match &outcome {
         Ok(()) => ExitCode::Success,
-        Err(e) => e.exit_code(),
+        Err((exit, _)) => *exit,
     };
-    if let Err(e) = &outcome {
-        tracing::error!(exit_code = exit.code(), applied = progress.applied.len(), "{e}");
-    }
-    let error_text = outcome.as_ref().err().map(|e| e.to_string());
-    let failure = outcome.as_ref().err().and_then(Error::failure);
+    let error_text = outcome.err().map(|(_, text)| text);
     let duration_ms = started.elapsed().as_millis() as u64;
     let event = ResultEvent::new(
         command,
@@ -96,9 +162,44 @@ fn finish(
         progress.pending_before,
         duration_ms,
         error_text,
-        failure,
+        failure.as_ref(),
         applied_by,
     );
+    write_result(event, format, result_file, exit)
+}
+
+fn emit_result(
+    command: &str,
+    format: LogFormat,
+    result_file: Option<&std::path::Path>,
+    progress: &Progress,
+    started: Instant,
+    outcome: Result<(), ExitCode>,
+    applied_by: &str,
+) -> ExitCode {
+    let exit = outcome.err().unwrap_or(ExitCode::Success);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let error = (exit != ExitCode::Success).then(|| format!("the command exited with {}", exit.code()));
+    let event = ResultEvent::new(
+        command,
+        exit,
+        &progress.applied,
+        None,
+        duration_ms,
+        error,
+        None,
+        applied_by,
+    );
+    write_result(event, format, result_file, exit)
+}
+
+fn write_result(
+    event: ResultEvent,
+    format: LogFormat,
+    result_file: Option<&std::path::Path>,
+    exit: ExitCode,
+) -> ExitCode {
+    let mut exit = exit;
     if let Some(path) = result_file {
         if let Err(e) = event.write_to(path) {
             tracing::error!(path = %path.display(), error = %e, "cannot write the result file");
@@ -111,12 +212,18 @@ fn finish(
     exit
 }
 
-async fn execute(config: &Config, progress: &mut Progress) -> Result<(), Error> {
-    if let Command::New { description } = &config.command {
-        let path = source::create_new(&config.dir, description, &crate::clock::Utc::now().compact())?;
-        print_stdout(&format!("{}\n", path.display()))?;
-        tracing::info!(file = %path.display(), "created");
-        return Ok(());
+async fn execute(config: &Config, progress: &mut Progress, shutdown: &Shutdown) -> Result<(), Error> {
+    match &config.command {
+        Command::New { description } => {
+            let path = source::create_new(&config.dir, description, &crate::clock::Utc::now().compact())?;
+            print_stdout(&format!("{}\n", path.display()))?;
+            tracing::info!(file = %path.display(), "created");
+            return Ok(());
+        }
+        Command::Exec {
+            mode: ExecMode::NoDb, ..
+        } => return Ok(()),
+        _ => {}
     }
     let migrations = source::load(&config.dir)?;
     tracing::info!(
@@ -128,8 +235,9 @@ async fn execute(config: &Config, progress: &mut Progress) -> Result<(), Error> 
         applied_by = %config.identity.applied_by,
         "configuration resolved"
     );
-    let session = open_session(config).await?;
-    let outcome = with_session(config, &session, &migrations, progress).await;
+    let session = open_session(config, shutdown).await?;
+    let outcome = with_session(config, &session, &migrations, progress, shutdown).await;
+    // Closed before any child starts: the supervisor holds no database connection.
     session.close().await;
     outcome
 }
@@ -139,13 +247,29 @@ async fn with_session(
     session: &Session,
     migrations: &[Migration],
     progress: &mut Progress,
+    shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let history = History::new(&session.client, &config.history_table);
-    let (read_only_target, json) = match &config.command {
-        Command::Up { target } => return up(config, session, &history, migrations, *target, progress).await,
+    let (target, json) = match &config.command {
+        Command::Up { target } => return up(config, session, &history, migrations, *target, progress, shutdown).await,
+        Command::Exec {
+            mode: ExecMode::Migrate,
+            ..
+        } => return up(config, session, &history, migrations, None, progress, shutdown).await,
+        Command::Exec {
+            mode: ExecMode::Wait { timeout },
+            ..
+        }
+        | Command::Wait { timeout } => {
+            session.identify().await?;
+            return Ok(wait::until_ready(&history, migrations, config.policy, *timeout, shutdown).await?);
+        }
         Command::Plan { target, json } => (Some(*target), *json),
         Command::Status { json } => (None, *json),
-        Command::New { .. } => return Ok(()),
+        Command::Exec {
+            mode: ExecMode::NoDb, ..
+        }
+        | Command::New { .. } => return Ok(()),
     };
     // Pipelined: one round trip.
     let (identified, rows) = join(session.identify(), history.read()).await;
@@ -153,9 +277,9 @@ async fn with_session(
     let rows = rows?.unwrap_or_default();
     let comparison = plan::compare(migrations, &rows);
     let dir = config.dir.display().to_string();
-    match read_only_target {
+    match target {
         Some(target) => {
-            comparison.validate(config.policy, &dir).map_err(history_mismatch)?;
+            comparison.validate(config.policy, &dir)?;
             let steps = comparison.steps(target);
             progress.pending_before = Some(steps.len());
             print_stdout(&report::plan(&steps, &config.session, json))
@@ -163,15 +287,15 @@ async fn with_session(
         None => {
             progress.pending_before = Some(comparison.steps(None).len());
             print_stdout(&report::status(&comparison, json))?;
-            comparison.validate(config.policy, &dir).map_err(history_mismatch)
+            Ok(comparison.validate(config.policy, &dir)?)
         }
     }
 }
 
-async fn open_session(config: &Config) -> Result<Session, Error> {
+async fn open_session(config: &Config, shutdown: &Shutdown) -> Result<Session, Error> {
     let (url, pg_config) = config.database.as_ref().ok_or(ConnectError::Missing)?;
     tracing::debug!(database_url = %url, "connecting");
-    Ok(connect::connect(pg_config.clone(), &config.session, config.connect_timeout).await?)
+    Ok(connect::connect(pg_config.clone(), &config.session, config.connect_timeout, shutdown).await?)
 }
 
 /// Acquire; let result = work; release; result.
@@ -186,6 +310,7 @@ async fn up(
     migrations: &[Migration],
     target: Option<u64>,
     progress: &mut Progress,
+    shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let key = config.lock_key;
     let (identified, first_try, prefetched) =
@@ -195,12 +320,21 @@ async fn up(
         Err(e) => Err(e.into()),
         Ok(()) if held_at_once => {
             tracing::info!(lock_key = key, waited_ms = 0, "lock acquired");
-            migrate(config, history, migrations, target, progress, Some(prefetched)).await
+            migrate(
+                config,
+                history,
+                migrations,
+                target,
+                progress,
+                Some(prefetched),
+                shutdown,
+            )
+            .await
         }
         Ok(()) => {
-            // Not held: nothing to release if the wait fails.
-            lock::acquire(session, key, config.lock_wait).await?;
-            migrate(config, history, migrations, target, progress, None).await
+            // Not held yet: nothing to release if the wait fails.
+            lock::acquire(session, key, config.lock_wait, shutdown).await?;
+            migrate(config, history, migrations, target, progress, None, shutdown).await
         }
     };
     let released = lock::release(session, key).await;
@@ -223,6 +357,7 @@ async fn migrate(
     target: Option<u64>,
     progress: &mut Progress,
     prefetched: Option<Result<Option<Vec<AppliedRow>>, HistoryError>>,
+    shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let read = match prefetched {
         Some(read) => read?,
@@ -233,9 +368,7 @@ async fn migrate(
         None => history.create_and_read().await?,
     };
     let comparison: Comparison = plan::compare(migrations, &rows);
-    comparison
-        .validate(config.policy, &config.dir.display().to_string())
-        .map_err(history_mismatch)?;
+    comparison.validate(config.policy, &config.dir.display().to_string())?;
     let steps = comparison.steps(target);
     progress.pending_before = Some(steps.len());
     tracing::info!(applied_before = rows.len(), pending = steps.len(), "history read");
@@ -247,12 +380,8 @@ async fn migrate(
         lock_retries: config.lock_retries,
         first_delay: config.retry_backoff,
     };
-    let applier = Applier::new(history.client(), writer, &config.session, retry);
+    let applier = Applier::new(history.client(), writer, &config.session, retry, shutdown.clone());
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
-}
-
-fn history_mismatch(e: plan::PlanError) -> Error {
-    Error::Plan(e)
 }
 
 /// stdout may be a closed pipe (`migrun status | head`): an error, not a panic.

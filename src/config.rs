@@ -16,10 +16,34 @@ pub const MIGRUN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Debug)]
 pub enum Command {
-    Up { target: Option<u64> },
-    Plan { target: Option<u64>, json: bool },
-    Status { json: bool },
-    New { description: String },
+    Up {
+        target: Option<u64>,
+    },
+    Plan {
+        target: Option<u64>,
+        json: bool,
+    },
+    Status {
+        json: bool,
+    },
+    Wait {
+        timeout: Duration,
+    },
+    Exec {
+        mode: ExecMode,
+        command: Vec<std::ffi::OsString>,
+    },
+    New {
+        description: String,
+    },
+}
+
+/// What `exec` does with the database before it starts the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecMode {
+    Migrate,
+    Wait { timeout: Duration },
+    NoDb,
 }
 
 impl Command {
@@ -28,6 +52,8 @@ impl Command {
             Command::Up { .. } => "up",
             Command::Plan { .. } => "plan",
             Command::Status { .. } => "status",
+            Command::Wait { .. } => "wait",
+            Command::Exec { .. } => "exec",
             Command::New { .. } => "new",
         }
     }
@@ -85,6 +111,7 @@ pub struct Config {
     pub log_level: tracing::Level,
     pub result_file: Option<PathBuf>,
     pub identity: Identity,
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +151,25 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
             json,
         },
         CommandArgs::Status { json } => Command::Status { json },
+        CommandArgs::Wait { wait_timeout } => Command::Wait {
+            timeout: wait_timeout_of(&wait_timeout)?,
+        },
+        CommandArgs::Exec {
+            migrate,
+            wait: _,
+            no_db,
+            wait_timeout,
+            command,
+        } => {
+            let mode = match (migrate, no_db) {
+                (true, _) => ExecMode::Migrate,
+                (false, true) => ExecMode::NoDb,
+                (false, false) => ExecMode::Wait {
+                    timeout: wait_timeout_of(&wait_timeout)?,
+                },
+            };
+            Command::Exec { mode, command }
+        }
         CommandArgs::New { description } => Command::New { description },
     };
     let history_table = HistoryTable::parse(&options.table).ok_or(ConfigError::Invalid {
@@ -145,6 +191,12 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
     let session = session_settings(&options, &host)?;
     let database = match (&command, options.database_url.clone()) {
         (Command::New { .. }, _) => None,
+        (
+            Command::Exec {
+                mode: ExecMode::NoDb, ..
+            },
+            _,
+        ) => None,
         (_, Some(url)) if !url.trim().is_empty() => Some(DatabaseUrl::parse(url)?),
         (_, _) => return Err(ConnectError::Missing.into()),
     };
@@ -171,6 +223,7 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
         log_level: log_level(options.log_level),
         result_file: options.result_file.clone(),
         identity: identity(env, host),
+        shutdown_grace: millis(&options.shutdown_grace, "--shutdown-grace", "MIGRUN_SHUTDOWN_GRACE")?.as_duration(),
         history_table,
         session,
     })
@@ -192,6 +245,10 @@ fn session_settings(options: &Options, host: &str) -> Result<SessionSettings, Co
         // Postgres truncates application_name at 63 bytes.
         application_name: truncate(&format!("migrun/{MIGRUN_VERSION} {host}"), 63),
     })
+}
+
+fn wait_timeout_of(value: &str) -> Result<Duration, ConfigError> {
+    Ok(millis(value, "--wait-timeout", "MIGRUN_WAIT_TIMEOUT")?.as_duration())
 }
 
 fn millis(value: &str, flag: &'static str, env: &'static str) -> Result<Millis, ConfigError> {

@@ -10,6 +10,7 @@ use crate::backoff::Backoff;
 use crate::config::SessionSettings;
 use crate::error::{chain, PgFailure};
 use crate::exit::ExitCode;
+use crate::signals::{Interrupted, Shutdown};
 
 /// A connection string as the user gave it. Its `Display` and `Debug` hide the password, so no
 /// log line, error or panic message can print it.
@@ -160,6 +161,8 @@ pub enum ConnectError {
     TransactionPooler { target: String, first: i32, second: i32 },
     #[error("lost the database connection: {failure}")]
     Lost { failure: PgFailure },
+    #[error("{0} while connecting")]
+    Interrupted(#[from] Interrupted),
 }
 
 impl ConnectError {
@@ -171,6 +174,7 @@ impl ConnectError {
             ConnectError::Unreachable { .. } | ConnectError::Refused { .. } | ConnectError::Lost { .. } => {
                 ExitCode::Connect
             }
+            ConnectError::Interrupted(stop) => stop.exit_code(),
         }
     }
 }
@@ -246,6 +250,7 @@ pub async fn connect(
     mut config: tokio_postgres::Config,
     session: &SessionSettings,
     timeout: Duration,
+    shutdown: &Shutdown,
 ) -> Result<Session, ConnectError> {
     apply_session_settings(&mut config, session);
     let target = describe_target(&config);
@@ -256,7 +261,11 @@ pub async fn connect(
         attempts += 1;
         let remaining = timeout.saturating_sub(started.elapsed());
         config.connect_timeout(remaining.clamp(Duration::from_millis(100), Duration::from_secs(10)));
-        let failure = match config.connect(NoTls).await {
+        let attempt = tokio::select! {
+            attempt = config.connect(NoTls) => attempt,
+            stop = shutdown.wait() => return Err(stop.into()),
+        };
+        let failure = match attempt {
             Ok((client, connection)) => {
                 let task = tokio::spawn(async move {
                     if let Err(e) = connection.await {
@@ -285,7 +294,10 @@ pub async fn connect(
             });
         }
         tracing::warn!(target_db = %target, attempt = attempts, error = %failure, retry_in_ms = delay.as_millis() as u64, "database not reachable yet; retrying");
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            stop = shutdown.wait() => return Err(stop.into()),
+        }
     }
 }
 

@@ -9,7 +9,9 @@ use crate::exit::ExitCode;
 use crate::history::HistoryError;
 use crate::lock::LockError;
 use crate::plan::PlanError;
+use crate::signals::Interrupted;
 use crate::source::SourceError;
+use crate::wait::WaitError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,6 +29,10 @@ pub enum Error {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
     #[error("{0}")]
     Output(String),
 }
@@ -40,6 +46,8 @@ impl Error {
             Error::History(e) => e.exit_code(),
             Error::Plan(e) => e.exit_code(),
             Error::Apply(e) => e.exit_code(),
+            Error::Wait(e) => e.exit_code(),
+            Error::Interrupted(stop) => stop.exit_code(),
             Error::Output(_) => ExitCode::Internal,
         }
     }

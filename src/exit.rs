@@ -28,6 +28,9 @@ pub enum ExitCode {
     WaitTimeout,
     /// Interrupted by a signal (128 + signal number, as shells report it).
     Signal(i32),
+    /// `exec`: the child's own exit status (128 + N when signal N killed it; 127 command not
+    /// found, 126 not executable, as shells do).
+    Child(i32),
 }
 
 impl ExitCode {
@@ -44,6 +47,7 @@ impl ExitCode {
             ExitCode::LockRetries => 8,
             ExitCode::WaitTimeout => 9,
             ExitCode::Signal(signal) => 128 + signal,
+            ExitCode::Child(code) => code,
         }
     }
 
@@ -61,6 +65,8 @@ impl ExitCode {
             ExitCode::LockRetries => "lock_retries_exhausted",
             ExitCode::WaitTimeout => "wait_timeout",
             ExitCode::Signal(_) => "interrupted",
+            ExitCode::Child(0) => "success",
+            ExitCode::Child(_) => "child_failed",
         }
     }
 
@@ -68,7 +74,11 @@ impl ExitCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ExitCode::Connect | ExitCode::LockWait | ExitCode::LockRetries | ExitCode::WaitTimeout
+            ExitCode::Connect
+                | ExitCode::LockWait
+                | ExitCode::LockRetries
+                | ExitCode::WaitTimeout
+                | ExitCode::Signal(_)
         )
     }
 }

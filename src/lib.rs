@@ -19,8 +19,11 @@ pub mod lock;
 pub mod log;
 pub mod plan;
 pub mod report;
+pub mod signals;
 pub mod source;
 pub mod split;
+pub mod supervise;
+pub mod wait;
 
 pub use cli::Cli;
 pub use commands::run;

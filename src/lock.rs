@@ -13,6 +13,7 @@ use crate::backoff::Backoff;
 use crate::connect::{ConnectError, Session};
 use crate::error::PgFailure;
 use crate::exit::ExitCode;
+use crate::signals::{Interrupted, Shutdown};
 
 /// How often a waiting run says who holds the lock.
 const HOLDER_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -31,6 +32,8 @@ pub enum LockError {
     NotHeld { key: i64 },
     #[error(transparent)]
     Pooler(#[from] ConnectError),
+    #[error("{0} while waiting for the advisory lock")]
+    Interrupted(#[from] Interrupted),
 }
 
 fn holder_text(holder: &Option<Holder>) -> String {
@@ -51,6 +54,7 @@ impl LockError {
             LockError::Database { .. } => ExitCode::Internal,
             LockError::NotHeld { .. } => ExitCode::Usage,
             LockError::Pooler(e) => e.exit_code(),
+            LockError::Interrupted(stop) => stop.exit_code(),
         }
     }
 }
@@ -83,7 +87,7 @@ pub async fn try_acquire(session: &Session, key: i64) -> Result<bool, LockError>
 
 /// Waits for the lock up to `wait`, polling with backoff and jitter and saying who holds it
 /// at the first miss and every 10 s after.
-pub async fn acquire(session: &Session, key: i64, wait: Duration) -> Result<(), LockError> {
+pub async fn acquire(session: &Session, key: i64, wait: Duration, shutdown: &Shutdown) -> Result<(), LockError> {
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let mut last_report: Option<Instant> = None;
@@ -111,7 +115,10 @@ pub async fn acquire(session: &Session, key: i64, wait: Duration) -> Result<(), 
             report(key, started, holder.as_ref());
             last_report = Some(Instant::now());
         }
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            stop = shutdown.wait() => return Err(stop.into()),
+        }
     }
 }
 

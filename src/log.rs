@@ -99,7 +99,8 @@ impl<'a> ResultEvent<'a> {
                 .unwrap_or_else(|e| format!("{{\"event\":\"result\",\"error\":\"cannot serialize: {e}\"}}")),
             LogFormat::Human => self.human(),
         };
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        // One write, so the line cannot interleave with anything else.
+        let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
     }
 
     fn human(&self) -> String {
@@ -118,4 +119,19 @@ impl<'a> ResultEvent<'a> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         std::fs::write(path, json)
     }
+}
+
+/// The last line when a stop cannot wait for the run to finish (second signal, grace passed):
+/// a minimal result event written straight to stderr.
+pub fn emit_abort(signal: i32, message: &str) {
+    let event = serde_json::json!({
+        "timestamp": Utc::now().rfc3339(),
+        "level": "ERROR",
+        "event": "result",
+        "outcome": ExitCode::Signal(signal).outcome(),
+        "exit_code": ExitCode::Signal(signal).code(),
+        "retryable": true,
+        "message": message,
+    });
+    let _ = std::io::stderr().lock().write_all(format!("{event}\n").as_bytes());
 }

@@ -1,0 +1,106 @@
+//! `wait` and `exec --wait`: poll the history until every versioned file is applied.
+//!
+//! The migrations are someone else's to apply (the one-off task); this only reads. A database
+//! that is ahead of these files is fine (an older image during a rollout), and is logged.
+
+use std::time::{Duration, Instant};
+
+use crate::backoff::Backoff;
+use crate::config::Policy;
+use crate::exit::ExitCode;
+use crate::history::{History, HistoryError};
+use crate::plan::{self, FileState, PlanError};
+use crate::signals::{Interrupted, Shutdown};
+use crate::source::Migration;
+
+/// How often a waiting run says what it is still waiting for.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("schema not ready after {waited_s:.0}s: {} versioned migration(s) still not applied ({}); did the migration task run and succeed? (--wait-timeout to wait longer)", .missing.len(), preview(.missing))]
+    Timeout { waited_s: f64, missing: Vec<u64> },
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{0} while waiting for the schema")]
+    Interrupted(#[from] Interrupted),
+}
+
+impl WaitError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            WaitError::Timeout { .. } => ExitCode::WaitTimeout,
+            WaitError::History(e) => e.exit_code(),
+            WaitError::Plan(e) => e.exit_code(),
+            WaitError::Interrupted(stop) => stop.exit_code(),
+        }
+    }
+}
+
+fn preview(versions: &[u64]) -> String {
+    let mut text: Vec<String> = versions.iter().take(10).map(u64::to_string).collect();
+    if versions.len() > 10 {
+        text.push(format!("and {} more", versions.len() - 10));
+    }
+    text.join(", ")
+}
+
+/// Returns once every versioned migration in `migrations` is recorded as applied.
+pub async fn until_ready(
+    history: &History<'_>,
+    migrations: &[Migration],
+    policy: Policy,
+    timeout: Duration,
+    shutdown: &Shutdown,
+) -> Result<(), WaitError> {
+    let started = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let mut last_report: Option<Instant> = None;
+    let mut told_ahead = false;
+    loop {
+        let rows = history.read().await?.unwrap_or_default();
+        let comparison = plan::compare(migrations, &rows);
+        let drift = Policy {
+            allow_missing: true,
+            allow_out_of_order: true,
+            ..policy
+        };
+        comparison.validate(drift, "")?;
+        if !comparison.missing.is_empty() && !told_ahead {
+            tracing::info!(versions = ?comparison.missing, "the database has versions these files do not (a newer image applied them); fine while waiting");
+            told_ahead = true;
+        }
+        let missing: Vec<u64> = comparison
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    FileState::Pending | FileState::OutOfOrder | FileState::Unfinished
+                )
+            })
+            .filter_map(|e| e.migration.version())
+            .collect();
+        if missing.is_empty() {
+            tracing::info!(waited_ms = started.elapsed().as_millis() as u64, "schema ready");
+            return Ok(());
+        }
+        let delay = backoff.next_delay();
+        if started.elapsed() + delay > timeout {
+            return Err(WaitError::Timeout {
+                waited_s: started.elapsed().as_secs_f64(),
+                missing,
+            });
+        }
+        if last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+            tracing::info!(missing = missing.len(), versions = %preview(&missing), waited_s = started.elapsed().as_secs(), "waiting for migrations to be applied");
+            last_report = Some(Instant::now());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            stop = shutdown.wait() => return Err(stop.into()),
+        }
+    }
+}
