@@ -495,6 +495,10 @@ impl LiveRun {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until a stderr line contains `needle`.
     pub fn wait_for_line(&mut self, needle: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;

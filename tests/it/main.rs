@@ -4,6 +4,9 @@ mod harness;
 
 mod apply;
 mod commands;
+mod exec;
 mod history;
 mod input;
+mod interrupt;
 mod locking;
+mod signals;
