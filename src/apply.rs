@@ -42,10 +42,7 @@ pub enum ApplyError {
     #[error(transparent)]
     History(#[from] HistoryError),
     #[error("{}", interrupted_text(.stop, .failure))]
-    Interrupted {
-        stop: Interrupted,
-        failure: Option<FileFailure>,
-    },
+    Interrupted { stop: Interrupted, failure: Option<FileFailure> },
 }
 
 fn interrupted_text(stop: &Interrupted, failure: &Option<FileFailure>) -> String {
@@ -121,13 +118,7 @@ impl<'a> Applier<'a> {
         retry: RetryPolicy,
         shutdown: Shutdown,
     ) -> Applier<'a> {
-        Applier {
-            client,
-            writer,
-            session,
-            retry,
-            shutdown,
-        }
+        Applier { client, writer, session, retry, shutdown }
     }
 
     /// Applies `steps` in order, appending each finished file to `applied` (so a failure still
@@ -135,15 +126,10 @@ impl<'a> Applier<'a> {
     pub async fn apply_all(&self, steps: &[&Entry<'_>], applied: &mut Vec<Applied>) -> Result<(), ApplyError> {
         for entry in steps {
             // Between files: start nothing new.
-            self.shutdown
-                .check()
-                .map_err(|stop| ApplyError::Interrupted { stop, failure: None })?;
+            self.shutdown.check().map_err(|stop| ApplyError::Interrupted { stop, failure: None })?;
             let migration = entry.migration;
             let lock_timeout = migration.directives.lock_timeout.unwrap_or(self.session.lock_timeout);
-            let statement_timeout = migration
-                .directives
-                .statement_timeout
-                .unwrap_or(self.session.statement_timeout);
+            let statement_timeout = migration.directives.statement_timeout.unwrap_or(self.session.statement_timeout);
             tracing::info!(
                 file = %migration.display_path(),
                 version = migration.version(),
@@ -156,8 +142,7 @@ impl<'a> Applier<'a> {
             if migration.directives.no_transaction {
                 self.apply_statements(entry, lock_timeout, statement_timeout).await?;
             } else {
-                self.apply_in_transaction(migration, lock_timeout, statement_timeout)
-                    .await?;
+                self.apply_in_transaction(migration, lock_timeout, statement_timeout).await?;
             }
             let done = Applied {
                 file: migration.display_path(),
@@ -197,18 +182,13 @@ impl<'a> Applier<'a> {
                 }
                 Err(Executed::Failed(e)) => {
                     self.rollback().await;
-                    Err(Attempt {
-                        pg: PgFailure::from_pg(&e),
-                        file_char_offset: 0,
-                        sent_prefix_chars: prefix.len(),
-                    })
+                    Err(Attempt { pg: PgFailure::from_pg(&e), file_char_offset: 0, sent_prefix_chars: prefix.len() })
                 }
             };
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(failed) => {
-                    self.retry_or_fail(migration, failed, &mut attempt, &mut backoff)
-                        .await?;
+                    self.retry_or_fail(migration, failed, &mut attempt, &mut backoff).await?;
                 }
             }
         }
@@ -218,11 +198,7 @@ impl<'a> Applier<'a> {
         let ms = started.elapsed().as_millis() as i64;
         if let Err(e) = self.writer.record(migration, RowState::Applied, Some(ms)).await {
             self.rollback().await;
-            return Err(Attempt {
-                pg: e.failure,
-                file_char_offset: 0,
-                sent_prefix_chars: 0,
-            });
+            return Err(Attempt { pg: e.failure, file_char_offset: 0, sent_prefix_chars: 0 });
         }
         self.client.batch_execute("COMMIT").await.map_err(|e| Attempt {
             pg: PgFailure::from_pg(&e),
@@ -253,15 +229,12 @@ impl<'a> Applier<'a> {
         let started = Instant::now();
         let id = self.writer.record(migration, RowState::Started, None).await?;
         // Sent on their own: a SET in the same string as a failing statement is rolled back with it.
-        self.set_session_timeouts(migration, Some((lock_timeout, statement_timeout)))
-            .await?;
+        self.set_session_timeouts(migration, Some((lock_timeout, statement_timeout))).await?;
         for statement in split::split(&migration.sql) {
             self.apply_statement(migration, statement).await?;
         }
         self.set_session_timeouts(migration, None).await?;
-        self.writer
-            .finish(migration, id, started.elapsed().as_millis() as i64)
-            .await?;
+        self.writer.finish(migration, id, started.elapsed().as_millis() as i64).await?;
         Ok(())
     }
 
@@ -278,13 +251,8 @@ impl<'a> Applier<'a> {
                 Err(Executed::Interrupted(stop)) => return Err(self.interrupted(migration, stop, false)),
                 Err(Executed::Failed(e)) => {
                     let file_char_offset = migration.sql[..statement.offset].chars().count();
-                    let failed = Attempt {
-                        pg: PgFailure::from_pg(&e),
-                        file_char_offset,
-                        sent_prefix_chars: 0,
-                    };
-                    self.retry_or_fail(migration, failed, &mut attempt, &mut backoff)
-                        .await?;
+                    let failed = Attempt { pg: PgFailure::from_pg(&e), file_char_offset, sent_prefix_chars: 0 };
+                    self.retry_or_fail(migration, failed, &mut attempt, &mut backoff).await?;
                 }
             }
         }
@@ -340,16 +308,10 @@ impl<'a> Applier<'a> {
             return Err(ApplyError::Lost(failure));
         }
         if !failure.pg.is(LOCK_NOT_AVAILABLE) {
-            return Err(ApplyError::Failed {
-                failure,
-                in_transaction: !migration.directives.no_transaction,
-            });
+            return Err(ApplyError::Failed { failure, in_transaction: !migration.directives.no_transaction });
         }
         if *attempt > self.retry.lock_retries {
-            return Err(ApplyError::LockRetries {
-                failure,
-                attempts: *attempt,
-            });
+            return Err(ApplyError::LockRetries { failure, attempts: *attempt });
         }
         let delay = backoff.next_delay();
         tracing::warn!(
@@ -374,11 +336,9 @@ impl<'a> Applier<'a> {
         timeouts: Option<(Millis, Millis)>,
     ) -> Result<(), ApplyError> {
         let sql = match timeouts {
-            Some((lock, statement)) => format!(
-                "SET lock_timeout = {}; SET statement_timeout = {}",
-                lock.to_setting(),
-                statement.to_setting()
-            ),
+            Some((lock, statement)) => {
+                format!("SET lock_timeout = {}; SET statement_timeout = {}", lock.to_setting(), statement.to_setting())
+            }
             // RESET goes back to the values migrun set at connection start.
             None => "RESET lock_timeout; RESET statement_timeout".to_string(),
         };
@@ -447,10 +407,7 @@ impl<'a> Applier<'a> {
         };
         match failure.pg.sqlstate {
             None => ApplyError::Lost(failure),
-            Some(_) => ApplyError::Failed {
-                failure,
-                in_transaction: !migration.directives.no_transaction,
-            },
+            Some(_) => ApplyError::Failed { failure, in_transaction: !migration.directives.no_transaction },
         }
     }
 }

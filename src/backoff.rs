@@ -12,15 +12,9 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(first: Duration, max: Duration) -> Backoff {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ (u64::from(std::process::id()) << 32);
-        Backoff {
-            next: first,
-            max: max.max(first),
-            rng: seed | 1,
-        }
+        Backoff { next: first, max: max.max(first), rng: seed | 1 }
     }
 
     /// A delay between half and all of the current step; the step then doubles up to `max`.

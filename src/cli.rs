@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "migrun",
-    version,
-    about = "Apply PostgreSQL migrations safely before a rollout"
-)]
+#[command(name = "migrun", version, about = "Apply PostgreSQL migrations safely before a rollout")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: CommandArgs,
@@ -61,16 +57,19 @@ pub enum CommandArgs {
         /// Do not touch the database; only supervise CMD.
         #[arg(long)]
         no_db: bool,
+        /// Hold migrun's advisory lock while CMD runs (for a team's own migration tool: alembic,
+        /// Rails, Flyway...). CMD gets DATABASE_URL, the PG* variables and PGOPTIONS with
+        /// migrun's timeouts. Applies migrun's own sql/ first unless --no-sql.
+        #[arg(long, conflicts_with_all = ["wait", "no_db", "migrate"])]
+        lock: bool,
+        /// With --lock: do not apply migrun's own sql/ directory.
+        #[arg(long, requires = "lock")]
+        no_sql: bool,
         /// With --wait: give up after this long (exit 9).
         #[arg(long, env = "MIGRUN_WAIT_TIMEOUT", default_value = "10min")]
         wait_timeout: String,
         /// The command to run, after `--`.
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "CMD"
-        )]
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
     },
     /// Create `<UTC timestamp>_<description>.sql` in the migrations directory.
@@ -107,12 +106,7 @@ pub struct Options {
     #[arg(long, env = "MIGRUN_STATEMENT_TIMEOUT", default_value = "0", global = true)]
     pub statement_timeout: String,
     /// idle_in_transaction_session_timeout for migrun's session.
-    #[arg(
-        long,
-        env = "MIGRUN_IDLE_IN_TRANSACTION_TIMEOUT",
-        default_value = "1min",
-        global = true
-    )]
+    #[arg(long, env = "MIGRUN_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "1min", global = true)]
     pub idle_in_transaction_timeout: String,
     /// How many times a statement that hit lock_timeout is retried.
     #[arg(long, env = "MIGRUN_LOCK_RETRIES", default_value = "10", global = true)]

@@ -45,10 +45,7 @@ impl Utc {
 
     /// `20261125073645`, the version of a new migration file.
     pub fn compact(&self) -> String {
-        format!(
-            "{:04}{:02}{:02}{:02}{:02}{:02}",
-            self.year, self.month, self.day, self.hour, self.minute, self.second
-        )
+        format!("{:04}{:02}{:02}{:02}{:02}{:02}", self.year, self.month, self.day, self.hour, self.minute, self.second)
     }
 }
 

@@ -25,7 +25,32 @@ use crate::{lock, report, wait};
 /// How a run ends: with an exit code, or by handing over to a child process (`exec`).
 pub enum Outcome {
     Exit(ExitCode),
-    Exec { child: ChildSpec, report: ExecReport },
+    Exec(Box<Handover>),
+}
+
+/// What `exec` hands to the supervisor: the command, the result event to write at its end, and
+/// the lock to hold meanwhile (`--lock`).
+pub struct Handover {
+    pub child: ChildSpec,
+    pub report: ExecReport,
+    pub held: Option<HeldLock>,
+}
+
+/// `exec --lock`: the session holding the advisory lock while the command runs. It sits idle
+/// meanwhile (TCP keepalives need no polling) and is released once the command has exited.
+pub struct HeldLock {
+    session: Session,
+    key: i64,
+}
+
+impl HeldLock {
+    pub async fn release(self) {
+        match lock::release(&self.session, self.key).await {
+            Ok(()) => tracing::info!(lock_key = self.key, "lock released"),
+            Err(e) => tracing::warn!(error = %e, "lock release failed; it ends with the session"),
+        }
+        self.session.close().await;
+    }
 }
 
 /// What the final result event of an `exec` needs once the child has exited.
@@ -40,10 +65,7 @@ pub struct ExecReport {
 impl ExecReport {
     /// Emits the result event for the child's exit and returns the exit code.
     pub fn finish(self, exit: ExitCode) -> ExitCode {
-        let progress = Progress {
-            applied: self.applied,
-            pending_before: None,
-        };
+        let progress = Progress { applied: self.applied, pending_before: None };
         let outcome = match exit {
             ExitCode::Child(0) => Ok(()),
             other => Err(other),
@@ -76,28 +98,26 @@ pub async fn run(cli: Cli, env: Env<'_>, shutdown: Shutdown) -> Outcome {
     let config = match config::resolve(cli, env) {
         Ok(config) => config,
         Err(e) => {
-            return Outcome::Exit(finish(
-                command,
-                format,
-                None,
-                &Progress::default(),
-                started,
-                Err(e.into()),
-                "",
-            ))
+            return Outcome::Exit(finish(command, format, None, &Progress::default(), started, Err(e.into()), ""))
         }
     };
     shutdown.set_grace(config.shutdown_grace);
     let mut progress = Progress::default();
-    let result = execute(&config, &mut progress, &shutdown).await;
+    let (result, held) = match &config.command {
+        Command::Exec { mode: ExecMode::Lock { apply_sql }, .. } => {
+            match hold_lock(&config, *apply_sql, &mut progress, &shutdown).await {
+                Ok(held) => (Ok(()), Some(held)),
+                Err(e) => (Err(e), None),
+            }
+        }
+        _ => (execute(&config, &mut progress, &shutdown).await, None),
+    };
     let applied_by = &config.identity.applied_by;
     match (result, &config.command) {
         (Ok(()), Command::Exec { command: argv, .. }) => {
             let mut argv = argv.iter().cloned();
-            let child = ChildSpec {
-                program: argv.next().unwrap_or_default(),
-                args: argv.collect(),
-            };
+            let env = if held.is_some() { child_env(&config) } else { Vec::new() };
+            let child = ChildSpec { program: argv.next().unwrap_or_default(), args: argv.collect(), env };
             let report = ExecReport {
                 started,
                 format,
@@ -105,7 +125,7 @@ pub async fn run(cli: Cli, env: Env<'_>, shutdown: Shutdown) -> Outcome {
                 applied: progress.applied,
                 applied_by: applied_by.clone(),
             };
-            Outcome::Exec { child, report }
+            Outcome::Exec(Box::new(Handover { child, report, held }))
         }
         (result, _) => Outcome::Exit(finish(
             command,
@@ -142,11 +162,7 @@ fn finish(
 ) -> ExitCode {
     let failure = outcome.as_ref().err().and_then(Error::failure).cloned();
     let outcome = outcome.map_err(|e| {
-        tracing::error!(
-            exit_code = e.exit_code().code(),
-            applied = progress.applied.len(),
-            "{e}"
-        );
+        tracing::error!(exit_code = e.exit_code().code(), applied = progress.applied.len(), "{e}");
         (e.exit_code(), e.to_string())
     });
     let exit = match &outcome {
@@ -180,16 +196,7 @@ fn emit_result(
     let exit = outcome.err().unwrap_or(ExitCode::Success);
     let duration_ms = started.elapsed().as_millis() as u64;
     let error = (exit != ExitCode::Success).then(|| format!("the command exited with {}", exit.code()));
-    let event = ResultEvent::new(
-        command,
-        exit,
-        &progress.applied,
-        None,
-        duration_ms,
-        error,
-        None,
-        applied_by,
-    );
+    let event = ResultEvent::new(command, exit, &progress.applied, None, duration_ms, error, None, applied_by);
     write_result(event, format, result_file, exit)
 }
 
@@ -220,9 +227,7 @@ async fn execute(config: &Config, progress: &mut Progress, shutdown: &Shutdown) 
             tracing::info!(file = %path.display(), "created");
             return Ok(());
         }
-        Command::Exec {
-            mode: ExecMode::NoDb, ..
-        } => return Ok(()),
+        Command::Exec { mode: ExecMode::NoDb, .. } => return Ok(()),
         _ => {}
     }
     let migrations = source::load(&config.dir)?;
@@ -252,24 +257,17 @@ async fn with_session(
     let history = History::new(&session.client, &config.history_table);
     let (target, json) = match &config.command {
         Command::Up { target } => return up(config, session, &history, migrations, *target, progress, shutdown).await,
-        Command::Exec {
-            mode: ExecMode::Migrate,
-            ..
-        } => return up(config, session, &history, migrations, None, progress, shutdown).await,
-        Command::Exec {
-            mode: ExecMode::Wait { timeout },
-            ..
+        Command::Exec { mode: ExecMode::Migrate, .. } => {
+            return up(config, session, &history, migrations, None, progress, shutdown).await
         }
-        | Command::Wait { timeout } => {
+        Command::Exec { mode: ExecMode::Wait { timeout }, .. } | Command::Wait { timeout } => {
             session.identify().await?;
             return Ok(wait::until_ready(&history, migrations, config.policy, *timeout, shutdown).await?);
         }
         Command::Plan { target, json } => (Some(*target), *json),
         Command::Status { json } => (None, *json),
-        Command::Exec {
-            mode: ExecMode::NoDb, ..
-        }
-        | Command::New { .. } => return Ok(()),
+        Command::Exec { mode: ExecMode::Lock { .. }, .. } => return Ok(()),
+        Command::Exec { mode: ExecMode::NoDb, .. } | Command::New { .. } => return Ok(()),
     };
     // Pipelined: one round trip.
     let (identified, rows) = join(session.identify(), history.read()).await;
@@ -290,6 +288,82 @@ async fn with_session(
             Ok(comparison.validate(config.policy, &dir)?)
         }
     }
+}
+
+/// `exec --lock`: connect, take the lock (and apply our own files under it, if asked), and keep
+/// the session for the duration of the command.
+async fn hold_lock(
+    config: &Config,
+    apply_sql: bool,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<HeldLock, Error> {
+    let migrations = if apply_sql { source::load(&config.dir)? } else { Vec::new() };
+    tracing::info!(command = "exec --lock", apply_sql, lock_key = config.lock_key, "configuration resolved");
+    let session = open_session(config, shutdown).await?;
+    match lock_and_apply(config, &session, &migrations, apply_sql, progress, shutdown).await {
+        Ok(()) => Ok(HeldLock { session, key: config.lock_key }),
+        Err(e) => {
+            session.close().await;
+            Err(e)
+        }
+    }
+}
+
+async fn lock_and_apply(
+    config: &Config,
+    session: &Session,
+    migrations: &[Migration],
+    apply_sql: bool,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    session.identify().await?;
+    lock::acquire(session, config.lock_key, config.lock_wait, shutdown).await?;
+    if !apply_sql {
+        return Ok(());
+    }
+    let history = History::new(&session.client, &config.history_table);
+    let result = migrate(config, &history, migrations, None, progress, None, shutdown).await;
+    if result.is_err() {
+        if let Err(e) = lock::release(session, config.lock_key).await {
+            tracing::warn!(error = %e, "lock release failed after an error; it ends with the session");
+        }
+    }
+    result
+}
+
+/// What a wrapped tool needs to reach the same database with the same care: the connection as
+/// DATABASE_URL and libpq variables, and migrun's timeouts through PGOPTIONS.
+fn child_env(config: &Config) -> Vec<(String, String)> {
+    let Some((url, pg)) = config.database.as_ref() else { return Vec::new() };
+    let mut env = vec![("DATABASE_URL".to_string(), url.expose().to_string())];
+    match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => env.push(("PGHOST".into(), host.clone())),
+        Some(tokio_postgres::config::Host::Unix(path)) => env.push(("PGHOST".into(), path.display().to_string())),
+        None => {}
+    }
+    if let Some(port) = pg.get_ports().first() {
+        env.push(("PGPORT".into(), port.to_string()));
+    }
+    if let Some(user) = pg.get_user() {
+        env.push(("PGUSER".into(), user.to_string()));
+    }
+    if let Some(password) = pg.get_password() {
+        env.push(("PGPASSWORD".into(), String::from_utf8_lossy(password).into_owned()));
+    }
+    if let Some(dbname) = pg.get_dbname() {
+        env.push(("PGDATABASE".into(), dbname.to_string()));
+    }
+    env.push((
+        "PGOPTIONS".into(),
+        format!(
+            "-c lock_timeout={} -c statement_timeout={}",
+            config.session.lock_timeout.to_setting(),
+            config.session.statement_timeout.to_setting()
+        ),
+    ));
+    env
 }
 
 async fn open_session(config: &Config, shutdown: &Shutdown) -> Result<Session, Error> {
@@ -320,16 +394,7 @@ async fn up(
         Err(e) => Err(e.into()),
         Ok(()) if held_at_once => {
             tracing::info!(lock_key = key, waited_ms = 0, "lock acquired");
-            migrate(
-                config,
-                history,
-                migrations,
-                target,
-                progress,
-                Some(prefetched),
-                shutdown,
-            )
-            .await
+            migrate(config, history, migrations, target, progress, Some(prefetched), shutdown).await
         }
         Ok(()) => {
             // Not held yet: nothing to release if the wait fails.
@@ -376,10 +441,7 @@ async fn migrate(
         return Ok(());
     }
     let writer = history.writer(&config.identity).await?;
-    let retry = RetryPolicy {
-        lock_retries: config.lock_retries,
-        first_delay: config.retry_backoff,
-    };
+    let retry = RetryPolicy { lock_retries: config.lock_retries, first_delay: config.retry_backoff };
     let applier = Applier::new(history.client(), writer, &config.session, retry, shutdown.clone());
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }

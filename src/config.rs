@@ -16,33 +16,25 @@ pub const MIGRUN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[derive(Debug)]
 pub enum Command {
-    Up {
-        target: Option<u64>,
-    },
-    Plan {
-        target: Option<u64>,
-        json: bool,
-    },
-    Status {
-        json: bool,
-    },
-    Wait {
-        timeout: Duration,
-    },
-    Exec {
-        mode: ExecMode,
-        command: Vec<std::ffi::OsString>,
-    },
-    New {
-        description: String,
-    },
+    Up { target: Option<u64> },
+    Plan { target: Option<u64>, json: bool },
+    Status { json: bool },
+    Wait { timeout: Duration },
+    Exec { mode: ExecMode, command: Vec<std::ffi::OsString> },
+    New { description: String },
 }
 
 /// What `exec` does with the database before it starts the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecMode {
     Migrate,
-    Wait { timeout: Duration },
+    /// Hold the advisory lock while the command runs, applying our own files first if asked.
+    Lock {
+        apply_sql: bool,
+    },
+    Wait {
+        timeout: Duration,
+    },
     NoDb,
 }
 
@@ -117,18 +109,9 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{flag} / {env}: `{value}` is not a duration; expected {}", duration::SYNTAX)]
-    Duration {
-        flag: &'static str,
-        env: &'static str,
-        value: String,
-    },
+    Duration { flag: &'static str, env: &'static str, value: String },
     #[error("{flag} / {env}: `{value}` is not valid; expected {expected}")]
-    Invalid {
-        flag: &'static str,
-        env: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    Invalid { flag: &'static str, env: &'static str, value: String, expected: &'static str },
     #[error(transparent)]
     Database(#[from] ConnectError),
 }
@@ -139,34 +122,19 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
     let options = cli.options;
     let command = match cli.command {
-        CommandArgs::Up { target, dry_run: false } => Command::Up {
-            target: version("--target", target)?,
-        },
-        CommandArgs::Up { target, dry_run: true } => Command::Plan {
-            target: version("--target", target)?,
-            json: false,
-        },
-        CommandArgs::Plan { target, json } => Command::Plan {
-            target: version("--target", target)?,
-            json,
-        },
+        CommandArgs::Up { target, dry_run: false } => Command::Up { target: version("--target", target)? },
+        CommandArgs::Up { target, dry_run: true } => {
+            Command::Plan { target: version("--target", target)?, json: false }
+        }
+        CommandArgs::Plan { target, json } => Command::Plan { target: version("--target", target)?, json },
         CommandArgs::Status { json } => Command::Status { json },
-        CommandArgs::Wait { wait_timeout } => Command::Wait {
-            timeout: wait_timeout_of(&wait_timeout)?,
-        },
-        CommandArgs::Exec {
-            migrate,
-            wait: _,
-            no_db,
-            wait_timeout,
-            command,
-        } => {
+        CommandArgs::Wait { wait_timeout } => Command::Wait { timeout: wait_timeout_of(&wait_timeout)? },
+        CommandArgs::Exec { migrate, wait: _, no_db, lock, no_sql, wait_timeout, command } => {
             let mode = match (migrate, no_db) {
+                _ if lock => ExecMode::Lock { apply_sql: !no_sql },
                 (true, _) => ExecMode::Migrate,
                 (false, true) => ExecMode::NoDb,
-                (false, false) => ExecMode::Wait {
-                    timeout: wait_timeout_of(&wait_timeout)?,
-                },
+                (false, false) => ExecMode::Wait { timeout: wait_timeout_of(&wait_timeout)? },
             };
             Command::Exec { mode, command }
         }
@@ -191,12 +159,7 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
     let session = session_settings(&options, &host)?;
     let database = match (&command, options.database_url.clone()) {
         (Command::New { .. }, _) => None,
-        (
-            Command::Exec {
-                mode: ExecMode::NoDb, ..
-            },
-            _,
-        ) => None,
+        (Command::Exec { mode: ExecMode::NoDb, .. }, _) => None,
         (_, Some(url)) if !url.trim().is_empty() => Some(DatabaseUrl::parse(url)?),
         (_, _) => return Err(ConnectError::Missing.into()),
     };
@@ -232,11 +195,7 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
 fn session_settings(options: &Options, host: &str) -> Result<SessionSettings, ConfigError> {
     Ok(SessionSettings {
         lock_timeout: millis(&options.lock_timeout, "--lock-timeout", "MIGRUN_LOCK_TIMEOUT")?,
-        statement_timeout: millis(
-            &options.statement_timeout,
-            "--statement-timeout",
-            "MIGRUN_STATEMENT_TIMEOUT",
-        )?,
+        statement_timeout: millis(&options.statement_timeout, "--statement-timeout", "MIGRUN_STATEMENT_TIMEOUT")?,
         idle_in_transaction_timeout: millis(
             &options.idle_in_transaction_timeout,
             "--idle-in-transaction-timeout",
@@ -252,11 +211,7 @@ fn wait_timeout_of(value: &str) -> Result<Duration, ConfigError> {
 }
 
 fn millis(value: &str, flag: &'static str, env: &'static str) -> Result<Millis, ConfigError> {
-    Millis::parse(value).ok_or_else(|| ConfigError::Duration {
-        flag,
-        env,
-        value: value.to_string(),
-    })
+    Millis::parse(value).ok_or_else(|| ConfigError::Duration { flag, env, value: value.to_string() })
 }
 
 fn version(flag: &'static str, value: Option<String>) -> Result<Option<u64>, ConfigError> {
@@ -291,9 +246,7 @@ pub fn log_level(arg: LogLevelArg) -> tracing::Level {
 }
 
 fn identity(env: Env, host: String) -> Identity {
-    let release = env("MIGRUN_RELEASE")
-        .or_else(|| env("GIT_SHA"))
-        .filter(|r| !r.is_empty());
+    let release = env("MIGRUN_RELEASE").or_else(|| env("GIT_SHA")).filter(|r| !r.is_empty());
     Identity {
         applied_by: host.clone(),
         host,
@@ -313,9 +266,7 @@ fn host_name(env: Env) -> String {
             String::from_utf8_lossy(&buf[..end]).into_owned()
         })
         .filter(|h| !h.is_empty());
-    from_kernel
-        .or_else(|| env("HOSTNAME"))
-        .unwrap_or_else(|| "unknown-host".to_string())
+    from_kernel.or_else(|| env("HOSTNAME")).unwrap_or_else(|| "unknown-host".to_string())
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -25,11 +25,15 @@ impl DatabaseUrl {
         let url = DatabaseUrl { raw };
         match url.raw.parse::<tokio_postgres::Config>() {
             Ok(config) => Ok((url, config)),
-            Err(e) => Err(ConnectError::InvalidUrl {
-                url: url.to_string(),
-                reason: chain(&e),
-            }),
+            Err(e) => Err(ConnectError::InvalidUrl { url: url.to_string(), reason: chain(&e) }),
         }
+    }
+}
+
+impl DatabaseUrl {
+    /// The string with its password, for handing to a child process; never for logs.
+    pub fn expose(&self) -> &str {
+        &self.raw
     }
 }
 
@@ -149,12 +153,7 @@ pub enum ConnectError {
     #[error("no database given: set DATABASE_URL or --database-url (postgres://user:password@host:5432/dbname or a key=value string)")]
     Missing,
     #[error("cannot reach the database at {target} after {attempts} attempts over {waited_s:.1}s: {reason}; check the host, port, security groups and that the server is up (--connect-timeout to wait longer)")]
-    Unreachable {
-        target: String,
-        attempts: u32,
-        waited_s: f64,
-        reason: String,
-    },
+    Unreachable { target: String, attempts: u32, waited_s: f64, reason: String },
     #[error("the database at {target} refused the connection: {failure}")]
     Refused { target: String, failure: PgFailure },
     #[error("the connection to {target} goes through a transaction-pooling proxy (backend pid changed from {first} to {second}); advisory locks and session settings cannot work through it: point migrun at the database directly (not PgBouncer in transaction mode)")]
@@ -207,11 +206,7 @@ impl Session {
         if pid == first {
             return Ok(());
         }
-        Err(ConnectError::TransactionPooler {
-            target: self.target.clone(),
-            first,
-            second: pid,
-        })
+        Err(ConnectError::TransactionPooler { target: self.target.clone(), first, second: pid })
     }
 
     /// Asks the server who we are (logged as the `connected` event). Callers pipeline it with
@@ -272,12 +267,7 @@ pub async fn connect(
                         tracing::debug!(error = %chain(&e), "connection ended");
                     }
                 });
-                return Ok(Session {
-                    client,
-                    target,
-                    backend_pid: std::cell::Cell::new(0),
-                    connection: task,
-                });
+                return Ok(Session { client, target, backend_pid: std::cell::Cell::new(0), connection: task });
             }
             Err(e) => PgFailure::from_pg(&e),
         };
@@ -341,10 +331,7 @@ mod tests {
 
     #[test]
     fn redacts_url_passwords() {
-        assert_eq!(
-            redact("postgres://app:s3cr%40t@db:5432/app"),
-            "postgres://app:***@db:5432/app"
-        );
+        assert_eq!(redact("postgres://app:s3cr%40t@db:5432/app"), "postgres://app:***@db:5432/app");
         assert_eq!(
             redact("postgresql://app:p@ss/w:rd@db/app?sslmode=require"),
             "postgresql://app:***@db/app?sslmode=require"
@@ -358,14 +345,8 @@ mod tests {
 
     #[test]
     fn redacts_key_value_passwords() {
-        assert_eq!(
-            redact("host=db password=hunter2 user=app"),
-            "host=db password=*** user=app"
-        );
-        assert_eq!(
-            redact("host=db password = 'a b\\'c' user=app"),
-            "host=db password = *** user=app"
-        );
+        assert_eq!(redact("host=db password=hunter2 user=app"), "host=db password=*** user=app");
+        assert_eq!(redact("host=db password = 'a b\\'c' user=app"), "host=db password = *** user=app");
         assert_eq!(redact("PASSWORD=x"), "PASSWORD=***");
         assert_eq!(redact("host=db user=password_owner"), "host=db user=password_owner");
     }
@@ -378,9 +359,7 @@ mod tests {
 
     #[test]
     fn invalid_url_error_hides_the_password() {
-        let error = DatabaseUrl::parse("postgres://app:hunter2@db/app?sslmode=bogus".into())
-            .err()
-            .unwrap();
+        let error = DatabaseUrl::parse("postgres://app:hunter2@db/app?sslmode=bogus".into()).err().unwrap();
         let message = error.to_string();
         assert!(message.contains("sslmode"), "{message}");
         assert!(!message.contains("hunter2"), "{message}");

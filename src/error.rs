@@ -91,25 +91,13 @@ impl PgFailure {
                     _ => None,
                 },
             },
-            None => PgFailure {
-                sqlstate: None,
-                message: chain(error),
-                detail: None,
-                hint: None,
-                position: None,
-            },
+            None => PgFailure { sqlstate: None, message: chain(error), detail: None, hint: None, position: None },
         }
     }
 
     /// A failure migrun itself detected in what the server returned.
     pub fn other(message: &str) -> PgFailure {
-        PgFailure {
-            sqlstate: None,
-            message: message.to_string(),
-            detail: None,
-            hint: None,
-            position: None,
-        }
+        PgFailure { sqlstate: None, message: message.to_string(), detail: None, hint: None, position: None }
     }
 
     pub fn is(&self, sqlstate: &str) -> bool {

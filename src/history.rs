@@ -28,14 +28,10 @@ impl HistoryTable {
         };
         let lower = text.to_ascii_lowercase();
         match lower.split_once('.') {
-            Some((schema, name)) if valid(schema) && valid(name) => Some(HistoryTable {
-                schema: Some(schema.into()),
-                name: name.into(),
-            }),
-            None if valid(&lower) => Some(HistoryTable {
-                schema: None,
-                name: lower,
-            }),
+            Some((schema, name)) if valid(schema) && valid(name) => {
+                Some(HistoryTable { schema: Some(schema.into()), name: name.into() })
+            }
+            None if valid(&lower) => Some(HistoryTable { schema: None, name: lower }),
             _ => None,
         }
     }
@@ -117,11 +113,7 @@ impl<'a> History<'a> {
     }
 
     fn error(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> HistoryError + '_ {
-        move |e| HistoryError {
-            table: self.table.to_string(),
-            action,
-            failure: PgFailure::from_pg(&e),
-        }
+        move |e| HistoryError { table: self.table.to_string(), action, failure: PgFailure::from_pg(&e) }
     }
 
     fn create_sql(&self) -> String {
@@ -200,17 +192,8 @@ impl<'a> History<'a> {
              RETURNING id",
             self.table.sql()
         );
-        let insert = self
-            .client
-            .prepare(&sql)
-            .await
-            .map_err(self.error("prepare the insert"))?;
-        Ok(HistoryWriter {
-            client: self.client,
-            table: self.table,
-            identity,
-            insert,
-        })
+        let insert = self.client.prepare(&sql).await.map_err(self.error("prepare the insert"))?;
+        Ok(HistoryWriter { client: self.client, table: self.table, identity, insert })
     }
 }
 
@@ -287,11 +270,7 @@ impl HistoryWriter<'_> {
     }
 
     fn error(&self, action: &'static str, e: tokio_postgres::Error) -> HistoryError {
-        HistoryError {
-            table: self.table.to_string(),
-            action,
-            failure: PgFailure::from_pg(&e),
-        }
+        HistoryError { table: self.table.to_string(), action, failure: PgFailure::from_pg(&e) }
     }
 }
 

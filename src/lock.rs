@@ -21,11 +21,7 @@ const HOLDER_REPORT_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("advisory lock {key} not acquired within {waited_s:.1}s{}; another migrun is running (safe to retry), or raise --lock-wait", holder_text(.holder))]
-    Timeout {
-        key: i64,
-        waited_s: f64,
-        holder: Option<Holder>,
-    },
+    Timeout { key: i64, waited_s: f64, holder: Option<Holder> },
     #[error("advisory lock {key}: {failure}")]
     Database { key: i64, failure: PgFailure },
     #[error("advisory lock {key} was not held at release; the connection changed backends (a transaction-pooling proxy?): point migrun at the database directly")]
@@ -72,15 +68,9 @@ pub struct Holder {
 pub async fn try_acquire(session: &Session, key: i64) -> Result<bool, LockError> {
     let row = session
         .client
-        .query_typed_one(
-            "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
-            &[(&key, Type::INT8)],
-        )
+        .query_typed_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[(&key, Type::INT8)])
         .await
-        .map_err(|e| LockError::Database {
-            key,
-            failure: PgFailure::from_pg(&e),
-        })?;
+        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
     session.check_backend(row.get(1))?;
     Ok(row.get(0))
 }
@@ -93,11 +83,7 @@ pub async fn acquire(session: &Session, key: i64, wait: Duration, shutdown: &Shu
     let mut last_report: Option<Instant> = None;
     loop {
         if try_acquire(session, key).await? {
-            tracing::info!(
-                lock_key = key,
-                waited_ms = started.elapsed().as_millis() as u64,
-                "lock acquired"
-            );
+            tracing::info!(lock_key = key, waited_ms = started.elapsed().as_millis() as u64, "lock acquired");
             return Ok(());
         }
         let due = last_report.is_none_or(|at| at.elapsed() >= HOLDER_REPORT_EVERY);
@@ -106,11 +92,7 @@ pub async fn acquire(session: &Session, key: i64, wait: Duration, shutdown: &Shu
         if due || out_of_time {
             let holder = holder(session, key).await?;
             if out_of_time {
-                return Err(LockError::Timeout {
-                    key,
-                    waited_s: started.elapsed().as_secs_f64(),
-                    holder,
-                });
+                return Err(LockError::Timeout { key, waited_s: started.elapsed().as_secs_f64(), holder });
             }
             report(key, started, holder.as_ref());
             last_report = Some(Instant::now());
@@ -154,10 +136,7 @@ async fn holder(session: &Session, key: i64) -> Result<Option<Holder>, LockError
             &[&high, &low],
         )
         .await
-        .map_err(|e| LockError::Database {
-            key,
-            failure: PgFailure::from_pg(&e),
-        })?;
+        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
     Ok(rows.first().map(|row| Holder {
         pid: row.get(0),
         application_name: row.get(1),
@@ -173,10 +152,7 @@ pub async fn release(session: &Session, key: i64) -> Result<(), LockError> {
         .client
         .query_typed_one("SELECT pg_advisory_unlock($1)", &[(&key, Type::INT8)])
         .await
-        .map_err(|e| LockError::Database {
-            key,
-            failure: PgFailure::from_pg(&e),
-        })?;
+        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
     if !row.get::<_, bool>(0) {
         return Err(LockError::NotHeld { key });
     }

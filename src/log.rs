@@ -14,20 +14,10 @@ use crate::exit::ExitCode;
 
 /// Installs the global subscriber; call once, before anything logs.
 pub fn init(format: LogFormat, level: tracing::Level) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false);
     let installed = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Human => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
     };
     // A second init (only possible in tests that call `run` twice) keeps the first subscriber.
     drop(installed);
@@ -105,10 +95,8 @@ impl<'a> ResultEvent<'a> {
 
     fn human(&self) -> String {
         let applied: Vec<&str> = self.applied.iter().map(|a| a.file.as_str()).collect();
-        let mut line = format!(
-            "result: {} (exit {}) in {} ms: {}",
-            self.outcome, self.exit_code, self.duration_ms, self.message
-        );
+        let mut line =
+            format!("result: {} (exit {}) in {} ms: {}", self.outcome, self.exit_code, self.duration_ms, self.message);
         if !applied.is_empty() && self.error.is_some() {
             line.push_str(&format!("; applied before the failure: {}", applied.join(", ")));
         }

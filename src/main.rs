@@ -1,5 +1,5 @@
 use clap::Parser;
-use migrun::commands::Outcome;
+use migrun::commands::{Handover, Outcome};
 use migrun::signals::SignalHub;
 
 fn main() {
@@ -21,11 +21,23 @@ fn main() {
     };
     let env = |name: &str| std::env::var(name).ok();
     let outcome = runtime.block_on(migrun::run(cli, &env, hub.shutdown()));
-    // The runtime (and any connection left in it) is gone before a child starts.
-    drop(runtime);
     let exit = match outcome {
         Outcome::Exit(exit) => exit,
-        Outcome::Exec { child, report } => report.finish(migrun::supervise::run(&child, &hub)),
+        Outcome::Exec(handover) => {
+            let Handover { child, report, held } = *handover;
+            match held {
+                None => {
+                    // The runtime (and any connection left in it) is gone before the child starts.
+                    drop(runtime);
+                    report.finish(migrun::supervise::run(&child, &hub))
+                }
+                Some(held) => {
+                    let exit = migrun::supervise::run(&child, &hub);
+                    runtime.block_on(held.release());
+                    report.finish(exit)
+                }
+            }
+        }
     };
     std::process::exit(exit.code());
 }

@@ -115,22 +115,13 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[AppliedRow]) -> Compa
                 migration,
                 state,
                 recorded_checksum: row.map(|r| r.checksum.clone()),
-                applied_at: row
-                    .filter(|r| r.state == RowState::Applied)
-                    .map(|r| r.applied_at.clone()),
+                applied_at: row.filter(|r| r.state == RowState::Applied).map(|r| r.applied_at.clone()),
             }
         })
         .collect();
     let known: std::collections::HashSet<u64> = migrations.iter().filter_map(Migration::version).collect();
-    let missing: BTreeMap<u64, ()> = by_version
-        .keys()
-        .filter(|v| !known.contains(v))
-        .map(|v| (*v, ()))
-        .collect();
-    Comparison {
-        entries,
-        missing: missing.into_keys().collect(),
-    }
+    let missing: BTreeMap<u64, ()> = by_version.keys().filter(|v| !known.contains(v)).map(|v| (*v, ())).collect();
+    Comparison { entries, missing: missing.into_keys().collect() }
 }
 
 impl Comparison<'_> {
@@ -156,10 +147,7 @@ impl Comparison<'_> {
         }
         if !self.missing.is_empty() {
             if !policy.allow_missing {
-                return Err(PlanError::Missing {
-                    versions: self.missing.clone(),
-                    dir: dir.to_string(),
-                });
+                return Err(PlanError::Missing { versions: self.missing.clone(), dir: dir.to_string() });
             }
             tracing::warn!(versions = ?self.missing, "database has versions these files do not (allowed by --allow-missing)");
         }
@@ -178,10 +166,7 @@ impl Comparison<'_> {
                 .chain(self.missing.iter().copied())
                 .max()
                 .unwrap_or_default();
-            return Err(PlanError::OutOfOrder {
-                versions: out_of_order,
-                highest,
-            });
+            return Err(PlanError::OutOfOrder { versions: out_of_order, highest });
         }
         Ok(())
     }
@@ -190,10 +175,7 @@ impl Comparison<'_> {
     /// (only when no versioned file is left pending: they are written against the newest schema).
     pub fn steps(&self, target: Option<u64>) -> Vec<&Entry<'_>> {
         let runs = |e: &&Entry| {
-            matches!(
-                e.state,
-                FileState::Pending | FileState::OutOfOrder | FileState::Unfinished | FileState::Changed
-            )
+            matches!(e.state, FileState::Pending | FileState::OutOfOrder | FileState::Unfinished | FileState::Changed)
         };
         let versioned: Vec<&Entry> = self
             .entries
@@ -206,11 +188,8 @@ impl Comparison<'_> {
             .iter()
             .filter(runs)
             .any(|e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_some_and(|t| v > t)));
-        let repeatable = self
-            .entries
-            .iter()
-            .filter(runs)
-            .filter(|e| e.migration.kind == Kind::Repeatable && !versioned_left);
+        let repeatable =
+            self.entries.iter().filter(runs).filter(|e| e.migration.kind == Kind::Repeatable && !versioned_left);
         versioned.into_iter().chain(repeatable).collect()
     }
 }
@@ -272,67 +251,34 @@ mod tests {
         ];
         let c = compare(&files, &history);
         use FileState::*;
-        assert_eq!(
-            states(&c),
-            vec![Applied, Drifted, OutOfOrder, Unfinished, Pending, Changed, Applied]
-        );
+        assert_eq!(states(&c), vec![Applied, Drifted, OutOfOrder, Unfinished, Pending, Changed, Applied]);
         assert_eq!(c.missing, vec![4]);
     }
 
     #[test]
     fn each_mismatch_fails_unless_allowed() {
-        let files = vec![
-            file(Kind::Versioned(1), "a", "edited"),
-            file(Kind::Versioned(2), "b", "c2"),
-        ];
+        let files = vec![file(Kind::Versioned(1), "a", "edited"), file(Kind::Versioned(2), "b", "c2")];
         let drifted = compare(&files, &[row(1, Some(1), "a", "c1", RowState::Applied)]);
         let error = drifted.validate(Policy::default(), "sql").unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("sql/0001_a.sql (recorded c1, file now edited)"),
-            "{error}"
-        );
-        assert!(drifted
-            .validate(
-                Policy {
-                    allow_drift: true,
-                    ..Policy::default()
-                },
-                "sql"
-            )
-            .is_ok());
+        assert!(error.to_string().contains("sql/0001_a.sql (recorded c1, file now edited)"), "{error}");
+        assert!(drifted.validate(Policy { allow_drift: true, ..Policy::default() }, "sql").is_ok());
 
         let files = vec![file(Kind::Versioned(2), "b", "c2")];
         let missing = compare(
             &files,
-            &[
-                row(1, Some(1), "a", "c1", RowState::Applied),
-                row(2, Some(2), "b", "c2", RowState::Applied),
-            ],
+            &[row(1, Some(1), "a", "c1", RowState::Applied), row(2, Some(2), "b", "c2", RowState::Applied)],
         );
         assert!(
             matches!(missing.validate(Policy::default(), "sql"), Err(PlanError::Missing { ref versions, .. }) if versions == &[1])
         );
-        assert!(missing
-            .validate(
-                Policy {
-                    allow_missing: true,
-                    ..Policy::default()
-                },
-                "sql"
-            )
-            .is_ok());
+        assert!(missing.validate(Policy { allow_missing: true, ..Policy::default() }, "sql").is_ok());
 
         let files = vec![file(Kind::Versioned(1), "a", "c1"), file(Kind::Versioned(3), "c", "c3")];
         let gap = compare(&files, &[row(1, Some(3), "c", "c3", RowState::Applied)]);
         assert!(
             matches!(gap.validate(Policy::default(), "sql"), Err(PlanError::OutOfOrder { ref versions, highest: 3 }) if versions == &[1])
         );
-        let allowed = Policy {
-            allow_out_of_order: true,
-            ..Policy::default()
-        };
+        let allowed = Policy { allow_out_of_order: true, ..Policy::default() };
         assert!(gap.validate(allowed, "sql").is_ok());
         assert_eq!(gap.steps(None).len(), 1);
     }

@@ -38,11 +38,7 @@ fn state_word(state: FileState) -> &'static str {
 }
 
 fn pending(comparison: &Comparison) -> usize {
-    comparison
-        .entries
-        .iter()
-        .filter(|e| !matches!(e.state, FileState::Applied | FileState::Drifted))
-        .count()
+    comparison.entries.iter().filter(|e| !matches!(e.state, FileState::Applied | FileState::Drifted)).count()
 }
 
 pub fn status(comparison: &Comparison, json: bool) -> String {
@@ -67,17 +63,8 @@ pub fn status(comparison: &Comparison, json: bool) -> String {
         return serde_json::to_string_pretty(&report).unwrap_or_default();
     }
     let mut out = String::new();
-    let width = comparison
-        .entries
-        .iter()
-        .map(|e| e.migration.display_path().len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    out.push_str(&format!(
-        "{:<width$}  {:<28}  {:<20}  checksum\n",
-        "file", "state", "applied at"
-    ));
+    let width = comparison.entries.iter().map(|e| e.migration.display_path().len()).max().unwrap_or(4).max(4);
+    out.push_str(&format!("{:<width$}  {:<28}  {:<20}  checksum\n", "file", "state", "applied at"));
     for e in &comparison.entries {
         out.push_str(&format!(
             "{:<width$}  {:<28}  {:<20}  {}\n",
@@ -88,11 +75,7 @@ pub fn status(comparison: &Comparison, json: bool) -> String {
         ));
     }
     for version in &comparison.missing {
-        out.push_str(&format!(
-            "{:<width$}  {:<28}\n",
-            format!("(version {version})"),
-            "MISSING (no file)"
-        ));
+        out.push_str(&format!("{:<width$}  {:<28}\n", format!("(version {version})"), "MISSING (no file)"));
     }
     out.push_str(&format!("{} pending\n", pending(comparison)));
     out
@@ -133,11 +116,7 @@ pub fn plan(steps: &[&Entry], session: &SessionSettings, json: bool) -> String {
     }
     let mut out = String::new();
     for (n, r) in rows.iter().enumerate() {
-        let mode = if r.transaction {
-            "in a transaction"
-        } else {
-            "no transaction, statement by statement"
-        };
+        let mode = if r.transaction { "in a transaction" } else { "no transaction, statement by statement" };
         out.push_str(&format!(
             "{:>3}. {}  ({}; {}; lock_timeout {}, statement_timeout {})\n",
             n + 1,

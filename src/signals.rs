@@ -53,10 +53,7 @@ struct State {
 
 impl State {
     fn new() -> State {
-        State {
-            supervising: AtomicBool::new(false),
-            grace_ms: AtomicU64::new(20_000),
-        }
+        State { supervising: AtomicBool::new(false), grace_ms: AtomicU64::new(20_000) }
     }
 }
 
@@ -80,10 +77,7 @@ impl Shutdown {
         let (tx, rx) = watch::channel(None);
         // Keep the sender alive so `wait` pends instead of seeing a closed channel.
         std::mem::forget(tx);
-        Shutdown {
-            rx,
-            state: Arc::new(State::new()),
-        }
+        Shutdown { rx, state: Arc::new(State::new()) }
     }
 
     /// How long a clean stop may take after the first signal (`--shutdown-grace`).
@@ -139,15 +133,8 @@ impl SignalHub {
                 start_grace_timer(Arc::clone(&thread_state), signal);
             }
         })?;
-        let shutdown = Shutdown {
-            rx: shutdown_rx,
-            state: Arc::clone(&state),
-        };
-        Ok(SignalHub {
-            events,
-            shutdown,
-            state,
-        })
+        let shutdown = Shutdown { rx: shutdown_rx, state: Arc::clone(&state) };
+        Ok(SignalHub { events, shutdown, state })
     }
 
     pub fn shutdown(&self) -> Shutdown {

@@ -75,42 +75,17 @@ pub enum SourceError {
     #[error("{file}: holds no SQL statement; write the migration or delete the file")]
     Empty { file: String },
     #[error("{first} and {second}: both have version {version}; give one of them a new version")]
-    DuplicateVersion {
-        version: u64,
-        first: String,
-        second: String,
-    },
+    DuplicateVersion { version: u64, first: String, second: String },
     #[error("{file}: unknown directive `{directive}` (line {line}); expected one of {KNOWN_DIRECTIVES}")]
-    UnknownDirective {
-        file: String,
-        directive: String,
-        line: usize,
-    },
+    UnknownDirective { file: String, directive: String, line: usize },
     #[error("{file}: directive `{directive}` (line {line}) needs {expected}")]
-    BadDirectiveValue {
-        file: String,
-        directive: String,
-        line: usize,
-        expected: String,
-    },
+    BadDirectiveValue { file: String, directive: String, line: usize, expected: String },
     #[error("{file}: directive `{directive}` given twice (line {line})")]
-    RepeatedDirective {
-        file: String,
-        directive: String,
-        line: usize,
-    },
+    RepeatedDirective { file: String, directive: String, line: usize },
     #[error("{file}: directive `{directive}` (line {line}) comes after the first statement; move it to the comment lines at the top of the file")]
-    MisplacedDirective {
-        file: String,
-        directive: String,
-        line: usize,
-    },
+    MisplacedDirective { file: String, directive: String, line: usize },
     #[error("{file}: `{statement}` (line {line}) controls the transaction, but migrun already runs each file in one; remove it, or add `-- migrun:no-transaction` at the top")]
-    TransactionControl {
-        file: String,
-        line: usize,
-        statement: String,
-    },
+    TransactionControl { file: String, line: usize, statement: String },
     #[error("{description}: not a valid description; use letters, digits and _ only")]
     BadDescription { description: String },
     #[error("{file}: cannot create: {reason}")]
@@ -160,10 +135,7 @@ pub fn load(dir: &Path) -> Result<Vec<Migration>, SourceError> {
 
 /// The migration files in `dir` with their parsed names; other files are skipped.
 fn list(dir: &Path) -> Result<Vec<(PathBuf, Kind, String)>, SourceError> {
-    let dir_error = |e: std::io::Error| SourceError::Dir {
-        dir: dir.display().to_string(),
-        reason: e.to_string(),
-    };
+    let dir_error = |e: std::io::Error| SourceError::Dir { dir: dir.display().to_string(), reason: e.to_string() };
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
         let entry = entry.map_err(dir_error)?;
@@ -175,9 +147,8 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, Kind, String)>, SourceError> {
         if !name.ends_with(".sql") || entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let (kind, description) = parse_name(&name).ok_or_else(|| SourceError::BadName {
-            file: path.display().to_string(),
-        })?;
+        let (kind, description) =
+            parse_name(&name).ok_or_else(|| SourceError::BadName { file: path.display().to_string() })?;
         found.push((path, kind, description));
     }
     Ok(found)
@@ -188,10 +159,7 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, Kind, String)>, SourceError> {
 fn read_all(found: Vec<(PathBuf, Kind, String)>) -> Result<Vec<Migration>, SourceError> {
     const PARALLEL_FROM: usize = 64;
     let read = |files: Vec<(PathBuf, Kind, String)>| -> Result<Vec<Migration>, SourceError> {
-        files
-            .into_iter()
-            .map(|(path, kind, description)| read_migration(path, kind, description))
-            .collect()
+        files.into_iter().map(|(path, kind, description)| read_migration(path, kind, description)).collect()
     };
     if found.len() < PARALLEL_FROM {
         return read(found);
@@ -228,14 +196,8 @@ fn parse_name(name: &str) -> Option<(Kind, String)> {
 
 fn read_migration(path: PathBuf, kind: Kind, description: String) -> Result<Migration, SourceError> {
     let file = path.display().to_string();
-    let bytes = read_file(&path).map_err(|e| SourceError::Unreadable {
-        file: file.clone(),
-        reason: e.to_string(),
-    })?;
-    let sql = normalize(bytes).map_err(|line| SourceError::InvalidUtf8 {
-        file: file.clone(),
-        line,
-    })?;
+    let bytes = read_file(&path).map_err(|e| SourceError::Unreadable { file: file.clone(), reason: e.to_string() })?;
+    let sql = normalize(bytes).map_err(|line| SourceError::InvalidUtf8 { file: file.clone(), line })?;
     let statements = split::split(&sql);
     if statements.is_empty() {
         return Err(SourceError::Empty { file });
@@ -244,21 +206,10 @@ fn read_migration(path: PathBuf, kind: Kind, description: String) -> Result<Migr
     if !directives.no_transaction {
         if let Some(statement) = statements.iter().find(|s| split::is_transaction_control(s.text)) {
             let line = 1 + sql[..statement.offset].matches('\n').count();
-            return Err(SourceError::TransactionControl {
-                file,
-                line,
-                statement: statement.text.to_string(),
-            });
+            return Err(SourceError::TransactionControl { file, line, statement: statement.text.to_string() });
         }
     }
-    Ok(Migration {
-        kind,
-        description,
-        checksum: checksum(&sql),
-        path,
-        sql,
-        directives,
-    })
+    Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives })
 }
 
 /// Drops a leading BOM and reads CRLF as LF; on invalid UTF-8, the 1-based line of the bad byte.
@@ -270,11 +221,7 @@ fn normalize(mut bytes: Vec<u8>) -> Result<String, usize> {
         let valid = e.utf8_error().valid_up_to();
         1 + e.as_bytes()[..valid].iter().filter(|&&b| b == b'\n').count()
     })?;
-    Ok(if text.contains('\r') {
-        text.replace("\r\n", "\n")
-    } else {
-        text
-    })
+    Ok(if text.contains('\r') { text.replace("\r\n", "\n") } else { text })
 }
 
 /// Directives live in `--` comment lines before the first statement; one anywhere else is a
@@ -310,11 +257,7 @@ fn apply_directive(directives: &mut Directives, directive: &str, file: &str, lin
         Some((name, value)) => (name.trim(), Some(value.trim())),
         None => (directive, None),
     };
-    let repeated = || SourceError::RepeatedDirective {
-        file: file.into(),
-        directive: name.into(),
-        line,
-    };
+    let repeated = || SourceError::RepeatedDirective { file: file.into(), directive: name.into(), line };
     let bad_value = |expected: &str| SourceError::BadDirectiveValue {
         file: file.into(),
         directive: directive.into(),
@@ -342,13 +285,7 @@ fn apply_directive(directives: &mut Directives, directive: &str, file: &str, lin
                 return Err(repeated());
             }
         }
-        _ => {
-            return Err(SourceError::UnknownDirective {
-                file: file.into(),
-                directive: directive.into(),
-                line,
-            })
-        }
+        _ => return Err(SourceError::UnknownDirective { file: file.into(), directive: directive.into(), line }),
     }
     Ok(())
 }
@@ -356,15 +293,11 @@ fn apply_directive(directives: &mut Directives, directive: &str, file: &str, lin
 /// Creates `<UTC timestamp>_<description>.sql` in `dir` (creating `dir` if needed) and returns its path.
 pub fn create_new(dir: &Path, description: &str, timestamp: &str) -> Result<PathBuf, SourceError> {
     if parse_name(&format!("{timestamp}_{description}.sql")).is_none() {
-        return Err(SourceError::BadDescription {
-            description: description.into(),
-        });
+        return Err(SourceError::BadDescription { description: description.into() });
     }
     let path = dir.join(format!("{timestamp}_{description}.sql"));
-    let create_error = |e: std::io::Error| SourceError::Create {
-        file: path.display().to_string(),
-        reason: e.to_string(),
-    };
+    let create_error =
+        |e: std::io::Error| SourceError::Create { file: path.display().to_string(), reason: e.to_string() };
     std::fs::create_dir_all(dir).map_err(create_error)?;
     let template = format!(
         "-- {description}\n\
@@ -422,10 +355,7 @@ mod tests {
         let windows = normalize(b"\xEF\xBB\xBFCREATE TABLE t ();\r\nSELECT 1;\r\n".to_vec()).unwrap();
         assert_eq!(checksum(&unix), checksum(&windows));
         assert_ne!(checksum(&unix), checksum("CREATE TABLE t ();\nSELECT 2;\n"));
-        assert_eq!(
-            checksum(""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(checksum(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]

@@ -48,10 +48,7 @@ pub fn split(sql: &str) -> Vec<Statement<'_>> {
         let text = &sql[token.start..token.end];
         if token.kind == Kind::Semicolon && depth == 0 {
             if let Some((start, end)) = current.take() {
-                statements.push(Statement {
-                    text: &sql[start..end],
-                    offset: start,
-                });
+                statements.push(Statement { text: &sql[start..end], offset: start });
             }
             previous_word = "";
             continue;
@@ -75,10 +72,7 @@ pub fn split(sql: &str) -> Vec<Statement<'_>> {
         });
     }
     if let Some((start, end)) = current {
-        statements.push(Statement {
-            text: &sql[start..end],
-            offset: start,
-        });
+        statements.push(Statement { text: &sql[start..end], offset: start });
     }
     statements
 }
@@ -86,9 +80,8 @@ pub fn split(sql: &str) -> Vec<Statement<'_>> {
 /// Whether a statement opens or ends a transaction block (`BEGIN`, `COMMIT`, `END`, ...), which
 /// would break the transaction migrun runs a file in. `ROLLBACK TO SAVEPOINT` is fine.
 pub fn is_transaction_control(statement: &str) -> bool {
-    let mut words = Lexer::new(statement)
-        .filter(|t| t.kind == Kind::Word)
-        .map(|t| statement[t.start..t.end].to_ascii_lowercase());
+    let mut words =
+        Lexer::new(statement).filter(|t| t.kind == Kind::Word).map(|t| statement[t.start..t.end].to_ascii_lowercase());
     match words.next().as_deref() {
         Some("begin" | "commit" | "end" | "abort") => true,
         Some("start") => words.next().as_deref() == Some("transaction"),
@@ -153,11 +146,7 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(sql: &'a str) -> Self {
-        Lexer {
-            bytes: sql.as_bytes(),
-            sql,
-            pos: 0,
-        }
+        Lexer { bytes: sql.as_bytes(), sql, pos: 0 }
     }
 
     fn peek(&self, ahead: usize) -> Option<u8> {
@@ -287,11 +276,7 @@ impl Iterator for Lexer<'_> {
                 Kind::Punct
             }
         };
-        Some(Token {
-            kind,
-            start,
-            end: self.pos,
-        })
+        Some(Token { kind, start, end: self.pos })
     }
 }
 
@@ -336,23 +321,10 @@ mod tests {
 
     #[test]
     fn first_words_name_transaction_control() {
-        for sql in [
-            "BEGIN",
-            "begin work",
-            "COMMIT",
-            "END",
-            "ROLLBACK",
-            "START TRANSACTION",
-            "ABORT",
-        ] {
+        for sql in ["BEGIN", "begin work", "COMMIT", "END", "ROLLBACK", "START TRANSACTION", "ABORT"] {
             assert!(is_transaction_control(sql), "{sql}");
         }
-        for sql in [
-            "ROLLBACK TO SAVEPOINT a",
-            "SAVEPOINT a",
-            "SELECT 1",
-            "CREATE TABLE begin_x ()",
-        ] {
+        for sql in ["ROLLBACK TO SAVEPOINT a", "SAVEPOINT a", "SELECT 1", "CREATE TABLE begin_x ()"] {
             assert!(!is_transaction_control(sql), "{sql}");
         }
     }
@@ -393,18 +365,9 @@ mod tests {
     #[test]
     fn finds_concurrent_index_names() {
         let cases = [
-            (
-                "CREATE INDEX CONCURRENTLY users_email_idx ON users (email)",
-                Some("users_email_idx"),
-            ),
-            (
-                "create unique index concurrently if not exists Users_Email ON users (email)",
-                Some("users_email"),
-            ),
-            (
-                "CREATE INDEX CONCURRENTLY \"Mixed\"\"Case\" ON t (x)",
-                Some("Mixed\"Case"),
-            ),
+            ("CREATE INDEX CONCURRENTLY users_email_idx ON users (email)", Some("users_email_idx")),
+            ("create unique index concurrently if not exists Users_Email ON users (email)", Some("users_email")),
+            ("CREATE INDEX CONCURRENTLY \"Mixed\"\"Case\" ON t (x)", Some("Mixed\"Case")),
             ("CREATE INDEX /* c */ CONCURRENTLY -- c\n ix ON t (x)", Some("ix")),
             ("CREATE INDEX CONCURRENTLY ON t (x)", None),
             ("CREATE INDEX ix ON t (x)", None),

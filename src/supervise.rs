@@ -19,6 +19,8 @@ use crate::signals::{self, SignalHub};
 pub struct ChildSpec {
     pub program: OsString,
     pub args: Vec<OsString>,
+    /// Variables added to the inherited environment (their values are never logged).
+    pub env: Vec<(String, String)>,
 }
 
 /// Runs the child to its end and returns the exit code migrun should exit with.
@@ -28,14 +30,15 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub) -> ExitCode {
         return ExitCode::Signal(signal);
     }
     let program = spec.program.to_string_lossy().into_owned();
-    let child = match Command::new(&spec.program).args(&spec.args).spawn() {
+    let child = match Command::new(&spec.program).args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v))).spawn() {
         Ok(child) => child,
         Err(e) => return spawn_failure(&program, &e),
     };
     let pid = child.id() as libc::pid_t;
     // The child is reaped below with waitpid, not through this handle.
     drop(child);
-    tracing::info!(command = %program, pid, pid1 = std::process::id() == 1, "started");
+    let exported: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
+    tracing::info!(command = %program, pid, pid1 = std::process::id() == 1, exported = ?exported, "started");
     loop {
         match hub.next() {
             Some(SIGCHLD) => {

@@ -62,11 +62,7 @@ pub async fn until_ready(
     loop {
         let rows = history.read().await?.unwrap_or_default();
         let comparison = plan::compare(migrations, &rows);
-        let drift = Policy {
-            allow_missing: true,
-            allow_out_of_order: true,
-            ..policy
-        };
+        let drift = Policy { allow_missing: true, allow_out_of_order: true, ..policy };
         comparison.validate(drift, "")?;
         if !comparison.missing.is_empty() && !told_ahead {
             tracing::info!(versions = ?comparison.missing, "the database has versions these files do not (a newer image applied them); fine while waiting");
@@ -75,12 +71,7 @@ pub async fn until_ready(
         let missing: Vec<u64> = comparison
             .entries
             .iter()
-            .filter(|e| {
-                matches!(
-                    e.state,
-                    FileState::Pending | FileState::OutOfOrder | FileState::Unfinished
-                )
-            })
+            .filter(|e| matches!(e.state, FileState::Pending | FileState::OutOfOrder | FileState::Unfinished))
             .filter_map(|e| e.migration.version())
             .collect();
         if missing.is_empty() {
@@ -89,10 +80,7 @@ pub async fn until_ready(
         }
         let delay = backoff.next_delay();
         if started.elapsed() + delay > timeout {
-            return Err(WaitError::Timeout {
-                waited_s: started.elapsed().as_secs_f64(),
-                missing,
-            });
+            return Err(WaitError::Timeout { waited_s: started.elapsed().as_secs_f64(), missing });
         }
         if last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
             tracing::info!(missing = missing.len(), versions = %preview(&missing), waited_s = started.elapsed().as_secs(), "waiting for migrations to be applied");

@@ -20,10 +20,7 @@ fn fresh_apply_then_second_run_is_a_no_op() {
     let result = first.result();
     assert_eq!(result["outcome"], "success");
     assert_eq!(result["pending_before"], 4);
-    assert_eq!(
-        db.count("SELECT count(*) FROM migrun_history WHERE state = 'applied'"),
-        4
-    );
+    assert_eq!(db.count("SELECT count(*) FROM migrun_history WHERE state = 'applied'"), 4);
     assert_eq!(
         db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'users_email_key'::regclass AND indisvalid"),
         1
@@ -62,23 +59,13 @@ fn no_transaction_file_runs_statement_by_statement_with_quoting_intact() {
     let db = TestDb::new();
     db.migrun().dir(&fixture("no_tx")).args(["up"]).run().assert_code(0);
     let notes = db.query_strings("SELECT note FROM items ORDER BY id");
-    assert_eq!(
-        notes,
-        vec![
-            "semi;colon and 'quote'",
-            "backslash ' and ; inside",
-            "dollar; quoted $$ body"
-        ]
-    );
+    assert_eq!(notes, vec!["semi;colon and 'quote'", "backslash ' and ; inside", "dollar; quoted $$ body"]);
     assert_eq!(db.count("SELECT items_count()"), 3);
     assert_eq!(
         db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'items_note_idx'::regclass AND indisvalid"),
         1
     );
-    assert_eq!(
-        db.query_strings("SELECT state FROM migrun_history WHERE version = 2"),
-        vec!["applied"]
-    );
+    assert_eq!(db.query_strings("SELECT state FROM migrun_history WHERE version = 2"), vec!["applied"]);
 }
 
 #[test]
@@ -88,27 +75,14 @@ fn failing_file_rolls_back_completely_and_reports_file_line_and_sqlstate() {
     run.assert_code(6);
     let result = run.result();
     assert_eq!(result["outcome"], "migration_failed");
-    assert_eq!(
-        file_name(result["file"].as_str().unwrap_or_default()),
-        "0002_broken.sql"
-    );
+    assert_eq!(file_name(result["file"].as_str().unwrap_or_default()), "0002_broken.sql");
     assert_eq!(result["version"], 2);
     assert_eq!(result["sqlstate"], "42703");
     assert_eq!(result["line"], 4, "{result}");
     assert_eq!(result["column"], 12, "{result}");
-    assert_eq!(
-        run.applied_files(),
-        vec!["0001_ok.sql"],
-        "the failure says what was applied before it"
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'half_done'"),
-        0
-    );
-    assert_eq!(
-        db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'never_applied'"),
-        0
-    );
+    assert_eq!(run.applied_files(), vec!["0001_ok.sql"], "the failure says what was applied before it");
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'half_done'"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'never_applied'"), 0);
     let versions: Vec<i64> = db
         .client()
         .query("SELECT version FROM migrun_history", &[])
@@ -117,11 +91,7 @@ fn failing_file_rolls_back_completely_and_reports_file_line_and_sqlstate() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(versions, vec![1]);
-    assert_eq!(
-        db.count(crate::locking::ADVISORY_LOCKS_HERE),
-        0,
-        "lock released after failure"
-    );
+    assert_eq!(db.count(crate::locking::ADVISORY_LOCKS_HERE), 0, "lock released after failure");
 }
 
 #[test]
@@ -138,13 +108,7 @@ fn failing_no_transaction_statement_reports_its_line_in_the_file() {
     let result = run.result();
     assert_eq!(result["line"], 4, "{result}");
     assert_eq!(result["column"], 11, "{result}");
-    assert!(
-        result["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("statements before it stay applied"),
-        "{result}"
-    );
+    assert!(result["error"].as_str().unwrap_or_default().contains("statements before it stay applied"), "{result}");
     assert_eq!(
         db.query_strings("SELECT state FROM migrun_history"),
         vec!["started"],
@@ -155,22 +119,14 @@ fn failing_no_transaction_statement_reports_its_line_in_the_file() {
 #[test]
 fn eight_concurrent_runs_all_succeed_and_each_body_runs_once() {
     let db = TestDb::new();
-    let children: Vec<_> = (0..8)
-        .map(|_| db.migrun().dir(&fixture("concurrent")).args(["up"]).spawn())
-        .collect();
-    let runs: Vec<Run> = children
-        .into_iter()
-        .map(|c| Run::from(c.wait_with_output().expect("wait")))
-        .collect();
+    let children: Vec<_> = (0..8).map(|_| db.migrun().dir(&fixture("concurrent")).args(["up"]).spawn()).collect();
+    let runs: Vec<Run> = children.into_iter().map(|c| Run::from(c.wait_with_output().expect("wait"))).collect();
     for run in &runs {
         run.assert_code(0);
     }
     let runs_per_version: Vec<(i32, i64)> = db
         .client()
-        .query(
-            "SELECT version, count(*) FROM body_runs GROUP BY version ORDER BY version",
-            &[],
-        )
+        .query("SELECT version, count(*) FROM body_runs GROUP BY version ORDER BY version", &[])
         .expect("q")
         .iter()
         .map(|r| (r.get(0), r.get(1)))

@@ -53,12 +53,8 @@ fn status_shows_applied_pending_and_drift() {
     let status = db.migrun().dir(dir.path()).args(["status", "--json"]).run();
     status.assert_code(0);
     let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --json");
-    let states: Vec<&str> = report["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .map(|f| f["state"].as_str().unwrap_or_default())
-        .collect();
+    let states: Vec<&str> =
+        report["files"].as_array().expect("files").iter().map(|f| f["state"].as_str().unwrap_or_default()).collect();
     assert_eq!(states, vec!["applied", "applied", "applied", "applied", "pending"]);
     assert_eq!(report["pending"], 1);
 
@@ -74,10 +70,7 @@ fn status_on_an_empty_database_does_not_create_the_history_table() {
     let status = db.migrun().dir(&example_sql()).args(["status"]).run();
     status.assert_code(0);
     assert!(status.stdout.contains("4 pending"), "{}", status.stdout);
-    assert_eq!(
-        db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'migrun_history'"),
-        0
-    );
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'migrun_history'"), 0);
 }
 
 #[test]
@@ -88,19 +81,12 @@ fn new_creates_a_timestamped_file_that_must_be_filled_in() {
     run.assert_code(0);
     let created = std::path::PathBuf::from(run.stdout.trim());
     let name = file_name(run.stdout.trim());
-    assert!(
-        name.ends_with("_add_orders.sql") && name.len() == "20261125120000_add_orders.sql".len(),
-        "{name}"
-    );
+    assert!(name.ends_with("_add_orders.sql") && name.len() == "20261125120000_add_orders.sql".len(), "{name}");
     assert!(created.starts_with(&sql_dir) && created.is_file());
     let bad = Migrun::new().dir(&sql_dir).args(["new", "add-orders"]).run();
     bad.assert_code(2);
     // An unfilled template is refused rather than recorded as applied.
-    let up = Migrun::new()
-        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")
-        .dir(&sql_dir)
-        .args(["up"])
-        .run();
+    let up = Migrun::new().env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x").dir(&sql_dir).args(["up"]).run();
     up.assert_code(2);
     assert!(up.stderr.contains("holds no SQL statement"), "{}", up.stderr);
 }
@@ -110,12 +96,7 @@ fn result_file_holds_the_result_event() {
     let db = TestDb::new();
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("result.json");
-    let run = db
-        .migrun()
-        .dir(&fixture("broken"))
-        .args(["up", "--result-file"])
-        .args([&path])
-        .run();
+    let run = db.migrun().dir(&fixture("broken")).args(["up", "--result-file"]).args([&path]).run();
     run.assert_code(6);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("result file")).expect("json");
@@ -130,30 +111,12 @@ fn json_logs_have_one_event_per_line_with_named_fields() {
     let run = db.migrun().dir(&example_sql()).args(["up"]).run();
     run.assert_code(0);
     let events = run.events();
-    assert_eq!(
-        events.len(),
-        run.stderr.lines().count(),
-        "every stderr line is JSON:\n{}",
-        run.stderr
-    );
-    let messages: Vec<&str> = events
-        .iter()
-        .map(|e| e["message"].as_str().unwrap_or_default())
-        .collect();
-    for phase in [
-        "configuration resolved",
-        "connected",
-        "lock acquired",
-        "history read",
-        "applying",
-        "applied",
-    ] {
+    assert_eq!(events.len(), run.stderr.lines().count(), "every stderr line is JSON:\n{}", run.stderr);
+    let messages: Vec<&str> = events.iter().map(|e| e["message"].as_str().unwrap_or_default()).collect();
+    for phase in ["configuration resolved", "connected", "lock acquired", "history read", "applying", "applied"] {
         assert!(messages.contains(&phase), "no {phase:?} event in {messages:?}");
     }
-    let applied = events
-        .iter()
-        .find(|e| e["message"] == "applied")
-        .expect("applied event");
+    let applied = events.iter().find(|e| e["message"] == "applied").expect("applied event");
     assert!(
         applied["file"].is_string()
             && applied["duration_ms"].is_number()

@@ -11,11 +11,7 @@ fn send(pid: u32, signal: i32) {
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
 }
 
 #[test]
@@ -26,9 +22,7 @@ fn exec_forwards_every_signal_to_the_child_and_exits_with_its_code() {
     let mut migrun = Migrun::new();
     migrun.args(["exec", "--no-db", "--"]).args([&script, &out]);
     let live = LiveRun::start(migrun.spawn());
-    wait_until(Duration::from_secs(10), "the child is ready", || {
-        lines(&out).contains(&"ready".to_string())
-    });
+    wait_until(Duration::from_secs(10), "the child is ready", || lines(&out).contains(&"ready".to_string()));
     let forwarded = [
         (libc::SIGTERM, "TERM"),
         (libc::SIGINT, "INT"),
@@ -54,12 +48,7 @@ fn exec_forwards_every_signal_to_the_child_and_exits_with_its_code() {
 
 #[test]
 fn exec_passes_on_exit_codes_and_deaths_by_signal() {
-    let cases: [(&str, i32); 4] = [
-        ("exit 0", 0),
-        ("exit 7", 7),
-        ("kill -TERM $$", 143),
-        ("kill -KILL $$", 137),
-    ];
+    let cases: [(&str, i32); 4] = [("exit 0", 0), ("exit 7", 7), ("kill -TERM $$", 143), ("kill -KILL $$", 137)];
     for (script, code) in cases {
         let run = Migrun::new().args(["exec", "--no-db", "--", "sh", "-c", script]).run();
         run.assert_code(code);
@@ -74,10 +63,7 @@ fn exec_reports_missing_and_unexecutable_commands_as_shells_do() {
     let dir = tempfile::tempdir().expect("dir");
     let not_executable = dir.path().join("app.sh");
     std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").expect("write");
-    let run = Migrun::new()
-        .args(["exec", "--no-db", "--"])
-        .args([&not_executable])
-        .run();
+    let run = Migrun::new().args(["exec", "--no-db", "--"]).args([&not_executable]).run();
     run.assert_code(126);
 }
 
@@ -87,10 +73,7 @@ fn exec_wait_starts_the_child_only_once_another_run_applied_the_migrations() {
     let dir = tempfile::tempdir().expect("dir");
     let marker = dir.path().join("started");
     let mut waiting = db.migrun();
-    waiting
-        .dir(&example_sql())
-        .args(["exec", "--wait", "--wait-timeout", "60s", "--", "touch"])
-        .args([&marker]);
+    waiting.dir(&example_sql()).args(["exec", "--wait", "--wait-timeout", "60s", "--", "touch"]).args([&marker]);
     let mut live = LiveRun::start(waiting.spawn());
     live.wait_for_line("waiting for migrations to be applied", Duration::from_secs(30));
     assert!(!marker.exists(), "the child must not start before the schema is ready");
@@ -104,23 +87,12 @@ fn exec_wait_starts_the_child_only_once_another_run_applied_the_migrations() {
 #[test]
 fn wait_times_out_with_exit_9_naming_what_is_missing() {
     let db = TestDb::new();
-    db.migrun()
-        .dir(&example_sql())
-        .args(["up", "--target", "1"])
-        .run()
-        .assert_code(0);
-    let run = db
-        .migrun()
-        .dir(&example_sql())
-        .args(["wait", "--wait-timeout", "1s"])
-        .run();
+    db.migrun().dir(&example_sql()).args(["up", "--target", "1"]).run().assert_code(0);
+    let run = db.migrun().dir(&example_sql()).args(["wait", "--wait-timeout", "1s"]).run();
     run.assert_code(9);
     let result = run.result();
     assert_eq!(result["outcome"], "wait_timeout");
-    assert!(
-        result["error"].as_str().unwrap_or_default().contains("2, 3"),
-        "{result}"
-    );
+    assert!(result["error"].as_str().unwrap_or_default().contains("2, 3"), "{result}");
     db.migrun().dir(&example_sql()).args(["up"]).run().assert_code(0);
     db.migrun().dir(&example_sql()).args(["wait"]).run().assert_code(0);
 }
@@ -133,53 +105,30 @@ fn wait_accepts_a_database_ahead_of_the_image() {
     for entry in std::fs::read_dir(older.path()).expect("dir").flatten() {
         std::fs::remove_file(entry.path()).expect("clear");
     }
-    std::fs::copy(
-        example_sql().join("0001_create_users.sql"),
-        older.path().join("0001_create_users.sql"),
-    )
-    .expect("copy");
-    let run = db
-        .migrun()
-        .dir(older.path())
-        .args(["wait", "--wait-timeout", "5s"])
-        .run();
+    std::fs::copy(example_sql().join("0001_create_users.sql"), older.path().join("0001_create_users.sql"))
+        .expect("copy");
+    let run = db.migrun().dir(older.path()).args(["wait", "--wait-timeout", "5s"]).run();
     run.assert_code(0);
-    assert!(
-        run.stderr.contains("the database has versions these files do not"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("the database has versions these files do not"), "{}", run.stderr);
 }
 
 #[test]
 fn exec_migrate_applies_then_starts_the_child() {
     let db = TestDb::new();
-    let run = db
-        .migrun()
-        .dir(&example_sql())
-        .args(["exec", "--migrate", "--", "sh", "-c", "exit 0"])
-        .run();
+    let run = db.migrun().dir(&example_sql()).args(["exec", "--migrate", "--", "sh", "-c", "exit 0"]).run();
     run.assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 4);
     let other = TestDb::new();
-    let failed = other
-        .migrun()
-        .dir(&fixture("broken"))
-        .args(["exec", "--migrate", "--", "sh", "-c", "echo must-not-run"])
-        .run();
+    let failed =
+        other.migrun().dir(&fixture("broken")).args(["exec", "--migrate", "--", "sh", "-c", "echo must-not-run"]).run();
     failed.assert_code(6);
-    assert!(
-        !failed.stdout.contains("must-not-run"),
-        "the child must not start after a failed migration"
-    );
+    assert!(!failed.stdout.contains("must-not-run"), "the child must not start after a failed migration");
 }
 
 /// As PID 1 (in a new PID namespace), orphans re-parented to migrun are reaped.
 #[test]
 fn exec_as_pid_1_reaps_orphaned_grandchildren() {
-    let probe = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .output();
+    let probe = std::process::Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output();
     if !probe.map(|o| o.status.success()).unwrap_or(false) {
         println!("skipped: `unshare --pid --fork --mount-proc` is not available here");
         return;
@@ -206,10 +155,7 @@ fn exec_as_pid_1_reaps_orphaned_grandchildren() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let unshare = command.spawn().expect("spawn unshare");
-    let migrun_pid = children_of(unshare.id())
-        .first()
-        .copied()
-        .expect("migrun inside the namespace");
+    let migrun_pid = children_of(unshare.id()).first().copied().expect("migrun inside the namespace");
     wait_until(Duration::from_secs(10), "the orphan finished", || done.exists());
     wait_until(Duration::from_secs(10), "no zombie is left under migrun", || {
         let kids = children_of(migrun_pid);
@@ -228,11 +174,7 @@ fn children_of(pid: u32) -> Vec<u32> {
             .flatten()
             .flatten()
             .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-            .flat_map(|text| {
-                text.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            })
+            .flat_map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
             .collect();
         !kids.is_empty()
     });
@@ -242,4 +184,36 @@ fn children_of(pid: u32) -> Vec<u32> {
 fn state_of(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+#[test]
+fn exec_lock_wraps_a_libpq_tool_with_the_lock_held_and_timeouts_passed() {
+    let db = TestDb::new();
+    let script = fixture("wrapped_tool").join("check_and_create.sql");
+    let run = db
+        .migrun()
+        .args(["exec", "--lock", "--no-sql", "--lock-timeout", "3s", "--", "psql", "-X", "-q", "-f"])
+        .args([&script])
+        .run();
+    run.assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'made_by_the_tool'"), 1);
+    assert_eq!(db.count(crate::locking::ADVISORY_LOCKS_HERE), 0, "released after the tool exited");
+    let started = run.events().into_iter().find(|e| e["message"] == "started").expect("started event");
+    assert!(started["exported"].as_str().unwrap_or_default().contains("PGOPTIONS"), "{started}");
+}
+
+#[test]
+fn exec_lock_forwards_sigterm_to_the_tool_and_releases_the_lock() {
+    let db = TestDb::new();
+    let mut migrun = db.migrun();
+    migrun.args(["exec", "--lock", "--no-sql", "--", "psql", "-X", "-q", "-c", "SELECT pg_sleep(60)"]);
+    let live = LiveRun::start(migrun.spawn());
+    wait_until(Duration::from_secs(30), "the tool's statement runs", || {
+        db.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'") == 1
+    });
+    assert_eq!(db.count(crate::locking::ADVISORY_LOCKS_HERE), 1, "the lock is held while the tool runs");
+    send(live.pid(), libc::SIGTERM);
+    let run = live.finish();
+    run.assert_code(143);
+    assert_eq!(db.count(crate::locking::ADVISORY_LOCKS_HERE), 0);
 }

@@ -121,10 +121,7 @@ fn as_server_user(command: &mut Command, user: Option<(u32, u32)>) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 extern "C" fn stop_cluster() {
@@ -142,36 +139,16 @@ extern "C" fn stop_cluster() {
 
 fn start_cluster() -> Server {
     let user = server_user();
-    let dir = tempfile::Builder::new()
-        .prefix("migrun-test-pg-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
+    let dir = tempfile::Builder::new().prefix("migrun-test-pg-").tempdir().expect("temp dir").keep();
     let data = dir.join("data");
     if let Some((uid, gid)) = user {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the test cluster dir");
     }
     let mut initdb = Command::new(pg_bin("initdb"));
-    initdb
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-            "-D",
-        ])
-        .arg(&data);
+    initdb.args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"]).arg(&data);
     as_server_user(&mut initdb, user);
     let out = initdb.output().expect("run initdb");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(
         data.join("pg_hba.conf"),
         format!("local all all trust\nhost all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"),
@@ -188,23 +165,8 @@ fn start_cluster() -> Server {
         command
             .arg("-D")
             .arg(&data)
-            .args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ])
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=200",
-                "-p",
-                &port.to_string(),
-                "-k",
-            ])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-p", &port.to_string(), "-k"])
             .arg(&socket_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -230,11 +192,7 @@ fn start_cluster() -> Server {
     unsafe {
         libc::atexit(stop_cluster);
     }
-    let server = Server {
-        host: "127.0.0.1".into(),
-        port,
-        user: "postgres".into(),
-    };
+    let server = Server { host: "127.0.0.1".into(), port, user: "postgres".into() };
     wait_until(Duration::from_secs(30), "the test server accepts connections", || {
         postgres::Config::new()
             .host(&server.host)
@@ -251,10 +209,7 @@ fn start_cluster() -> Server {
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting until {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -282,10 +237,7 @@ static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 impl TestDb {
     pub fn new() -> TestDb {
         let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
-        server()
-            .connect("postgres")
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create test database");
+        server().connect("postgres").batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
         TestDb { name }
     }
 
@@ -296,13 +248,7 @@ impl TestDb {
 
     pub fn password_url(&self, password: &str) -> String {
         let s = server();
-        format!(
-            "postgres://{PASSWORD_ROLE}:{}@{}:{}/{}",
-            encode(password),
-            s.host,
-            s.port,
-            self.name
-        )
+        format!("postgres://{PASSWORD_ROLE}:{}@{}:{}/{}", encode(password), s.host, s.port, self.name)
     }
 
     pub fn client(&self) -> postgres::Client {
@@ -310,12 +256,7 @@ impl TestDb {
     }
 
     pub fn query_strings(&self, sql: &str) -> Vec<String> {
-        self.client()
-            .query(sql, &[])
-            .expect(sql)
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        self.client().query(sql, &[]).expect(sql).iter().map(|r| r.get(0)).collect()
     }
 
     pub fn count(&self, sql: &str) -> i64 {
@@ -364,10 +305,7 @@ pub struct Migrun {
 impl Migrun {
     pub fn new() -> Migrun {
         let mut command = Command::new(env!("CARGO_BIN_EXE_migrun"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("MIGRUN_LOG_FORMAT", "json");
+        command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("MIGRUN_LOG_FORMAT", "json");
         Migrun { command }
     }
 
@@ -391,11 +329,7 @@ impl Migrun {
     }
 
     pub fn spawn(&mut self) -> Child {
-        self.command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn migrun")
+        self.command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn migrun")
     }
 }
 
@@ -436,10 +370,7 @@ impl Run {
     }
 
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.stderr
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     pub fn applied_files(&self) -> Vec<String> {
@@ -453,20 +384,13 @@ impl Run {
 
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code, code,
-            "exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 }
 
 pub fn file_name(path: &str) -> String {
-    Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Reads a child's stderr line by line on a thread, so a test can wait for an event while
@@ -488,11 +412,7 @@ impl LiveRun {
                 }
             }
         });
-        LiveRun {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        LiveRun { child, lines, seen: Vec::new() }
     }
 
     pub fn pid(&self) -> u32 {
@@ -511,10 +431,9 @@ impl LiveRun {
                         return line;
                     }
                 }
-                Err(_) => panic!(
-                    "no stderr line containing {needle:?} within {limit:?}; saw:\n{}",
-                    self.seen.join("\n")
-                ),
+                Err(_) => {
+                    panic!("no stderr line containing {needle:?} within {limit:?}; saw:\n{}", self.seen.join("\n"))
+                }
             }
         }
     }
@@ -526,11 +445,7 @@ impl LiveRun {
             let _ = std::io::Read::read_to_string(&mut out, &mut stdout);
         }
         self.seen.extend(self.lines.iter());
-        let output = Output {
-            status,
-            stdout: stdout.into_bytes(),
-            stderr: (self.seen.join("\n") + "\n").into_bytes(),
-        };
+        let output = Output { status, stdout: stdout.into_bytes(), stderr: (self.seen.join("\n") + "\n").into_bytes() };
         Run::from(output)
     }
 }

@@ -14,21 +14,12 @@ fn edited_applied_file_is_drift_and_stops_with_both_checksums() {
     up(&db, dir.path(), &[]).assert_code(0);
     let file = dir.path().join("0002_second.sql");
     std::fs::write(&file, "INSERT INTO applied_order (version) VALUES (2); -- edited\n").expect("edit");
-    std::fs::write(
-        dir.path().join("20261125120001_new.sql"),
-        "CREATE TABLE must_not_apply (id int);\n",
-    )
-    .expect("add");
+    std::fs::write(dir.path().join("20261125120001_new.sql"), "CREATE TABLE must_not_apply (id int);\n").expect("add");
     let run = up(&db, dir.path(), &[]);
     run.assert_code(7);
-    let recorded = db
-        .query_strings("SELECT checksum FROM migrun_history WHERE version = 2")
-        .remove(0);
+    let recorded = db.query_strings("SELECT checksum FROM migrun_history WHERE version = 2").remove(0);
     let error = run.result()["error"].as_str().unwrap_or_default().to_string();
-    assert!(
-        error.contains("0002_second.sql") && error.contains(&recorded),
-        "{error}"
-    );
+    assert!(error.contains("0002_second.sql") && error.contains(&recorded), "{error}");
     assert_eq!(
         db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'must_not_apply'"),
         0,
@@ -59,14 +50,7 @@ fn version_missing_from_the_files_stops_unless_allowed() {
     std::fs::remove_file(dir.path().join("9_ninth.sql")).expect("remove");
     let run = up(&db, dir.path(), &[]);
     run.assert_code(7);
-    assert!(
-        run.result()["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("version(s) 9"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.result()["error"].as_str().unwrap_or_default().contains("version(s) 9"), "{}", run.stderr);
     up(&db, dir.path(), &["--allow-missing"]).assert_code(0);
 }
 
@@ -79,12 +63,7 @@ fn out_of_order_version_stops_unless_allowed() {
     std::fs::copy(fixture("ordering").join("9_ninth.sql"), dir.path().join("9_ninth.sql")).expect("restore");
     let run = up(&db, dir.path(), &[]);
     run.assert_code(7);
-    assert!(
-        run.stderr
-            .contains("lower than the highest applied version 20261125120000"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("lower than the highest applied version 20261125120000"), "{}", run.stderr);
     let allowed = up(&db, dir.path(), &["--allow-out-of-order"]);
     allowed.assert_code(0);
     assert_eq!(allowed.applied_files(), vec!["9_ninth.sql"]);
@@ -106,10 +85,7 @@ fn repeatable_file_is_reapplied_only_when_it_changes() {
     changed.assert_code(0);
     assert_eq!(changed.applied_files(), vec!["R__base_view.sql"]);
     assert_eq!(db.count("SELECT count(*) FROM view_applies"), 2);
-    assert_eq!(
-        db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'base_view'"),
-        2
-    );
+    assert_eq!(db.count("SELECT count(*) FROM information_schema.columns WHERE table_name = 'base_view'"), 2);
     up(&db, dir.path(), &[]).assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM view_applies"), 2);
 }
@@ -119,15 +95,9 @@ fn target_stops_at_a_version_and_holds_back_repeatables() {
     let db = TestDb::new();
     let run = db.migrun().dir(&example_sql()).args(["up", "--target", "2"]).run();
     run.assert_code(0);
-    assert_eq!(
-        run.applied_files(),
-        vec!["0001_create_users.sql", "0002_add_users_display_name.sql"]
-    );
+    assert_eq!(run.applied_files(), vec!["0001_create_users.sql", "0002_add_users_display_name.sql"]);
     let rest = db.migrun().dir(&example_sql()).args(["up"]).run();
-    assert_eq!(
-        rest.applied_files(),
-        vec!["0003_index_users_email.sql", "R__active_users.sql"]
-    );
+    assert_eq!(rest.applied_files(), vec!["0003_index_users_email.sql", "R__active_users.sql"]);
 }
 
 /// An interrupted CREATE INDEX CONCURRENTLY leaves an INVALID index that IF NOT EXISTS would
@@ -136,13 +106,9 @@ fn target_stops_at_a_version_and_holds_back_repeatables() {
 fn unfinished_concurrent_index_is_dropped_and_rebuilt_on_rerun() {
     let db = TestDb::new();
     let mut client = db.client();
-    client
-        .batch_execute("CREATE TABLE codes (code text); INSERT INTO codes VALUES ('a'), ('a')")
-        .expect("setup");
+    client.batch_execute("CREATE TABLE codes (code text); INSERT INTO codes VALUES ('a'), ('a')").expect("setup");
     // Fails on the duplicate and leaves the index INVALID, as an interrupted build would.
-    assert!(client
-        .batch_execute("CREATE UNIQUE INDEX CONCURRENTLY codes_code_key ON codes (code)")
-        .is_err());
+    assert!(client.batch_execute("CREATE UNIQUE INDEX CONCURRENTLY codes_code_key ON codes (code)").is_err());
     assert_eq!(
         db.count("SELECT count(*) FROM pg_index WHERE indexrelid = 'codes_code_key'::regclass AND NOT indisvalid"),
         1
@@ -151,9 +117,7 @@ fn unfinished_concurrent_index_is_dropped_and_rebuilt_on_rerun() {
     let failed = db.migrun().dir(&fixture("unfinished")).args(["up"]).run();
     failed.assert_code(6);
     assert_eq!(db.query_strings("SELECT state FROM migrun_history"), vec!["started"]);
-    client
-        .batch_execute("DELETE FROM codes WHERE ctid <> (SELECT min(ctid) FROM codes)")
-        .expect("dedupe");
+    client.batch_execute("DELETE FROM codes WHERE ctid <> (SELECT min(ctid) FROM codes)").expect("dedupe");
 
     let rerun = db.migrun().dir(&fixture("unfinished")).args(["up"]).run();
     rerun.assert_code(0);

@@ -7,10 +7,7 @@ use crate::harness::*;
 
 /// A URL nothing listens on: a run that tried to connect would fail with 4, not 2.
 fn unreachable_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
     format!("postgres://app:{}@127.0.0.1:{port}/app", encode(PASSWORD))
 }
 
@@ -19,10 +16,7 @@ fn invalid_files_exit_2_naming_the_file_before_connecting() {
     type Files<'a> = &'a [(&'a str, &'a [u8])];
     let cases: &[(Files, &str)] = &[
         (&[("init.sql", b"SELECT 1;")], "init.sql: not a migration file name"),
-        (
-            &[("0001_a.sql", b"SELECT 1;"), ("1_b.sql", b"SELECT 2;")],
-            "both have version 1",
-        ),
+        (&[("0001_a.sql", b"SELECT 1;"), ("1_b.sql", b"SELECT 2;")], "both have version 1"),
         (
             &[("0001_a.sql", b"-- migrun:no-transation\nSELECT 1;")],
             "0001_a.sql: unknown directive `no-transation` (line 1)",
@@ -31,14 +25,8 @@ fn invalid_files_exit_2_naming_the_file_before_connecting() {
             &[("0001_a.sql", b"-- migrun:lock-timeout=soon\nSELECT 1;")],
             "0001_a.sql: directive `lock-timeout=soon` (line 1) needs",
         ),
-        (
-            &[("0001_a.sql", b"SELECT '\xff';")],
-            "0001_a.sql: not valid UTF-8 (line 1)",
-        ),
-        (
-            &[("0001_a.sql", b"  -- nothing here\n")],
-            "0001_a.sql: holds no SQL statement",
-        ),
+        (&[("0001_a.sql", b"SELECT '\xff';")], "0001_a.sql: not valid UTF-8 (line 1)"),
+        (&[("0001_a.sql", b"  -- nothing here\n")], "0001_a.sql: holds no SQL statement"),
         (
             &[("0001_a.sql", b"BEGIN;\nCREATE TABLE x ();\nCOMMIT;\n")],
             "0001_a.sql: `BEGIN` (line 1) controls the transaction",
@@ -63,60 +51,33 @@ fn invalid_files_exit_2_naming_the_file_before_connecting() {
 
 #[test]
 fn missing_directory_exits_2() {
-    let run = Migrun::new()
-        .env("DATABASE_URL", &unreachable_url())
-        .env("MIGRUN_DIR", "/nonexistent/sql")
-        .args(["up"])
-        .run();
+    let run =
+        Migrun::new().env("DATABASE_URL", &unreachable_url()).env("MIGRUN_DIR", "/nonexistent/sql").args(["up"]).run();
     run.assert_code(2);
-    assert!(
-        run.stderr
-            .contains("/nonexistent/sql: cannot read the migrations directory"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("/nonexistent/sql: cannot read the migrations directory"), "{}", run.stderr);
 }
 
 #[test]
 fn invalid_settings_exit_2_naming_flag_and_variable() {
     let cases: &[(&str, &str, &str)] = &[
-        (
-            "MIGRUN_LOCK_WAIT",
-            "ten minutes",
-            "--lock-wait / MIGRUN_LOCK_WAIT: `ten minutes` is not a duration",
-        ),
+        ("MIGRUN_LOCK_WAIT", "ten minutes", "--lock-wait / MIGRUN_LOCK_WAIT: `ten minutes` is not a duration"),
         ("MIGRUN_TABLE", "a;b", "--table / MIGRUN_TABLE: `a;b` is not valid"),
         ("MIGRUN_LOCK_RETRIES", "-1", "--lock-retries / MIGRUN_LOCK_RETRIES"),
-        (
-            "DATABASE_URL",
-            "",
-            "no database given: set DATABASE_URL or --database-url",
-        ),
+        ("DATABASE_URL", "", "no database given: set DATABASE_URL or --database-url"),
     ];
     for (key, value, expected) in cases {
         let mut migrun = Migrun::new();
-        migrun
-            .env("DATABASE_URL", &unreachable_url())
-            .dir(&example_sql())
-            .env(key, value);
+        migrun.env("DATABASE_URL", &unreachable_url()).dir(&example_sql()).env(key, value);
         let run = migrun.args(["up"]).run();
         run.assert_code(2);
-        assert!(
-            run.stderr.contains(expected),
-            "expected {expected:?} in\n{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(expected), "expected {expected:?} in\n{}", run.stderr);
     }
 }
 
 #[test]
 fn invalid_url_exits_2_without_printing_the_password() {
     let url = format!("postgres://app:{}@127.0.0.1/app?sslmode=sometimes", encode(PASSWORD));
-    let run = Migrun::new()
-        .env("DATABASE_URL", &url)
-        .dir(&example_sql())
-        .args(["up"])
-        .run();
+    let run = Migrun::new().env("DATABASE_URL", &url).dir(&example_sql()).args(["up"]).run();
     run.assert_code(2);
     assert!(run.stderr.contains("app:***@127.0.0.1"), "{}", run.stderr);
 }
@@ -147,10 +108,7 @@ fn wrong_password_exits_4_at_once_and_is_never_printed() {
     run.assert_code(4);
     assert!(run.stderr.contains("28P01"), "{}", run.stderr);
     assert!(!run.stderr.contains("not-the-password"));
-    assert!(
-        !run.stderr.contains("retrying"),
-        "authentication failures are not retried"
-    );
+    assert!(!run.stderr.contains("retrying"), "authentication failures are not retried");
 }
 
 #[test]
@@ -162,15 +120,8 @@ fn password_login_works_and_the_password_never_shows() {
         .args(["up", "--log-level", "debug"])
         .run();
     run.assert_code(0);
-    assert!(
-        run.stderr.contains("migrun_pw:***@"),
-        "debug log shows the redacted URL:\n{}",
-        run.stderr
-    );
-    let status = Migrun::new()
-        .env("DATABASE_URL", &db.password_url(PASSWORD))
-        .dir(&example_sql())
-        .args(["status"])
-        .run();
+    assert!(run.stderr.contains("migrun_pw:***@"), "debug log shows the redacted URL:\n{}", run.stderr);
+    let status =
+        Migrun::new().env("DATABASE_URL", &db.password_url(PASSWORD)).dir(&example_sql()).args(["status"]).run();
     status.assert_code(0);
 }

@@ -23,11 +23,8 @@ fn write_files(dir: &Path) {
         };
         std::fs::write(dir.join(format!("{i:04}_step_{i}.sql")), body).expect("write migration");
     }
-    std::fs::write(
-        dir.join("R__view.sql"),
-        "CREATE OR REPLACE VIEW first_notes AS SELECT id, note FROM t_1;\n",
-    )
-    .expect("write view");
+    std::fs::write(dir.join("R__view.sql"), "CREATE OR REPLACE VIEW first_notes AS SELECT id, note FROM t_1;\n")
+        .expect("write view");
 }
 
 /// The schema as pg_dump prints it (comments dropped) and the history without times.
@@ -36,11 +33,7 @@ fn snapshot(db: &TestDb) -> (String, Vec<String>) {
         .args(["--schema-only", "--no-owner", "--no-privileges", "--dbname", &db.url()])
         .output()
         .expect("run pg_dump (install the PostgreSQL client)");
-    assert!(
-        out.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
     let schema = String::from_utf8_lossy(&out.stdout)
         .lines()
         // Comments, and the random key of pg_dump's \restrict guard, differ between any two dumps.
@@ -89,11 +82,7 @@ fn interrupted_runs_converge_on_the_clean_result() {
     for trial in 0..trials {
         let context = format!("seed {seed}, trial {trial}");
         let db = TestDb::new();
-        let signal = if rng.next() % 2 == 0 {
-            libc::SIGTERM
-        } else {
-            libc::SIGKILL
-        };
+        let signal = if rng.next() % 2 == 0 { libc::SIGTERM } else { libc::SIGKILL };
         let delay = Duration::from_micros(rng.next() % (window.as_micros() as u64).max(1));
         let child = db.migrun().dir(dir.path()).args(["up"]).spawn();
         // The random moment is the test's input, not a wait for a condition.
@@ -107,11 +96,7 @@ fn interrupted_runs_converge_on_the_clean_result() {
             libc::SIGTERM => status.code() == Some(143) || status.code() == Some(0),
             _ => status.code().is_none() || status.code() == Some(0),
         };
-        assert!(
-            allowed,
-            "{context}: signal {signal} after {delay:?} gave {status:?}\n{}",
-            interrupted.stderr
-        );
+        assert!(allowed, "{context}: signal {signal} after {delay:?} gave {status:?}\n{}", interrupted.stderr);
         if status.code() == Some(0) {
             window = window * 3 / 4;
         } else {
@@ -121,10 +106,7 @@ fn interrupted_runs_converge_on_the_clean_result() {
         let again = db.migrun().dir(dir.path()).args(["up"]).run();
         again.assert_code(0);
         let (schema, history) = snapshot(&db);
-        assert_eq!(
-            history, expected.1,
-            "{context}: history differs after signal {signal} at {delay:?}"
-        );
+        assert_eq!(history, expected.1, "{context}: history differs after signal {signal} at {delay:?}");
         if schema != expected.0 {
             let diff: Vec<String> = schema
                 .lines()
@@ -133,15 +115,9 @@ fn interrupted_runs_converge_on_the_clean_result() {
                 .take(5)
                 .map(|(a, b)| format!("  got: {a}\n  want: {b}"))
                 .collect();
-            panic!(
-                "{context}: schema differs after signal {signal} at {delay:?}:\n{}",
-                diff.join("\n")
-            );
+            panic!("{context}: schema differs after signal {signal} at {delay:?}:\n{}", diff.join("\n"));
         }
     }
     println!("{stopped_midway} of {trials} runs were stopped before they finished (seed {seed})");
-    assert!(
-        stopped_midway * 2 >= trials as usize,
-        "too few trials hit a running migration; the timing needs a look"
-    );
+    assert!(stopped_midway * 2 >= trials as usize, "too few trials hit a running migration; the timing needs a look");
 }

@@ -12,15 +12,9 @@ pub const ADVISORY_LOCKS_HERE: &str = "SELECT count(*) FROM pg_locks WHERE lockt
 fn lock_held_elsewhere_times_out_with_exit_5_naming_the_holder() {
     let db = TestDb::new();
     let mut holder = db.client();
-    let holder_pid: i32 = holder
-        .query_one("SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock(4242)) l", &[])
-        .expect("lock")
-        .get(0);
-    let run = db
-        .migrun()
-        .dir(&example_sql())
-        .args(["up", "--lock-key", KEY, "--lock-wait", "1s"])
-        .run();
+    let holder_pid: i32 =
+        holder.query_one("SELECT pg_backend_pid() FROM (SELECT pg_advisory_lock(4242)) l", &[]).expect("lock").get(0);
+    let run = db.migrun().dir(&example_sql()).args(["up", "--lock-key", KEY, "--lock-wait", "1s"]).run();
     run.assert_code(5);
     let result = run.result();
     assert_eq!(result["outcome"], "lock_wait_timeout");
@@ -32,13 +26,7 @@ fn lock_held_elsewhere_times_out_with_exit_5_naming_the_holder() {
         .expect("a holder report");
     assert_eq!(waiting["holder_pid"], holder_pid);
     assert_eq!(waiting["holder_application"], "migrun-test");
-    assert!(
-        result["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(&format!("held by pid {holder_pid}")),
-        "{result}"
-    );
+    assert!(result["error"].as_str().unwrap_or_default().contains(&format!("held by pid {holder_pid}")), "{result}");
     assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'users'"), 0);
     holder.batch_execute("SELECT pg_advisory_unlock_all()").expect("unlock");
 }
@@ -48,12 +36,8 @@ fn waiting_run_proceeds_once_the_holder_releases() {
     let db = TestDb::new();
     let mut holder = db.client();
     holder.batch_execute("SELECT pg_advisory_lock(4242)").expect("lock");
-    let mut live = LiveRun::start(
-        db.migrun()
-            .dir(&example_sql())
-            .args(["up", "--lock-key", KEY, "--lock-wait", "60s"])
-            .spawn(),
-    );
+    let mut live =
+        LiveRun::start(db.migrun().dir(&example_sql()).args(["up", "--lock-key", KEY, "--lock-wait", "60s"]).spawn());
     live.wait_for_line("waiting for the lock", Duration::from_secs(30));
     holder.batch_execute("SELECT pg_advisory_unlock(4242)").expect("unlock");
     let run = live.finish();
@@ -65,9 +49,7 @@ fn waiting_run_proceeds_once_the_holder_releases() {
 fn busy_table(db: &TestDb) -> postgres::Client {
     let mut blocker = db.client();
     blocker.batch_execute("CREATE TABLE busy (id int)").expect("create");
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE busy IN ACCESS SHARE MODE")
-        .expect("hold a lock like a long read");
+    blocker.batch_execute("BEGIN; LOCK TABLE busy IN ACCESS SHARE MODE").expect("hold a lock like a long read");
     blocker
 }
 
@@ -75,15 +57,7 @@ fn busy_table(db: &TestDb) -> postgres::Client {
 fn lock_timeout_is_retried_until_the_blocker_goes_away() {
     let db = TestDb::new();
     let mut blocker = busy_table(&db);
-    let args = [
-        "up",
-        "--lock-timeout",
-        "100ms",
-        "--retry-backoff",
-        "50ms",
-        "--lock-retries",
-        "100",
-    ];
+    let args = ["up", "--lock-timeout", "100ms", "--retry-backoff", "50ms", "--lock-retries", "100"];
     let mut live = LiveRun::start(db.migrun().dir(&fixture("lock_retry")).args(args).spawn());
     let retry = live.wait_for_line("lock_timeout: rolled back", Duration::from_secs(30));
     assert!(retry.contains("55P03"), "{retry}");
@@ -100,31 +74,17 @@ fn exhausted_lock_timeout_retries_exit_8_with_nothing_applied() {
     let run = db
         .migrun()
         .dir(&fixture("lock_retry"))
-        .args([
-            "up",
-            "--lock-timeout",
-            "50ms",
-            "--retry-backoff",
-            "10ms",
-            "--lock-retries",
-            "2",
-        ])
+        .args(["up", "--lock-timeout", "50ms", "--retry-backoff", "10ms", "--lock-retries", "2"])
         .run();
     run.assert_code(8);
     let result = run.result();
     assert_eq!(result["outcome"], "lock_retries_exhausted");
     assert_eq!(result["sqlstate"], "55P03");
     assert_eq!(
-        run.events()
-            .iter()
-            .filter(|e| e["message"].as_str().unwrap_or_default().starts_with("lock_timeout"))
-            .count(),
+        run.events().iter().filter(|e| e["message"].as_str().unwrap_or_default().starts_with("lock_timeout")).count(),
         2
     );
     blocker.batch_execute("COMMIT").expect("release");
-    assert_eq!(
-        db.count("SELECT count(*) FROM information_schema.columns WHERE column_name = 'added_by_migration'"),
-        0
-    );
+    assert_eq!(db.count("SELECT count(*) FROM information_schema.columns WHERE column_name = 'added_by_migration'"), 0);
     assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 0);
 }

@@ -20,19 +20,11 @@ fn active_sleepers(db: &TestDb) -> i64 {
 fn signal_during_a_long_statement_cancels_rolls_back_and_unlocks() {
     for (signal, code) in CASES {
         let db = TestDb::new();
-        db.migrun()
-            .dir(&fixture("sleepy"))
-            .args(["up", "--target", "1"])
-            .run()
-            .assert_code(0);
-        db.client()
-            .batch_execute("INSERT INTO sleep_control VALUES (60)")
-            .expect("make 0002 sleep");
+        db.migrun().dir(&fixture("sleepy")).args(["up", "--target", "1"]).run().assert_code(0);
+        db.client().batch_execute("INSERT INTO sleep_control VALUES (60)").expect("make 0002 sleep");
         let mut live = LiveRun::start(db.migrun().dir(&fixture("sleepy")).args(["up"]).spawn());
         live.wait_for_line("0002_slow.sql", Duration::from_secs(30));
-        wait_until(Duration::from_secs(30), "the statement is running", || {
-            active_sleepers(&db) == 1
-        });
+        wait_until(Duration::from_secs(30), "the statement is running", || active_sleepers(&db) == 1);
         let sent = Instant::now();
         send(live.pid(), signal);
         let run = live.finish();
@@ -41,11 +33,7 @@ fn signal_during_a_long_statement_cancels_rolls_back_and_unlocks() {
         assert!(took < Duration::from_secs(3), "exited {took:?} after the signal");
         let result = run.result();
         assert_eq!(result["outcome"], "interrupted");
-        assert_eq!(
-            file_name(result["file"].as_str().unwrap_or_default()),
-            "0002_slow.sql",
-            "{result}"
-        );
+        assert_eq!(file_name(result["file"].as_str().unwrap_or_default()), "0002_slow.sql", "{result}");
         assert_eq!(active_sleepers(&db), 0, "the statement was cancelled");
         wait_until(Duration::from_secs(5), "migrun's backend is gone", || {
             db.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'migrun/%'") == 0
@@ -58,9 +46,7 @@ fn signal_during_a_long_statement_cancels_rolls_back_and_unlocks() {
         );
         assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 1);
 
-        db.client()
-            .batch_execute("DELETE FROM sleep_control")
-            .expect("no more sleeping");
+        db.client().batch_execute("DELETE FROM sleep_control").expect("no more sleeping");
         let next = db.migrun().dir(&fixture("sleepy")).args(["up"]).run();
         next.assert_code(0);
         assert_eq!(next.applied_files(), vec!["0002_slow.sql"], "the next run converges");
@@ -73,12 +59,7 @@ fn signal_while_waiting_for_the_lock_stops_at_once() {
         let db = TestDb::new();
         let mut holder = db.client();
         holder.batch_execute("SELECT pg_advisory_lock(4242)").expect("lock");
-        let mut live = LiveRun::start(
-            db.migrun()
-                .dir(&example_sql())
-                .args(["up", "--lock-key", "4242"])
-                .spawn(),
-        );
+        let mut live = LiveRun::start(db.migrun().dir(&example_sql()).args(["up", "--lock-key", "4242"]).spawn());
         live.wait_for_line("waiting for the lock", Duration::from_secs(30));
         let sent = Instant::now();
         send(live.pid(), signal);
@@ -93,10 +74,8 @@ fn signal_while_waiting_for_the_lock_stops_at_once() {
 #[test]
 fn signal_during_connect_retries_stops_at_once() {
     for (signal, code) in CASES {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port");
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
         let url = format!("postgres://nobody@127.0.0.1:{port}/x");
         let mut live = LiveRun::start(
             Migrun::new()
