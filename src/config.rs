@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{Cli, CommandArgs, LogFormatArg, LogLevelArg, Options};
-use crate::connect::{ConnectError, DatabaseUrl};
+use crate::connect::ConnectError;
+use crate::conninfo::DatabaseUrl;
 use crate::duration::{self, Millis};
 use crate::history::HistoryTable;
 

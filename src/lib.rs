@@ -11,6 +11,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod connect;
+pub mod conninfo;
 pub mod duration;
 pub mod error;
 pub mod exit;
