@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 
 use crate::backoff::Backoff;
 use crate::config::SessionSettings;
+use crate::connect::Session;
 use crate::duration::Millis;
 use crate::error::{FileFailure, PgFailure};
 use crate::exit::ExitCode;
@@ -95,9 +96,10 @@ pub struct RetryPolicy {
 }
 
 pub struct Applier<'a> {
+    db: &'a Session,
     client: &'a Client,
     writer: HistoryWriter<'a>,
-    session: &'a SessionSettings,
+    settings: &'a SessionSettings,
     retry: RetryPolicy,
     shutdown: Shutdown,
 }
@@ -112,13 +114,13 @@ struct Attempt {
 
 impl<'a> Applier<'a> {
     pub fn new(
-        client: &'a Client,
+        db: &'a Session,
         writer: HistoryWriter<'a>,
-        session: &'a SessionSettings,
+        settings: &'a SessionSettings,
         retry: RetryPolicy,
         shutdown: Shutdown,
     ) -> Applier<'a> {
-        Applier { client, writer, session, retry, shutdown }
+        Applier { db, client: &db.client, writer, settings, retry, shutdown }
     }
 
     /// Applies `steps` in order, appending each finished file to `applied` (so a failure still
@@ -128,8 +130,8 @@ impl<'a> Applier<'a> {
             // Between files: start nothing new.
             self.shutdown.check().map_err(|stop| ApplyError::Interrupted { stop, failure: None })?;
             let migration = entry.migration;
-            let lock_timeout = migration.directives.lock_timeout.unwrap_or(self.session.lock_timeout);
-            let statement_timeout = migration.directives.statement_timeout.unwrap_or(self.session.statement_timeout);
+            let lock_timeout = migration.directives.lock_timeout.unwrap_or(self.settings.lock_timeout);
+            let statement_timeout = migration.directives.statement_timeout.unwrap_or(self.settings.statement_timeout);
             tracing::info!(
                 file = %migration.display_path(),
                 version = migration.version(),
@@ -269,7 +271,7 @@ impl<'a> Applier<'a> {
             stop = self.shutdown.wait() => stop,
         };
         tracing::warn!(signal = %crate::signals::name(&stop.signal), "stop requested: cancelling the running statement");
-        if let Err(e) = self.client.cancel_token().cancel_query(tokio_postgres::NoTls).await {
+        if let Err(e) = self.db.cancel().await {
             tracing::warn!(error = %PgFailure::from_pg(&e), "cancel request failed; the statement runs until the grace period ends");
         }
         let _ = statement.await;

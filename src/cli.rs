@@ -84,6 +84,20 @@ pub struct Options {
     /// Connection: postgres://user:password@host:port/db?sslmode=... or a key=value string.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Connection from Secrets Manager: a secret name or ARN (ECS valueFrom syntax:
+    /// arn:...:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]]). Used when DATABASE_URL is unset.
+    #[arg(long, env = "MIGRUN_SECRET_ID", global = true)]
+    pub secret_id: Option<String>,
+    /// The JSON key in the secret that holds the connection string (not needed for RDS-managed secrets).
+    #[arg(long, env = "MIGRUN_SECRET_KEY", global = true)]
+    pub secret_key: Option<String>,
+    /// TLS: disable, prefer, require, verify-ca, verify-full (wins over the connection string and PGSSLMODE).
+    #[arg(long, env = "MIGRUN_SSLMODE", global = true)]
+    pub sslmode: Option<String>,
+    /// PEM file with the CA certificates to trust (e.g. the RDS global bundle); wins over
+    /// the connection string's sslrootcert and PGSSLROOTCERT.
+    #[arg(long, env = "MIGRUN_SSLROOTCERT", global = true)]
+    pub sslrootcert: Option<PathBuf>,
     /// Directory holding the migration files.
     #[arg(long, env = "MIGRUN_DIR", default_value = "sql", global = true)]
     pub dir: PathBuf,

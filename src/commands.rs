@@ -10,8 +10,9 @@ use futures_util::future::{join, join3};
 
 use crate::apply::{Applied, Applier, RetryPolicy};
 use crate::cli::Cli;
-use crate::config::{self, Command, Config, Env, ExecMode, LogFormat};
+use crate::config::{self, Command, Config, Env, ExecMode, Identity, LogFormat};
 use crate::connect::{self, ConnectError, Session};
+use crate::conninfo::{self, Source};
 use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::history::{AppliedRow, History, HistoryError};
@@ -59,7 +60,7 @@ pub struct ExecReport {
     format: LogFormat,
     result_file: Option<std::path::PathBuf>,
     applied: Vec<Applied>,
-    applied_by: String,
+    identity: Identity,
 }
 
 impl ExecReport {
@@ -70,15 +71,21 @@ impl ExecReport {
             ExitCode::Child(0) => Ok(()),
             other => Err(other),
         };
-        emit_result(
-            "exec",
-            self.format,
-            self.result_file.as_deref(),
-            &progress,
-            self.started,
-            outcome,
-            &self.applied_by,
-        )
+        emit_result("exec", self.format, self.result_file.as_deref(), &progress, self.started, outcome, &self.identity)
+    }
+}
+
+/// One connected run: its settings, its session, the history table, and the stop signal.
+struct Db<'a> {
+    config: &'a Config,
+    session: &'a Session,
+    history: History<'a>,
+    shutdown: &'a Shutdown,
+}
+
+impl<'a> Db<'a> {
+    fn new(config: &'a Config, session: &'a Session, shutdown: &'a Shutdown) -> Db<'a> {
+        Db { config, session, history: History::new(&session.client, &config.history_table), shutdown }
     }
 }
 
@@ -98,10 +105,24 @@ pub async fn run(cli: Cli, env: Env<'_>, shutdown: Shutdown) -> Outcome {
     let config = match config::resolve(cli, env) {
         Ok(config) => config,
         Err(e) => {
-            return Outcome::Exit(finish(command, format, None, &Progress::default(), started, Err(e.into()), ""))
+            return Outcome::Exit(finish(
+                command,
+                format,
+                None,
+                &Progress::default(),
+                started,
+                Err(e.into()),
+                &Identity::default(),
+            ))
         }
     };
     shutdown.set_grace(config.shutdown_grace);
+    let mut config = config;
+    if let Some(uri) = config.ecs_metadata_uri.clone() {
+        if let Some(task) = crate::ecs::fetch(&uri).await {
+            config.identity.add_task(task);
+        }
+    }
     let mut progress = Progress::default();
     let (result, held) = match &config.command {
         Command::Exec { mode: ExecMode::Lock { apply_sql }, .. } => {
@@ -112,30 +133,24 @@ pub async fn run(cli: Cli, env: Env<'_>, shutdown: Shutdown) -> Outcome {
         }
         _ => (execute(&config, &mut progress, &shutdown).await, None),
     };
-    let applied_by = &config.identity.applied_by;
+    let identity = &config.identity;
     match (result, &config.command) {
         (Ok(()), Command::Exec { command: argv, .. }) => {
             let mut argv = argv.iter().cloned();
-            let env = if held.is_some() { child_env(&config) } else { Vec::new() };
+            let env = held.as_ref().map(|h| child_env(&config, &h.session)).unwrap_or_default();
             let child = ChildSpec { program: argv.next().unwrap_or_default(), args: argv.collect(), env };
             let report = ExecReport {
                 started,
                 format,
                 result_file: config.result_file.clone(),
                 applied: progress.applied,
-                applied_by: applied_by.clone(),
+                identity: identity.clone(),
             };
             Outcome::Exec(Box::new(Handover { child, report, held }))
         }
-        (result, _) => Outcome::Exit(finish(
-            command,
-            format,
-            config.result_file.as_deref(),
-            &progress,
-            started,
-            result,
-            applied_by,
-        )),
+        (result, _) => {
+            Outcome::Exit(finish(command, format, config.result_file.as_deref(), &progress, started, result, identity))
+        }
     }
 }
 
@@ -158,7 +173,7 @@ fn finish(
     progress: &Progress,
     started: Instant,
     outcome: Result<(), Error>,
-    applied_by: &str,
+    identity: &Identity,
 ) -> ExitCode {
     let failure = outcome.as_ref().err().and_then(Error::failure).cloned();
     let outcome = outcome.map_err(|e| {
@@ -179,7 +194,7 @@ fn finish(
         duration_ms,
         error_text,
         failure.as_ref(),
-        applied_by,
+        identity,
     );
     write_result(event, format, result_file, exit)
 }
@@ -191,12 +206,12 @@ fn emit_result(
     progress: &Progress,
     started: Instant,
     outcome: Result<(), ExitCode>,
-    applied_by: &str,
+    identity: &Identity,
 ) -> ExitCode {
     let exit = outcome.err().unwrap_or(ExitCode::Success);
     let duration_ms = started.elapsed().as_millis() as u64;
     let error = (exit != ExitCode::Success).then(|| format!("the command exited with {}", exit.code()));
-    let event = ResultEvent::new(command, exit, &progress.applied, None, duration_ms, error, None, applied_by);
+    let event = ResultEvent::new(command, exit, &progress.applied, None, duration_ms, error, None, identity);
     write_result(event, format, result_file, exit)
 }
 
@@ -254,15 +269,14 @@ async fn with_session(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let history = History::new(&session.client, &config.history_table);
+    let db = Db::new(config, session, shutdown);
+    let history = &db.history;
     let (target, json) = match &config.command {
-        Command::Up { target } => return up(config, session, &history, migrations, *target, progress, shutdown).await,
-        Command::Exec { mode: ExecMode::Migrate, .. } => {
-            return up(config, session, &history, migrations, None, progress, shutdown).await
-        }
+        Command::Up { target } => return up(&db, migrations, *target, progress).await,
+        Command::Exec { mode: ExecMode::Migrate, .. } => return up(&db, migrations, None, progress).await,
         Command::Exec { mode: ExecMode::Wait { timeout }, .. } | Command::Wait { timeout } => {
             session.identify().await?;
-            return Ok(wait::until_ready(&history, migrations, config.policy, *timeout, shutdown).await?);
+            return Ok(wait::until_ready(history, migrations, config.policy, *timeout, shutdown).await?);
         }
         Command::Plan { target, json } => (Some(*target), *json),
         Command::Status { json } => (None, *json),
@@ -301,7 +315,7 @@ async fn hold_lock(
     let migrations = if apply_sql { source::load(&config.dir)? } else { Vec::new() };
     tracing::info!(command = "exec --lock", apply_sql, lock_key = config.lock_key, "configuration resolved");
     let session = open_session(config, shutdown).await?;
-    match lock_and_apply(config, &session, &migrations, apply_sql, progress, shutdown).await {
+    match lock_and_apply(&Db::new(config, &session, shutdown), &migrations, apply_sql, progress).await {
         Ok(()) => Ok(HeldLock { session, key: config.lock_key }),
         Err(e) => {
             session.close().await;
@@ -311,20 +325,18 @@ async fn hold_lock(
 }
 
 async fn lock_and_apply(
-    config: &Config,
-    session: &Session,
+    db: &Db<'_>,
     migrations: &[Migration],
     apply_sql: bool,
     progress: &mut Progress,
-    shutdown: &Shutdown,
 ) -> Result<(), Error> {
+    let (config, session, shutdown) = (db.config, db.session, db.shutdown);
     session.identify().await?;
     lock::acquire(session, config.lock_key, config.lock_wait, shutdown).await?;
     if !apply_sql {
         return Ok(());
     }
-    let history = History::new(&session.client, &config.history_table);
-    let result = migrate(config, &history, migrations, None, progress, None, shutdown).await;
+    let result = migrate(db, migrations, None, progress, None).await;
     if result.is_err() {
         if let Err(e) = lock::release(session, config.lock_key).await {
             tracing::warn!(error = %e, "lock release failed after an error; it ends with the session");
@@ -335,9 +347,9 @@ async fn lock_and_apply(
 
 /// What a wrapped tool needs to reach the same database with the same care: the connection as
 /// DATABASE_URL and libpq variables, and migrun's timeouts through PGOPTIONS.
-fn child_env(config: &Config) -> Vec<(String, String)> {
-    let Some((url, pg)) = config.database.as_ref() else { return Vec::new() };
-    let mut env = vec![("DATABASE_URL".to_string(), url.expose().to_string())];
+fn child_env(config: &Config, session: &Session) -> Vec<(String, String)> {
+    let pg = &session.child_config;
+    let mut env = vec![("DATABASE_URL".to_string(), session.child_url.clone())];
     match pg.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => env.push(("PGHOST".into(), host.clone())),
         Some(tokio_postgres::config::Host::Unix(path)) => env.push(("PGHOST".into(), path.display().to_string())),
@@ -355,21 +367,34 @@ fn child_env(config: &Config) -> Vec<(String, String)> {
     if let Some(dbname) = pg.get_dbname() {
         env.push(("PGDATABASE".into(), dbname.to_string()));
     }
-    env.push((
-        "PGOPTIONS".into(),
-        format!(
-            "-c lock_timeout={} -c statement_timeout={}",
-            config.session.lock_timeout.to_setting(),
-            config.session.statement_timeout.to_setting()
-        ),
-    ));
+    let options = format!(
+        "-c lock_timeout={} -c statement_timeout={}",
+        config.session.lock_timeout.to_setting(),
+        config.session.statement_timeout.to_setting()
+    );
+    env.push(("PGOPTIONS".into(), options));
     env
 }
 
+/// Resolves the connection (fetching a secret if that is the source) and connects. When a
+/// secret's password is refused, the secret is fetched once more and the login retried once:
+/// a rotation may have landed between the fetch and the login.
 async fn open_session(config: &Config, shutdown: &Shutdown) -> Result<Session, Error> {
-    let (url, pg_config) = config.database.as_ref().ok_or(ConnectError::Missing)?;
-    tracing::debug!(database_url = %url, "connecting");
-    Ok(connect::connect(pg_config.clone(), &config.session, config.connect_timeout, shutdown).await?)
+    let source = config.database.as_ref().ok_or(ConnectError::Missing)?;
+    if let Source::Url { url, .. } = source {
+        tracing::debug!(database_url = %url, "connecting");
+    }
+    let target = conninfo::resolve(source, &config.tls_overrides, &config.libpq).await?;
+    tracing::info!(source = source.kind(), sslmode = target.tls.mode.as_str(), "connection resolved");
+    let connect = |target| connect::connect(target, &config.session, config.connect_timeout, shutdown);
+    match connect(&target).await {
+        Err(ConnectError::Refused { failure, .. }) if failure.is("28P01") && target.secret.is_some() => {
+            tracing::warn!("the secret's password was refused; fetching the secret again in case it was just rotated");
+            let fresh = conninfo::resolve(source, &config.tls_overrides, &config.libpq).await?;
+            Ok(connect(&fresh).await?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Acquire; let result = work; release; result.
@@ -377,15 +402,8 @@ async fn open_session(config: &Config, shutdown: &Shutdown) -> Result<Session, E
 /// The first lock attempt travels in one round trip with `identify` and a read of the history:
 /// the server runs them in the order sent, so when the lock is taken at once the history was
 /// read after it was held. `join3` polls its futures in order, which sends them in order.
-async fn up(
-    config: &Config,
-    session: &Session,
-    history: &History<'_>,
-    migrations: &[Migration],
-    target: Option<u64>,
-    progress: &mut Progress,
-    shutdown: &Shutdown,
-) -> Result<(), Error> {
+async fn up(db: &Db<'_>, migrations: &[Migration], target: Option<u64>, progress: &mut Progress) -> Result<(), Error> {
+    let (config, session, history) = (db.config, db.session, &db.history);
     let key = config.lock_key;
     let (identified, first_try, prefetched) =
         join3(session.identify(), lock::try_acquire(session, key), history.read()).await;
@@ -394,12 +412,12 @@ async fn up(
         Err(e) => Err(e.into()),
         Ok(()) if held_at_once => {
             tracing::info!(lock_key = key, waited_ms = 0, "lock acquired");
-            migrate(config, history, migrations, target, progress, Some(prefetched), shutdown).await
+            migrate(db, migrations, target, progress, Some(prefetched)).await
         }
         Ok(()) => {
             // Not held yet: nothing to release if the wait fails.
-            lock::acquire(session, key, config.lock_wait, shutdown).await?;
-            migrate(config, history, migrations, target, progress, None, shutdown).await
+            lock::acquire(session, key, config.lock_wait, db.shutdown).await?;
+            migrate(db, migrations, target, progress, None).await
         }
     };
     let released = lock::release(session, key).await;
@@ -416,14 +434,13 @@ async fn up(
 /// Compares and applies, with the lock held. `prefetched` is a history read made after the
 /// lock was taken; without it the history is read now.
 async fn migrate(
-    config: &Config,
-    history: &History<'_>,
+    db: &Db<'_>,
     migrations: &[Migration],
     target: Option<u64>,
     progress: &mut Progress,
     prefetched: Option<Result<Option<Vec<AppliedRow>>, HistoryError>>,
-    shutdown: &Shutdown,
 ) -> Result<(), Error> {
+    let (config, history) = (db.config, &db.history);
     let read = match prefetched {
         Some(read) => read?,
         None => history.read().await?,
@@ -442,7 +459,7 @@ async fn migrate(
     }
     let writer = history.writer(&config.identity).await?;
     let retry = RetryPolicy { lock_retries: config.lock_retries, first_delay: config.retry_backoff };
-    let applier = Applier::new(history.client(), writer, &config.session, retry, shutdown.clone());
+    let applier = Applier::new(db.session, writer, &config.session, retry, db.shutdown.clone());
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
 

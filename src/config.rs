@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use crate::cli::{Cli, CommandArgs, LogFormatArg, LogLevelArg, Options};
 use crate::connect::ConnectError;
-use crate::conninfo::DatabaseUrl;
+use crate::conninfo::{DatabaseUrl, Source, TlsOverrides};
 use crate::duration::{self, Millis};
 use crate::history::HistoryTable;
+use crate::libpq::LibpqVars;
+use crate::secrets::{SecretError, SecretRef};
+use crate::tls::{SslMode, MODES};
 
 pub const MIGRUN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -73,6 +76,18 @@ pub struct Identity {
     pub image_digest: Option<String>,
 }
 
+impl Identity {
+    /// On ECS the task ARN is who applied a migration; the host name is a throwaway id there.
+    pub fn add_task(&mut self, task: crate::ecs::TaskIdentity) {
+        if let Some(arn) = &task.task_arn {
+            self.applied_by = arn.clone();
+        }
+        self.ecs_task_arn = task.task_arn;
+        self.image = task.image;
+        self.image_digest = task.image_digest;
+    }
+}
+
 /// Which mismatches between files and history only warn.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Policy {
@@ -91,7 +106,12 @@ pub enum LogFormat {
 pub struct Config {
     pub command: Command,
     pub dir: PathBuf,
-    pub database: Option<(DatabaseUrl, tokio_postgres::Config)>,
+    /// None only for commands that do not touch the database.
+    pub database: Option<Source>,
+    pub tls_overrides: TlsOverrides,
+    pub libpq: LibpqVars,
+    /// `ECS_CONTAINER_METADATA_URI_V4`, when running on ECS.
+    pub ecs_metadata_uri: Option<String>,
     pub history_table: HistoryTable,
     pub lock_key: i64,
     pub lock_wait: Duration,
@@ -115,6 +135,8 @@ pub enum ConfigError {
     Invalid { flag: &'static str, env: &'static str, value: String, expected: &'static str },
     #[error(transparent)]
     Database(#[from] ConnectError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 /// The environment as `run` sees it.
@@ -158,16 +180,30 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
     };
     let host = host_name(env);
     let session = session_settings(&options, &host)?;
-    let database = match (&command, options.database_url.clone()) {
-        (Command::New { .. }, _) => None,
-        (Command::Exec { mode: ExecMode::NoDb, .. }, _) => None,
-        (_, Some(url)) if !url.trim().is_empty() => Some(DatabaseUrl::parse(url)?),
-        (_, _) => return Err(ConnectError::Missing.into()),
+    let libpq = LibpqVars::read(env);
+    let database = match &command {
+        Command::New { .. } | Command::Exec { mode: ExecMode::NoDb, .. } => None,
+        _ => Some(connection_source(&options, &libpq)?),
+    };
+    let tls_overrides = TlsOverrides {
+        sslmode: match &options.sslmode {
+            Some(text) => Some(SslMode::parse(text).ok_or_else(|| ConfigError::Invalid {
+                flag: "--sslmode",
+                env: "MIGRUN_SSLMODE",
+                value: text.clone(),
+                expected: MODES,
+            })?),
+            None => None,
+        },
+        sslrootcert: options.sslrootcert.clone(),
     };
     Ok(Config {
         command,
         dir: options.dir.clone(),
         database,
+        tls_overrides,
+        libpq,
+        ecs_metadata_uri: env("ECS_CONTAINER_METADATA_URI_V4").filter(|u| !u.is_empty()),
         lock_key,
         lock_wait: millis(&options.lock_wait, "--lock-wait", "MIGRUN_LOCK_WAIT")?.as_duration(),
         connect_timeout: millis(&options.connect_timeout, "--connect-timeout", "MIGRUN_CONNECT_TIMEOUT")?.as_duration(),
@@ -191,6 +227,26 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
         history_table,
         session,
     })
+}
+
+/// The first source that is set wins: DATABASE_URL (a connection string, or a Secrets Manager
+/// ARN), then --secret-id, then libpq's PG* variables.
+fn connection_source(options: &Options, libpq: &LibpqVars) -> Result<Source, ConfigError> {
+    let set = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+    if let Some(url) = set(&options.database_url) {
+        if SecretRef::is_arn(url.trim()) {
+            return Ok(Source::Secret(SecretRef::parse(&url, set(&options.secret_key))?));
+        }
+        let (url, config, tls) = DatabaseUrl::parse(url)?;
+        return Ok(Source::Url { url, config: Box::new(config), tls });
+    }
+    if let Some(id) = set(&options.secret_id) {
+        return Ok(Source::Secret(SecretRef::parse(&id, set(&options.secret_key))?));
+    }
+    if libpq.names_a_server() {
+        return Ok(Source::Libpq);
+    }
+    Err(ConnectError::Missing.into())
 }
 
 fn session_settings(options: &Options, host: &str) -> Result<SessionSettings, ConfigError> {

@@ -3,19 +3,22 @@
 use std::time::{Duration, Instant};
 
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::backoff::Backoff;
 use crate::config::SessionSettings;
+use crate::conninfo::Target;
 use crate::error::{chain, PgFailure};
 use crate::exit::ExitCode;
 use crate::signals::{Interrupted, Shutdown};
+use crate::tls::{self, TlsError, TlsSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("database url {url} is not valid: {reason}")]
     InvalidUrl { url: String, reason: String },
-    #[error("no database given: set DATABASE_URL or --database-url (postgres://user:password@host:5432/dbname or a key=value string)")]
+    #[error("no database given: set one of DATABASE_URL / --database-url (postgres://user:password@host:5432/dbname, a key=value string, or a Secrets Manager ARN), MIGRUN_SECRET_ID / --secret-id (a secret name or ARN), or libpq's PGHOST / PGPORT / PGUSER / PGDATABASE (with PGPASSWORD or ~/.pgpass)")]
     Missing,
     #[error("cannot reach the database at {target} after {attempts} attempts over {waited_s:.1}s: {reason}; check the host, port, security groups and that the server is up (--connect-timeout to wait longer)")]
     Unreachable { target: String, attempts: u32, waited_s: f64, reason: String },
@@ -27,6 +30,10 @@ pub enum ConnectError {
     Lost { failure: PgFailure },
     #[error("{0} while connecting")]
     Interrupted(#[from] Interrupted),
+    #[error("TLS to {target} failed: {reason}")]
+    Tls { target: String, reason: String },
+    #[error(transparent)]
+    TlsSetup(#[from] TlsError),
 }
 
 impl ConnectError {
@@ -39,6 +46,8 @@ impl ConnectError {
                 ExitCode::Connect
             }
             ConnectError::Interrupted(stop) => stop.exit_code(),
+            ConnectError::Tls { .. } => ExitCode::Connect,
+            ConnectError::TlsSetup(_) => ExitCode::Usage,
         }
     }
 }
@@ -50,9 +59,19 @@ pub struct Session {
     /// The first backend pid any statement saw (0 until then).
     backend_pid: std::cell::Cell<i32>,
     connection: tokio::task::JoinHandle<()>,
+    /// For cancel requests, which open a connection of their own.
+    tls: MakeRustlsConnect,
+    /// The connection as a child process (`exec --lock`) should get it, password included.
+    pub child_url: String,
+    pub child_config: tokio_postgres::Config,
 }
 
 impl Session {
+    /// Asks the server to cancel the statement running on this session.
+    pub async fn cancel(&self) -> Result<(), tokio_postgres::Error> {
+        self.client.cancel_token().cancel_query(self.tls.clone()).await
+    }
+
     /// Ends the session politely (Terminate, then close), so the server logs no "connection
     /// reset" and the process does not exit with a live socket.
     pub async fn close(self) {
@@ -107,13 +126,15 @@ pub fn describe_target(config: &tokio_postgres::Config) -> String {
 /// Connects, retrying what start-up makes transient (refused, DNS, server starting, too many
 /// connections) until `timeout` runs out; a refused login fails at once.
 pub async fn connect(
-    mut config: tokio_postgres::Config,
+    resolved: &Target,
     session: &SessionSettings,
     timeout: Duration,
     shutdown: &Shutdown,
 ) -> Result<Session, ConnectError> {
+    let mut config = resolved.config.clone();
     apply_session_settings(&mut config, session);
     let target = describe_target(&config);
+    let tls = tls::connector(&resolved.tls)?;
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut attempts = 0;
@@ -122,7 +143,7 @@ pub async fn connect(
         let remaining = timeout.saturating_sub(started.elapsed());
         config.connect_timeout(remaining.clamp(Duration::from_millis(100), Duration::from_secs(10)));
         let attempt = tokio::select! {
-            attempt = config.connect(NoTls) => attempt,
+            attempt = config.connect(tls.clone()) => attempt,
             stop = shutdown.wait() => return Err(stop.into()),
         };
         let failure = match attempt {
@@ -132,10 +153,21 @@ pub async fn connect(
                         tracing::debug!(error = %chain(&e), "connection ended");
                     }
                 });
-                return Ok(Session { client, target, backend_pid: std::cell::Cell::new(0), connection: task });
+                return Ok(Session {
+                    client,
+                    target,
+                    backend_pid: std::cell::Cell::new(0),
+                    connection: task,
+                    tls,
+                    child_url: resolved.url_for_child.clone(),
+                    child_config: resolved.config.clone(),
+                });
             }
             Err(e) => PgFailure::from_pg(&e),
         };
+        if let Some(reason) = tls_failure(&failure, &resolved.tls) {
+            return Err(ConnectError::Tls { target, reason });
+        }
         if !is_transient(&failure) {
             return Err(ConnectError::Refused { target, failure });
         }
@@ -181,26 +213,27 @@ fn apply_session_settings(config: &mut tokio_postgres::Config, session: &Session
     config.tcp_user_timeout(Duration::from_secs(30));
 }
 
+/// A TLS failure is not transient: retrying a certificate that does not verify only delays the
+/// error. Returns the operator's explanation.
+fn tls_failure(failure: &PgFailure, settings: &TlsSettings) -> Option<String> {
+    if failure.sqlstate.is_some() {
+        return None;
+    }
+    let text = &failure.message;
+    if let Some(explained) = tls::explain_handshake(text, settings) {
+        return Some(explained);
+    }
+    if text.contains("server does not support TLS") {
+        return Some(format!("the server does not offer TLS but sslmode={} requires it", settings.mode.as_str()));
+    }
+    text.contains("TLS handshake").then(|| text.clone())
+}
+
 /// SQLSTATEs that a server gives while starting or overloaded; anything without a SQLSTATE is
 /// a network failure (refused, DNS, timeout).
 fn is_transient(failure: &PgFailure) -> bool {
     match failure.sqlstate.as_deref() {
         None => true,
         Some(code) => matches!(code, "57P03" | "53300" | "08006" | "08001"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::conninfo::DatabaseUrl;
-
-    #[test]
-    fn invalid_url_error_hides_the_password() {
-        let error = DatabaseUrl::parse("postgres://app:hunter2@db/app?sslmode=bogus".into()).err().unwrap();
-        let message = error.to_string();
-        assert!(message.contains("sslmode"), "{message}");
-        assert!(!message.contains("hunter2"), "{message}");
     }
 }

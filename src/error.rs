@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::apply::ApplyError;
 use crate::config::ConfigError;
 use crate::connect::ConnectError;
+use crate::conninfo::TargetError;
 use crate::exit::ExitCode;
 use crate::history::HistoryError;
 use crate::lock::LockError;
@@ -32,6 +33,8 @@ pub enum Error {
     #[error(transparent)]
     Wait(#[from] WaitError),
     #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
     Interrupted(#[from] Interrupted),
     #[error("{0}")]
     Output(String),
@@ -40,6 +43,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
+            Error::Config(ConfigError::Secret(e)) => e.exit_code(),
             Error::Config(_) | Error::Source(_) => ExitCode::Usage,
             Error::Connect(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
@@ -47,6 +51,8 @@ impl Error {
             Error::Plan(e) => e.exit_code(),
             Error::Apply(e) => e.exit_code(),
             Error::Wait(e) => e.exit_code(),
+            Error::Target(TargetError::Secret(e)) => e.exit_code(),
+            Error::Target(_) => ExitCode::Usage,
             Error::Interrupted(stop) => stop.exit_code(),
             Error::Output(_) => ExitCode::Internal,
         }

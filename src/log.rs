@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::apply::Applied;
 use crate::clock::Utc;
-use crate::config::LogFormat;
+use crate::config::{Identity, LogFormat};
 use crate::error::FileFailure;
 use crate::exit::ExitCode;
 
@@ -44,6 +44,14 @@ pub struct ResultEvent<'a> {
     pub failure: Option<&'a FileFailure>,
     pub migrun_version: &'a str,
     pub applied_by: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ecs_task_arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<&'a str>,
 }
 
 impl<'a> ResultEvent<'a> {
@@ -56,7 +64,7 @@ impl<'a> ResultEvent<'a> {
         duration_ms: u64,
         error: Option<String>,
         failure: Option<&'a FileFailure>,
-        applied_by: &'a str,
+        identity: &'a Identity,
     ) -> ResultEvent<'a> {
         let message = match (&error, exit) {
             (None, _) if applied.is_empty() => "schema is up to date; nothing to apply".to_string(),
@@ -78,7 +86,11 @@ impl<'a> ResultEvent<'a> {
             error,
             failure,
             migrun_version: crate::config::MIGRUN_VERSION,
-            applied_by,
+            applied_by: &identity.applied_by,
+            release: identity.release.as_deref(),
+            ecs_task_arn: identity.ecs_task_arn.as_deref(),
+            image: identity.image.as_deref(),
+            image_digest: identity.image_digest.as_deref(),
         }
     }
 

@@ -63,7 +63,7 @@ fn invalid_settings_exit_2_naming_flag_and_variable() {
         ("MIGRUN_LOCK_WAIT", "ten minutes", "--lock-wait / MIGRUN_LOCK_WAIT: `ten minutes` is not a duration"),
         ("MIGRUN_TABLE", "a;b", "--table / MIGRUN_TABLE: `a;b` is not valid"),
         ("MIGRUN_LOCK_RETRIES", "-1", "--lock-retries / MIGRUN_LOCK_RETRIES"),
-        ("DATABASE_URL", "", "no database given: set DATABASE_URL or --database-url"),
+        ("DATABASE_URL", "", "no database given: set one of DATABASE_URL / --database-url"),
     ];
     for (key, value, expected) in cases {
         let mut migrun = Migrun::new();

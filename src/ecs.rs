@@ -1,0 +1,83 @@
+//! ECS task identity from the task metadata endpoint (v4), for the audit trail.
+//!
+//! Read once at start with a short timeout; unset or unreachable means "not on ECS" and the
+//! run carries on with the host name. A plain HTTP/1.0 GET: the endpoint is a link-local
+//! plain-HTTP service, and this keeps an HTTP client out of every run that does not need one.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What ECS says about the task and this container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskIdentity {
+    pub task_arn: Option<String>,
+    pub cluster: Option<String>,
+    /// `family:revision`
+    pub task_definition: Option<String>,
+    pub image: Option<String>,
+    pub image_digest: Option<String>,
+}
+
+/// Reads the task and container metadata; `None` (with a log line) when unreachable.
+pub async fn fetch(base: &str) -> Option<TaskIdentity> {
+    let task = get_json(&format!("{}/task", base.trim_end_matches('/'))).await;
+    let container = get_json(base.trim_end_matches('/')).await;
+    let (task, container) = match (task, container) {
+        (Ok(task), Ok(container)) => (task, container),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "ECS task metadata unreachable; recording the host name only");
+            return None;
+        }
+    };
+    let text = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_string);
+    let identity = TaskIdentity {
+        task_arn: text(&task, "TaskARN"),
+        cluster: text(&task, "Cluster"),
+        task_definition: match (text(&task, "Family"), text(&task, "Revision")) {
+            (Some(family), Some(revision)) => Some(format!("{family}:{revision}")),
+            (family, _) => family,
+        },
+        image: text(&container, "Image"),
+        image_digest: text(&container, "ImageID"),
+    };
+    tracing::info!(
+        task_arn = identity.task_arn.as_deref().unwrap_or(""),
+        cluster = identity.cluster.as_deref().unwrap_or(""),
+        task_definition = identity.task_definition.as_deref().unwrap_or(""),
+        image = identity.image.as_deref().unwrap_or(""),
+        image_digest = identity.image_digest.as_deref().unwrap_or(""),
+        "ECS task"
+    );
+    Some(identity)
+}
+
+async fn get_json(url: &str) -> Result<serde_json::Value, String> {
+    let body =
+        tokio::time::timeout(TIMEOUT, get(url)).await.map_err(|_| format!("{url}: no answer within {TIMEOUT:?}"))??;
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
+}
+
+async fn get(url: &str) -> Result<Vec<u8>, String> {
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// metadata endpoints are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let address = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let mut stream = tokio::net::TcpStream::connect(&address).await.map_err(|e| format!("{url}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| format!("{url}: {e}"))?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.map_err(|e| format!("{url}: {e}"))?;
+    let split =
+        response.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| format!("{url}: malformed HTTP response"))?;
+    let status_line = String::from_utf8_lossy(&response[..split]).lines().next().unwrap_or_default().to_string();
+    if status_line.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("{url}: {status_line}"));
+    }
+    Ok(response[split + 4..].to_vec())
+}

@@ -1,0 +1,260 @@
+//! AWS Secrets Manager: references in ECS `valueFrom` syntax, fetching, and reading what the
+//! secret holds (a URL, a JSON key holding one, or an RDS-managed secret).
+//!
+//! The AWS SDK is loaded only here, only when a secret is used: a run with DATABASE_URL pays
+//! nothing for it. Errors name the secret and the AWS error code, never the value.
+
+use std::time::Duration;
+
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+
+use crate::error::chain;
+use crate::exit::ExitCode;
+
+const ARN_PREFIX: &str = "arn:aws:secretsmanager:";
+
+/// Which secret, and which part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    /// Name or ARN, as GetSecretValue takes it.
+    pub id: String,
+    pub json_key: Option<String>,
+    pub version_stage: Option<String>,
+    pub version_id: Option<String>,
+    /// The region in an ARN; the SDK's region chain decides otherwise.
+    pub region: Option<String>,
+}
+
+impl SecretRef {
+    pub fn is_arn(text: &str) -> bool {
+        text.starts_with(ARN_PREFIX)
+    }
+
+    /// `arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]]`
+    /// (empty fields allowed), or a plain name with the key given separately.
+    pub fn parse(text: &str, key: Option<String>) -> Result<SecretRef, SecretError> {
+        let text = text.trim();
+        let nonempty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_string);
+        if !Self::is_arn(text) {
+            return Ok(SecretRef {
+                id: text.to_string(),
+                json_key: key,
+                version_stage: None,
+                version_id: None,
+                region: None,
+            });
+        }
+        let parts: Vec<&str> = text.split(':').collect();
+        if parts.len() < 7 || parts[5] != "secret" || parts[6].is_empty() || parts.len() > 10 {
+            return Err(SecretError::BadReference { reference: text.to_string() });
+        }
+        Ok(SecretRef {
+            id: parts[..7].join(":"),
+            json_key: nonempty(parts.get(7).copied()).or(key),
+            version_stage: nonempty(parts.get(8).copied()),
+            version_id: nonempty(parts.get(9).copied()),
+            region: nonempty(Some(parts[3])),
+        })
+    }
+
+    /// The name to show in messages (the ARN's name part, or the name).
+    pub fn name(&self) -> &str {
+        self.id.rsplit(":secret:").next().unwrap_or(&self.id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("`{reference}` is not a Secrets Manager ARN; expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]]")]
+    BadReference { reference: String },
+    #[error("secret {name}: {code}: {message}; check the name, the region and the task role's secretsmanager:GetSecretValue permission")]
+    Aws { name: String, code: String, message: String },
+    #[error(
+        "secret {name}: no AWS credentials ({reason}); give the task a role, or set AWS_PROFILE / AWS_ACCESS_KEY_ID"
+    )]
+    NoCredentials { name: String, reason: String },
+    #[error("secret {name}: cannot reach Secrets Manager: {reason}")]
+    Unreachable { name: String, reason: String },
+    #[error("secret {name} has no string value (binary secrets are not supported)")]
+    NotAString { name: String },
+    #[error("secret {name} is not JSON, so it has no key `{key}`; store a JSON object, or drop the key to use the whole value")]
+    NotJson { name: String, key: String },
+    #[error("secret {name} has no key `{key}` (it has: {keys})")]
+    KeyMissing { name: String, key: String, keys: String },
+    #[error("secret {name}: key `{key}` is not a string")]
+    KeyNotAString { name: String, key: String },
+    #[error("secret {name} is a JSON object but neither an RDS secret (host, username, password) nor a key was named; name one with --secret-key or the ARN's :KEY:: part (keys: {keys})")]
+    NoKeyNamed { name: String, keys: String },
+    #[error("secret {name}{}: not a usable connection string: {reason}", key_suffix(.key))]
+    NotUsable { name: String, key: Option<String>, reason: String },
+}
+
+fn key_suffix(key: &Option<String>) -> String {
+    key.as_ref().map_or_else(String::new, |k| format!(" key `{k}`"))
+}
+
+impl SecretError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            SecretError::BadReference { .. } => ExitCode::Usage,
+            _ => ExitCode::Secret,
+        }
+    }
+}
+
+/// What a secret resolved to: a connection string, or the fields of an RDS-managed secret.
+pub enum SecretValue {
+    ConnectionString(String),
+    Rds(RdsSecret),
+}
+
+pub struct RdsSecret {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    pub dbname: Option<String>,
+}
+
+impl RdsSecret {
+    /// Field by field: RDS passwords hold `/@:?#%`, which a formatted URL would mangle.
+    pub fn to_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config.host(&self.host).port(self.port).user(&self.username).password(self.password.as_bytes());
+        config.dbname(self.dbname.as_deref().unwrap_or(&self.username));
+        config
+    }
+}
+
+/// Fetches the secret string once.
+pub async fn fetch(secret: &SecretRef) -> Result<String, SecretError> {
+    let name = secret.name().to_string();
+    let started = std::time::Instant::now();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_timeout(Duration::from_secs(20))
+            .build(),
+    );
+    if let Some(region) = &secret.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let client = aws_sdk_secretsmanager::Client::new(&loader.load().await);
+    let response = client
+        .get_secret_value()
+        .secret_id(&secret.id)
+        .set_version_stage(secret.version_stage.clone())
+        .set_version_id(secret.version_id.clone())
+        .send()
+        .await;
+    let output = response.map_err(|e| classify(&name, &e))?;
+    tracing::info!(secret = %name, fetch_ms = started.elapsed().as_millis() as u64, "secret fetched");
+    output.secret_string().map(str::to_string).ok_or(SecretError::NotAString { name })
+}
+
+/// The SDK error's Debug and DisplayErrorContext dump whole HTTP exchanges: only the code,
+/// the message and the source chain's own words are used.
+fn classify<E, R>(name: &str, error: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> SecretError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let Some(code) = error.code() {
+        return SecretError::Aws {
+            name: name.into(),
+            code: code.into(),
+            message: error.message().unwrap_or("").into(),
+        };
+    }
+    let reason = chain(error);
+    if reason.contains("credential") {
+        return SecretError::NoCredentials { name: name.into(), reason };
+    }
+    SecretError::Unreachable { name: name.into(), reason }
+}
+
+/// Reads what the secret string means for `secret` (its key, or its whole value).
+pub fn interpret(secret: &SecretRef, text: &str) -> Result<SecretValue, SecretError> {
+    let name = secret.name().to_string();
+    let json: Option<serde_json::Value> = serde_json::from_str(text.trim()).ok();
+    let Some(serde_json::Value::Object(object)) = json else {
+        if let Some(key) = &secret.json_key {
+            return Err(SecretError::NotJson { name, key: key.clone() });
+        }
+        return Ok(SecretValue::ConnectionString(text.trim().to_string()));
+    };
+    let keys = || object.keys().cloned().collect::<Vec<_>>().join(", ");
+    if let Some(key) = &secret.json_key {
+        return match object.get(key) {
+            Some(serde_json::Value::String(value)) => Ok(SecretValue::ConnectionString(value.clone())),
+            Some(_) => Err(SecretError::KeyNotAString { name, key: key.clone() }),
+            None => Err(SecretError::KeyMissing { name, key: key.clone(), keys: keys() }),
+        };
+    }
+    let field = |k: &str| object.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let (Some(host), Some(username), Some(password)) = (field("host"), field("username"), field("password")) else {
+        return Err(SecretError::NoKeyNamed { name, keys: keys() });
+    };
+    // RDS writes the port as a JSON number; hand-made secrets often use a string.
+    let port = match object.get("port") {
+        None => Some(5432),
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        Some(_) => None,
+    }
+    .ok_or_else(|| SecretError::NotUsable {
+        name: name.clone(),
+        key: Some("port".into()),
+        reason: "not a port number".into(),
+    })?;
+    let dbname = field("dbname").or_else(|| field("database"));
+    Ok(SecretValue::Rds(RdsSecret { host, port, username, password, dbname }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ecs_value_from_references() {
+        let full = SecretRef::parse(
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/backend-AbC123:DATABASE_URL::",
+            None,
+        )
+        .unwrap();
+        assert_eq!(full.id, "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/backend-AbC123");
+        assert_eq!(full.json_key.as_deref(), Some("DATABASE_URL"));
+        assert_eq!((full.version_stage.as_deref(), full.version_id.as_deref()), (None, None));
+        assert_eq!(full.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(full.name(), "prod/backend-AbC123");
+        let staged = SecretRef::parse("arn:aws:secretsmanager:us-east-1:1:secret:db:url:AWSPREVIOUS:v1", None).unwrap();
+        assert_eq!(staged.version_stage.as_deref(), Some("AWSPREVIOUS"));
+        assert_eq!(staged.version_id.as_deref(), Some("v1"));
+        let plain = SecretRef::parse("prod/db", Some("url".into())).unwrap();
+        assert_eq!((plain.id.as_str(), plain.json_key.as_deref()), ("prod/db", Some("url")));
+        assert!(SecretRef::parse("arn:aws:secretsmanager:us-east-1:1:parameter:x", None).is_err());
+    }
+
+    #[test]
+    fn reads_keys_rds_secrets_and_plain_strings() {
+        let plain = SecretRef::parse("db", None).unwrap();
+        assert!(
+            matches!(interpret(&plain, "postgres://a@b/c"), Ok(SecretValue::ConnectionString(s)) if s == "postgres://a@b/c")
+        );
+        let rds = r#"{"engine":"postgres","host":"db.x.rds.amazonaws.com","port":5432,"username":"app","password":"p@ss:/?#%","dbname":"app"}"#;
+        let Ok(SecretValue::Rds(secret)) = interpret(&plain, rds) else { panic!("rds") };
+        assert_eq!(secret.password, "p@ss:/?#%");
+        assert_eq!(secret.to_config().get_password(), Some("p@ss:/?#%".as_bytes()));
+        let keyed = SecretRef::parse("db", Some("URL".into())).unwrap();
+        assert!(
+            matches!(interpret(&keyed, r#"{"URL":"host=x"}"#), Ok(SecretValue::ConnectionString(s)) if s == "host=x")
+        );
+        let missing = interpret(&keyed, r#"{"OTHER":"secret-value"}"#).err().unwrap().to_string();
+        assert!(
+            missing.contains("no key `URL`") && missing.contains("OTHER") && !missing.contains("secret-value"),
+            "{missing}"
+        );
+        assert!(matches!(interpret(&keyed, "postgres://x"), Err(SecretError::NotJson { .. })));
+        assert!(matches!(interpret(&plain, r#"{"a":"b"}"#), Err(SecretError::NoKeyNamed { .. })));
+    }
+}
