@@ -229,11 +229,19 @@ fn tls_failure(failure: &PgFailure, settings: &TlsSettings) -> Option<String> {
     text.contains("TLS handshake").then(|| text.clone())
 }
 
-/// SQLSTATEs that a server gives while starting or overloaded; anything without a SQLSTATE is
-/// a network failure (refused, DNS, timeout).
+/// What start-up makes transient: the network (refused, DNS, timeouts, a dropped connection)
+/// and a server that is starting or full. A login problem, a configuration problem (no
+/// password) or TLS is not: retrying only delays the error.
 fn is_transient(failure: &PgFailure) -> bool {
     match failure.sqlstate.as_deref() {
-        None => true,
         Some(code) => matches!(code, "57P03" | "53300" | "08006" | "08001"),
+        None => [
+            "error connecting to server",
+            "timeout waiting for server",
+            "error communicating with the server",
+            "connection closed",
+        ]
+        .iter()
+        .any(|prefix| failure.message.starts_with(prefix)),
     }
 }

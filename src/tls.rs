@@ -139,10 +139,10 @@ pub fn explain_handshake(detail: &str, settings: &TlsSettings) -> Option<String>
     if detail.contains("UnknownIssuer") || detail.contains("BadSignature") {
         return Some(format!("the server's certificate is not signed by a CA in {roots} (sslmode={}); use the right sslrootcert (for RDS: the region or global bundle)", settings.mode.as_str()));
     }
-    if detail.contains("NotValidForName") {
+    if detail.contains("NotValidForName") || detail.contains("not valid for name") {
         return Some("the server's certificate is not valid for the host name connected to (sslmode=verify-full); connect with the name on the certificate (the RDS endpoint), or use verify-ca".to_string());
     }
-    if detail.contains("Expired") || detail.contains("NotValidYet") {
+    if detail.contains("Expired") || detail.contains("NotValidYet") || detail.contains("expired") {
         return Some("the server's certificate is expired or not yet valid".to_string());
     }
     None

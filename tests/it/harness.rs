@@ -4,10 +4,7 @@
 //! `MIGRUN_TEST_DATABASE_URL` points the tests at an existing server instead (it must accept
 //! `CREATE DATABASE` and `CREATE ROLE`).
 
-use std::ffi::CString;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,9 +15,23 @@ use std::time::{Duration, Instant};
 /// password holds every character that breaks naive URL handling.
 pub const PASSWORD_ROLE: &str = "migrun_pw";
 pub const PASSWORD: &str = "pw-S3cr@t:/?#%&=+ 'q\"";
+/// Secret values a test put somewhere (Secrets Manager, files): no output of any run in the
+/// whole suite may contain one.
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn register_secret(value: &str) {
+    if let Ok(mut secrets) = SECRETS.lock() {
+        secrets.push(value.to_string());
+    }
+}
+
 /// Secrets no output of any test may contain.
 pub fn secrets() -> Vec<String> {
-    vec![PASSWORD.to_string(), encode(PASSWORD)]
+    let mut all = vec![PASSWORD.to_string(), encode(PASSWORD)];
+    if let Ok(registered) = SECRETS.lock() {
+        all.extend(registered.iter().cloned());
+    }
+    all
 }
 
 /// Percent-encodes everything but unreserved characters, as a URL's user info needs.
@@ -41,13 +52,16 @@ pub struct Server {
 }
 
 static SERVER: OnceLock<Server> = OnceLock::new();
-static CLEANUP: Mutex<Option<(i32, PathBuf)>> = Mutex::new(None);
 
 pub fn server() -> &'static Server {
     SERVER.get_or_init(|| {
         let server = match std::env::var("MIGRUN_TEST_DATABASE_URL") {
             Ok(url) => external_server(&url),
-            Err(_) => start_cluster(),
+            Err(_) => {
+                let hba = format!("local all all trust\nhost all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n");
+                let port = crate::services::start_cluster(&hba, "127.0.0.1", &[]);
+                Server { host: "127.0.0.1".into(), port, user: "postgres".into() }
+            }
         };
         let mut admin = server.connect("postgres");
         let create_role = format!(
@@ -74,135 +88,6 @@ fn external_server(url: &str) -> Server {
         port: config.get_ports().first().copied().unwrap_or(5432),
         user: config.get_user().unwrap_or("postgres").to_string(),
     }
-}
-
-fn pg_bin(name: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
-    on_path
-        .or_else(|| {
-            let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-                .ok()?
-                .flatten()
-                .map(|e| e.path().join("bin").join(name))
-                .filter(|p| p.is_file())
-                .collect();
-            versions.sort();
-            versions.pop()
-        })
-        .unwrap_or_else(|| {
-            panic!("{name} not found on PATH or in /usr/lib/postgresql/*/bin; install the PostgreSQL server package")
-        })
-}
-
-/// Postgres refuses to run as root: run its programs as the `postgres` user when we are root.
-fn server_user() -> Option<(u32, u32)> {
-    // SAFETY: plain libc calls; getpwnam's result is read before any other call could reuse it.
-    unsafe {
-        if libc::geteuid() != 0 {
-            return None;
-        }
-        let name = CString::new("postgres").ok()?;
-        let pw = libc::getpwnam(name.as_ptr());
-        if pw.is_null() {
-            panic!("tests run as root but there is no `postgres` user to run the test server as");
-        }
-        Some(((*pw).pw_uid, (*pw).pw_gid))
-    }
-}
-
-fn as_server_user(command: &mut Command, user: Option<(u32, u32)>) {
-    if let Some((uid, gid)) = user {
-        command.uid(uid).gid(gid);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
-}
-
-extern "C" fn stop_cluster() {
-    if let Ok(mut guard) = CLEANUP.lock() {
-        if let Some((pid, dir)) = guard.take() {
-            // SAFETY: signalling and reaping our own child process.
-            unsafe {
-                libc::kill(pid, libc::SIGQUIT);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn start_cluster() -> Server {
-    let user = server_user();
-    let dir = tempfile::Builder::new().prefix("migrun-test-pg-").tempdir().expect("temp dir").keep();
-    let data = dir.join("data");
-    if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the test cluster dir");
-    }
-    let mut initdb = Command::new(pg_bin("initdb"));
-    initdb.args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"]).arg(&data);
-    as_server_user(&mut initdb, user);
-    let out = initdb.output().expect("run initdb");
-    assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        format!("local all all trust\nhost all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"),
-    )
-    .expect("write pg_hba.conf");
-    let port = free_port();
-    let postgres = pg_bin("postgres");
-    let socket_dir = dir.clone();
-    let (tx, rx) = mpsc::channel();
-    // The server is the child of a thread that lives as long as the test binary, so
-    // PR_SET_PDEATHSIG stops it even when the binary is killed.
-    std::thread::spawn(move || {
-        let mut command = Command::new(postgres);
-        command
-            .arg("-D")
-            .arg(&data)
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-p", &port.to_string(), "-k"])
-            .arg(&socket_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        as_server_user(&mut command, user);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
-                Ok(())
-            });
-        }
-        // Reaped by `stop_cluster` at exit (waitpid), not through this handle.
-        let child = command.spawn().expect("start postgres");
-        tx.send(child.id() as i32).expect("report the server pid");
-        std::mem::forget(child);
-        loop {
-            std::thread::park();
-        }
-    });
-    let pid = rx.recv().expect("server pid");
-    *CLEANUP.lock().expect("cleanup lock") = Some((pid, dir));
-    // SAFETY: registering a plain extern "C" function.
-    unsafe {
-        libc::atexit(stop_cluster);
-    }
-    let server = Server { host: "127.0.0.1".into(), port, user: "postgres".into() };
-    wait_until(Duration::from_secs(30), "the test server accepts connections", || {
-        postgres::Config::new()
-            .host(&server.host)
-            .port(port)
-            .user("postgres")
-            .dbname("postgres")
-            .connect(postgres::NoTls)
-            .is_ok()
-    });
-    server
 }
 
 /// Polls `condition` every few milliseconds until it holds, or panics after `limit`.

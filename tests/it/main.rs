@@ -1,9 +1,11 @@
 //! Integration tests: the real binary against a real, throwaway Postgres.
 
 mod harness;
+mod services;
 
 mod apply;
 mod commands;
+mod connections;
 mod exec;
 mod history;
 mod input;
