@@ -68,6 +68,10 @@ pub enum CommandArgs {
         /// With --wait: give up after this long (exit 9).
         #[arg(long, env = "MIGRUN_WAIT_TIMEOUT", default_value = "10min")]
         wait_timeout: String,
+        /// Export every top-level key of this JSON secret (name or ARN) as an environment
+        /// variable of CMD. Repeatable; the variable takes a comma-separated list.
+        #[arg(long, env = "MIGRUN_ENV_FROM_SECRET", value_delimiter = ',')]
+        env_from_secret: Vec<String>,
         /// The command to run, after `--`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,

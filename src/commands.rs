@@ -134,10 +134,32 @@ pub async fn run(cli: Cli, env: Env<'_>, shutdown: Shutdown) -> Outcome {
         _ => (execute(&config, &mut progress, &shutdown).await, None),
     };
     let identity = &config.identity;
+    let (result, secret_env) = match (result, &config.command) {
+        (Ok(()), Command::Exec { env_from, .. }) => match secret_env(env_from).await {
+            Ok(vars) => (Ok(()), vars),
+            Err(e) => (Err(e), Vec::new()),
+        },
+        (result, _) => (result, Vec::new()),
+    };
+    if result.is_err() {
+        if let Some(held) = held {
+            held.release().await;
+            return Outcome::Exit(finish(
+                command,
+                format,
+                config.result_file.as_deref(),
+                &progress,
+                started,
+                result,
+                identity,
+            ));
+        }
+    }
     match (result, &config.command) {
         (Ok(()), Command::Exec { command: argv, .. }) => {
             let mut argv = argv.iter().cloned();
-            let env = held.as_ref().map(|h| child_env(&config, &h.session)).unwrap_or_default();
+            let mut env = held.as_ref().map(|h| child_env(&config, &h.session)).unwrap_or_default();
+            env.extend(secret_env);
             let child = ChildSpec { program: argv.next().unwrap_or_default(), args: argv.collect(), env };
             let report = ExecReport {
                 started,
@@ -152,6 +174,15 @@ pub async fn run(cli: Cli, env: Env<'_>, shutdown: Shutdown) -> Outcome {
             Outcome::Exit(finish(command, format, config.result_file.as_deref(), &progress, started, result, identity))
         }
     }
+}
+
+/// `--env-from-secret`: fetched after the database step, right before the command starts.
+async fn secret_env(secrets: &[crate::secrets::SecretRef]) -> Result<Vec<(String, String)>, Error> {
+    let mut vars = Vec::new();
+    for secret in secrets {
+        vars.extend(crate::secrets::env_from(secret).await.map_err(crate::conninfo::TargetError::from)?);
+    }
+    Ok(vars)
 }
 
 fn command_name(cli: &Cli) -> &'static str {

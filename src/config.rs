@@ -24,7 +24,7 @@ pub enum Command {
     Plan { target: Option<u64>, json: bool },
     Status { json: bool },
     Wait { timeout: Duration },
-    Exec { mode: ExecMode, command: Vec<std::ffi::OsString> },
+    Exec { mode: ExecMode, command: Vec<std::ffi::OsString>, env_from: Vec<SecretRef> },
     New { description: String },
 }
 
@@ -152,14 +152,19 @@ pub fn resolve(cli: Cli, env: Env) -> Result<Config, ConfigError> {
         CommandArgs::Plan { target, json } => Command::Plan { target: version("--target", target)?, json },
         CommandArgs::Status { json } => Command::Status { json },
         CommandArgs::Wait { wait_timeout } => Command::Wait { timeout: wait_timeout_of(&wait_timeout)? },
-        CommandArgs::Exec { migrate, wait: _, no_db, lock, no_sql, wait_timeout, command } => {
+        CommandArgs::Exec { migrate, wait: _, no_db, lock, no_sql, wait_timeout, env_from_secret, command } => {
+            let env_from = env_from_secret
+                .iter()
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| SecretRef::parse(r, None))
+                .collect::<Result<Vec<_>, _>>()?;
             let mode = match (migrate, no_db) {
                 _ if lock => ExecMode::Lock { apply_sql: !no_sql },
                 (true, _) => ExecMode::Migrate,
                 (false, true) => ExecMode::NoDb,
                 (false, false) => ExecMode::Wait { timeout: wait_timeout_of(&wait_timeout)? },
             };
-            Command::Exec { mode, command }
+            Command::Exec { mode, command, env_from }
         }
         CommandArgs::New { description } => Command::New { description },
     };

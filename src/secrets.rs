@@ -85,6 +85,10 @@ pub enum SecretError {
     KeyNotAString { name: String, key: String },
     #[error("secret {name} is a JSON object but neither an RDS secret (host, username, password) nor a key was named; name one with --secret-key or the ARN's :KEY:: part (keys: {keys})")]
     NoKeyNamed { name: String, keys: String },
+    #[error("secret {name} is not a JSON object; --env-from-secret needs {{\"NAME\": \"value\", ...}}")]
+    NotAnObject { name: String },
+    #[error("secret {name}: key `{key}` is not a valid environment variable name (letters, digits, _; not starting with a digit)")]
+    BadVariableName { name: String, key: String },
     #[error("secret {name}{}: not a usable connection string: {reason}", key_suffix(.key))]
     NotUsable { name: String, key: Option<String>, reason: String },
 }
@@ -171,6 +175,34 @@ where
         return SecretError::NoCredentials { name: name.into(), reason };
     }
     SecretError::Unreachable { name: name.into(), reason }
+}
+
+/// `exec --env-from-secret`: every top-level key of a JSON secret as an environment variable.
+/// Values are never logged; the keys are.
+pub async fn env_from(secret: &SecretRef) -> Result<Vec<(String, String)>, SecretError> {
+    let name = secret.name().to_string();
+    let text = fetch(secret).await?;
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Err(SecretError::NotAnObject { name });
+    };
+    let mut vars = Vec::with_capacity(object.len());
+    for (key, value) in object {
+        let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(SecretError::BadVariableName { name, key });
+        }
+        let value = match value {
+            serde_json::Value::String(text) => text,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => return Err(SecretError::KeyNotAString { name, key }),
+        };
+        vars.push((key, value));
+    }
+    let keys: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+    tracing::info!(secret = %name, keys = ?keys, "environment from secret");
+    Ok(vars)
 }
 
 /// Reads what the secret string means for `secret` (its key, or its whole value).

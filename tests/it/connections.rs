@@ -315,3 +315,33 @@ fn ecs_task_identity_lands_in_history_and_result() {
     unreachable.assert_code(0);
     assert!(unreachable.stderr.contains("ECS task metadata unreachable"));
 }
+
+#[test]
+fn exec_exports_a_json_secret_as_environment_variables() {
+    let name = unique("app-env");
+    secret(&name, r#"{"API_KEY":"api-value-7f3a","WORKERS":4}"#);
+    register_secret("api-value-7f3a");
+    let mut m = Migrun::new();
+    with_moto(&mut m).args([
+        "exec",
+        "--no-db",
+        "--env-from-secret",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        r#"test "$API_KEY" = api-value-7f3a && test "$WORKERS" = 4"#,
+    ]);
+    let run = m.run();
+    run.assert_code(0);
+    assert!(run.stderr.contains(r#""keys":"[\"API_KEY\", \"WORKERS\"]""#), "{}", run.stderr);
+
+    let bad = unique("bad-env");
+    secret(&bad, r#"{"not-a-name":"x"}"#);
+    let mut m = Migrun::new();
+    with_moto(&mut m).args(["exec", "--no-db", "--env-from-secret", &bad, "--", "sh", "-c", "echo must-not-run"]);
+    let run = m.run();
+    run.assert_code(3);
+    assert!(run.stderr.contains("key `not-a-name` is not a valid environment variable name"), "{}", run.stderr);
+    assert!(!run.stdout.contains("must-not-run"));
+}
