@@ -1,7 +1,11 @@
-"""A throwaway PostgreSQL server for the benchmark scripts (the tests have their own in Rust).
+"""A throwaway PostgreSQL server for the scripts (the Rust tests have their own).
 
     with TempServer() as server:
         server.createdb("x"); server.url("x")
+
+As a command: `python3 scripts/pgtemp.py [--host NAME] -- CMD...` runs CMD with DATABASE_URL
+(database `app`) and PGHOST/PGPORT/PGUSER/PGDATABASE set, then stops the server and exits with
+CMD's exit code.
 """
 import os
 import pwd
@@ -72,3 +76,23 @@ class TempServer:
 
     def url(self, db):
         return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
+
+
+def main(argv):
+    host = "127.0.0.1"
+    if argv[:1] == ["--host"]:
+        host, argv = argv[1], argv[2:]
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise SystemExit("usage: pgtemp.py [--host NAME] -- CMD...")
+    with TempServer() as server:
+        server.createdb("app")
+        env = dict(os.environ, DATABASE_URL=f"postgres://postgres@{host}:{server.port}/app",
+                   PGHOST="127.0.0.1", PGPORT=str(server.port), PGUSER="postgres", PGDATABASE="app")
+        return subprocess.run(argv, env=env).returncode
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main(sys.argv[1:]))

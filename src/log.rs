@@ -66,10 +66,14 @@ impl<'a> ResultEvent<'a> {
         failure: Option<&'a FileFailure>,
         identity: &'a Identity,
     ) -> ResultEvent<'a> {
-        let message = match (&error, exit) {
+        let message = match (&error, command) {
+            (Some(e), _) => e.clone(),
+            (None, "status" | "plan") => format!("{} migration(s) pending", pending_before.unwrap_or(0)),
+            (None, "wait") => "schema ready".to_string(),
+            (None, "new") => "migration file created".to_string(),
+            (None, "exec") => "the command exited 0".to_string(),
             (None, _) if applied.is_empty() => "schema is up to date; nothing to apply".to_string(),
             (None, _) => format!("applied {} migration(s)", applied.len()),
-            (Some(e), _) => e.clone(),
         };
         ResultEvent {
             timestamp: Utc::now().rfc3339(),
