@@ -29,6 +29,10 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub) -> ExitCode {
         tracing::warn!(signal = %signals::name(&signal), "stop requested before the command started; not starting it");
         return ExitCode::Signal(signal);
     }
+    // Give the heap the database phase used back to the system: the supervisor lives as long
+    // as the app, and its RSS counts against the task's memory.
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps.
+    unsafe { libc::malloc_trim(0) };
     let program = spec.program.to_string_lossy().into_owned();
     let child = match Command::new(&spec.program).args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v))).spawn() {
         Ok(child) => child,
