@@ -5,11 +5,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-fn send(pid: u32, signal: i32) {
-    // SAFETY: signalling a child process this test started and has not reaped.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0, "kill");
-}
-
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
 }

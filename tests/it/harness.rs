@@ -90,6 +90,12 @@ fn external_server(url: &str) -> Server {
     }
 }
 
+/// Sends a real signal to a process the test started (and has not reaped).
+pub fn send(pid: u32, signal: i32) {
+    // SAFETY: signalling a child process of this test.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0, "kill");
+}
+
 /// Polls `condition` every few milliseconds until it holds, or panics after `limit`.
 pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;

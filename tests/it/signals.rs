@@ -7,11 +7,6 @@ use crate::locking::ADVISORY_LOCKS_HERE;
 
 const CASES: [(i32, i32); 2] = [(libc::SIGTERM, 143), (libc::SIGINT, 130)];
 
-fn send(pid: u32, signal: i32) {
-    // SAFETY: signalling a child process this test started and has not reaped.
-    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0, "kill");
-}
-
 fn active_sleepers(db: &TestDb) -> i64 {
     db.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()")
 }
