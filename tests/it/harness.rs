@@ -19,7 +19,16 @@ pub const PASSWORD: &str = "pw-S3cr@t:/?#%&=+ 'q\"";
 /// whole suite may contain one.
 static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Everything every run printed so far, so a secret registered later is checked against
+/// outputs from before it too: the whole suite's output, in whatever order tests run.
+static OUTPUTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 pub fn register_secret(value: &str) {
+    if let Ok(outputs) = OUTPUTS.lock() {
+        for output in outputs.iter() {
+            assert!(!output.contains(value), "a secret value appeared in an earlier run's output:\n{output}");
+        }
+    }
     if let Ok(mut secrets) = SECRETS.lock() {
         secrets.push(value.to_string());
     }
@@ -245,6 +254,9 @@ impl From<Output> for Run {
                 run.stdout,
                 run.stderr
             );
+        }
+        if let Ok(mut outputs) = OUTPUTS.lock() {
+            outputs.push(format!("{}{}", run.stdout, run.stderr));
         }
         run
     }
