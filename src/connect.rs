@@ -52,6 +52,16 @@ impl ConnectError {
     }
 }
 
+/// Who we are, and one session setting that must wait for the server's version: from
+/// PostgreSQL 14 on, `client_connection_check_interval` makes the server notice within a second
+/// that migrun is gone (killed, or exited after the shutdown grace) and roll back, instead of
+/// running the orphaned statement, with its locks, to its end. Older servers reject the name
+/// in the start-up packet, hence the CASE.
+const IDENTIFY: &str =
+    "SELECT pg_backend_pid(), current_setting('server_version'), current_database()::text, current_user::text,
+        CASE WHEN current_setting('server_version_num')::int >= 140000
+             THEN set_config('client_connection_check_interval', '1s', false) END";
+
 /// A connected session and what migrun learned about it.
 pub struct Session {
     pub client: Client,
@@ -98,7 +108,7 @@ impl Session {
     pub async fn identify(&self) -> Result<(), ConnectError> {
         let row = self
             .client
-            .query_typed_one("SELECT pg_backend_pid(), current_setting('server_version'), current_database()::text, current_user::text", &[])
+            .query_typed_one(IDENTIFY, &[])
             .await
             .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
         let backend_pid: i32 = row.get(0);
@@ -141,7 +151,9 @@ pub async fn connect(
     loop {
         attempts += 1;
         let remaining = timeout.saturating_sub(started.elapsed());
-        config.connect_timeout(remaining.clamp(Duration::from_millis(100), Duration::from_secs(10)));
+        config.connect_timeout(
+            remaining.clamp(Duration::from_millis(100), resolved.attempt_timeout.max(Duration::from_millis(100))),
+        );
         let attempt = tokio::select! {
             attempt = config.connect(tls.clone()) => attempt,
             stop = shutdown.wait() => return Err(stop.into()),

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::connect::ConnectError;
 use crate::error::chain;
@@ -297,7 +298,11 @@ pub struct Target {
     pub secret: Option<SecretRef>,
     /// A connection string for a child process (`exec --lock`), password included.
     pub url_for_child: String,
+    /// The longest one connection attempt may take.
+    pub attempt_timeout: Duration,
 }
+
+const DEFAULT_ATTEMPT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -340,7 +345,11 @@ pub async fn resolve(source: &Source, overrides: &TlsOverrides, env: &LibpqVars)
     if config.get_password().is_none() {
         add_pgpass_password(&mut config, env);
     }
-    Ok(Target { config, tls: TlsSettings { mode, root_cert }, secret, url_for_child: child_url })
+    // Each connection attempt is capped by the connection string's connect_timeout, else
+    // PGCONNECT_TIMEOUT, else 10 s; --connect-timeout bounds the retries as a whole.
+    let attempt_timeout =
+        config.get_connect_timeout().copied().or_else(|| env.connect_timeout()).unwrap_or(DEFAULT_ATTEMPT);
+    Ok(Target { config, tls: TlsSettings { mode, root_cert }, secret, url_for_child: child_url, attempt_timeout })
 }
 
 fn ssl_mode(source_name: &str, text: &str) -> Result<SslMode, TargetError> {

@@ -125,9 +125,10 @@ impl<'a> ResultEvent<'a> {
     }
 }
 
-/// The last line when a stop cannot wait for the run to finish (second signal, grace passed):
-/// a minimal result event written straight to stderr.
-pub fn emit_abort(signal: i32, message: &str) {
+/// Ends the process at once when a stop cannot wait for the run to finish (second signal,
+/// grace passed), with a minimal result event as the last line. stderr stays locked through
+/// the exit, so no other thread's log line can come after it.
+pub fn abort(signal: i32, message: &str) -> ! {
     let event = serde_json::json!({
         "timestamp": Utc::now().rfc3339(),
         "level": "ERROR",
@@ -137,5 +138,7 @@ pub fn emit_abort(signal: i32, message: &str) {
         "retryable": true,
         "message": message,
     });
-    let _ = std::io::stderr().lock().write_all(format!("{event}\n").as_bytes());
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(format!("{event}\n").as_bytes());
+    std::process::exit(ExitCode::Signal(signal).code())
 }

@@ -123,11 +123,10 @@ impl SignalHub {
                     continue;
                 }
                 if shutdown_tx.borrow().is_some() {
-                    crate::log::emit_abort(
+                    crate::log::abort(
                         signal,
                         "second signal: exiting at once; the server rolls back the open transaction",
                     );
-                    std::process::exit(128 + signal);
                 }
                 shutdown_tx.send_replace(Some(signal));
                 start_grace_timer(Arc::clone(&thread_state), signal);
@@ -162,11 +161,10 @@ fn start_grace_timer(state: Arc<State>, signal: i32) {
     let _ = std::thread::Builder::new().name("grace".into()).spawn(move || {
         std::thread::sleep(grace);
         if !state.supervising.load(Ordering::SeqCst) {
-            crate::log::emit_abort(
+            crate::log::abort(
                 signal,
                 "shutdown grace period passed: exiting at once; the server rolls back the open transaction",
             );
-            std::process::exit(128 + signal);
         }
     });
 }
