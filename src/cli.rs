@@ -1,18 +1,24 @@
-//! The command line as typed: flags and their environment variables, unvalidated.
+//! The command line as typed: flags, unvalidated. Environment variables and defaults are not
+//! clap's business: `run::config` applies them from the one environment lookup a run gets, so
+//! tests and the binary resolve settings the same way.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// migrun's command line.
 #[derive(Debug, Parser)]
 #[command(name = "migrun", version, about = "Apply PostgreSQL migrations safely before a rollout")]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: CommandArgs,
+    /// Options every command takes.
     #[command(flatten)]
     pub options: Options,
 }
 
+/// The subcommands and their own flags.
 #[derive(Debug, Subcommand)]
 pub enum CommandArgs {
     /// Apply all pending migrations under the advisory lock.
@@ -32,6 +38,7 @@ pub enum CommandArgs {
     },
     /// Show what `up` would run, in order, with each file's transaction mode and timeouts. Read only.
     Plan {
+        /// Plan versioned migrations up to and including this version only.
         #[arg(long, value_name = "VERSION")]
         target: Option<String>,
         /// Print JSON on stdout instead of a list.
@@ -41,9 +48,9 @@ pub enum CommandArgs {
     /// Wait until every versioned migration in the directory is applied; exit 0 when the schema
     /// is ready. For init containers, health checks and CI. Read only.
     Wait {
-        /// Give up after this long (exit 9).
-        #[arg(long, env = "MIGRUN_WAIT_TIMEOUT", default_value = "10min")]
-        wait_timeout: String,
+        /// Give up after this long (exit 9). [env: MIGRUN_WAIT_TIMEOUT] [default: 10min]
+        #[arg(long, value_name = "DURATION")]
+        wait_timeout: Option<String>,
     },
     /// Container entrypoint: wait for (or apply) the migrations, then run CMD as a supervised
     /// child: signals forwarded, zombies reaped, its exit code passed on.
@@ -65,12 +72,12 @@ pub enum CommandArgs {
         /// With --lock: do not apply migrun's own sql/ directory.
         #[arg(long, requires = "lock")]
         no_sql: bool,
-        /// With --wait: give up after this long (exit 9).
-        #[arg(long, env = "MIGRUN_WAIT_TIMEOUT", default_value = "10min")]
-        wait_timeout: String,
+        /// With --wait: give up after this long (exit 9). [env: MIGRUN_WAIT_TIMEOUT] [default: 10min]
+        #[arg(long, value_name = "DURATION")]
+        wait_timeout: Option<String>,
         /// Export every top-level key of this JSON secret (name or ARN) as an environment
-        /// variable of CMD. Repeatable; the variable takes a comma-separated list.
-        #[arg(long, env = "MIGRUN_ENV_FROM_SECRET", value_delimiter = ',')]
+        /// variable of CMD. Repeatable. [env: MIGRUN_ENV_FROM_SECRET, a comma-separated list]
+        #[arg(long, value_delimiter = ',', value_name = "SECRET")]
         env_from_secret: Vec<String>,
         /// The command to run, after `--`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
@@ -83,90 +90,102 @@ pub enum CommandArgs {
     },
 }
 
-#[derive(Debug, Args)]
+/// Options every command takes. Each has an environment variable (named in its help); the flag
+/// wins.
+#[derive(Debug, Default, Args)]
 pub struct Options {
     /// Connection: postgres://user:password@host:port/db?sslmode=... or a key=value string.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    /// Prefer the environment variable: a flag's value is visible in the process list. [env: DATABASE_URL]
+    #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// Connection from Secrets Manager: a secret name or ARN (ECS valueFrom syntax:
-    /// arn:...:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]]). Used when DATABASE_URL is unset.
-    #[arg(long, env = "MIGRUN_SECRET_ID", global = true)]
+    /// arn:...:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]]). Used when DATABASE_URL is unset. [env: MIGRUN_SECRET_ID]
+    #[arg(long, global = true, value_name = "SECRET")]
     pub secret_id: Option<String>,
-    /// The JSON key in the secret that holds the connection string (not needed for RDS-managed secrets).
-    #[arg(long, env = "MIGRUN_SECRET_KEY", global = true)]
+    /// The JSON key in the secret that holds the connection string (not needed for RDS-managed secrets). [env: MIGRUN_SECRET_KEY]
+    #[arg(long, global = true, value_name = "KEY")]
     pub secret_key: Option<String>,
-    /// TLS: disable, prefer, require, verify-ca, verify-full (wins over the connection string and PGSSLMODE).
-    #[arg(long, env = "MIGRUN_SSLMODE", global = true)]
+    /// TLS: disable, prefer, require, verify-ca, verify-full (wins over the connection string and PGSSLMODE). [env: MIGRUN_SSLMODE]
+    #[arg(long, global = true, value_name = "MODE")]
     pub sslmode: Option<String>,
     /// PEM file with the CA certificates to trust (e.g. the RDS global bundle); wins over
-    /// the connection string's sslrootcert and PGSSLROOTCERT.
-    #[arg(long, env = "MIGRUN_SSLROOTCERT", global = true)]
+    /// the connection string's sslrootcert and PGSSLROOTCERT. [env: MIGRUN_SSLROOTCERT]
+    #[arg(long, global = true, value_name = "FILE")]
     pub sslrootcert: Option<PathBuf>,
-    /// Directory holding the migration files.
-    #[arg(long, env = "MIGRUN_DIR", default_value = "sql", global = true)]
-    pub dir: PathBuf,
-    /// History table, optionally schema-qualified (schema.table).
-    #[arg(long, env = "MIGRUN_TABLE", default_value = "migrun_history", global = true)]
-    pub table: String,
-    /// Advisory lock key (a signed 64-bit integer); derived from the table name when unset.
-    #[arg(long, env = "MIGRUN_LOCK_KEY", global = true, allow_hyphen_values = true)]
+    /// Directory holding the migration files. [env: MIGRUN_DIR] [default: sql]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// History table, optionally schema-qualified (schema.table). [env: MIGRUN_TABLE] [default: migrun_history]
+    #[arg(long, global = true, value_name = "TABLE")]
+    pub table: Option<String>,
+    /// Advisory lock key (a signed 64-bit integer); derived from the table name when unset. [env: MIGRUN_LOCK_KEY]
+    #[arg(long, global = true, allow_hyphen_values = true, value_name = "KEY")]
     pub lock_key: Option<String>,
-    /// How long to wait for the advisory lock held by another run.
-    #[arg(long, env = "MIGRUN_LOCK_WAIT", default_value = "10min", global = true)]
-    pub lock_wait: String,
-    /// How long to keep retrying the first connection (server starting, DNS, refused).
-    #[arg(long, env = "MIGRUN_CONNECT_TIMEOUT", default_value = "60s", global = true)]
-    pub connect_timeout: String,
-    /// lock_timeout for migration statements; a statement that hits it is retried.
-    #[arg(long, env = "MIGRUN_LOCK_TIMEOUT", default_value = "5s", global = true)]
-    pub lock_timeout: String,
-    /// statement_timeout for migration statements (0 = none).
-    #[arg(long, env = "MIGRUN_STATEMENT_TIMEOUT", default_value = "0", global = true)]
-    pub statement_timeout: String,
-    /// idle_in_transaction_session_timeout for migrun's session.
-    #[arg(long, env = "MIGRUN_IDLE_IN_TRANSACTION_TIMEOUT", default_value = "1min", global = true)]
-    pub idle_in_transaction_timeout: String,
-    /// How many times a statement that hit lock_timeout is retried.
-    #[arg(long, env = "MIGRUN_LOCK_RETRIES", default_value = "10", global = true)]
-    pub lock_retries: String,
-    /// First delay before a lock_timeout retry; doubles each time (with jitter), up to 30s.
-    #[arg(long, env = "MIGRUN_RETRY_BACKOFF", default_value = "500ms", global = true)]
-    pub retry_backoff: String,
+    /// How long to wait for the advisory lock held by another run. [env: MIGRUN_LOCK_WAIT] [default: 10min]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub lock_wait: Option<String>,
+    /// How long to keep retrying the first connection (server starting, DNS, refused). [env: MIGRUN_CONNECT_TIMEOUT] [default: 60s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// lock_timeout for migration statements; a statement that hits it is retried. [env: MIGRUN_LOCK_TIMEOUT] [default: 5s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub lock_timeout: Option<String>,
+    /// statement_timeout for migration statements (0 = none). [env: MIGRUN_STATEMENT_TIMEOUT] [default: 0]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
+    /// idle_in_transaction_session_timeout for migrun's session. [env: MIGRUN_IDLE_IN_TRANSACTION_TIMEOUT] [default: 1min]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub idle_in_transaction_timeout: Option<String>,
+    /// How many times a statement that hit lock_timeout is retried. [env: MIGRUN_LOCK_RETRIES] [default: 10]
+    #[arg(long, global = true, value_name = "N")]
+    pub lock_retries: Option<String>,
+    /// First delay before a lock_timeout retry; doubles each time (with jitter), up to 30s. [env: MIGRUN_RETRY_BACKOFF] [default: 500ms]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub retry_backoff: Option<String>,
     /// After SIGTERM/SIGINT, how long a clean stop (cancel, roll back, unlock) may take before
-    /// migrun exits at once; keep it under ECS's stopTimeout (30s by default).
-    #[arg(long, env = "MIGRUN_SHUTDOWN_GRACE", default_value = "20s", global = true)]
-    pub shutdown_grace: String,
-    /// Warn instead of failing when an applied file was edited.
-    #[arg(long, env = "MIGRUN_ALLOW_DRIFT", global = true)]
+    /// migrun exits at once; keep it under ECS's stopTimeout (30s by default). [env: MIGRUN_SHUTDOWN_GRACE] [default: 20s]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// Warn instead of failing when an applied file was edited. [env: MIGRUN_ALLOW_DRIFT]
+    #[arg(long, global = true)]
     pub allow_drift: bool,
-    /// Warn instead of failing when the database has versions the directory lacks.
-    #[arg(long, env = "MIGRUN_ALLOW_MISSING", global = true)]
+    /// Warn instead of failing when the database has versions the directory lacks. [env: MIGRUN_ALLOW_MISSING]
+    #[arg(long, global = true)]
     pub allow_missing: bool,
-    /// Apply pending versions lower than the highest applied one instead of failing.
-    #[arg(long, env = "MIGRUN_ALLOW_OUT_OF_ORDER", global = true)]
+    /// Apply pending versions lower than the highest applied one instead of failing. [env: MIGRUN_ALLOW_OUT_OF_ORDER]
+    #[arg(long, global = true)]
     pub allow_out_of_order: bool,
-    /// Log format on stderr; auto = json unless stderr is a terminal.
-    #[arg(long, env = "MIGRUN_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
-    pub log_format: LogFormatArg,
-    /// Least severe log level shown.
-    #[arg(long, env = "MIGRUN_LOG_LEVEL", value_enum, default_value = "info", global = true)]
-    pub log_level: LogLevelArg,
-    /// Also write the final result event as JSON to this file.
-    #[arg(long, env = "MIGRUN_RESULT_FILE", global = true)]
+    /// Log format on stderr; auto = json unless stderr is a terminal. [env: MIGRUN_LOG_FORMAT] [default: auto]
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Least severe log level shown. [env: MIGRUN_LOG_LEVEL] [default: info]
+    #[arg(long, global = true, value_enum)]
+    pub log_level: Option<LogLevelArg>,
+    /// Also write the final result event as JSON to this file. [env: MIGRUN_RESULT_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
     pub result_file: Option<PathBuf>,
 }
 
+/// `--log-format`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormatArg {
+    /// JSON unless stderr is a terminal.
     Auto,
+    /// One JSON object per line.
     Json,
+    /// Plain text.
     Human,
 }
 
+/// `--log-level`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevelArg {
+    /// Errors only.
     Error,
+    /// Warnings and errors.
     Warn,
+    /// Phases of the run (the default).
     Info,
+    /// Everything.
     Debug,
 }

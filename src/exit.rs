@@ -34,6 +34,15 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
+    /// The exit status of `exec`'s child as migrun's own: 0 is success like any other run.
+    pub fn of_child(status: i32) -> ExitCode {
+        match status {
+            0 => ExitCode::Success,
+            n => ExitCode::Child(n),
+        }
+    }
+
+    /// The process exit status.
     pub fn code(self) -> i32 {
         match self {
             ExitCode::Success => 0,
@@ -65,7 +74,6 @@ impl ExitCode {
             ExitCode::LockRetries => "lock_retries_exhausted",
             ExitCode::WaitTimeout => "wait_timeout",
             ExitCode::Signal(_) => "interrupted",
-            ExitCode::Child(0) => "success",
             ExitCode::Child(_) => "child_failed",
         }
     }

@@ -1,35 +1,29 @@
 //! migrun: apply PostgreSQL migrations safely before a rollout.
+//!
+//! Layers, each importing only from those below it:
+//! - `run`: the command layer (configuration, one dispatch, the result event, exit codes);
+//! - `migrate`: the migration domain (files, history, comparison, lock, apply, wait);
+//! - `db`: database access (connection sources, TLS, secrets, sessions, Postgres failures);
+//! - leaves: `cli`, `exit`, `log`, `signals`, `supervise`, `identity`, `duration`, `clock`,
+//!   `backoff`.
 
 // Errors carry what the log needs (file, SQLSTATE, message, position); they travel on the
 // cold path once per run, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
-pub mod apply;
-pub mod backoff;
-pub mod cli;
-pub mod clock;
-pub mod commands;
-pub mod config;
-pub mod connect;
-pub mod conninfo;
-pub mod duration;
-pub mod ecs;
-pub mod error;
-pub mod exit;
-pub mod history;
-pub mod libpq;
-pub mod lock;
-pub mod log;
-pub mod plan;
-pub mod report;
-pub mod secrets;
-pub mod signals;
-pub mod source;
-pub mod split;
-pub mod supervise;
-pub mod tls;
-pub mod wait;
+mod backoff;
+mod cli;
+mod clock;
+mod db;
+mod duration;
+mod exit;
+mod identity;
+mod log;
+mod migrate;
+mod run;
+mod signals;
+mod supervise;
 
-pub use cli::Cli;
-pub use commands::run;
 pub use exit::ExitCode;
+pub use run::run;
+pub use signals::SignalHub;

@@ -6,15 +6,14 @@
 //! `--shutdown-grace` passing, ends the process at once and the server rolls back. While
 //! supervising a child (`exec`), every signal goes to the supervisor, which forwards it.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::Signals;
 use tokio::sync::watch;
-
-use crate::exit::ExitCode;
 
 /// Signals forwarded to the child of `exec`.
 pub const FORWARDED: [i32; 7] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
@@ -23,15 +22,11 @@ pub const FORWARDED: [i32; 7] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGU
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("interrupted by {}", name(.signal))]
 pub struct Interrupted {
+    /// The signal number.
     pub signal: i32,
 }
 
-impl Interrupted {
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::Signal(self.signal)
-    }
-}
-
+/// The conventional name of a signal, for logs.
 pub fn name(signal: &i32) -> String {
     match *signal {
         SIGTERM => "SIGTERM".into(),
@@ -46,15 +41,15 @@ pub fn name(signal: &i32) -> String {
     }
 }
 
+/// Writes the last line of a run that must end at once (second signal, grace passed): given
+/// the signal and why, it returns the line to print. Set by the command layer, which knows the
+/// log format and the result event; this module only knows when.
+pub type AbortLine = Box<dyn Fn(i32, &str) -> String + Send + Sync>;
+
 struct State {
     supervising: AtomicBool,
     grace_ms: AtomicU64,
-}
-
-impl State {
-    fn new() -> State {
-        State { supervising: AtomicBool::new(false), grace_ms: AtomicU64::new(20_000) }
-    }
+    abort_line: Mutex<Option<AbortLine>>,
 }
 
 /// Owns the process's signal handling.
@@ -68,23 +63,9 @@ pub struct SignalHub {
 #[derive(Clone)]
 pub struct Shutdown {
     rx: watch::Receiver<Option<i32>>,
-    state: Arc<State>,
 }
 
 impl Shutdown {
-    /// A handle that never fires, for callers without signals.
-    pub fn never() -> Shutdown {
-        let (tx, rx) = watch::channel(None);
-        // Keep the sender alive so `wait` pends instead of seeing a closed channel.
-        std::mem::forget(tx);
-        Shutdown { rx, state: Arc::new(State::new()) }
-    }
-
-    /// How long a clean stop may take after the first signal (`--shutdown-grace`).
-    pub fn set_grace(&self, grace: Duration) {
-        self.state.grace_ms.store(grace.as_millis() as u64, Ordering::SeqCst);
-    }
-
     /// The signal that asked for a stop, if one did.
     pub fn requested(&self) -> Option<i32> {
         *self.rx.borrow()
@@ -95,9 +76,18 @@ impl Shutdown {
         let mut rx = self.rx.clone();
         let signal = match rx.wait_for(Option::is_some).await {
             Ok(signal) => signal.unwrap_or(SIGTERM),
+            // The hub lives as long as the process; a closed channel never fires.
             Err(_) => return std::future::pending().await,
         };
         Interrupted { signal }
+    }
+
+    /// Sleeps for `delay` unless a stop is requested first: every retry loop waits with this.
+    pub async fn sleep(&self, delay: Duration) -> Result<(), Interrupted> {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(()),
+            stop = self.wait() => Err(stop),
+        }
     }
 
     /// `Err(Interrupted)` when a stop was requested; for checks between steps.
@@ -110,11 +100,16 @@ impl Shutdown {
 }
 
 impl SignalHub {
+    /// Installs the handlers and the thread that receives signals.
     pub fn install() -> std::io::Result<SignalHub> {
         let mut signals = Signals::new(FORWARDED.iter().copied().chain([SIGCHLD]))?;
         let (events_tx, events) = mpsc::channel();
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
-        let state = Arc::new(State::new());
+        let state = Arc::new(State {
+            supervising: AtomicBool::new(false),
+            grace_ms: AtomicU64::new(20_000),
+            abort_line: Mutex::new(None),
+        });
         let thread_state = Arc::clone(&state);
         std::thread::Builder::new().name("signals".into()).spawn(move || {
             for signal in signals.forever() {
@@ -123,7 +118,8 @@ impl SignalHub {
                     continue;
                 }
                 if shutdown_tx.borrow().is_some() {
-                    crate::log::abort(
+                    abort(
+                        &thread_state,
                         signal,
                         "second signal: exiting at once; the server rolls back the open transaction",
                     );
@@ -132,12 +128,24 @@ impl SignalHub {
                 start_grace_timer(Arc::clone(&thread_state), signal);
             }
         })?;
-        let shutdown = Shutdown { rx: shutdown_rx, state: Arc::clone(&state) };
-        Ok(SignalHub { events, shutdown, state })
+        Ok(SignalHub { events, shutdown: Shutdown { rx: shutdown_rx }, state })
     }
 
+    /// A handle for async code to notice stop requests.
     pub fn shutdown(&self) -> Shutdown {
         self.shutdown.clone()
+    }
+
+    /// How long a clean stop may take after the first signal (`--shutdown-grace`).
+    pub fn set_grace(&self, grace: Duration) {
+        self.state.grace_ms.store(grace.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// What to print as the last line when the process must end at once.
+    pub fn set_abort_line(&self, line: AbortLine) {
+        if let Ok(mut slot) = self.state.abort_line.lock() {
+            *slot = Some(line);
+        }
     }
 
     /// From now on every signal is the supervisor's to handle. Returns the stop request that
@@ -161,10 +169,24 @@ fn start_grace_timer(state: Arc<State>, signal: i32) {
     let _ = std::thread::Builder::new().name("grace".into()).spawn(move || {
         std::thread::sleep(grace);
         if !state.supervising.load(Ordering::SeqCst) {
-            crate::log::abort(
+            abort(
+                &state,
                 signal,
                 "shutdown grace period passed: exiting at once; the server rolls back the open transaction",
             );
         }
     });
+}
+
+/// Ends the process at once with 128 + `signal`, the abort line last on stderr. stderr stays
+/// locked through the exit, so no other thread's log line can come after it.
+fn abort(state: &State, signal: i32, why: &str) -> ! {
+    let line = match state.abort_line.lock() {
+        Ok(slot) => slot.as_ref().map(|line| line(signal, why)),
+        Err(_) => None,
+    };
+    let line = line.unwrap_or_else(|| format!("migrun: {why}"));
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(format!("{line}\n").as_bytes());
+    std::process::exit(128 + signal)
 }

@@ -17,7 +17,9 @@ use crate::signals::{self, SignalHub};
 /// The command `exec` runs once the schema is ready.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
+    /// The program, looked up on PATH.
     pub program: OsString,
+    /// Its arguments.
     pub args: Vec<OsString>,
     /// Variables added to the inherited environment (their values are never logged).
     pub env: Vec<(String, String)>,
@@ -77,7 +79,7 @@ fn wait_for(pid: libc::pid_t) -> ExitCode {
     if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
         return ExitCode::Internal;
     }
-    ExitCode::Child(decode(status))
+    ExitCode::of_child(decode(status))
 }
 
 fn decode(status: libc::c_int) -> i32 {
@@ -104,6 +106,6 @@ fn reap(main: libc::pid_t) -> Option<ExitCode> {
         }
         let code = decode(status);
         tracing::info!(pid, exit_code = code, "command exited");
-        result = Some(ExitCode::Child(code));
+        result = Some(ExitCode::of_child(code));
     }
 }

@@ -2,13 +2,11 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow, Statement};
 
-use crate::config::Identity;
-use crate::error::PgFailure;
-use crate::exit::ExitCode;
-use crate::source::{Kind, Migration};
+use super::files::{Migration, MigrationKind};
+use crate::db::failure::PgFailure;
+use crate::identity::{Identity, MIGRUN_VERSION};
 
 /// A validated, optionally schema-qualified table name, lower-cased as Postgres folds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +41,6 @@ impl HistoryTable {
             None => format!("\"{}\"", self.name),
         }
     }
-
-    /// The default advisory lock key: stable across versions of migrun, distinct per table.
-    pub fn lock_key(&self) -> i64 {
-        let digest = Sha256::digest(format!("migrun:{self}").as_bytes());
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&digest[..8]);
-        i64::from_be_bytes(bytes)
-    }
 }
 
 impl fmt::Display for HistoryTable {
@@ -62,54 +52,52 @@ impl fmt::Display for HistoryTable {
     }
 }
 
+/// Whether a history row's file ran to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowState {
+    /// Applied completely.
     Applied,
     /// A `no-transaction` file that began and did not finish.
     Started,
 }
 
-/// One row of the history table.
+/// One row of the history table: an applied file, or a started one.
 #[derive(Debug, Clone)]
-pub struct AppliedRow {
-    pub id: i64,
+pub struct HistoryRow {
+    /// The version of a versioned file; `None` for a repeatable one.
     pub version: Option<u64>,
+    /// The file's description.
     pub description: String,
+    /// The checksum recorded.
     pub checksum: String,
+    /// Applied, or started and not finished.
     pub state: RowState,
+    /// When, as `YYYY-MM-DDTHH:MM:SSZ`.
     pub applied_at: String,
 }
 
+/// A statement on the history table failed.
 #[derive(Debug, thiserror::Error)]
 #[error("history table {table}: cannot {action}: {failure}")]
 pub struct HistoryError {
+    /// The table.
     pub table: String,
+    /// What migrun was doing, as "cannot <action>".
     pub action: &'static str,
+    /// What Postgres said.
     pub failure: PgFailure,
 }
 
-impl HistoryError {
-    pub fn exit_code(&self) -> ExitCode {
-        // No SQLSTATE means the connection itself failed.
-        match self.failure.sqlstate {
-            None => ExitCode::Connect,
-            Some(_) => ExitCode::Internal,
-        }
-    }
-}
-
+/// The history table on one session.
 pub struct History<'a> {
     client: &'a Client,
     table: &'a HistoryTable,
 }
 
 impl<'a> History<'a> {
+    /// The table `table` on the session of `client`.
     pub fn new(client: &'a Client, table: &'a HistoryTable) -> History<'a> {
         History { client, table }
-    }
-
-    pub fn client(&self) -> &'a Client {
-        self.client
     }
 
     fn error(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> HistoryError + '_ {
@@ -140,13 +128,13 @@ impl<'a> History<'a> {
 
     fn select_sql(&self) -> String {
         format!(
-            "SELECT id, version, description, checksum, state, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {} ORDER BY id",
+            "SELECT version, description, checksum, state, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {} ORDER BY id",
             self.table.sql()
         )
     }
 
     /// Reads the table; `None` when it does not exist yet. Read only.
-    pub async fn read(&self) -> Result<Option<Vec<AppliedRow>>, HistoryError> {
+    pub async fn read(&self) -> Result<Option<Vec<HistoryRow>>, HistoryError> {
         match self.client.simple_query(&self.select_sql()).await {
             Ok(messages) => self.rows(messages).map(Some),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
@@ -156,7 +144,7 @@ impl<'a> History<'a> {
 
     /// Creates the table and reads it (empty, or what a run just before us wrote). Call with the
     /// advisory lock held: concurrent `CREATE TABLE IF NOT EXISTS` can fail.
-    pub async fn create_and_read(&self) -> Result<Vec<AppliedRow>, HistoryError> {
+    pub async fn create_and_read(&self) -> Result<Vec<HistoryRow>, HistoryError> {
         let both = format!("{};\n{}", self.create_sql(), self.select_sql());
         let messages = self
             .client
@@ -167,7 +155,7 @@ impl<'a> History<'a> {
         self.rows(messages)
     }
 
-    fn rows(&self, messages: Vec<SimpleQueryMessage>) -> Result<Vec<AppliedRow>, HistoryError> {
+    fn rows(&self, messages: Vec<SimpleQueryMessage>) -> Result<Vec<HistoryRow>, HistoryError> {
         messages
             .iter()
             .filter_map(|m| match m {
@@ -197,6 +185,7 @@ impl<'a> History<'a> {
     }
 }
 
+/// Records applied files; the insert is prepared once per run.
 pub struct HistoryWriter<'a> {
     client: &'a Client,
     table: &'a HistoryTable,
@@ -215,8 +204,8 @@ impl HistoryWriter<'_> {
     ) -> Result<i64, HistoryError> {
         let version = migration.version().map(|v| v as i64);
         let kind = match migration.kind {
-            Kind::Versioned(_) => "versioned",
-            Kind::Repeatable => "repeatable",
+            MigrationKind::Versioned(_) => "versioned",
+            MigrationKind::Repeatable => "repeatable",
         };
         let state = match state {
             RowState::Applied => "applied",
@@ -235,7 +224,7 @@ impl HistoryWriter<'_> {
                     &state,
                     &execution_ms,
                     &identity.applied_by,
-                    &identity.migrun_version,
+                    &MIGRUN_VERSION,
                     &identity.release,
                     &identity.ecs_task_arn,
                     &identity.image,
@@ -249,7 +238,7 @@ impl HistoryWriter<'_> {
 
     /// Marks a `started` row applied once its `no-transaction` file has run to the end, and
     /// removes older unfinished rows of the same repeatable file.
-    pub async fn finish(&self, migration: &Migration, id: i64, execution_ms: i64) -> Result<(), HistoryError> {
+    pub async fn mark_applied(&self, migration: &Migration, id: i64, execution_ms: i64) -> Result<(), HistoryError> {
         let table = self.table.sql();
         let update =
             format!("UPDATE {table} SET state = 'applied', execution_ms = $2, applied_at = now() WHERE id = $1");
@@ -257,7 +246,7 @@ impl HistoryWriter<'_> {
             .execute(&update, &[&id, &execution_ms])
             .await
             .map_err(|e| self.error("mark a migration finished", e))?;
-        if migration.kind == Kind::Repeatable {
+        if migration.kind == MigrationKind::Repeatable {
             let cleanup = format!(
                 "DELETE FROM {table} WHERE kind = 'repeatable' AND description = $1 AND state = 'started' AND id <> $2"
             );
@@ -275,21 +264,20 @@ impl HistoryWriter<'_> {
 }
 
 /// Rows come back as text from the simple-query protocol.
-fn to_row(row: &SimpleQueryRow) -> Option<AppliedRow> {
-    let version = match row.get(1) {
+fn to_row(row: &SimpleQueryRow) -> Option<HistoryRow> {
+    let version = match row.get(0) {
         Some(v) => Some(v.parse().ok()?),
         None => None,
     };
-    Some(AppliedRow {
-        id: row.get(0)?.parse().ok()?,
+    Some(HistoryRow {
         version,
-        description: row.get(2)?.to_string(),
-        checksum: row.get(3)?.to_string(),
-        state: match row.get(4)? {
+        description: row.get(1)?.to_string(),
+        checksum: row.get(2)?.to_string(),
+        state: match row.get(3)? {
             "started" => RowState::Started,
             _ => RowState::Applied,
         },
-        applied_at: row.get(5)?.to_string(),
+        applied_at: row.get(4)?.to_string(),
     })
 }
 
@@ -307,13 +295,5 @@ mod tests {
         for bad in ["", "a.b.c", "1abc", "a-b", "x\"; DROP TABLE y; --", "a."] {
             assert!(HistoryTable::parse(bad).is_none(), "{bad}");
         }
-    }
-
-    #[test]
-    fn lock_key_is_stable_and_per_table() {
-        let a = HistoryTable::parse("migrun_history").unwrap();
-        let b = HistoryTable::parse("ops.migrun_history").unwrap();
-        assert_eq!(a.lock_key(), HistoryTable::parse("MIGRUN_HISTORY").unwrap().lock_key());
-        assert_ne!(a.lock_key(), b.lock_key());
     }
 }

@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Env;
-
 /// The `PG*` variables that were set.
 #[derive(Debug, Clone, Default)]
 pub struct LibpqVars {
@@ -21,7 +19,7 @@ pub struct LibpqVars {
 }
 
 impl LibpqVars {
-    pub fn read(env: Env) -> LibpqVars {
+    pub fn read(env: &dyn Fn(&str) -> Option<String>) -> LibpqVars {
         let get = |name: &str| env(name).filter(|v| !v.is_empty());
         LibpqVars {
             host: get("PGHOST"),

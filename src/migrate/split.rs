@@ -3,9 +3,9 @@
 //! It knows exactly as much of Postgres's lexical grammar as finding statement boundaries
 //! needs: single-quoted strings (`''` inside), `E''` strings (backslash escapes), double-quoted
 //! identifiers, dollar quoting with tags, `--` comments and nested `/* */` comments. A `;`
-//! anywhere else ends a statement. Not supported: SQL-standard function bodies
-//! (`BEGIN ATOMIC ... END`) in `no-transaction` files; transactional files are sent whole and
-//! split by Postgres itself.
+//! anywhere else ends a statement, except inside a SQL-standard function body
+//! (`BEGIN ATOMIC ... END`), which is kept whole as psql keeps it. Transactional files are sent
+//! whole and split by Postgres itself; this splitter serves `no-transaction` files and checks.
 
 /// One statement of a file, without its terminating `;` and without surrounding whitespace
 /// or comments.
@@ -17,7 +17,7 @@ pub struct Statement<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+enum TokenKind {
     /// Keyword, identifier or number.
     Word,
     QuotedIdent,
@@ -29,7 +29,7 @@ enum Kind {
 
 #[derive(Debug, Clone, Copy)]
 struct Token {
-    kind: Kind,
+    kind: TokenKind,
     start: usize,
     end: usize,
 }
@@ -46,14 +46,14 @@ pub fn split(sql: &str) -> Vec<Statement<'_>> {
     let mut depth = 0usize;
     for token in Lexer::new(sql) {
         let text = &sql[token.start..token.end];
-        if token.kind == Kind::Semicolon && depth == 0 {
+        if token.kind == TokenKind::Semicolon && depth == 0 {
             if let Some((start, end)) = current.take() {
                 statements.push(Statement { text: &sql[start..end], offset: start });
             }
             previous_word = "";
             continue;
         }
-        if token.kind == Kind::Word {
+        if token.kind == TokenKind::Word {
             if current.is_none() {
                 is_create = text.eq_ignore_ascii_case("create");
             } else if is_create {
@@ -80,8 +80,9 @@ pub fn split(sql: &str) -> Vec<Statement<'_>> {
 /// Whether a statement opens or ends a transaction block (`BEGIN`, `COMMIT`, `END`, ...), which
 /// would break the transaction migrun runs a file in. `ROLLBACK TO SAVEPOINT` is fine.
 pub fn is_transaction_control(statement: &str) -> bool {
-    let mut words =
-        Lexer::new(statement).filter(|t| t.kind == Kind::Word).map(|t| statement[t.start..t.end].to_ascii_lowercase());
+    let mut words = Lexer::new(statement)
+        .filter(|t| t.kind == TokenKind::Word)
+        .map(|t| statement[t.start..t.end].to_ascii_lowercase());
     match words.next().as_deref() {
         Some("begin" | "commit" | "end" | "abort") => true,
         Some("start") => words.next().as_deref() == Some("transaction"),
@@ -96,8 +97,8 @@ pub fn is_transaction_control(statement: &str) -> bool {
 pub fn concurrent_index_name(statement: &str) -> Option<String> {
     let mut tokens = Lexer::new(statement).map(|t| (t.kind, &statement[t.start..t.end]));
     let mut next_word = || match tokens.next() {
-        Some((Kind::Word, text)) => Some(Name::Plain(text.to_ascii_lowercase())),
-        Some((Kind::QuotedIdent, text)) => Some(Name::Quoted(text[1..text.len() - 1].replace("\"\"", "\""))),
+        Some((TokenKind::Word, text)) => Some(Name::Plain(text.to_ascii_lowercase())),
+        Some((TokenKind::QuotedIdent, text)) => Some(Name::Quoted(text[1..text.len() - 1].replace("\"\"", "\""))),
         _ => None,
     };
     let keyword = |name: &Option<Name>, word: &str| matches!(name, Some(Name::Plain(w)) if w == word);
@@ -249,31 +250,31 @@ impl Iterator for Lexer<'_> {
         let kind = match first {
             b';' => {
                 self.pos += 1;
-                Kind::Semicolon
+                TokenKind::Semicolon
             }
             b'\'' => {
                 self.skip_quoted(b'\'', false);
-                Kind::Literal
+                TokenKind::Literal
             }
             b'"' => {
                 self.skip_quoted(b'"', false);
-                Kind::QuotedIdent
+                TokenKind::QuotedIdent
             }
-            b'$' if self.skip_dollar_quote() => Kind::Literal,
+            b'$' if self.skip_dollar_quote() => TokenKind::Literal,
             b'E' | b'e' if self.peek(1) == Some(b'\'') => {
                 self.pos += 1;
                 self.skip_quoted(b'\'', true);
-                Kind::Literal
+                TokenKind::Literal
             }
             b if is_ident_byte(b) && b != b'$' => {
                 self.skip_word();
-                Kind::Word
+                TokenKind::Word
             }
             _ => {
                 // Step over a whole UTF-8 character so slices stay on char boundaries.
                 let width = self.sql[start..].chars().next().map_or(1, char::len_utf8);
                 self.pos += width;
-                Kind::Punct
+                TokenKind::Punct
             }
         };
         Some(Token { kind, start, end: self.pos })

@@ -6,10 +6,19 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::config::Policy;
-use crate::exit::ExitCode;
-use crate::history::{AppliedRow, RowState};
-use crate::source::{Kind, Migration};
+use super::files::{Migration, MigrationKind};
+use super::history::{HistoryRow, RowState};
+
+/// Which mismatches between files and history only warn.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// `--allow-drift`: an edited applied file only warns.
+    pub allow_drift: bool,
+    /// `--allow-missing`: applied versions without a file only warn.
+    pub allow_missing: bool,
+    /// `--allow-out-of-order`: pending versions below the highest applied one are applied.
+    pub allow_out_of_order: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,22 +39,29 @@ pub enum FileState {
 
 /// One migration file and what the history says of it.
 #[derive(Debug, Clone)]
-pub struct Entry<'m> {
+pub struct ComparedFile<'m> {
+    /// The file.
     pub migration: &'m Migration,
+    /// What the history says of it.
     pub state: FileState,
+    /// The checksum in its history row, if it has one.
     pub recorded_checksum: Option<String>,
+    /// When it was applied, if it was.
     pub applied_at: Option<String>,
 }
 
+/// The files, each with its state, and the versions only the history has.
 #[derive(Debug)]
 pub struct Comparison<'m> {
-    pub entries: Vec<Entry<'m>>,
+    /// Every file, in order.
+    pub entries: Vec<ComparedFile<'m>>,
     /// Applied versions that no file has (the database is ahead of these files).
     pub missing: Vec<u64>,
 }
 
+/// The history does not match the files.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub enum MismatchError {
     #[error("{} applied migration(s) were edited since: {}; restore the files (or run with --allow-drift to only warn)", .0.len(), drift_list(.0))]
     Drift(Vec<Drift>),
     #[error("the database has version(s) {} that {dir} does not; deploy an image with those files, or run with --allow-missing", join(.versions))]
@@ -54,16 +70,14 @@ pub enum PlanError {
     OutOfOrder { versions: Vec<u64>, highest: u64 },
 }
 
-impl PlanError {
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::HistoryMismatch
-    }
-}
-
+/// An applied file that was edited since.
 #[derive(Debug, Clone, Serialize)]
 pub struct Drift {
+    /// The file.
     pub file: String,
+    /// The checksum recorded when it was applied.
     pub recorded: String,
+    /// The file's checksum now.
     pub current: String,
 }
 
@@ -79,9 +93,10 @@ fn join(versions: &[u64]) -> String {
     versions.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
-pub fn compare<'m>(migrations: &'m [Migration], history: &[AppliedRow]) -> Comparison<'m> {
-    let mut by_version: HashMap<u64, &AppliedRow> = HashMap::new();
-    let mut last_repeatable: HashMap<&str, &AppliedRow> = HashMap::new();
+/// Compares the files with the history rows.
+pub fn compare<'m>(migrations: &'m [Migration], history: &[HistoryRow]) -> Comparison<'m> {
+    let mut by_version: HashMap<u64, &HistoryRow> = HashMap::new();
+    let mut last_repeatable: HashMap<&str, &HistoryRow> = HashMap::new();
     for row in history {
         match row.version {
             Some(v) => {
@@ -99,19 +114,19 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[AppliedRow]) -> Compa
         .iter()
         .map(|migration| {
             let row = match migration.kind {
-                Kind::Versioned(v) => by_version.get(&v).copied(),
-                Kind::Repeatable => last_repeatable.get(migration.description.as_str()).copied(),
+                MigrationKind::Versioned(v) => by_version.get(&v).copied(),
+                MigrationKind::Repeatable => last_repeatable.get(migration.description.as_str()).copied(),
             };
             let state = match (migration.kind, row) {
-                (Kind::Versioned(_), Some(r)) if r.state == RowState::Started => FileState::Unfinished,
-                (Kind::Versioned(_), Some(r)) if r.checksum != migration.checksum => FileState::Drifted,
-                (Kind::Versioned(v), None) if highest.is_some_and(|h| v < h) => FileState::OutOfOrder,
-                (Kind::Versioned(_), None) => FileState::Pending,
-                (Kind::Repeatable, Some(r)) if r.checksum != migration.checksum => FileState::Changed,
-                (Kind::Repeatable, None) => FileState::Pending,
+                (MigrationKind::Versioned(_), Some(r)) if r.state == RowState::Started => FileState::Unfinished,
+                (MigrationKind::Versioned(_), Some(r)) if r.checksum != migration.checksum => FileState::Drifted,
+                (MigrationKind::Versioned(v), None) if highest.is_some_and(|h| v < h) => FileState::OutOfOrder,
+                (MigrationKind::Versioned(_), None) => FileState::Pending,
+                (MigrationKind::Repeatable, Some(r)) if r.checksum != migration.checksum => FileState::Changed,
+                (MigrationKind::Repeatable, None) => FileState::Pending,
                 (_, Some(_)) => FileState::Applied,
             };
-            Entry {
+            ComparedFile {
                 migration,
                 state,
                 recorded_checksum: row.map(|r| r.checksum.clone()),
@@ -126,7 +141,7 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[AppliedRow]) -> Compa
 
 impl Comparison<'_> {
     /// Checks the history against the policy; problems that are allowed are logged as warnings.
-    pub fn validate(&self, policy: Policy, dir: &str) -> Result<(), PlanError> {
+    pub fn validate(&self, policy: Policy, dir: &str) -> Result<(), MismatchError> {
         let drift: Vec<Drift> = self
             .entries
             .iter()
@@ -139,7 +154,7 @@ impl Comparison<'_> {
             .collect();
         if !drift.is_empty() {
             if !policy.allow_drift {
-                return Err(PlanError::Drift(drift));
+                return Err(MismatchError::Drift(drift));
             }
             for d in &drift {
                 tracing::warn!(file = %d.file, recorded = %d.recorded, current = %d.current, "applied migration was edited (allowed by --allow-drift)");
@@ -147,7 +162,7 @@ impl Comparison<'_> {
         }
         if !self.missing.is_empty() {
             if !policy.allow_missing {
-                return Err(PlanError::Missing { versions: self.missing.clone(), dir: dir.to_string() });
+                return Err(MismatchError::Missing { versions: self.missing.clone(), dir: dir.to_string() });
             }
             tracing::warn!(versions = ?self.missing, "database has versions these files do not (allowed by --allow-missing)");
         }
@@ -166,30 +181,33 @@ impl Comparison<'_> {
                 .chain(self.missing.iter().copied())
                 .max()
                 .unwrap_or_default();
-            return Err(PlanError::OutOfOrder { versions: out_of_order, highest });
+            return Err(MismatchError::OutOfOrder { versions: out_of_order, highest });
         }
         Ok(())
     }
 
     /// What `up` runs, in order: versioned files up to `target`, then changed repeatable files
     /// (only when no versioned file is left pending: they are written against the newest schema).
-    pub fn steps(&self, target: Option<u64>) -> Vec<&Entry<'_>> {
-        let runs = |e: &&Entry| {
+    pub fn steps(&self, target: Option<u64>) -> Vec<&ComparedFile<'_>> {
+        let runs = |e: &&ComparedFile| {
             matches!(e.state, FileState::Pending | FileState::OutOfOrder | FileState::Unfinished | FileState::Changed)
         };
-        let versioned: Vec<&Entry> = self
+        let versioned: Vec<&ComparedFile> = self
             .entries
             .iter()
             .filter(runs)
-            .filter(|e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_none_or(|t| v <= t)))
+            .filter(|e| matches!(e.migration.kind, MigrationKind::Versioned(v) if target.is_none_or(|t| v <= t)))
             .collect();
         let versioned_left = self
             .entries
             .iter()
             .filter(runs)
-            .any(|e| matches!(e.migration.kind, Kind::Versioned(v) if target.is_some_and(|t| v > t)));
-        let repeatable =
-            self.entries.iter().filter(runs).filter(|e| e.migration.kind == Kind::Repeatable && !versioned_left);
+            .any(|e| matches!(e.migration.kind, MigrationKind::Versioned(v) if target.is_some_and(|t| v > t)));
+        let repeatable = self
+            .entries
+            .iter()
+            .filter(runs)
+            .filter(|e| e.migration.kind == MigrationKind::Repeatable && !versioned_left);
         versioned.into_iter().chain(repeatable).collect()
     }
 }
@@ -197,12 +215,12 @@ impl Comparison<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Directives;
+    use crate::migrate::files::Directives;
 
-    fn file(kind: Kind, description: &str, checksum: &str) -> Migration {
+    fn file(kind: MigrationKind, description: &str, checksum: &str) -> Migration {
         let name = match kind {
-            Kind::Versioned(v) => format!("sql/{v:04}_{description}.sql"),
-            Kind::Repeatable => format!("sql/R__{description}.sql"),
+            MigrationKind::Versioned(v) => format!("sql/{v:04}_{description}.sql"),
+            MigrationKind::Repeatable => format!("sql/R__{description}.sql"),
         };
         Migration {
             kind,
@@ -214,9 +232,8 @@ mod tests {
         }
     }
 
-    fn row(id: i64, version: Option<u64>, description: &str, checksum: &str, state: RowState) -> AppliedRow {
-        AppliedRow {
-            id,
+    fn row(_id: i64, version: Option<u64>, description: &str, checksum: &str, state: RowState) -> HistoryRow {
+        HistoryRow {
             version,
             description: description.into(),
             checksum: checksum.into(),
@@ -232,13 +249,13 @@ mod tests {
     #[test]
     fn classifies_each_file() {
         let files = vec![
-            file(Kind::Versioned(1), "a", "c1"),
-            file(Kind::Versioned(2), "b", "c2-edited"),
-            file(Kind::Versioned(3), "c", "c3"),
-            file(Kind::Versioned(5), "e", "c5"),
-            file(Kind::Versioned(6), "f", "c6"),
-            file(Kind::Repeatable, "views", "v2"),
-            file(Kind::Repeatable, "funcs", "f1"),
+            file(MigrationKind::Versioned(1), "a", "c1"),
+            file(MigrationKind::Versioned(2), "b", "c2-edited"),
+            file(MigrationKind::Versioned(3), "c", "c3"),
+            file(MigrationKind::Versioned(5), "e", "c5"),
+            file(MigrationKind::Versioned(6), "f", "c6"),
+            file(MigrationKind::Repeatable, "views", "v2"),
+            file(MigrationKind::Repeatable, "funcs", "f1"),
         ];
         let history = vec![
             row(1, Some(1), "a", "c1", RowState::Applied),
@@ -257,26 +274,27 @@ mod tests {
 
     #[test]
     fn each_mismatch_fails_unless_allowed() {
-        let files = vec![file(Kind::Versioned(1), "a", "edited"), file(Kind::Versioned(2), "b", "c2")];
+        let files =
+            vec![file(MigrationKind::Versioned(1), "a", "edited"), file(MigrationKind::Versioned(2), "b", "c2")];
         let drifted = compare(&files, &[row(1, Some(1), "a", "c1", RowState::Applied)]);
         let error = drifted.validate(Policy::default(), "sql").unwrap_err();
         assert!(error.to_string().contains("sql/0001_a.sql (recorded c1, file now edited)"), "{error}");
         assert!(drifted.validate(Policy { allow_drift: true, ..Policy::default() }, "sql").is_ok());
 
-        let files = vec![file(Kind::Versioned(2), "b", "c2")];
+        let files = vec![file(MigrationKind::Versioned(2), "b", "c2")];
         let missing = compare(
             &files,
             &[row(1, Some(1), "a", "c1", RowState::Applied), row(2, Some(2), "b", "c2", RowState::Applied)],
         );
         assert!(
-            matches!(missing.validate(Policy::default(), "sql"), Err(PlanError::Missing { ref versions, .. }) if versions == &[1])
+            matches!(missing.validate(Policy::default(), "sql"), Err(MismatchError::Missing { ref versions, .. }) if versions == &[1])
         );
         assert!(missing.validate(Policy { allow_missing: true, ..Policy::default() }, "sql").is_ok());
 
-        let files = vec![file(Kind::Versioned(1), "a", "c1"), file(Kind::Versioned(3), "c", "c3")];
+        let files = vec![file(MigrationKind::Versioned(1), "a", "c1"), file(MigrationKind::Versioned(3), "c", "c3")];
         let gap = compare(&files, &[row(1, Some(3), "c", "c3", RowState::Applied)]);
         assert!(
-            matches!(gap.validate(Policy::default(), "sql"), Err(PlanError::OutOfOrder { ref versions, highest: 3 }) if versions == &[1])
+            matches!(gap.validate(Policy::default(), "sql"), Err(MismatchError::OutOfOrder { ref versions, highest: 3 }) if versions == &[1])
         );
         let allowed = Policy { allow_out_of_order: true, ..Policy::default() };
         assert!(gap.validate(allowed, "sql").is_ok());
@@ -286,15 +304,16 @@ mod tests {
     #[test]
     fn steps_run_versioned_up_to_target_then_repeatables() {
         let files = vec![
-            file(Kind::Versioned(1), "a", "c1"),
-            file(Kind::Versioned(2), "b", "c2"),
-            file(Kind::Versioned(10), "c", "c10"),
-            file(Kind::Repeatable, "views", "v1"),
+            file(MigrationKind::Versioned(1), "a", "c1"),
+            file(MigrationKind::Versioned(2), "b", "c2"),
+            file(MigrationKind::Versioned(10), "c", "c10"),
+            file(MigrationKind::Repeatable, "views", "v1"),
         ];
         let c = compare(&files, &[]);
-        let labels = |steps: Vec<&Entry>| steps.iter().map(|e| e.migration.label()).collect::<Vec<_>>();
-        assert_eq!(labels(c.steps(None)), vec!["1", "2", "10", "R__views"]);
-        assert_eq!(labels(c.steps(Some(2))), vec!["1", "2"]);
-        assert_eq!(labels(c.steps(Some(10))), vec!["1", "2", "10", "R__views"]);
+        let names = |steps: Vec<&ComparedFile>| steps.iter().map(|e| e.migration.display_path()).collect::<Vec<_>>();
+        let all = ["sql/0001_a.sql", "sql/0002_b.sql", "sql/0010_c.sql", "sql/R__views.sql"];
+        assert_eq!(names(c.steps(None)), all);
+        assert_eq!(names(c.steps(Some(2))), all[..2]);
+        assert_eq!(names(c.steps(Some(10))), all);
     }
 }

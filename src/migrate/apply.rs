@@ -6,17 +6,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::compare::{ComparedFile, FileState};
+use super::files::Migration;
+use super::history::{HistoryError, HistoryWriter, RowState};
+use super::split;
 use crate::backoff::Backoff;
-use crate::config::SessionSettings;
-use crate::connect::Session;
+use crate::db::failure::PgFailure;
+use crate::db::session::{Session, SessionSettings};
 use crate::duration::Millis;
-use crate::error::{FileFailure, PgFailure};
-use crate::exit::ExitCode;
-use crate::history::{HistoryError, HistoryWriter, RowState};
-use crate::plan::{Entry, FileState};
-use crate::signals::{Interrupted, Shutdown};
-use crate::source::Migration;
-use crate::split;
+use crate::signals::{self, Interrupted, Shutdown};
 
 /// SQLSTATE of a statement that gave up waiting for a lock (`lock_timeout`).
 const LOCK_NOT_AVAILABLE: &str = "55P03";
@@ -25,13 +23,42 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// A file this run applied, for logs and the result event.
 #[derive(Debug, Clone, Serialize)]
-pub struct Applied {
+pub struct AppliedFile {
+    /// The file's path.
     pub file: String,
+    /// Its version, when versioned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// How long it took.
     pub duration_ms: u64,
 }
 
+/// Where in which file a migration failed, and what Postgres said.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FileFailure {
+    /// The file's path.
+    pub file: String,
+    /// Its version, when versioned.
+    pub version: Option<u64>,
+    /// What Postgres said.
+    #[serde(flatten)]
+    pub pg: PgFailure,
+    /// 1-based line in the file, when Postgres gave a position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// 1-based column in the file, when Postgres gave a position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+}
+
+impl FileFailure {
+    /// A failure of `migration` with no position in it.
+    pub fn new(migration: &Migration, pg: PgFailure) -> FileFailure {
+        FileFailure { file: migration.display_path(), version: migration.version(), pg, line: None, column: None }
+    }
+}
+
+/// Why applying stopped. Each says what happened to the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("{}: {}{}; {}", .failure.file, .failure.pg, at_line(.failure), if *.in_transaction { "the file was rolled back" } else { "no-transaction file: statements before it stay applied and the file runs again next time" })]
@@ -67,16 +94,7 @@ fn at_line(failure: &FileFailure) -> String {
 }
 
 impl ApplyError {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            ApplyError::Failed { .. } => ExitCode::MigrationFailed,
-            ApplyError::LockRetries { .. } => ExitCode::LockRetries,
-            ApplyError::Lost(_) => ExitCode::Connect,
-            ApplyError::History(e) => e.exit_code(),
-            ApplyError::Interrupted { stop, .. } => stop.exit_code(),
-        }
-    }
-
+    /// The file that failed and where, when a file did.
     pub fn file_failure(&self) -> Option<&FileFailure> {
         match self {
             ApplyError::Failed { failure: f, .. }
@@ -91,10 +109,13 @@ impl ApplyError {
 /// How retries behave; from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// How many times a statement that hit lock_timeout is retried.
     pub lock_retries: u32,
+    /// The first pause before a retry; it doubles each time.
     pub first_delay: Duration,
 }
 
+/// Applies files in order on one session, recording each in the history.
 pub struct Applier<'a> {
     db: &'a Session,
     client: &'a Client,
@@ -113,6 +134,7 @@ struct Attempt {
 }
 
 impl<'a> Applier<'a> {
+    /// An applier on `db`, writing with `writer`.
     pub fn new(
         db: &'a Session,
         writer: HistoryWriter<'a>,
@@ -125,7 +147,11 @@ impl<'a> Applier<'a> {
 
     /// Applies `steps` in order, appending each finished file to `applied` (so a failure still
     /// reports what went before it).
-    pub async fn apply_all(&self, steps: &[&Entry<'_>], applied: &mut Vec<Applied>) -> Result<(), ApplyError> {
+    pub async fn apply_all(
+        &self,
+        steps: &[&ComparedFile<'_>],
+        applied: &mut Vec<AppliedFile>,
+    ) -> Result<(), ApplyError> {
         for entry in steps {
             // Between files: start nothing new.
             self.shutdown.check().map_err(|stop| ApplyError::Interrupted { stop, failure: None })?;
@@ -146,7 +172,7 @@ impl<'a> Applier<'a> {
             } else {
                 self.apply_in_transaction(migration, lock_timeout, statement_timeout).await?;
             }
-            let done = Applied {
+            let done = AppliedFile {
                 file: migration.display_path(),
                 version: migration.version(),
                 duration_ms: started.elapsed().as_millis() as u64,
@@ -219,7 +245,7 @@ impl<'a> Applier<'a> {
     /// before and applied after, so an interrupted file is run again by the next run.
     async fn apply_statements(
         &self,
-        entry: &Entry<'_>,
+        entry: &ComparedFile<'_>,
         lock_timeout: Millis,
         statement_timeout: Millis,
     ) -> Result<(), ApplyError> {
@@ -236,7 +262,7 @@ impl<'a> Applier<'a> {
             self.apply_statement(migration, statement).await?;
         }
         self.set_session_timeouts(migration, None).await?;
-        self.writer.finish(migration, id, started.elapsed().as_millis() as i64).await?;
+        self.writer.mark_applied(migration, id, started.elapsed().as_millis() as i64).await?;
         Ok(())
     }
 
@@ -270,7 +296,7 @@ impl<'a> Applier<'a> {
             done = &mut statement => return done.map_err(Executed::Failed),
             stop = self.shutdown.wait() => stop,
         };
-        tracing::warn!(signal = %crate::signals::name(&stop.signal), "stop requested: cancelling the running statement");
+        tracing::warn!(signal = %signals::name(&stop.signal), "stop requested: cancelling the running statement");
         if let Err(e) = self.db.cancel().await {
             tracing::warn!(error = %PgFailure::from_pg(&e), "cancel request failed; the statement runs until the grace period ends");
         }
@@ -284,16 +310,8 @@ impl<'a> Applier<'a> {
         } else {
             "cancelled: this no-transaction file runs again on the next run"
         };
-        ApplyError::Interrupted {
-            stop,
-            failure: Some(FileFailure {
-                file: migration.display_path(),
-                version: migration.version(),
-                pg: PgFailure::other(&format!("{stop} while applying; {effect}")),
-                line: None,
-                column: None,
-            }),
-        }
+        let pg = PgFailure::other(&format!("{stop} while applying; {effect}"));
+        ApplyError::Interrupted { stop, failure: Some(FileFailure::new(migration, pg)) }
     }
 
     /// Sleeps and returns for another attempt when the failure was `lock_timeout` and retries
@@ -306,7 +324,7 @@ impl<'a> Applier<'a> {
         backoff: &mut Backoff,
     ) -> Result<(), ApplyError> {
         let failure = file_failure(migration, &failed);
-        if failure.pg.sqlstate.is_none() {
+        if failure.pg.connection_lost() {
             return Err(ApplyError::Lost(failure));
         }
         if !failure.pg.is(LOCK_NOT_AVAILABLE) {
@@ -326,10 +344,7 @@ impl<'a> Applier<'a> {
             "lock_timeout: rolled back so the live workload is not blocked; retrying"
         );
         *attempt += 1;
-        tokio::select! {
-            () = tokio::time::sleep(delay) => Ok(()),
-            stop = self.shutdown.wait() => Err(ApplyError::Interrupted { stop, failure: Some(failure) }),
-        }
+        self.shutdown.sleep(delay).await.map_err(|stop| ApplyError::Interrupted { stop, failure: Some(failure) })
     }
 
     async fn set_session_timeouts(
@@ -344,33 +359,16 @@ impl<'a> Applier<'a> {
             // RESET goes back to the values migrun set at connection start.
             None => "RESET lock_timeout; RESET statement_timeout".to_string(),
         };
-        self.client.batch_execute(&sql).await.map_err(|e| {
-            let pg = PgFailure::from_pg(&e);
-            ApplyError::Lost(FileFailure {
-                file: migration.display_path(),
-                version: migration.version(),
-                pg,
-                line: None,
-                column: None,
-            })
-        })
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| ApplyError::Lost(FileFailure::new(migration, PgFailure::from_pg(&e))))
     }
 
     /// An interrupted `CREATE INDEX CONCURRENTLY` leaves an INVALID index that `IF NOT EXISTS`
     /// would then keep; drop it before building again.
     async fn drop_invalid_index(&self, migration: &Migration, name: &str) -> Result<(), ApplyError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT format('%I.%I', n.nspname, c.relname)
-                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE NOT i.indisvalid AND c.relname = $1 AND n.nspname = ANY (current_schemas(false))",
-                &[&name],
-            )
-            .await
-            .map_err(|e| self.db_failure(migration, &e))?;
-        for row in rows {
-            let index: String = row.get(0);
+        for index in self.invalid_indexes(migration, Some(name)).await? {
             tracing::warn!(file = %migration.display_path(), index = %index, "dropping the INVALID index an interrupted CREATE INDEX CONCURRENTLY left, before building it again");
             // The name comes from the catalog, quoted by format('%I').
             self.client
@@ -382,35 +380,37 @@ impl<'a> Applier<'a> {
     }
 
     async fn report_invalid_indexes(&self, migration: &Migration) -> Result<(), ApplyError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT format('%I.%I', n.nspname, c.relname)
-                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE NOT i.indisvalid ORDER BY 1",
-                &[],
-            )
-            .await
-            .map_err(|e| self.db_failure(migration, &e))?;
-        let invalid: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let invalid = self.invalid_indexes(migration, None).await?;
         if !invalid.is_empty() {
             tracing::warn!(file = %migration.display_path(), invalid_indexes = ?invalid, "INVALID indexes in the database");
         }
         Ok(())
     }
 
+    /// INVALID indexes, schema-qualified and quoted: every one, or those named `name` in the
+    /// schemas on the search path (where an unqualified CREATE INDEX puts it).
+    async fn invalid_indexes(&self, migration: &Migration, name: Option<&str>) -> Result<Vec<String>, ApplyError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname)
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE NOT i.indisvalid
+                   AND ($1::text IS NULL OR (c.relname = $1 AND n.nspname = ANY (current_schemas(false))))
+                 ORDER BY 1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.db_failure(migration, &e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     fn db_failure(&self, migration: &Migration, e: &tokio_postgres::Error) -> ApplyError {
-        let failure = FileFailure {
-            file: migration.display_path(),
-            version: migration.version(),
-            pg: PgFailure::from_pg(e),
-            line: None,
-            column: None,
-        };
-        match failure.pg.sqlstate {
-            None => ApplyError::Lost(failure),
-            Some(_) => ApplyError::Failed { failure, in_transaction: !migration.directives.no_transaction },
+        let failure = FileFailure::new(migration, PgFailure::from_pg(e));
+        if failure.pg.connection_lost() {
+            return ApplyError::Lost(failure);
         }
+        ApplyError::Failed { failure, in_transaction: !migration.directives.no_transaction }
     }
 }
 
@@ -423,11 +423,9 @@ fn file_failure(migration: &Migration, attempt: &Attempt) -> FileFailure {
         .and_then(|p| (p as usize).checked_sub(1 + attempt.sent_prefix_chars))
         .map(|index| line_column(&migration.sql, attempt.file_char_offset + index));
     FileFailure {
-        file: migration.display_path(),
-        version: migration.version(),
-        pg: attempt.pg.clone(),
         line: location.map(|(line, _)| line),
         column: location.map(|(_, column)| column),
+        ..FileFailure::new(migration, attempt.pg.clone())
     }
 }
 

@@ -1,28 +1,80 @@
-//! ECS task identity from the task metadata endpoint (v4), for the audit trail.
+//! Who is applying: the host (or ECS task), the release and the image, for the history rows
+//! and the result event.
 //!
-//! Read once at start with a short timeout; unset or unreachable means "not on ECS" and the
-//! run carries on with the host name. A plain HTTP/1.0 GET: the endpoint is a link-local
-//! plain-HTTP service, and this keeps an HTTP client out of every run that does not need one.
+//! ECS task metadata (v4) is read once at start with a short timeout; unset or unreachable
+//! means "not on ECS" and the run carries on with the host name. A plain HTTP/1.0 GET: the
+//! endpoint is a link-local plain-HTTP service, and this keeps an HTTP client out of every run
+//! that does not need one.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// This build's version, recorded with every applied file.
+pub const MIGRUN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the history rows and the result event say about who applied a migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The ECS task ARN on ECS, else the host name.
+    pub applied_by: String,
+    /// `MIGRUN_RELEASE` or `GIT_SHA`.
+    pub release: Option<String>,
+    /// The ECS task ARN, when on ECS.
+    pub ecs_task_arn: Option<String>,
+    /// The container image, when on ECS.
+    pub image: Option<String>,
+    /// The container image's digest, when on ECS.
+    pub image_digest: Option<String>,
+}
+
+impl Identity {
+    /// On ECS the task ARN is who applied a migration; the host name is a throwaway id there.
+    pub fn new(host: &str, release: Option<String>, task: Option<TaskIdentity>) -> Identity {
+        let task = task.unwrap_or_default();
+        Identity {
+            applied_by: task.task_arn.clone().unwrap_or_else(|| host.to_string()),
+            release,
+            ecs_task_arn: task.task_arn,
+            image: task.image,
+            image_digest: task.image_digest,
+        }
+    }
+}
+
+/// The kernel's host name, else `$HOSTNAME`.
+pub fn host_name(hostname_var: Option<String>) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on success.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let from_kernel = ok
+        .then(|| {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        })
+        .filter(|h| !h.is_empty());
+    from_kernel.or(hostname_var).unwrap_or_else(|| "unknown-host".to_string())
+}
 
 /// What ECS says about the task and this container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskIdentity {
+    /// The task's ARN.
     pub task_arn: Option<String>,
+    /// The cluster's name or ARN.
     pub cluster: Option<String>,
     /// `family:revision`
     pub task_definition: Option<String>,
+    /// The container image.
     pub image: Option<String>,
+    /// The container image's digest.
     pub image_digest: Option<String>,
 }
 
 /// Reads the task and container metadata; `None` (with a log line) when unreachable.
-pub async fn fetch(base: &str) -> Option<TaskIdentity> {
+pub async fn fetch_task(base: &str) -> Option<TaskIdentity> {
     let task = get_json(&format!("{}/task", base.trim_end_matches('/'))).await;
     let container = get_json(base.trim_end_matches('/')).await;
     let (task, container) = match (task, container) {

@@ -5,38 +5,27 @@
 
 use std::time::{Duration, Instant};
 
+use super::compare::{self, FileState, MismatchError, Policy};
+use super::files::Migration;
+use super::history::{History, HistoryError};
 use crate::backoff::Backoff;
-use crate::config::Policy;
-use crate::exit::ExitCode;
-use crate::history::{History, HistoryError};
-use crate::plan::{self, FileState, PlanError};
 use crate::signals::{Interrupted, Shutdown};
-use crate::source::Migration;
 
 /// How often a waiting run says what it is still waiting for.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
+/// Why the schema was not seen ready.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
+    /// `--wait-timeout` passed first.
     #[error("schema not ready after {waited_s:.0}s: {} versioned migration(s) still not applied ({}); did the migration task run and succeed? (--wait-timeout to wait longer)", .missing.len(), preview(.missing))]
     Timeout { waited_s: f64, missing: Vec<u64> },
     #[error(transparent)]
     History(#[from] HistoryError),
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Mismatch(#[from] MismatchError),
     #[error("{0} while waiting for the schema")]
     Interrupted(#[from] Interrupted),
-}
-
-impl WaitError {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            WaitError::Timeout { .. } => ExitCode::WaitTimeout,
-            WaitError::History(e) => e.exit_code(),
-            WaitError::Plan(e) => e.exit_code(),
-            WaitError::Interrupted(stop) => stop.exit_code(),
-        }
-    }
 }
 
 fn preview(versions: &[u64]) -> String {
@@ -61,7 +50,7 @@ pub async fn until_ready(
     let mut told_ahead = false;
     loop {
         let rows = history.read().await?.unwrap_or_default();
-        let comparison = plan::compare(migrations, &rows);
+        let comparison = compare::compare(migrations, &rows);
         let drift = Policy { allow_missing: true, allow_out_of_order: true, ..policy };
         comparison.validate(drift, "")?;
         if !comparison.missing.is_empty() && !told_ahead {
@@ -86,9 +75,6 @@ pub async fn until_ready(
             tracing::info!(missing = missing.len(), versions = %preview(&missing), waited_s = started.elapsed().as_secs(), "waiting for migrations to be applied");
             last_report = Some(Instant::now());
         }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            stop = shutdown.wait() => return Err(stop.into()),
-        }
+        shutdown.sleep(delay).await?;
     }
 }

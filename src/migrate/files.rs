@@ -8,52 +8,56 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::split;
 use crate::duration::{self, Millis};
-use crate::split;
 
 /// Versioned files are applied once, in version order; repeatable ones after them, whenever
 /// their checksum changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
+pub enum MigrationKind {
+    /// `<version>_<description>.sql`
     Versioned(u64),
+    /// `R__<description>.sql`
     Repeatable,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Directives {
+    /// `-- migrun:no-transaction`: statement by statement, outside a transaction.
     pub no_transaction: bool,
+    /// `-- migrun:statement-timeout=<duration>`
     pub statement_timeout: Option<Millis>,
+    /// `-- migrun:lock-timeout=<duration>`
     pub lock_timeout: Option<Millis>,
 }
 
+/// One migration file, read and validated.
 #[derive(Debug, Clone)]
 pub struct Migration {
-    pub kind: Kind,
+    /// Versioned or repeatable.
+    pub kind: MigrationKind,
+    /// The name's description part.
     pub description: String,
     /// The path as found under the configured directory, for messages (`sql/0001_init.sql`).
     pub path: PathBuf,
     /// File text with a leading BOM dropped and CRLF read as LF: what is checksummed and run.
     pub sql: String,
+    /// SHA-256 of `sql`, lowercase hex.
     pub checksum: String,
+    /// The directives of the file's header.
     pub directives: Directives,
 }
 
 impl Migration {
+    /// The version of a versioned file.
     pub fn version(&self) -> Option<u64> {
         match self.kind {
-            Kind::Versioned(v) => Some(v),
-            Kind::Repeatable => None,
+            MigrationKind::Versioned(v) => Some(v),
+            MigrationKind::Repeatable => None,
         }
     }
 
-    /// `0003` for versioned files, `R__name` for repeatable ones: how the user refers to it.
-    pub fn label(&self) -> String {
-        match self.kind {
-            Kind::Versioned(v) => v.to_string(),
-            Kind::Repeatable => format!("R__{}", self.description),
-        }
-    }
-
+    /// The path for messages.
     pub fn display_path(&self) -> String {
         self.path.display().to_string()
     }
@@ -62,8 +66,9 @@ impl Migration {
 const DIRECTIVE_PREFIX: &str = "migrun:";
 const KNOWN_DIRECTIVES: &str = "no-transaction, statement-timeout=<duration>, lock-timeout=<duration>";
 
+/// Why the migration files cannot be used; nothing was done.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub enum FilesError {
     #[error("{dir}: cannot read the migrations directory: {reason}; set --dir / MIGRUN_DIR to the folder holding the .sql files")]
     Dir { dir: String, reason: String },
     #[error("{file}: cannot read: {reason}")]
@@ -115,14 +120,14 @@ fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads every migration in `dir`: versioned ones by version, then repeatable ones by name.
-pub fn load(dir: &Path) -> Result<Vec<Migration>, SourceError> {
+pub fn load(dir: &Path) -> Result<Vec<Migration>, FilesError> {
     let mut found = list(dir)?;
     found.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
     let migrations = read_all(found)?;
     for pair in migrations.windows(2) {
-        if let (Kind::Versioned(v), Kind::Versioned(w)) = (pair[0].kind, pair[1].kind) {
+        if let (MigrationKind::Versioned(v), MigrationKind::Versioned(w)) = (pair[0].kind, pair[1].kind) {
             if v == w {
-                return Err(SourceError::DuplicateVersion {
+                return Err(FilesError::DuplicateVersion {
                     version: v,
                     first: pair[0].display_path(),
                     second: pair[1].display_path(),
@@ -134,8 +139,8 @@ pub fn load(dir: &Path) -> Result<Vec<Migration>, SourceError> {
 }
 
 /// The migration files in `dir` with their parsed names; other files are skipped.
-fn list(dir: &Path) -> Result<Vec<(PathBuf, Kind, String)>, SourceError> {
-    let dir_error = |e: std::io::Error| SourceError::Dir { dir: dir.display().to_string(), reason: e.to_string() };
+fn list(dir: &Path) -> Result<Vec<(PathBuf, MigrationKind, String)>, FilesError> {
+    let dir_error = |e: std::io::Error| FilesError::Dir { dir: dir.display().to_string(), reason: e.to_string() };
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
         let entry = entry.map_err(dir_error)?;
@@ -148,7 +153,7 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, Kind, String)>, SourceError> {
             continue;
         }
         let (kind, description) =
-            parse_name(&name).ok_or_else(|| SourceError::BadName { file: path.display().to_string() })?;
+            parse_name(&name).ok_or_else(|| FilesError::BadName { file: path.display().to_string() })?;
         found.push((path, kind, description));
     }
     Ok(found)
@@ -156,9 +161,9 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, Kind, String)>, SourceError> {
 
 /// Reads the files in order, on two threads when there are many: every deploy reads every
 /// file, and on a virtual machine the system calls per file are most of a no-op run's cost.
-fn read_all(found: Vec<(PathBuf, Kind, String)>) -> Result<Vec<Migration>, SourceError> {
+fn read_all(found: Vec<(PathBuf, MigrationKind, String)>) -> Result<Vec<Migration>, FilesError> {
     const PARALLEL_FROM: usize = 64;
-    let read = |files: Vec<(PathBuf, Kind, String)>| -> Result<Vec<Migration>, SourceError> {
+    let read = |files: Vec<(PathBuf, MigrationKind, String)>| -> Result<Vec<Migration>, FilesError> {
         files.into_iter().map(|(path, kind, description)| read_migration(path, kind, description)).collect()
     };
     if found.len() < PARALLEL_FROM {
@@ -180,33 +185,33 @@ fn read_all(found: Vec<(PathBuf, Kind, String)>) -> Result<Vec<Migration>, Sourc
 }
 
 /// `0001_init.sql` → (Versioned(1), "init"); `R__views.sql` → (Repeatable, "views").
-fn parse_name(name: &str) -> Option<(Kind, String)> {
+fn parse_name(name: &str) -> Option<(MigrationKind, String)> {
     let stem = name.strip_suffix(".sql")?;
     let valid_description = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if let Some(description) = stem.strip_prefix("R__") {
-        return valid_description(description).then(|| (Kind::Repeatable, description.to_string()));
+        return valid_description(description).then(|| (MigrationKind::Repeatable, description.to_string()));
     }
     let (version, description) = stem.split_once('_')?;
     let version_ok = (1..=18).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_digit());
     if !version_ok || !valid_description(description) {
         return None;
     }
-    Some((Kind::Versioned(version.parse().ok()?), description.to_string()))
+    Some((MigrationKind::Versioned(version.parse().ok()?), description.to_string()))
 }
 
-fn read_migration(path: PathBuf, kind: Kind, description: String) -> Result<Migration, SourceError> {
+fn read_migration(path: PathBuf, kind: MigrationKind, description: String) -> Result<Migration, FilesError> {
     let file = path.display().to_string();
-    let bytes = read_file(&path).map_err(|e| SourceError::Unreadable { file: file.clone(), reason: e.to_string() })?;
-    let sql = normalize(bytes).map_err(|line| SourceError::InvalidUtf8 { file: file.clone(), line })?;
+    let bytes = read_file(&path).map_err(|e| FilesError::Unreadable { file: file.clone(), reason: e.to_string() })?;
+    let sql = normalize(bytes).map_err(|line| FilesError::InvalidUtf8 { file: file.clone(), line })?;
     let statements = split::split(&sql);
     if statements.is_empty() {
-        return Err(SourceError::Empty { file });
+        return Err(FilesError::Empty { file });
     }
     let directives = parse_directives(&sql, &file)?;
     if !directives.no_transaction {
         if let Some(statement) = statements.iter().find(|s| split::is_transaction_control(s.text)) {
             let line = 1 + sql[..statement.offset].matches('\n').count();
-            return Err(SourceError::TransactionControl { file, line, statement: statement.text.to_string() });
+            return Err(FilesError::TransactionControl { file, line, statement: statement.text.to_string() });
         }
     }
     Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives })
@@ -226,7 +231,7 @@ fn normalize(mut bytes: Vec<u8>) -> Result<String, usize> {
 
 /// Directives live in `--` comment lines before the first statement; one anywhere else is a
 /// mistake that would silently change how the file runs, so it is an error.
-fn parse_directives(sql: &str, file: &str) -> Result<Directives, SourceError> {
+fn parse_directives(sql: &str, file: &str) -> Result<Directives, FilesError> {
     let mut directives = Directives::default();
     let mut in_header = true;
     for (index, line) in sql.lines().enumerate() {
@@ -241,7 +246,7 @@ fn parse_directives(sql: &str, file: &str) -> Result<Directives, SourceError> {
         };
         let directive = directive.trim();
         if !in_header {
-            return Err(SourceError::MisplacedDirective {
+            return Err(FilesError::MisplacedDirective {
                 file: file.into(),
                 directive: directive.into(),
                 line: line_no,
@@ -252,13 +257,13 @@ fn parse_directives(sql: &str, file: &str) -> Result<Directives, SourceError> {
     Ok(directives)
 }
 
-fn apply_directive(directives: &mut Directives, directive: &str, file: &str, line: usize) -> Result<(), SourceError> {
+fn apply_directive(directives: &mut Directives, directive: &str, file: &str, line: usize) -> Result<(), FilesError> {
     let (name, value) = match directive.split_once('=') {
         Some((name, value)) => (name.trim(), Some(value.trim())),
         None => (directive, None),
     };
-    let repeated = || SourceError::RepeatedDirective { file: file.into(), directive: name.into(), line };
-    let bad_value = |expected: &str| SourceError::BadDirectiveValue {
+    let repeated = || FilesError::RepeatedDirective { file: file.into(), directive: name.into(), line };
+    let bad_value = |expected: &str| FilesError::BadDirectiveValue {
         file: file.into(),
         directive: directive.into(),
         line,
@@ -285,19 +290,19 @@ fn apply_directive(directives: &mut Directives, directive: &str, file: &str, lin
                 return Err(repeated());
             }
         }
-        _ => return Err(SourceError::UnknownDirective { file: file.into(), directive: directive.into(), line }),
+        _ => return Err(FilesError::UnknownDirective { file: file.into(), directive: directive.into(), line }),
     }
     Ok(())
 }
 
 /// Creates `<UTC timestamp>_<description>.sql` in `dir` (creating `dir` if needed) and returns its path.
-pub fn create_new(dir: &Path, description: &str, timestamp: &str) -> Result<PathBuf, SourceError> {
+pub fn create_new(dir: &Path, description: &str, timestamp: &str) -> Result<PathBuf, FilesError> {
     if parse_name(&format!("{timestamp}_{description}.sql")).is_none() {
-        return Err(SourceError::BadDescription { description: description.into() });
+        return Err(FilesError::BadDescription { description: description.into() });
     }
     let path = dir.join(format!("{timestamp}_{description}.sql"));
     let create_error =
-        |e: std::io::Error| SourceError::Create { file: path.display().to_string(), reason: e.to_string() };
+        |e: std::io::Error| FilesError::Create { file: path.display().to_string(), reason: e.to_string() };
     std::fs::create_dir_all(dir).map_err(create_error)?;
     let template = format!(
         "-- {description}\n\
@@ -314,11 +319,11 @@ pub fn create_new(dir: &Path, description: &str, timestamp: &str) -> Result<Path
     Ok(path)
 }
 
-impl fmt::Display for Kind {
+impl fmt::Display for MigrationKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Kind::Versioned(_) => "versioned",
-            Kind::Repeatable => "repeatable",
+            MigrationKind::Versioned(_) => "versioned",
+            MigrationKind::Repeatable => "repeatable",
         })
     }
 }
@@ -329,12 +334,12 @@ mod tests {
 
     #[test]
     fn parses_file_names() {
-        assert_eq!(parse_name("0001_init.sql"), Some((Kind::Versioned(1), "init".into())));
+        assert_eq!(parse_name("0001_init.sql"), Some((MigrationKind::Versioned(1), "init".into())));
         assert_eq!(
             parse_name("20261125120000_add_users.sql"),
-            Some((Kind::Versioned(20261125120000), "add_users".into()))
+            Some((MigrationKind::Versioned(20261125120000), "add_users".into()))
         );
-        assert_eq!(parse_name("R__views.sql"), Some((Kind::Repeatable, "views".into())));
+        assert_eq!(parse_name("R__views.sql"), Some((MigrationKind::Repeatable, "views".into())));
         for bad in [
             "init.sql",
             "0001.sql",

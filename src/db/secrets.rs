@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 
-use crate::error::chain;
-use crate::exit::ExitCode;
+use super::failure::error_chain;
 
 const ARN_PREFIX: &str = "arn:aws:secretsmanager:";
 
@@ -97,15 +96,6 @@ fn key_suffix(key: &Option<String>) -> String {
     key.as_ref().map_or_else(String::new, |k| format!(" key `{k}`"))
 }
 
-impl SecretError {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            SecretError::BadReference { .. } => ExitCode::Usage,
-            _ => ExitCode::Secret,
-        }
-    }
-}
-
 /// What a secret resolved to: a connection string, or the fields of an RDS-managed secret.
 pub enum SecretValue {
     ConnectionString(String),
@@ -170,7 +160,7 @@ where
             message: error.message().unwrap_or("").into(),
         };
     }
-    let reason = chain(error);
+    let reason = error_chain(error);
     if reason.contains("credential") {
         return SecretError::NoCredentials { name: name.into(), reason };
     }

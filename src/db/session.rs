@@ -2,54 +2,57 @@
 
 use std::time::{Duration, Instant};
 
-use tokio_postgres::config::Host;
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::endpoint::{ConnectionSpec, Endpoint, EndpointError, Source};
+use super::failure::{error_chain, PgFailure};
+use super::tls::{self, TlsError, TlsSettings};
+use super::url::first_host;
 use crate::backoff::Backoff;
-use crate::config::SessionSettings;
-use crate::conninfo::Target;
-use crate::error::{chain, PgFailure};
-use crate::exit::ExitCode;
+use crate::duration::Millis;
 use crate::signals::{Interrupted, Shutdown};
-use crate::tls::{self, TlsError, TlsSettings};
 
+/// Why no usable session could be opened (or kept).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("database url {url} is not valid: {reason}")]
-    InvalidUrl { url: String, reason: String },
-    #[error("no database given: set one of DATABASE_URL / --database-url (postgres://user:password@host:5432/dbname, a key=value string, or a Secrets Manager ARN), MIGRUN_SECRET_ID / --secret-id (a secret name or ARN), or libpq's PGHOST / PGPORT / PGUSER / PGDATABASE (with PGPASSWORD or ~/.pgpass)")]
-    Missing,
-    #[error("cannot reach the database at {target} after {attempts} attempts over {waited_s:.1}s: {reason}; check the host, port, security groups and that the server is up (--connect-timeout to wait longer)")]
-    Unreachable { target: String, attempts: u32, waited_s: f64, reason: String },
-    #[error("the database at {target} refused the connection: {failure}")]
-    Refused { target: String, failure: PgFailure },
-    #[error("the connection to {target} goes through a transaction-pooling proxy (backend pid changed from {first} to {second}); advisory locks and session settings cannot work through it: point migrun at the database directly (not PgBouncer in transaction mode)")]
-    TransactionPooler { target: String, first: i32, second: i32 },
+    /// The connection source could not be resolved (secret, libpq variables, sslmode).
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Every attempt failed with a transient error until `--connect-timeout`.
+    #[error("cannot reach the database at {server} after {attempts} attempts over {waited_s:.1}s: {reason}; check the host, port, security groups and that the server is up (--connect-timeout to wait longer)")]
+    Unreachable { server: String, attempts: u32, waited_s: f64, reason: String },
+    /// The server answered and said no (login, database, permissions).
+    #[error("the database at {server} refused the connection: {failure}")]
+    Refused { server: String, failure: PgFailure },
+    /// The backend changed between statements: a transaction-pooling proxy.
+    #[error("the connection to {server} goes through a transaction-pooling proxy (backend pid changed from {first} to {second}); advisory locks and session settings cannot work through it: point migrun at the database directly (not PgBouncer in transaction mode)")]
+    TransactionPooler { server: String, first: i32, second: i32 },
+    /// The connection broke after it was made.
     #[error("lost the database connection: {failure}")]
     Lost { failure: PgFailure },
+    /// A stop was requested while connecting.
     #[error("{0} while connecting")]
     Interrupted(#[from] Interrupted),
-    #[error("TLS to {target} failed: {reason}")]
-    Tls { target: String, reason: String },
+    /// The TLS handshake failed (not retried).
+    #[error("TLS to {server} failed: {reason}")]
+    Tls { server: String, reason: String },
+    /// The TLS configuration itself is unusable (the CA file).
     #[error(transparent)]
     TlsSetup(#[from] TlsError),
 }
 
-impl ConnectError {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            ConnectError::InvalidUrl { .. } | ConnectError::Missing | ConnectError::TransactionPooler { .. } => {
-                ExitCode::Usage
-            }
-            ConnectError::Unreachable { .. } | ConnectError::Refused { .. } | ConnectError::Lost { .. } => {
-                ExitCode::Connect
-            }
-            ConnectError::Interrupted(stop) => stop.exit_code(),
-            ConnectError::Tls { .. } => ExitCode::Connect,
-            ConnectError::TlsSetup(_) => ExitCode::Usage,
-        }
-    }
+/// Settings of every session migrun opens, sent in the start-up packet.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// `lock_timeout` for migration statements.
+    pub lock_timeout: Millis,
+    /// `statement_timeout` for migration statements.
+    pub statement_timeout: Millis,
+    /// `idle_in_transaction_session_timeout` for the session.
+    pub idle_in_transaction_timeout: Millis,
+    /// `application_name`, unless the connection string sets one.
+    pub application_name: String,
 }
 
 /// Who we are, and one session setting that must wait for the server's version: from
@@ -64,8 +67,10 @@ const IDENTIFY: &str =
 
 /// A connected session and what migrun learned about it.
 pub struct Session {
+    /// The driver's client, for statements.
     pub client: Client,
-    pub target: String,
+    /// `host:port/dbname as user`, for messages.
+    pub server: String,
     /// The first backend pid any statement saw (0 until then).
     backend_pid: std::cell::Cell<i32>,
     connection: tokio::task::JoinHandle<()>,
@@ -73,6 +78,7 @@ pub struct Session {
     tls: MakeRustlsConnect,
     /// The connection as a child process (`exec --lock`) should get it, password included.
     pub child_url: String,
+    /// The same connection as libpq variables would give it.
     pub child_config: tokio_postgres::Config,
 }
 
@@ -100,7 +106,7 @@ impl Session {
         if pid == first {
             return Ok(());
         }
-        Err(ConnectError::TransactionPooler { target: self.target.clone(), first, second: pid })
+        Err(ConnectError::TransactionPooler { server: self.server.clone(), first, second: pid })
     }
 
     /// Asks the server who we are (logged as the `connected` event). Callers pipeline it with
@@ -115,35 +121,55 @@ impl Session {
         let server_version: String = row.get(1);
         let database: String = row.get(2);
         let user: String = row.get(3);
-        tracing::info!(target_db = %self.target, backend_pid, server_version = %server_version, database = %database, user = %user, "connected");
+        tracing::info!(server = %self.server, backend_pid, server_version = %server_version, database = %database, user = %user, "connected");
         self.check_backend(backend_pid)
     }
 }
 
 /// `host:port/dbname as user`, for logs; never the password.
-pub fn describe_target(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        Some(Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_string(),
-    };
+pub fn describe_server(config: &tokio_postgres::Config) -> String {
+    let host = first_host(config).unwrap_or_else(|| "localhost".to_string());
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().or(config.get_user()).unwrap_or("?");
     let user = config.get_user().unwrap_or("?");
     format!("{host}:{port}/{db} as {user}")
 }
 
+/// Resolves the connection (fetching a secret if that is the source) and connects. When a
+/// secret's password is refused, the secret is fetched once more and the login retried once:
+/// a rotation may have landed between the fetch and the login.
+pub async fn open(
+    spec: &ConnectionSpec,
+    settings: &SessionSettings,
+    timeout: Duration,
+    shutdown: &Shutdown,
+) -> Result<Session, ConnectError> {
+    if let Source::Url { url, .. } = &spec.source {
+        tracing::debug!(database_url = %url, "connecting");
+    }
+    let endpoint = spec.resolve().await?;
+    tracing::info!(source = spec.source.kind(), sslmode = endpoint.tls.mode.as_str(), "connection resolved");
+    match connect(&endpoint, settings, timeout, shutdown).await {
+        Err(ConnectError::Refused { failure, .. }) if failure.is("28P01") && endpoint.secret.is_some() => {
+            tracing::warn!("the secret's password was refused; fetching the secret again in case it was just rotated");
+            let fresh = spec.resolve().await?;
+            connect(&fresh, settings, timeout, shutdown).await
+        }
+        other => other,
+    }
+}
+
 /// Connects, retrying what start-up makes transient (refused, DNS, server starting, too many
 /// connections) until `timeout` runs out; a refused login fails at once.
-pub async fn connect(
-    resolved: &Target,
+async fn connect(
+    resolved: &Endpoint,
     session: &SessionSettings,
     timeout: Duration,
     shutdown: &Shutdown,
 ) -> Result<Session, ConnectError> {
     let mut config = resolved.config.clone();
     apply_session_settings(&mut config, session);
-    let target = describe_target(&config);
+    let server = describe_server(&config);
     let tls = tls::connector(&resolved.tls)?;
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
@@ -162,12 +188,12 @@ pub async fn connect(
             Ok((client, connection)) => {
                 let task = tokio::spawn(async move {
                     if let Err(e) = connection.await {
-                        tracing::debug!(error = %chain(&e), "connection ended");
+                        tracing::debug!(error = %error_chain(&e), "connection ended");
                     }
                 });
                 return Ok(Session {
                     client,
-                    target,
+                    server,
                     backend_pid: std::cell::Cell::new(0),
                     connection: task,
                     tls,
@@ -178,25 +204,22 @@ pub async fn connect(
             Err(e) => PgFailure::from_pg(&e),
         };
         if let Some(reason) = tls_failure(&failure, &resolved.tls) {
-            return Err(ConnectError::Tls { target, reason });
+            return Err(ConnectError::Tls { server, reason });
         }
         if !is_transient(&failure) {
-            return Err(ConnectError::Refused { target, failure });
+            return Err(ConnectError::Refused { server, failure });
         }
         let delay = backoff.next_delay();
         if started.elapsed() + delay >= timeout {
             return Err(ConnectError::Unreachable {
-                target,
+                server,
                 attempts,
                 waited_s: started.elapsed().as_secs_f64(),
                 reason: failure.to_string(),
             });
         }
-        tracing::warn!(target_db = %target, attempt = attempts, error = %failure, retry_in_ms = delay.as_millis() as u64, "database not reachable yet; retrying");
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            stop = shutdown.wait() => return Err(stop.into()),
-        }
+        tracing::warn!(server = %server, attempt = attempts, error = %failure, retry_in_ms = delay.as_millis() as u64, "database not reachable yet; retrying");
+        shutdown.sleep(delay).await?;
     }
 }
 

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::config::SessionSettings;
-use crate::plan::{Comparison, Entry, FileState};
+use crate::db::session::SessionSettings;
+use crate::migrate::compare::{ComparedFile, Comparison, FileState};
 
 #[derive(Serialize)]
 struct StatusRow<'a> {
@@ -41,6 +41,7 @@ fn pending(comparison: &Comparison) -> usize {
     comparison.entries.iter().filter(|e| !matches!(e.state, FileState::Applied | FileState::Drifted)).count()
 }
 
+/// `status`: every file with its state, as a table or JSON.
 pub fn status(comparison: &Comparison, json: bool) -> String {
     if json {
         let report = StatusReport {
@@ -92,7 +93,8 @@ struct PlanStep {
     statement_timeout: String,
 }
 
-pub fn plan(steps: &[&Entry], session: &SessionSettings, json: bool) -> String {
+/// `plan`: what `up` would run, in order, as a list or JSON.
+pub fn plan(steps: &[&ComparedFile], session: &SessionSettings, json: bool) -> String {
     let rows: Vec<PlanStep> = steps
         .iter()
         .map(|e| {

@@ -1,16 +1,20 @@
-//! Where the connection comes from and what it says: connection strings (with their TLS
-//! parameters and password redaction), Secrets Manager, libpq variables and the password file,
-//! resolved into one `Target`.
+//! Connection strings: parsing URLs and libpq `key=value` strings (with their TLS parameters),
+//! and hiding their passwords from every log line, error and panic.
 
 use std::fmt;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::connect::ConnectError;
-use crate::error::chain;
-use crate::libpq::{self, LibpqVars};
-use crate::secrets::{self, SecretError, SecretRef, SecretValue};
-use crate::tls::{SslMode, TlsSettings, MODES};
+use super::failure::error_chain;
+use super::tls::{SslMode, MODES};
+
+/// A connection string that does not parse. It names the string redacted, never whole.
+#[derive(Debug, thiserror::Error)]
+#[error("database url {url} is not valid: {reason}")]
+pub struct UrlError {
+    /// The string with its password hidden.
+    pub url: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
 
 /// A connection string as the user gave it. Its `Display` and `Debug` hide the password, so no
 /// log line, error or panic message can print it.
@@ -22,22 +26,24 @@ pub struct DatabaseUrl {
 /// The TLS parameters of a connection string, which tokio-postgres does not (fully) know.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsParams {
+    /// `sslmode`, as written.
     pub sslmode: Option<String>,
+    /// `sslrootcert`, as written.
     pub sslrootcert: Option<String>,
 }
 
 impl DatabaseUrl {
     /// Accepts `postgres://` / `postgresql://` URLs and libpq `key=value` strings.
-    pub fn parse(raw: String) -> Result<(DatabaseUrl, tokio_postgres::Config, TlsParams), ConnectError> {
+    pub fn parse(raw: String) -> Result<(DatabaseUrl, tokio_postgres::Config, TlsParams), UrlError> {
         let url = DatabaseUrl { raw };
         let (rest, tls) = take_tls_params(&url.raw);
         if let Some(mode) = tls.sslmode.as_deref().filter(|m| SslMode::parse(m).is_none()) {
             let reason = format!("sslmode `{mode}` is not one of {MODES}");
-            return Err(ConnectError::InvalidUrl { url: url.to_string(), reason });
+            return Err(UrlError { url: url.to_string(), reason });
         }
         match rest.parse::<tokio_postgres::Config>() {
             Ok(config) => Ok((url, config, tls)),
-            Err(e) => Err(ConnectError::InvalidUrl { url: url.to_string(), reason: chain(&e) }),
+            Err(e) => Err(UrlError { url: url.to_string(), reason: error_chain(&e) }),
         }
     }
 }
@@ -261,134 +267,12 @@ fn skip_value(value: &str) -> &str {
     &value[end..]
 }
 
-/// Where the connection comes from, in the order of precedence.
-#[derive(Debug)]
-pub enum Source {
-    /// `--database-url` / `DATABASE_URL` holding a connection string.
-    Url { url: DatabaseUrl, config: Box<tokio_postgres::Config>, tls: TlsParams },
-    /// A Secrets Manager secret: an ARN in DATABASE_URL, or `--secret-id`.
-    Secret(SecretRef),
-    /// libpq's `PG*` variables.
-    Libpq,
-}
-
-impl Source {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Source::Url { .. } => "database_url",
-            Source::Secret(_) => "secret",
-            Source::Libpq => "libpq_env",
-        }
-    }
-}
-
-/// TLS settings given outside the connection string.
-#[derive(Debug, Clone, Default)]
-pub struct TlsOverrides {
-    /// `--sslmode` / `MIGRUN_SSLMODE`: wins over everything.
-    pub sslmode: Option<SslMode>,
-    pub sslrootcert: Option<PathBuf>,
-}
-
-/// A connection ready to open.
-pub struct Target {
-    pub config: tokio_postgres::Config,
-    pub tls: TlsSettings,
-    /// The secret it came from, to fetch again when a rotation made the password stale.
-    pub secret: Option<SecretRef>,
-    /// A connection string for a child process (`exec --lock`), password included.
-    pub url_for_child: String,
-    /// The longest one connection attempt may take.
-    pub attempt_timeout: Duration,
-}
-
-const DEFAULT_ATTEMPT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error("{source_name}: sslmode `{value}` is not one of {MODES}")]
-    SslMode { source_name: String, value: String },
-    #[error("libpq variables: {0}")]
-    Libpq(String),
-}
-
-/// Turns the source into a target: fetches the secret if there is one, applies the TLS
-/// precedence (`--sslmode` > the connection string > PGSSLMODE > prefer) and the password file.
-pub async fn resolve(source: &Source, overrides: &TlsOverrides, env: &LibpqVars) -> Result<Target, TargetError> {
-    let (mut config, params, secret, child_url) = match source {
-        Source::Url { url, config, tls } => ((**config).clone(), tls.clone(), None, url.expose().to_string()),
-        Source::Secret(secret) => {
-            let text = secrets::fetch(secret).await?;
-            let (config, params, child_url) = from_secret(secret, &text)?;
-            (config, params, Some(secret.clone()), child_url)
-        }
-        Source::Libpq => {
-            let config = env.to_config().map_err(TargetError::Libpq)?;
-            let child_url = to_url(&config);
-            (config, TlsParams::default(), None, child_url)
-        }
-    };
-    let mode = match (overrides.sslmode, &params.sslmode, &env.sslmode) {
-        (Some(mode), _, _) => mode,
-        (None, Some(text), _) => ssl_mode("the connection string", text)?,
-        (None, None, Some(text)) => ssl_mode("PGSSLMODE", text)?,
-        (None, None, None) => SslMode::Prefer,
-    };
-    let root_cert = overrides
-        .sslrootcert
-        .clone()
-        .or_else(|| params.sslrootcert.clone().map(PathBuf::from))
-        .or_else(|| env.sslrootcert.clone().map(PathBuf::from));
-    config.ssl_mode(mode.for_driver());
-    if config.get_password().is_none() {
-        add_pgpass_password(&mut config, env);
-    }
-    // Each connection attempt is capped by the connection string's connect_timeout, else
-    // PGCONNECT_TIMEOUT, else 10 s; --connect-timeout bounds the retries as a whole.
-    let attempt_timeout =
-        config.get_connect_timeout().copied().or_else(|| env.connect_timeout()).unwrap_or(DEFAULT_ATTEMPT);
-    Ok(Target { config, tls: TlsSettings { mode, root_cert }, secret, url_for_child: child_url, attempt_timeout })
-}
-
-fn ssl_mode(source_name: &str, text: &str) -> Result<SslMode, TargetError> {
-    SslMode::parse(text).ok_or_else(|| TargetError::SslMode { source_name: source_name.into(), value: text.into() })
-}
-
-fn from_secret(secret: &SecretRef, text: &str) -> Result<(tokio_postgres::Config, TlsParams, String), SecretError> {
-    match secrets::interpret(secret, text)? {
-        SecretValue::Rds(rds) => {
-            let config = rds.to_config();
-            let child_url = to_url(&config);
-            Ok((config, TlsParams::default(), child_url))
-        }
-        SecretValue::ConnectionString(raw) => match DatabaseUrl::parse(raw) {
-            Ok((url, config, params)) => Ok((config, params, url.expose().to_string())),
-            Err(e) => Err(SecretError::NotUsable {
-                name: secret.name().to_string(),
-                key: secret.json_key.clone(),
-                reason: match e {
-                    ConnectError::InvalidUrl { reason, .. } => reason,
-                    other => other.to_string(),
-                },
-            }),
-        },
-    }
-}
-
-fn add_pgpass_password(config: &mut tokio_postgres::Config, env: &LibpqVars) {
-    let Some(passfile) = &env.passfile else { return };
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "localhost".to_string(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres").to_string();
-    let dbname = config.get_dbname().unwrap_or(&user).to_string();
-    if let Some(password) = libpq::pgpass_password(passfile, &host, port, &dbname, &user) {
-        tracing::debug!(file = %passfile.display(), "password from the password file");
-        config.password(password.as_bytes());
+/// The first host of a configuration: a name or address, or a Unix socket directory.
+pub fn first_host(config: &tokio_postgres::Config) -> Option<String> {
+    match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => Some(host.clone()),
+        Some(tokio_postgres::config::Host::Unix(path)) => Some(path.display().to_string()),
+        None => None,
     }
 }
 
@@ -406,9 +290,10 @@ pub fn to_url(config: &tokio_postgres::Config) -> String {
     let user = config.get_user().map(encode).unwrap_or_default();
     let password =
         config.get_password().map(|p| format!(":{}", encode(&String::from_utf8_lossy(p)))).unwrap_or_default();
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => encode(&path.display().to_string()),
+    // A socket directory goes percent-encoded in the host part, as libpq reads it.
+    let host = match first_host(config) {
+        Some(dir) if dir.starts_with('/') => encode(&dir),
+        Some(host) => host,
         None => "localhost".to_string(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);

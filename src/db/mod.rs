@@ -1,0 +1,11 @@
+//! Database access: where the connection comes from (connection strings, Secrets Manager,
+//! libpq variables, TLS), opening a session, and what Postgres said when something failed.
+//! Knows nothing about migrations.
+
+pub mod endpoint;
+pub mod failure;
+pub mod libpq;
+pub mod secrets;
+pub mod session;
+pub mod tls;
+pub mod url;

@@ -1,0 +1,248 @@
+//! The session-level advisory lock that keeps two runs from migrating at once.
+//!
+//! Polled with `pg_try_advisory_lock` in autocommit, never a blocking `pg_advisory_lock` or an
+//! open transaction: a waiter holding a snapshot would make the holder's
+//! `CREATE INDEX CONCURRENTLY` wait for it, and the two would deadlock.
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join3;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_postgres::types::Type;
+
+use super::history::HistoryTable;
+use crate::backoff::Backoff;
+use crate::db::failure::PgFailure;
+use crate::db::session::{ConnectError, Session};
+use crate::signals::{Interrupted, Shutdown};
+
+/// How often a waiting run says who holds the lock.
+const HOLDER_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Why the lock was not taken, or not released cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another session held it for all of `--lock-wait`.
+    #[error("advisory lock {key} not acquired within {waited_s:.1}s{}; another migrun is running (safe to retry), or raise --lock-wait", holder_text(.holder))]
+    Timeout { key: i64, waited_s: f64, holder: Option<Holder> },
+    /// A lock statement failed.
+    #[error("advisory lock {key}: {failure}")]
+    Database { key: i64, failure: PgFailure },
+    /// The server said the lock was not held at release.
+    #[error("advisory lock {key} was not held at release; the connection changed backends (a transaction-pooling proxy?): point migrun at the database directly")]
+    NotHeld { key: i64 },
+    /// The session itself failed (lost, or behind a pooler).
+    #[error(transparent)]
+    Session(#[from] ConnectError),
+    /// A stop was requested while waiting.
+    #[error("{0} while waiting for the advisory lock")]
+    Interrupted(#[from] Interrupted),
+}
+
+fn holder_text(holder: &Option<Holder>) -> String {
+    match holder {
+        Some(h) => format!(
+            " (held by pid {} application {:?} from {}, connected {:.0}s ago)",
+            h.pid, h.application_name, h.client_addr, h.connected_s
+        ),
+        None => String::new(),
+    }
+}
+
+/// The session holding the lock, from pg_locks and pg_stat_activity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Holder {
+    /// Its backend pid.
+    pub pid: i32,
+    /// Its application_name.
+    pub application_name: String,
+    /// Its client address, or `local socket`.
+    pub client_addr: String,
+    /// How long it has been connected.
+    pub connected_s: f64,
+}
+
+/// The default lock key for a history table: stable across versions of migrun, distinct per
+/// table.
+pub fn key_for(table: &HistoryTable) -> i64 {
+    let digest = Sha256::digest(format!("migrun:{table}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+/// A session that holds the advisory lock: the only way to hold it. Acquired on a session it
+/// then owns; released, and the session closed, by `release`, the one place that unlocks. If
+/// it is dropped instead (a panic), the server releases the lock when the session ends.
+pub struct LockedSession {
+    session: Session,
+    key: i64,
+}
+
+impl LockedSession {
+    /// Takes the lock on `session`, polling up to `wait` with backoff and jitter and saying who
+    /// holds it at the first miss and every 10 s after. The first attempt travels in one round
+    /// trip with `identify` and with `alongside` (a history read): the server runs them in the
+    /// order sent, so when the lock is taken at once, `alongside`'s answer was read with the
+    /// lock held and is returned. On any failure the session is closed.
+    pub async fn acquire<T>(
+        session: Session,
+        key: i64,
+        wait: Duration,
+        shutdown: &Shutdown,
+        alongside: impl AsyncFnOnce(&Session) -> T,
+    ) -> Result<(LockedSession, Option<T>), LockError> {
+        // join3 polls its futures in order, which sends them in order.
+        let (identified, first_try, read) =
+            join3(session.identify(), try_acquire(&session, key), alongside(&session)).await;
+        let outcome = match (identified, first_try) {
+            (Err(e), _) => Err(LockError::from(e)),
+            (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(true)) => {
+                tracing::info!(lock_key = key, waited_ms = 0, "lock acquired");
+                Ok(Some(read))
+            }
+            (Ok(()), Ok(false)) => poll(&session, key, wait, shutdown).await.map(|()| None),
+        };
+        match outcome {
+            Ok(read) => Ok((LockedSession { session, key }, read)),
+            Err(e) => {
+                // Not held: closing is all there is to do.
+                session.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The session the lock is held on.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Unlocks, checking the server's answer (`false` means the session we hold it on is not
+    /// the one we think), and closes the session.
+    pub async fn release(self) -> Result<(), LockError> {
+        let key = self.key;
+        let answer = self.session.client.query_typed_one("SELECT pg_advisory_unlock($1)", &[(&key, Type::INT8)]).await;
+        self.session.close().await;
+        let row = answer.map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
+        if !row.get::<_, bool>(0) {
+            return Err(LockError::NotHeld { key });
+        }
+        tracing::debug!(lock_key = key, "lock released");
+        Ok(())
+    }
+
+    /// Releases the lock after `work` ended with `result`; the work's error wins over a failed
+    /// release (which is logged: the lock then ends with the session).
+    pub async fn release_after<T, E: From<LockError>>(self, result: Result<T, E>) -> Result<T, E> {
+        match result {
+            Ok(value) => {
+                self.release().await?;
+                Ok(value)
+            }
+            Err(e) => Err(self.release_after_error(e).await),
+        }
+    }
+
+    /// Releases the lock after the work failed with `error`, which is returned: a failed
+    /// release is only logged (the lock then ends with the session).
+    pub async fn release_after_error<E>(self, error: E) -> E {
+        if let Err(unlock) = self.release().await {
+            tracing::warn!(error = %unlock, "lock release failed after an error; it ends with the session");
+        }
+        error
+    }
+}
+
+/// One attempt; true when the lock is now held by this session.
+async fn try_acquire(session: &Session, key: i64) -> Result<bool, LockError> {
+    let row = session
+        .client
+        .query_typed_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[(&key, Type::INT8)])
+        .await
+        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
+    session.check_backend(row.get(1))?;
+    Ok(row.get(0))
+}
+
+/// Polls for the lock after a first miss, until `wait` runs out.
+async fn poll(session: &Session, key: i64, wait: Duration, shutdown: &Shutdown) -> Result<(), LockError> {
+    let started = Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    let mut last_report: Option<Instant> = None;
+    loop {
+        let due = last_report.is_none_or(|at| at.elapsed() >= HOLDER_REPORT_EVERY);
+        let delay = backoff.next_delay();
+        let out_of_time = started.elapsed() + delay > wait;
+        if due || out_of_time {
+            let holder = holder(session, key).await?;
+            if out_of_time {
+                return Err(LockError::Timeout { key, waited_s: started.elapsed().as_secs_f64(), holder });
+            }
+            log_waiting(key, started, holder.as_ref());
+            last_report = Some(Instant::now());
+        }
+        shutdown.sleep(delay).await?;
+        if try_acquire(session, key).await? {
+            tracing::info!(lock_key = key, waited_ms = started.elapsed().as_millis() as u64, "lock acquired");
+            return Ok(());
+        }
+    }
+}
+
+fn log_waiting(key: i64, started: Instant, holder: Option<&Holder>) {
+    let waited_s = started.elapsed().as_secs();
+    match holder {
+        Some(h) => tracing::info!(
+            lock_key = key,
+            waited_s,
+            holder_pid = h.pid,
+            holder_application = %h.application_name,
+            holder_addr = %h.client_addr,
+            holder_connected_s = h.connected_s.round() as u64,
+            "waiting for the lock held by another session"
+        ),
+        None => tracing::info!(lock_key = key, waited_s, "waiting for the lock"),
+    }
+}
+
+async fn holder(session: &Session, key: i64) -> Result<Option<Holder>, LockError> {
+    // A bigint advisory key shows in pg_locks as classid (high 32 bits) and objid (low 32 bits).
+    let high = ((key as u64) >> 32) as i64;
+    let low = ((key as u64) & 0xffff_ffff) as i64;
+    let rows = session
+        .client
+        .query(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),
+                    extract(epoch FROM now() - a.backend_start)::float8
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.classid::bigint = $1 AND l.objid::bigint = $2",
+            &[&high, &low],
+        )
+        .await
+        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
+    Ok(rows.first().map(|row| Holder {
+        pid: row.get(0),
+        application_name: row.get(1),
+        client_addr: row.get(2),
+        connected_s: row.get(3),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_key_is_stable_and_per_table() {
+        let table = |name: &str| HistoryTable::parse(name).unwrap();
+        assert_eq!(key_for(&table("migrun_history")), key_for(&table("MIGRUN_HISTORY")));
+        assert_ne!(key_for(&table("migrun_history")), key_for(&table("ops.migrun_history")));
+        // The key must never change between versions: running tasks of two releases share it.
+        assert_eq!(key_for(&table("migrun_history")), -4_028_659_133_243_882_200);
+    }
+}

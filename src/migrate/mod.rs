@@ -1,0 +1,11 @@
+//! The migration domain: the files (names, directives, checksums, splitting), the history
+//! table, comparing the two, the advisory lock, applying, and waiting until ready. Works on a
+//! database session; knows nothing about where the connection came from or about commands.
+
+pub mod apply;
+pub mod compare;
+pub mod files;
+pub mod history;
+pub mod lock;
+pub mod split;
+pub mod wait;

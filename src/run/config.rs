@@ -1,0 +1,530 @@
+//! Resolved settings: the command line and the environment, each read once here, parsed and
+//! validated into an immutable `Config`.
+//!
+//! Precedence: a flag wins over its environment variable, which wins over the default. An
+//! empty variable counts as unset. Nothing below this module reads the environment; `run` hands
+//! it a lookup so tests drive the real path.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{Cli, CommandArgs, LogFormatArg, LogLevelArg, Options};
+use crate::db::endpoint::{ConnectionSpec, Source, TlsOverrides};
+use crate::db::libpq::LibpqVars;
+use crate::db::secrets::{SecretError, SecretRef};
+use crate::db::session::SessionSettings;
+use crate::db::tls::{SslMode, MODES};
+use crate::db::url::{DatabaseUrl, UrlError};
+use crate::duration::{self, Millis};
+use crate::identity::{self, MIGRUN_VERSION};
+use crate::log::LogFormat;
+use crate::migrate::apply::RetryPolicy;
+use crate::migrate::compare::Policy;
+use crate::migrate::history::HistoryTable;
+use crate::migrate::lock;
+
+/// The environment as a run sees it.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// What the run does, with its own settings.
+#[derive(Debug)]
+pub enum Command {
+    /// Apply pending migrations, up to a version if given.
+    Up {
+        /// `--target`: the highest version to apply.
+        up_to: Option<u64>,
+    },
+    /// Print what `up` would run (also `up --dry-run`).
+    Plan {
+        /// `--target`: the highest version to plan.
+        up_to: Option<u64>,
+        /// Print JSON.
+        json: bool,
+    },
+    /// Print every file's state.
+    Status {
+        /// Print JSON.
+        json: bool,
+    },
+    /// Wait until the schema is ready.
+    Wait {
+        /// Give up after this long.
+        timeout: Duration,
+    },
+    /// Prepare the database, then supervise a command.
+    Exec {
+        /// What to do with the database first.
+        mode: ExecMode,
+        /// The command and its arguments.
+        command: Vec<std::ffi::OsString>,
+        /// Secrets whose keys become the command's environment.
+        env_from: Vec<SecretRef>,
+    },
+    /// Create a new migration file.
+    New {
+        /// The new file's description.
+        description: String,
+    },
+}
+
+/// What `exec` does with the database before it starts the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecMode {
+    /// Apply pending migrations under the lock.
+    Migrate,
+    /// Hold the advisory lock while the command runs, applying our own files first if asked.
+    Lock {
+        /// Apply the migrations directory first.
+        apply_sql: bool,
+    },
+    /// Wait until someone else applied them.
+    Wait {
+        /// Give up after this long.
+        timeout: Duration,
+    },
+    /// Leave the database alone.
+    NoDb,
+}
+
+impl Command {
+    /// The command's name in logs and the result event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Up { .. } => "up",
+            Command::Plan { .. } => "plan",
+            Command::Status { .. } => "status",
+            Command::Wait { .. } => "wait",
+            Command::Exec { .. } => "exec",
+            Command::New { .. } => "new",
+        }
+    }
+}
+
+/// How a run reports itself: settled first, and whatever else fails, so that every exit can
+/// write its result event the way the user asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reporting {
+    /// The command's name, for the result event.
+    pub command: &'static str,
+    /// Log and result event format.
+    pub format: LogFormat,
+    /// Least severe level logged.
+    pub level: tracing::Level,
+    /// `--result-file`: where the result event also goes.
+    pub result_file: Option<PathBuf>,
+    /// This machine's host name (who applies, off ECS).
+    pub host: String,
+    /// `MIGRUN_RELEASE` or `GIT_SHA`.
+    pub release: Option<String>,
+}
+
+impl Reporting {
+    /// The reporting settings of a command line that does not parse, read from the raw
+    /// arguments as far as they go.
+    pub fn from_args(args: &[OsString], env: Env) -> Reporting {
+        let args: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        let flag = |name: &str| -> Option<String> {
+            let prefix = format!("{name}=");
+            args.iter().enumerate().find_map(|(i, arg)| match arg.strip_prefix(&prefix) {
+                Some(value) => Some(value.to_string()),
+                None if arg == name => args.get(i + 1).cloned(),
+                None => None,
+            })
+        };
+        let inputs = Inputs { options: &Options::default(), env };
+        let format = flag("--log-format")
+            .or_else(|| inputs.var("MIGRUN_LOG_FORMAT"))
+            .and_then(|text| log_format(&text))
+            .or_else(|| log_format("auto"))
+            .unwrap_or(LogFormat::Json);
+        let command = match args.iter().find(|a| !a.starts_with('-')).map(String::as_str) {
+            Some("up") if args.iter().any(|a| a == "--dry-run") => "plan",
+            Some("up") => "up",
+            Some("plan") => "plan",
+            Some("status") => "status",
+            Some("wait") => "wait",
+            Some("exec") => "exec",
+            Some("new") => "new",
+            _ => "migrun",
+        };
+        Reporting {
+            command,
+            format,
+            level: tracing::Level::INFO,
+            result_file: flag("--result-file").or_else(|| inputs.var("MIGRUN_RESULT_FILE")).map(PathBuf::from),
+            host: identity::host_name(inputs.var("HOSTNAME")),
+            release: inputs.release(),
+        }
+    }
+}
+
+/// Every setting of a run, parsed and validated.
+#[derive(Debug)]
+pub struct Config {
+    /// What to do.
+    pub command: Command,
+    /// The migrations directory.
+    pub dir: PathBuf,
+    /// How to connect; `None` for commands that do not touch the database.
+    pub connection: Option<ConnectionSpec>,
+    /// The history table.
+    pub history_table: HistoryTable,
+    /// The advisory lock key.
+    pub lock_key: i64,
+    /// How long to wait for another run's lock.
+    pub lock_wait: Duration,
+    /// How long to retry the first connection.
+    pub connect_timeout: Duration,
+    /// Timeouts and name of migrun's session.
+    pub session: SessionSettings,
+    /// lock_timeout retries.
+    pub retry: RetryPolicy,
+    /// Which history mismatches only warn.
+    pub policy: Policy,
+    /// How long a clean stop may take after a signal.
+    pub shutdown_grace: Duration,
+    /// `ECS_CONTAINER_METADATA_URI_V4`, when running on ECS.
+    pub ecs_metadata_uri: Option<String>,
+}
+
+/// A setting that cannot be used. Each names the flag and variable it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not a duration.
+    #[error("{flag} / {env}: `{value}` is not a duration; expected {}", duration::SYNTAX)]
+    Duration { flag: &'static str, env: &'static str, value: String },
+    /// Not a valid value.
+    #[error("{flag} / {env}: `{value}` is not valid; expected {expected}")]
+    Invalid { flag: &'static str, env: &'static str, value: String, expected: &'static str },
+    /// The connection string does not parse.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// A secret reference does not parse.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// No connection source is set.
+    #[error("no database given: set one of DATABASE_URL / --database-url (postgres://user:password@host:5432/dbname, a key=value string, or a Secrets Manager ARN), MIGRUN_SECRET_ID / --secret-id (a secret name or ARN), or libpq's PGHOST / PGPORT / PGUSER / PGDATABASE (with PGPASSWORD or ~/.pgpass)")]
+    NoDatabase,
+}
+
+/// Resolves the command line and the environment. The reporting settings always come out,
+/// even when the rest is invalid.
+pub fn resolve(cli: Cli, env: Env) -> (Reporting, Result<Config, ConfigError>) {
+    let inputs = Inputs { options: &cli.options, env };
+    let (format, format_error) = inputs.log_format();
+    let (level, level_error) = inputs.log_level();
+    let reporting = Reporting {
+        command: command_name(&cli.command),
+        format,
+        level,
+        result_file: cli.options.result_file.clone().or_else(|| inputs.var("MIGRUN_RESULT_FILE").map(PathBuf::from)),
+        host: identity::host_name(inputs.var("HOSTNAME")),
+        release: inputs.release(),
+    };
+    let config = match format_error.or(level_error) {
+        Some(error) => Err(error),
+        None => config(&inputs, cli.command, &reporting.host),
+    };
+    (reporting, config)
+}
+
+/// The result event's command name for what was typed: `up --dry-run` is a `plan`.
+pub fn command_name(command: &CommandArgs) -> &'static str {
+    match command {
+        CommandArgs::Up { dry_run: false, .. } => "up",
+        CommandArgs::Up { dry_run: true, .. } | CommandArgs::Plan { .. } => "plan",
+        CommandArgs::Status { .. } => "status",
+        CommandArgs::Wait { .. } => "wait",
+        CommandArgs::Exec { .. } => "exec",
+        CommandArgs::New { .. } => "new",
+    }
+}
+
+/// The log format from a `--log-format` value (typed, or from the environment): `auto` is
+/// human on a terminal, else JSON. `None` when the text is not a format.
+pub fn log_format(text: &str) -> Option<LogFormat> {
+    Some(match text.trim().to_ascii_lowercase().as_str() {
+        "json" => LogFormat::Json,
+        "human" => LogFormat::Human,
+        "auto" if std::io::stderr().is_terminal() => LogFormat::Human,
+        "auto" => LogFormat::Json,
+        _ => return None,
+    })
+}
+
+/// The flags and the environment, with the precedence rule in one place.
+struct Inputs<'a> {
+    options: &'a Options,
+    env: Env<'a>,
+}
+
+impl Inputs<'_> {
+    /// `MIGRUN_RELEASE`, else `GIT_SHA`.
+    fn release(&self) -> Option<String> {
+        self.var("MIGRUN_RELEASE").or_else(|| self.var("GIT_SHA"))
+    }
+
+    /// An environment variable; empty counts as unset.
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The flag's value, else the variable's.
+    fn text(&self, flag: &Option<String>, var: &str) -> Option<String> {
+        flag.clone().filter(|v| !v.trim().is_empty()).or_else(|| self.var(var))
+    }
+
+    /// A duration setting, defaulted.
+    fn millis(
+        &self,
+        flag_value: &Option<String>,
+        flag: &'static str,
+        var: &'static str,
+        default: &str,
+    ) -> Result<Millis, ConfigError> {
+        let value = self.text(flag_value, var).unwrap_or_else(|| default.to_string());
+        Millis::parse(&value).ok_or(ConfigError::Duration { flag, env: var, value })
+    }
+
+    /// A switch: on when the flag is given, or the variable says so (1/0, true/false, yes/no, on/off).
+    fn switch(&self, flag_value: bool, flag: &'static str, var: &'static str) -> Result<bool, ConfigError> {
+        if flag_value {
+            return Ok(true);
+        }
+        let Some(value) = self.var(var) else { return Ok(false) };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError::Invalid { flag, env: var, value, expected: "true or false (1/0, yes/no, on/off)" }),
+        }
+    }
+
+    fn log_format(&self) -> (LogFormat, Option<ConfigError>) {
+        let from_flag = self.options.log_format.map(|arg| match arg {
+            LogFormatArg::Auto => "auto",
+            LogFormatArg::Json => "json",
+            LogFormatArg::Human => "human",
+        });
+        let text = from_flag.map(str::to_string).or_else(|| self.var("MIGRUN_LOG_FORMAT"));
+        let auto = log_format("auto").unwrap_or(LogFormat::Json);
+        match text {
+            None => (auto, None),
+            Some(text) => match log_format(&text) {
+                Some(format) => (format, None),
+                None => (
+                    auto,
+                    Some(ConfigError::Invalid {
+                        flag: "--log-format",
+                        env: "MIGRUN_LOG_FORMAT",
+                        value: text,
+                        expected: "auto, json or human",
+                    }),
+                ),
+            },
+        }
+    }
+
+    fn log_level(&self) -> (tracing::Level, Option<ConfigError>) {
+        let from_flag = self.options.log_level.map(|arg| match arg {
+            LogLevelArg::Error => tracing::Level::ERROR,
+            LogLevelArg::Warn => tracing::Level::WARN,
+            LogLevelArg::Info => tracing::Level::INFO,
+            LogLevelArg::Debug => tracing::Level::DEBUG,
+        });
+        if let Some(level) = from_flag {
+            return (level, None);
+        }
+        let Some(text) = self.var("MIGRUN_LOG_LEVEL") else { return (tracing::Level::INFO, None) };
+        match text.trim().to_ascii_lowercase().as_str() {
+            "error" => (tracing::Level::ERROR, None),
+            "warn" => (tracing::Level::WARN, None),
+            "info" => (tracing::Level::INFO, None),
+            "debug" => (tracing::Level::DEBUG, None),
+            _ => (
+                tracing::Level::INFO,
+                Some(ConfigError::Invalid {
+                    flag: "--log-level",
+                    env: "MIGRUN_LOG_LEVEL",
+                    value: text,
+                    expected: "error, warn, info or debug",
+                }),
+            ),
+        }
+    }
+}
+
+fn config(inputs: &Inputs, command: CommandArgs, host: &str) -> Result<Config, ConfigError> {
+    let options = inputs.options;
+    let command = command_of(inputs, command)?;
+    let table_text = inputs.text(&options.table, "MIGRUN_TABLE").unwrap_or_else(|| "migrun_history".to_string());
+    let history_table = HistoryTable::parse(&table_text).ok_or(ConfigError::Invalid {
+        flag: "--table",
+        env: "MIGRUN_TABLE",
+        value: table_text.clone(),
+        expected: "a table name, optionally schema-qualified (letters, digits, _; e.g. ops.migrun_history)",
+    })?;
+    let lock_key = match inputs.text(&options.lock_key, "MIGRUN_LOCK_KEY") {
+        None => lock::key_for(&history_table),
+        Some(text) => text.trim().parse().map_err(|_| ConfigError::Invalid {
+            flag: "--lock-key",
+            env: "MIGRUN_LOCK_KEY",
+            value: text.clone(),
+            expected: "a signed 64-bit integer",
+        })?,
+    };
+    let session = SessionSettings {
+        lock_timeout: inputs.millis(&options.lock_timeout, "--lock-timeout", "MIGRUN_LOCK_TIMEOUT", "5s")?,
+        statement_timeout: inputs.millis(
+            &options.statement_timeout,
+            "--statement-timeout",
+            "MIGRUN_STATEMENT_TIMEOUT",
+            "0",
+        )?,
+        idle_in_transaction_timeout: inputs.millis(
+            &options.idle_in_transaction_timeout,
+            "--idle-in-transaction-timeout",
+            "MIGRUN_IDLE_IN_TRANSACTION_TIMEOUT",
+            "1min",
+        )?,
+        // Postgres truncates application_name at 63 bytes.
+        application_name: truncate(&format!("migrun/{MIGRUN_VERSION} {host}"), 63),
+    };
+    let connection = match &command {
+        Command::New { .. } | Command::Exec { mode: ExecMode::NoDb, .. } => None,
+        _ => Some(connection(inputs)?),
+    };
+    let retries_text = inputs.text(&options.lock_retries, "MIGRUN_LOCK_RETRIES").unwrap_or_else(|| "10".to_string());
+    let retry = RetryPolicy {
+        lock_retries: retries_text.trim().parse().map_err(|_| ConfigError::Invalid {
+            flag: "--lock-retries",
+            env: "MIGRUN_LOCK_RETRIES",
+            value: retries_text.clone(),
+            expected: "a whole number (0 = do not retry)",
+        })?,
+        first_delay: inputs
+            .millis(&options.retry_backoff, "--retry-backoff", "MIGRUN_RETRY_BACKOFF", "500ms")?
+            .as_duration(),
+    };
+    Ok(Config {
+        dir: options
+            .dir
+            .clone()
+            .or_else(|| inputs.var("MIGRUN_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| "sql".into()),
+        connection,
+        history_table,
+        lock_key,
+        lock_wait: inputs.millis(&options.lock_wait, "--lock-wait", "MIGRUN_LOCK_WAIT", "10min")?.as_duration(),
+        connect_timeout: inputs
+            .millis(&options.connect_timeout, "--connect-timeout", "MIGRUN_CONNECT_TIMEOUT", "60s")?
+            .as_duration(),
+        session,
+        retry,
+        policy: Policy {
+            allow_drift: inputs.switch(options.allow_drift, "--allow-drift", "MIGRUN_ALLOW_DRIFT")?,
+            allow_missing: inputs.switch(options.allow_missing, "--allow-missing", "MIGRUN_ALLOW_MISSING")?,
+            allow_out_of_order: inputs.switch(
+                options.allow_out_of_order,
+                "--allow-out-of-order",
+                "MIGRUN_ALLOW_OUT_OF_ORDER",
+            )?,
+        },
+        shutdown_grace: inputs
+            .millis(&options.shutdown_grace, "--shutdown-grace", "MIGRUN_SHUTDOWN_GRACE", "20s")?
+            .as_duration(),
+        ecs_metadata_uri: inputs.var("ECS_CONTAINER_METADATA_URI_V4"),
+        command,
+    })
+}
+
+fn command_of(inputs: &Inputs, command: CommandArgs) -> Result<Command, ConfigError> {
+    let wait_timeout = |flag: &Option<String>| -> Result<Duration, ConfigError> {
+        Ok(inputs.millis(flag, "--wait-timeout", "MIGRUN_WAIT_TIMEOUT", "10min")?.as_duration())
+    };
+    Ok(match command {
+        CommandArgs::Up { target, dry_run: false } => Command::Up { up_to: version(target)? },
+        CommandArgs::Up { target, dry_run: true } => Command::Plan { up_to: version(target)?, json: false },
+        CommandArgs::Plan { target, json } => Command::Plan { up_to: version(target)?, json },
+        CommandArgs::Status { json } => Command::Status { json },
+        CommandArgs::Wait { wait_timeout: flag } => Command::Wait { timeout: wait_timeout(&flag)? },
+        CommandArgs::Exec { migrate, wait: _, no_db, lock, no_sql, wait_timeout: flag, env_from_secret, command } => {
+            let env_from = if env_from_secret.is_empty() {
+                inputs
+                    .var("MIGRUN_ENV_FROM_SECRET")
+                    .map(|v| v.split(',').map(str::to_string).collect())
+                    .unwrap_or_default()
+            } else {
+                env_from_secret
+            };
+            let env_from = env_from
+                .iter()
+                .filter(|r| !r.trim().is_empty())
+                .map(|r| SecretRef::parse(r, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mode = match (migrate, no_db) {
+                _ if lock => ExecMode::Lock { apply_sql: !no_sql },
+                (true, _) => ExecMode::Migrate,
+                (false, true) => ExecMode::NoDb,
+                (false, false) => ExecMode::Wait { timeout: wait_timeout(&flag)? },
+            };
+            Command::Exec { mode, command, env_from }
+        }
+        CommandArgs::New { description } => Command::New { description },
+    })
+}
+
+/// The first source that is set wins: DATABASE_URL (a connection string, or a Secrets Manager
+/// ARN), then --secret-id, then libpq's PG* variables.
+fn connection(inputs: &Inputs) -> Result<ConnectionSpec, ConfigError> {
+    let options = inputs.options;
+    let libpq = LibpqVars::read(inputs.env);
+    let secret_key = inputs.text(&options.secret_key, "MIGRUN_SECRET_KEY");
+    let source = if let Some(url) = inputs.text(&options.database_url, "DATABASE_URL") {
+        if SecretRef::is_arn(url.trim()) {
+            Source::Secret(SecretRef::parse(&url, secret_key)?)
+        } else {
+            let (url, config, tls) = DatabaseUrl::parse(url)?;
+            Source::Url { url, config: Box::new(config), tls }
+        }
+    } else if let Some(id) = inputs.text(&options.secret_id, "MIGRUN_SECRET_ID") {
+        Source::Secret(SecretRef::parse(&id, secret_key)?)
+    } else if libpq.names_a_server() {
+        Source::Libpq
+    } else {
+        return Err(ConfigError::NoDatabase);
+    };
+    let sslmode = match inputs.text(&options.sslmode, "MIGRUN_SSLMODE") {
+        Some(text) => Some(SslMode::parse(&text).ok_or(ConfigError::Invalid {
+            flag: "--sslmode",
+            env: "MIGRUN_SSLMODE",
+            value: text.clone(),
+            expected: MODES,
+        })?),
+        None => None,
+    };
+    let sslrootcert = options.sslrootcert.clone().or_else(|| inputs.var("MIGRUN_SSLROOTCERT").map(PathBuf::from));
+    Ok(ConnectionSpec { source, tls: TlsOverrides { sslmode, sslrootcert }, libpq })
+}
+
+fn version(value: Option<String>) -> Result<Option<u64>, ConfigError> {
+    value
+        .map(|text| {
+            text.trim().parse().map_err(|_| ConfigError::Invalid {
+                flag: "--target",
+                env: "-",
+                value: text.clone(),
+                expected: "a migration version (digits)",
+            })
+        })
+        .transpose()
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}

@@ -1,0 +1,199 @@
+//! The commands that read or change the database: `up`, `plan`, `status` and `wait`, and the
+//! one path that applies pending migrations under the lock (`up`, `exec --migrate`,
+//! `exec --lock`).
+
+use std::time::Duration;
+
+use futures_util::future::join;
+
+use super::config::{Config, ConfigError};
+use super::error::Error;
+use super::listing;
+use super::outcome::Progress;
+use super::print_stdout;
+use crate::db::session::{self, Session};
+use crate::identity::Identity;
+use crate::migrate::apply::Applier;
+use crate::migrate::compare;
+use crate::migrate::files::{self, Migration};
+use crate::migrate::history::{History, HistoryError, HistoryRow};
+use crate::migrate::lock::LockedSession;
+use crate::migrate::wait;
+use crate::signals::Shutdown;
+
+/// `up`: applies pending migrations (up to `up_to`) under the lock.
+pub async fn up(
+    config: &Config,
+    identity: &Identity,
+    up_to: Option<u64>,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let (session, migrations) = open_with_files(config, shutdown).await?;
+    migrate_locked(config, session, &migrations, up_to, identity, progress, shutdown).await
+}
+
+/// `plan` (and `up --dry-run`): prints what `up` would run. Read only.
+pub async fn plan(
+    config: &Config,
+    up_to: Option<u64>,
+    json: bool,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let (session, migrations) = open_with_files(config, shutdown).await?;
+    let rows = read_history(config, &session).await;
+    session.close().await;
+    let comparison = compare::compare(&migrations, &rows?);
+    comparison.validate(config.policy, &config.dir.display().to_string())?;
+    let steps = comparison.steps(up_to);
+    progress.pending_before = Some(steps.len());
+    print_stdout(&listing::plan(&steps, &config.session, json))
+}
+
+/// `status`: prints every file's state; fails (exit 7) when the history does not match.
+pub async fn status(config: &Config, json: bool, progress: &mut Progress, shutdown: &Shutdown) -> Result<(), Error> {
+    let (session, migrations) = open_with_files(config, shutdown).await?;
+    let rows = read_history(config, &session).await;
+    session.close().await;
+    let comparison = compare::compare(&migrations, &rows?);
+    progress.pending_before = Some(comparison.steps(None).len());
+    print_stdout(&listing::status(&comparison, json))?;
+    Ok(comparison.validate(config.policy, &config.dir.display().to_string())?)
+}
+
+/// `wait`: returns once every versioned file is applied. Read only.
+pub async fn wait(config: &Config, timeout: Duration, shutdown: &Shutdown) -> Result<(), Error> {
+    let (session, migrations) = open_with_files(config, shutdown).await?;
+    let waited = wait_ready(config, &session, &migrations, timeout, shutdown).await;
+    session.close().await;
+    waited
+}
+
+/// Waits on an open session (also `exec --wait`).
+pub async fn wait_ready(
+    config: &Config,
+    session: &Session,
+    migrations: &[Migration],
+    timeout: Duration,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    session.identify().await?;
+    let history = History::new(&session.client, &config.history_table);
+    Ok(wait::until_ready(&history, migrations, config.policy, timeout, shutdown).await?)
+}
+
+/// Reads the migration files while the connection opens (TCP, TLS, authentication): a run pays
+/// for the slower of the two, not for both. No statement is sent before every file validated:
+/// a bad file fails the run (exit 2) at once, whatever the connection is doing, and a session
+/// that is already open is closed politely.
+pub async fn open_with_files(config: &Config, shutdown: &Shutdown) -> Result<(Session, Vec<Migration>), Error> {
+    let dir = config.dir.clone();
+    let files = tokio::task::spawn_blocking(move || files::load(&dir));
+    let connecting = open(config, shutdown);
+    tokio::pin!(files, connecting);
+    let (session, migrations) = tokio::select! {
+        loaded = &mut files => {
+            let migrations = joined(loaded)?;
+            (connecting.await?, migrations)
+        }
+        opened = &mut connecting => match joined(files.await) {
+            Ok(migrations) => (opened?, migrations),
+            Err(e) => {
+                if let Ok(session) = opened {
+                    session.close().await;
+                }
+                return Err(e);
+            }
+        },
+    };
+    tracing::info!(
+        command = config.command.name(),
+        dir = %config.dir.display(),
+        files = migrations.len(),
+        history_table = %config.history_table,
+        lock_key = config.lock_key,
+        "configuration resolved"
+    );
+    Ok((session, migrations))
+}
+
+fn joined(
+    loaded: Result<Result<Vec<Migration>, files::FilesError>, tokio::task::JoinError>,
+) -> Result<Vec<Migration>, Error> {
+    match loaded {
+        Ok(read) => Ok(read?),
+        Err(e) => Err(Error::Output(format!("reading the migration files failed: {e}"))),
+    }
+}
+
+/// Opens a session with the configured connection.
+pub async fn open(config: &Config, shutdown: &Shutdown) -> Result<Session, Error> {
+    let spec = config.connection.as_ref().ok_or(ConfigError::NoDatabase)?;
+    Ok(session::open(spec, &config.session, config.connect_timeout, shutdown).await?)
+}
+
+/// Acquire; let result = work; release; result. The first lock attempt travels in one round
+/// trip with `identify` and a read of the history, so a run with nothing to do costs one round
+/// trip before it releases.
+pub async fn migrate_locked(
+    config: &Config,
+    session: Session,
+    migrations: &[Migration],
+    up_to: Option<u64>,
+    identity: &Identity,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let table = &config.history_table;
+    let (locked, prefetched) =
+        LockedSession::acquire(session, config.lock_key, config.lock_wait, shutdown, async |session: &Session| {
+            History::new(&session.client, table).read().await
+        })
+        .await?;
+    let result = migrate(config, locked.session(), migrations, up_to, identity, progress, shutdown, prefetched).await;
+    locked.release_after(result).await
+}
+
+/// Compares and applies, with the lock held. `prefetched` is a history read made after the
+/// lock was taken; without it the history is read now.
+#[allow(clippy::too_many_arguments)]
+pub async fn migrate(
+    config: &Config,
+    session: &Session,
+    migrations: &[Migration],
+    up_to: Option<u64>,
+    identity: &Identity,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+    prefetched: Option<Result<Option<Vec<HistoryRow>>, HistoryError>>,
+) -> Result<(), Error> {
+    let history = History::new(&session.client, &config.history_table);
+    let read = match prefetched {
+        Some(read) => read?,
+        None => history.read().await?,
+    };
+    let rows = match read {
+        Some(rows) => rows,
+        None => history.create_and_read().await?,
+    };
+    let comparison = compare::compare(migrations, &rows);
+    comparison.validate(config.policy, &config.dir.display().to_string())?;
+    let steps = comparison.steps(up_to);
+    progress.pending_before = Some(steps.len());
+    tracing::info!(applied_before = rows.len(), pending = steps.len(), "history read");
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let writer = history.writer(identity).await?;
+    let applier = Applier::new(session, writer, &config.session, config.retry, shutdown.clone());
+    Ok(applier.apply_all(&steps, &mut progress.applied).await?)
+}
+
+/// Identifies the session and reads the history in one round trip; no table means no rows.
+async fn read_history(config: &Config, session: &Session) -> Result<Vec<HistoryRow>, Error> {
+    let history = History::new(&session.client, &config.history_table);
+    let (identified, rows) = join(session.identify(), history.read()).await;
+    identified?;
+    Ok(rows?.unwrap_or_default())
+}

@@ -1,0 +1,173 @@
+//! `exec`: prepare the database (wait, migrate, or hold the lock), then run the command as a
+//! supervised child and end with its exit code.
+//!
+//! The child starts after the async runtime is gone, so the supervisor holds no database
+//! connection, except under `--lock`, whose session must outlive the command.
+
+use std::ffi::OsString;
+
+use super::config::{Config, ExecMode};
+use super::database;
+use super::error::Error;
+use super::outcome::{Progress, Reporter};
+use crate::db::secrets::{self, SecretRef};
+use crate::db::session::Session;
+use crate::db::url::first_host;
+use crate::exit::ExitCode;
+use crate::identity::Identity;
+use crate::migrate::lock::LockedSession;
+use crate::signals::{Shutdown, SignalHub};
+use crate::supervise::{self, ChildSpec};
+
+/// What `exec` was asked to do.
+pub struct Request<'a> {
+    /// The database step.
+    pub mode: ExecMode,
+    /// The command and its arguments.
+    pub command: &'a [OsString],
+    /// Secrets whose keys become the command's environment.
+    pub env_from: &'a [SecretRef],
+}
+
+/// Runs `exec` to its end and returns the exit code.
+pub fn exec(
+    config: &Config,
+    request: Request,
+    runtime: tokio::runtime::Runtime,
+    hub: &SignalHub,
+    reporter: &Reporter,
+) -> ExitCode {
+    let shutdown = hub.shutdown();
+    let mut progress = Progress::default();
+    let identity = reporter.identity();
+    if let ExecMode::Lock { apply_sql } = request.mode {
+        let held = runtime.block_on(hold_lock(config, apply_sql, identity, request.env_from, &mut progress, &shutdown));
+        let (locked, secret_env) = match held {
+            Ok(held) => held,
+            Err(e) => return reporter.finish(&progress, Err(e)),
+        };
+        let mut env = child_env(config, locked.session());
+        env.extend(secret_env);
+        // The lock session sits idle while the command runs (TCP keepalives need no polling).
+        let exit = supervise::run(&child(request.command, env), hub);
+        if let Err(e) = runtime.block_on(locked.release()) {
+            tracing::warn!(error = %e, "lock release failed; it ends with the session");
+        }
+        return reporter.finish_command(&progress, exit);
+    }
+    let prepared = runtime.block_on(async {
+        prepare(config, request.mode, identity, &mut progress, &shutdown).await?;
+        secret_env(request.env_from).await
+    });
+    let env = match prepared {
+        Ok(env) => env,
+        Err(e) => return reporter.finish(&progress, Err(e)),
+    };
+    // Closed before the child starts: the supervisor holds no database connection.
+    drop(runtime);
+    let exit = supervise::run(&child(request.command, env), hub);
+    reporter.finish_command(&progress, exit)
+}
+
+fn child(command: &[OsString], env: Vec<(String, String)>) -> ChildSpec {
+    let mut argv = command.iter().cloned();
+    ChildSpec { program: argv.next().unwrap_or_default(), args: argv.collect(), env }
+}
+
+/// `--wait` (the default) or `--migrate`; `--no-db` does nothing.
+async fn prepare(
+    config: &Config,
+    mode: ExecMode,
+    identity: &Identity,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    match mode {
+        ExecMode::NoDb | ExecMode::Lock { .. } => Ok(()),
+        ExecMode::Migrate => {
+            let (session, migrations) = database::open_with_files(config, shutdown).await?;
+            database::migrate_locked(config, session, &migrations, None, identity, progress, shutdown).await
+        }
+        ExecMode::Wait { timeout } => {
+            let (session, migrations) = database::open_with_files(config, shutdown).await?;
+            let waited = database::wait_ready(config, &session, &migrations, timeout, shutdown).await;
+            session.close().await;
+            waited
+        }
+    }
+}
+
+/// `--lock`: connect, take the lock (and apply our own files under it, if asked), fetch the
+/// command's secrets, and keep the locked session for the duration of the command.
+async fn hold_lock(
+    config: &Config,
+    apply_sql: bool,
+    identity: &Identity,
+    env_from: &[SecretRef],
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(LockedSession, Vec<(String, String)>), Error> {
+    let (session, migrations) = if apply_sql {
+        database::open_with_files(config, shutdown).await?
+    } else {
+        let session = database::open(config, shutdown).await?;
+        tracing::info!(command = "exec --lock", apply_sql, lock_key = config.lock_key, "configuration resolved");
+        (session, Vec::new())
+    };
+    let table = &config.history_table;
+    let (locked, prefetched) =
+        LockedSession::acquire(session, config.lock_key, config.lock_wait, shutdown, async |session: &Session| {
+            crate::migrate::history::History::new(&session.client, table).read().await
+        })
+        .await?;
+    let prepared = async {
+        if apply_sql {
+            database::migrate(config, locked.session(), &migrations, None, identity, progress, shutdown, prefetched)
+                .await?;
+        }
+        secret_env(env_from).await
+    }
+    .await;
+    match prepared {
+        Ok(env) => Ok((locked, env)),
+        Err(e) => Err(locked.release_after_error(e).await),
+    }
+}
+
+/// `--env-from-secret`: fetched after the database step, right before the command starts.
+async fn secret_env(secrets: &[SecretRef]) -> Result<Vec<(String, String)>, Error> {
+    let mut vars = Vec::new();
+    for secret in secrets {
+        vars.extend(secrets::env_from(secret).await.map_err(Error::EnvSecret)?);
+    }
+    Ok(vars)
+}
+
+/// What a wrapped tool needs to reach the same database with the same care: the connection as
+/// DATABASE_URL and libpq variables, and migrun's timeouts through PGOPTIONS.
+fn child_env(config: &Config, session: &Session) -> Vec<(String, String)> {
+    let pg = &session.child_config;
+    let mut env = vec![("DATABASE_URL".to_string(), session.child_url.clone())];
+    if let Some(host) = first_host(pg) {
+        env.push(("PGHOST".into(), host));
+    }
+    if let Some(port) = pg.get_ports().first() {
+        env.push(("PGPORT".into(), port.to_string()));
+    }
+    if let Some(user) = pg.get_user() {
+        env.push(("PGUSER".into(), user.to_string()));
+    }
+    if let Some(password) = pg.get_password() {
+        env.push(("PGPASSWORD".into(), String::from_utf8_lossy(password).into_owned()));
+    }
+    if let Some(dbname) = pg.get_dbname() {
+        env.push(("PGDATABASE".into(), dbname.to_string()));
+    }
+    let options = format!(
+        "-c lock_timeout={} -c statement_timeout={}",
+        config.session.lock_timeout.to_setting(),
+        config.session.statement_timeout.to_setting()
+    );
+    env.push(("PGOPTIONS".into(), options));
+    env
+}

@@ -1,0 +1,109 @@
+//! The command layer: parse the command line, resolve the configuration once, do the command
+//! (one dispatch), and end with one result event whose exit code is the process's.
+
+mod config;
+mod database;
+mod error;
+mod exec;
+mod listing;
+mod outcome;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use clap::Parser;
+
+use self::config::{Command, Env, Reporting};
+use self::error::Error;
+use self::outcome::{Progress, Reporter};
+use crate::cli::Cli;
+use crate::clock::Utc;
+use crate::exit::ExitCode;
+use crate::identity::{self, Identity};
+use crate::migrate::files;
+use crate::signals::SignalHub;
+
+/// Runs one command line (`args`, program name first) with the given environment and returns
+/// the exit code. `hub` delivers signals: a stop request while migrating, every signal while
+/// supervising `exec`'s command.
+pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
+    let started = Instant::now();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e, &args, env, started),
+    };
+    let (reporting, config) = config::resolve(cli, env);
+    crate::log::init(reporting.format, reporting.level);
+    let reporter =
+        Reporter::new(reporting.clone(), Identity::new(&reporting.host, reporting.release.clone(), None), started);
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return reporter.finish(&Progress::default(), Err(e.into())),
+    };
+    hub.set_grace(config.shutdown_grace);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return reporter
+                .finish(&Progress::default(), Err(Error::Output(format!("cannot start the async runtime: {e}"))))
+        }
+    };
+    let task = config.ecs_metadata_uri.as_deref().and_then(|uri| runtime.block_on(identity::fetch_task(uri)));
+    let reporter = reporter.identified(Identity::new(&reporting.host, reporting.release.clone(), task));
+    let aborting = reporter.clone();
+    hub.set_abort_line(Box::new(move |signal, why| aborting.abort_line(signal, why)));
+    let shutdown = hub.shutdown();
+    let mut progress = Progress::default();
+    let outcome = match &config.command {
+        Command::Up { up_to } => {
+            runtime.block_on(database::up(&config, reporter.identity(), *up_to, &mut progress, &shutdown))
+        }
+        Command::Plan { up_to, json } => {
+            runtime.block_on(database::plan(&config, *up_to, *json, &mut progress, &shutdown))
+        }
+        Command::Status { json } => runtime.block_on(database::status(&config, *json, &mut progress, &shutdown)),
+        Command::Wait { timeout } => runtime.block_on(database::wait(&config, *timeout, &shutdown)),
+        Command::New { description } => new_file(&config.dir, description),
+        Command::Exec { mode, command, env_from } => {
+            return exec::exec(&config, exec::Request { mode: *mode, command, env_from }, runtime, hub, &reporter)
+        }
+    };
+    reporter.finish(&progress, outcome)
+}
+
+/// A command line clap cannot parse still ends with a result event (and the result file),
+/// in the format the command line or environment asked for; `--help` and `--version` just print.
+fn usage_error(error: &clap::Error, args: &[OsString], env: Env, started: Instant) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = error.print();
+        return ExitCode::Success;
+    }
+    let reporting = Reporting::from_args(args, env);
+    if reporting.format == crate::log::LogFormat::Human {
+        let _ = error.print();
+    }
+    let identity = Identity::new(&reporting.host, reporting.release.clone(), None);
+    let text = error.render().to_string();
+    let first_line = text.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ").to_string();
+    let reporter = Reporter::new(reporting, identity, started);
+    reporter.finish(&Progress::default(), Err(Error::Usage(format!("{first_line} (see migrun --help)"))))
+}
+
+/// `new`: creates the file and prints its path.
+fn new_file(dir: &Path, description: &str) -> Result<(), Error> {
+    let path = files::create_new(dir, description, &Utc::now().compact())?;
+    print_stdout(&format!("{}\n", path.display()))?;
+    tracing::info!(file = %path.display(), "created");
+    Ok(())
+}
+
+/// stdout may be a closed pipe (`migrun status | head`): an error, not a panic.
+fn print_stdout(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Output(format!("cannot write to stdout: {e}")))
+}

@@ -1,0 +1,209 @@
+//! How a run ends: the one result event (JSON or human, as configured), the result file, and
+//! the exit code, which always agree. Every exit path goes through `Reporter`: success,
+//! failure, usage errors, a signal's abort and the end of `exec`'s command.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::config::Reporting;
+use super::error::Error;
+use crate::clock::Utc;
+use crate::exit::ExitCode;
+use crate::identity::{Identity, MIGRUN_VERSION};
+use crate::log::LogFormat;
+use crate::migrate::apply::{AppliedFile, FileFailure};
+
+/// What a run did, whatever its outcome.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Files applied by this run, in order.
+    pub applied: Vec<AppliedFile>,
+    /// How many files were pending when the run started, once known.
+    pub pending_before: Option<usize>,
+}
+
+/// The last line of every run: what happened, in one JSON object.
+#[derive(Debug, Serialize)]
+struct ResultEvent<'a> {
+    timestamp: String,
+    level: &'static str,
+    message: String,
+    event: &'static str,
+    command: &'a str,
+    outcome: &'static str,
+    exit_code: i32,
+    retryable: bool,
+    /// `None` only when the process ends at once from another thread, which cannot see it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied: Option<&'a [AppliedFile]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_before: Option<usize>,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    failure: Option<&'a FileFailure>,
+    migrun_version: &'static str,
+    applied_by: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ecs_task_arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_digest: Option<&'a str>,
+}
+
+/// How a run ended, before it is written.
+struct Ending<'a> {
+    exit: ExitCode,
+    error: Option<String>,
+    failure: Option<&'a FileFailure>,
+}
+
+/// Builds and writes a run's result event.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    reporting: Reporting,
+    identity: Identity,
+    started: Instant,
+}
+
+impl Reporter {
+    /// A reporter for a run that started at `started`.
+    pub fn new(reporting: Reporting, identity: Identity, started: Instant) -> Reporter {
+        Reporter { reporting, identity, started }
+    }
+
+    /// Who is applying, as the event says.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The same run, now that it knows who is applying.
+    pub fn identified(self, identity: Identity) -> Reporter {
+        Reporter { identity, ..self }
+    }
+
+    /// Ends a run: logs the error, writes the result event (last line on stderr, and the result
+    /// file) and returns the exit code the event states.
+    pub fn finish(&self, progress: &Progress, outcome: Result<(), Error>) -> ExitCode {
+        match outcome {
+            Ok(()) => self.write(progress, Ending { exit: ExitCode::Success, error: None, failure: None }),
+            Err(e) => {
+                let exit = e.exit_code();
+                tracing::error!(exit_code = exit.code(), applied = progress.applied.len(), "{e}");
+                self.write(progress, Ending { exit, error: Some(e.to_string()), failure: e.file_failure() })
+            }
+        }
+    }
+
+    /// Ends `exec` once its command exited with `exit`.
+    pub fn finish_command(&self, progress: &Progress, exit: ExitCode) -> ExitCode {
+        let error = (exit != ExitCode::Success).then(|| format!("the command exited with {}", exit.code()));
+        self.write(progress, Ending { exit, error, failure: None })
+    }
+
+    /// The line to print when the process must end at once on `signal`; also writes the result
+    /// file. Runs on the signal thread.
+    pub fn abort_line(&self, signal: i32, why: &str) -> String {
+        let exit = ExitCode::Signal(signal);
+        let event = self.event(None, None, &Ending { exit, error: Some(why.to_string()), failure: None });
+        if let Some(path) = &self.reporting.result_file {
+            let _ = write_file(&event, path);
+        }
+        self.render(&event)
+    }
+
+    fn write(&self, progress: &Progress, ending: Ending) -> ExitCode {
+        let applied = Some(progress.applied.as_slice());
+        let mut event = self.event(applied, progress.pending_before, &ending);
+        let mut exit = ending.exit;
+        if let Some(path) = &self.reporting.result_file {
+            if let Err(e) = write_file(&event, path) {
+                let error = format!("cannot write the result file {}: {e}", path.display());
+                tracing::error!(path = %path.display(), error = %e, "cannot write the result file");
+                // A run that did its work still fails when its result cannot be recorded, and
+                // the event on stderr says so: the event and the exit code always agree.
+                if exit == ExitCode::Success {
+                    exit = ExitCode::Internal;
+                    let failed = Ending { exit, error: Some(error), failure: None };
+                    event = self.event(applied, progress.pending_before, &failed);
+                }
+            }
+        }
+        let line = self.render(&event);
+        // One write, so the line cannot interleave with anything else; a closed stderr is not
+        // worth a panic.
+        let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+        exit
+    }
+
+    fn event<'a>(
+        &'a self,
+        applied: Option<&'a [AppliedFile]>,
+        pending_before: Option<usize>,
+        ending: &Ending<'a>,
+    ) -> ResultEvent<'a> {
+        let command = self.reporting.command;
+        let count = applied.map_or(0, <[AppliedFile]>::len);
+        let message = match (&ending.error, command) {
+            (Some(e), _) => e.clone(),
+            (None, "status" | "plan") => format!("{} migration(s) pending", pending_before.unwrap_or(0)),
+            (None, "wait") => "schema ready".to_string(),
+            (None, "new") => "migration file created".to_string(),
+            (None, "exec") => "the command exited 0".to_string(),
+            (None, _) if count == 0 => "schema is up to date; nothing to apply".to_string(),
+            (None, _) => format!("applied {count} migration(s)"),
+        };
+        let identity = &self.identity;
+        ResultEvent {
+            timestamp: Utc::now().rfc3339(),
+            level: if ending.exit == ExitCode::Success { "INFO" } else { "ERROR" },
+            message,
+            event: "result",
+            command,
+            outcome: ending.exit.outcome(),
+            exit_code: ending.exit.code(),
+            retryable: ending.exit.retryable(),
+            applied,
+            pending_before,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            error: ending.error.clone(),
+            failure: ending.failure,
+            migrun_version: MIGRUN_VERSION,
+            applied_by: &identity.applied_by,
+            release: identity.release.as_deref(),
+            ecs_task_arn: identity.ecs_task_arn.as_deref(),
+            image: identity.image.as_deref(),
+            image_digest: identity.image_digest.as_deref(),
+        }
+    }
+
+    fn render(&self, event: &ResultEvent) -> String {
+        match self.reporting.format {
+            LogFormat::Json => serde_json::to_string(event)
+                .unwrap_or_else(|e| format!("{{\"event\":\"result\",\"error\":\"cannot serialize: {e}\"}}")),
+            LogFormat::Human => human(event),
+        }
+    }
+}
+
+fn human(event: &ResultEvent) -> String {
+    let mut line =
+        format!("result: {} (exit {}) in {} ms: {}", event.outcome, event.exit_code, event.duration_ms, event.message);
+    let applied: Vec<&str> = event.applied.unwrap_or_default().iter().map(|a| a.file.as_str()).collect();
+    if !applied.is_empty() && event.error.is_some() {
+        line.push_str(&format!("; applied before the failure: {}", applied.join(", ")));
+    }
+    line
+}
+
+fn write_file(event: &ResultEvent, path: &Path) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(event).map_err(std::io::Error::other)?;
+    std::fs::write(path, json)
+}
