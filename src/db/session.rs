@@ -280,3 +280,51 @@ fn is_transient(failure: &PgFailure) -> bool {
         .any(|prefix| failure.message.starts_with(prefix)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::tls::SslMode;
+
+    fn server_said(code: &str) -> PgFailure {
+        PgFailure { sqlstate: Some(code.into()), ..PgFailure::other("server message") }
+    }
+
+    #[test]
+    fn start_up_conditions_are_retried_and_refusals_are_not() {
+        // Starting up, too many connections, connection failures reported by the server.
+        for code in ["57P03", "53300", "08006", "08001"] {
+            assert!(is_transient(&server_said(code)), "{code}");
+        }
+        // Wrong password, no such database, no such role, no permission: retrying only delays.
+        for code in ["28P01", "28000", "3D000", "42501"] {
+            assert!(!is_transient(&server_said(code)), "{code}");
+        }
+        for network in [
+            "error connecting to server: Connection refused (os error 111)",
+            "error connecting to server: failed to lookup address information",
+            "timeout waiting for server",
+            "error communicating with the server: Connection reset by peer",
+            "connection closed",
+        ] {
+            assert!(is_transient(&PgFailure::other(network)), "{network}");
+        }
+        assert!(!is_transient(&PgFailure::other("invalid configuration: password missing")));
+    }
+
+    #[test]
+    fn tls_failures_are_named_and_never_retried() {
+        let verify = TlsSettings { mode: SslMode::VerifyFull, root_cert: None };
+        let unknown = PgFailure::other("error performing TLS handshake: invalid peer certificate: UnknownIssuer");
+        let reason = tls_failure(&unknown, &verify).expect("a TLS failure");
+        assert!(reason.contains("not signed by a CA in (built-in roots)"), "{reason}");
+        let name = PgFailure::other("error performing TLS handshake: invalid peer certificate: NotValidForName");
+        assert!(tls_failure(&name, &verify).is_some_and(|r| r.contains("host name")));
+        let require = TlsSettings { mode: SslMode::Require, root_cert: None };
+        let plain = PgFailure::other("error performing TLS handshake: server does not support TLS");
+        assert!(tls_failure(&plain, &require).is_some_and(|r| r.contains("sslmode=require requires it")));
+        // A server's own error is never a TLS failure, and a refused socket is not either.
+        assert_eq!(tls_failure(&server_said("28P01"), &verify), None);
+        assert_eq!(tls_failure(&PgFailure::other("error connecting to server: Connection refused"), &verify), None);
+    }
+}

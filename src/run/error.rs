@@ -142,3 +142,85 @@ fn wait(e: &WaitError) -> ExitCode {
         WaitError::Interrupted(stop) => signal(stop),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::failure::PgFailure;
+    use crate::migrate::compare::Drift;
+
+    fn lost() -> PgFailure {
+        PgFailure::other("connection closed")
+    }
+
+    fn said(code: &str) -> PgFailure {
+        PgFailure { sqlstate: Some(code.into()), ..PgFailure::other("server message") }
+    }
+
+    fn file(pg: PgFailure) -> FileFailure {
+        FileFailure { file: "sql/0001_a.sql".into(), version: Some(1), pg, line: None, column: None }
+    }
+
+    fn history(pg: PgFailure) -> HistoryError {
+        HistoryError { table: "migrun_history".into(), action: "read it", failure: pg }
+    }
+
+    #[test]
+    fn every_failure_class_has_its_documented_exit_code() {
+        let stop = Interrupted { signal: 15 };
+        let cases: Vec<(Error, i32)> = vec![
+            (Error::Usage("unexpected argument".into()), 2),
+            (ConfigError::NoDatabase.into(), 2),
+            (ConfigError::Secret(SecretError::BadReference { reference: "arn:x".into() }).into(), 2),
+            (FilesError::Empty { file: "sql/0001_a.sql".into() }.into(), 2),
+            (Error::EnvSecret(SecretError::NotAnObject { name: "s".into() }), 3),
+            (ConnectError::Endpoint(EndpointError::Secret(SecretError::NotAString { name: "s".into() })).into(), 3),
+            (ConnectError::Endpoint(EndpointError::Libpq("PGPORT".into())).into(), 2),
+            (
+                ConnectError::Unreachable { server: "h".into(), attempts: 3, waited_s: 1.0, reason: "refused".into() }
+                    .into(),
+                4,
+            ),
+            (ConnectError::Refused { server: "h".into(), failure: said("28P01") }.into(), 4),
+            (ConnectError::Lost { failure: lost() }.into(), 4),
+            (ConnectError::Tls { server: "h".into(), reason: "UnknownIssuer".into() }.into(), 4),
+            (ConnectError::TransactionPooler { server: "h".into(), first: 1, second: 2 }.into(), 2),
+            (ConnectError::Interrupted(stop).into(), 143),
+            (LockError::Timeout { key: 1, waited_s: 1.0, holder: None }.into(), 5),
+            (LockError::Database { key: 1, failure: lost() }.into(), 4),
+            (LockError::Database { key: 1, failure: said("42501") }.into(), 1),
+            (LockError::NotHeld { key: 1 }.into(), 2),
+            (LockError::Session(ConnectError::Lost { failure: lost() }).into(), 4),
+            (LockError::Interrupted(Interrupted { signal: 2 }).into(), 130),
+            (history(lost()).into(), 4),
+            (history(said("42501")).into(), 1),
+            (
+                MismatchError::Drift(vec![Drift { file: "f".into(), recorded: "a".into(), current: "b".into() }])
+                    .into(),
+                7,
+            ),
+            (MismatchError::OutOfOrder { versions: vec![1], highest: 2 }.into(), 7),
+            (ApplyError::Failed { failure: file(said("42703")), in_transaction: true }.into(), 6),
+            (ApplyError::LockRetries { failure: file(said("55P03")), attempts: 11 }.into(), 8),
+            (ApplyError::Lost(file(lost())).into(), 4),
+            (ApplyError::History(history(lost())).into(), 4),
+            (ApplyError::Interrupted { stop, failure: None }.into(), 143),
+            (WaitError::Timeout { waited_s: 1.0, missing: vec![2] }.into(), 9),
+            (WaitError::Mismatch(MismatchError::Missing { versions: vec![9], dir: "sql".into() }).into(), 7),
+            (WaitError::History(history(said("42P01"))).into(), 1),
+            (Error::Interrupted(Interrupted { signal: 2 }), 130),
+            (Error::Output("stdout closed".into()), 1),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.exit_code().code(), code, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn only_failures_in_a_file_carry_its_position() {
+        let failed: Error = ApplyError::Failed { failure: file(said("42703")), in_transaction: true }.into();
+        assert_eq!(failed.file_failure().map(|f| f.file.as_str()), Some("sql/0001_a.sql"));
+        let timeout: Error = WaitError::Timeout { waited_s: 1.0, missing: vec![2] }.into();
+        assert!(timeout.file_failure().is_none());
+    }
+}

@@ -207,3 +207,106 @@ fn write_file(event: &ResultEvent, path: &Path) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(event).map_err(std::io::Error::other)?;
     std::fs::write(path, json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::failure::PgFailure;
+    use crate::migrate::apply::ApplyError;
+
+    fn reporter(format: LogFormat) -> Reporter {
+        let reporting = Reporting {
+            command: "up",
+            format,
+            level: tracing::Level::INFO,
+            result_file: None,
+            host: "host-1".into(),
+            release: Some("v7".into()),
+        };
+        Reporter::new(reporting, Identity::new("host-1", Some("v7".into()), None), Instant::now())
+    }
+
+    fn json(reporter: &Reporter, progress: &Progress, ending: &Ending) -> serde_json::Value {
+        let event = reporter.event(Some(&progress.applied), progress.pending_before, ending);
+        serde_json::from_str(&reporter.render(&event)).expect("one JSON line")
+    }
+
+    fn applied(file: &str) -> AppliedFile {
+        AppliedFile { file: file.into(), version: Some(1), duration_ms: 3 }
+    }
+
+    #[test]
+    fn success_says_what_was_applied() {
+        let reporter = reporter(LogFormat::Json);
+        let progress = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(1) };
+        let event = json(&reporter, &progress, &Ending { exit: ExitCode::Success, error: None, failure: None });
+        assert_eq!(event["event"], "result");
+        assert_eq!(event["outcome"], "success");
+        assert_eq!(event["exit_code"], 0);
+        assert_eq!(event["retryable"], false);
+        assert_eq!(event["level"], "INFO");
+        assert_eq!(event["message"], "applied 1 migration(s)");
+        assert_eq!(event["applied"][0]["file"], "sql/0001_a.sql");
+        assert_eq!(event["pending_before"], 1);
+        assert_eq!(event["applied_by"], "host-1");
+        assert_eq!(event["release"], "v7");
+        assert!(event.get("error").is_none() && event.get("sqlstate").is_none(), "{event}");
+    }
+
+    #[test]
+    fn a_failure_carries_its_file_and_an_exit_code_that_agrees() {
+        let reporter = reporter(LogFormat::Json);
+        let pg = PgFailure { sqlstate: Some("42703".into()), ..PgFailure::other("column does not exist") };
+        let failure =
+            FileFailure { file: "sql/0002_b.sql".into(), version: Some(2), pg, line: Some(4), column: Some(12) };
+        let error: Error = ApplyError::Failed { failure, in_transaction: true }.into();
+        let progress = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(2) };
+        let ending = Ending { exit: error.exit_code(), error: Some(error.to_string()), failure: error.file_failure() };
+        let event = json(&reporter, &progress, &ending);
+        assert_eq!(event["outcome"], "migration_failed");
+        assert_eq!(event["exit_code"], 6);
+        assert_eq!(event["retryable"], false);
+        assert_eq!(event["level"], "ERROR");
+        assert_eq!(event["file"], "sql/0002_b.sql");
+        assert_eq!(event["sqlstate"], "42703");
+        assert_eq!(event["db_message"], "column does not exist");
+        assert_eq!((event["line"].as_u64(), event["column"].as_u64()), (Some(4), Some(12)));
+        assert_eq!(event["message"], event["error"]);
+    }
+
+    #[test]
+    fn retryable_comes_from_the_exit_code() {
+        let reporter = reporter(LogFormat::Json);
+        for exit in [ExitCode::LockWait, ExitCode::Connect, ExitCode::Signal(15), ExitCode::Usage, ExitCode::Child(3)] {
+            let ending = Ending { exit, error: Some("x".into()), failure: None };
+            let event = json(&reporter, &Progress::default(), &ending);
+            assert_eq!(event["retryable"], exit.retryable(), "{exit:?}");
+            assert_eq!(event["exit_code"], exit.code(), "{exit:?}");
+        }
+    }
+
+    #[test]
+    fn an_abort_is_a_result_event_in_the_configured_format() {
+        let json_line = reporter(LogFormat::Json).abort_line(15, "shutdown grace period passed");
+        let event: serde_json::Value = serde_json::from_str(&json_line).expect("JSON");
+        assert_eq!(event["event"], "result");
+        assert_eq!(event["command"], "up");
+        assert_eq!((event["exit_code"].as_i64(), event["retryable"].as_bool()), (Some(143), Some(true)));
+        assert_eq!(event["outcome"], "interrupted");
+        assert!(event.get("applied").is_none(), "the signal thread cannot know: {event}");
+        let human = reporter(LogFormat::Human).abort_line(2, "second signal");
+        assert!(human.starts_with("result: interrupted (exit 130) in "), "{human}");
+        assert!(human.ends_with("second signal"), "{human}");
+    }
+
+    #[test]
+    fn the_human_line_lists_what_was_applied_before_a_failure() {
+        let reporter = reporter(LogFormat::Human);
+        let progress = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(2) };
+        let ending =
+            Ending { exit: ExitCode::MigrationFailed, error: Some("sql/0002_b.sql: boom".into()), failure: None };
+        let line = reporter.render(&reporter.event(Some(&progress.applied), None, &ending));
+        assert!(line.starts_with("result: migration_failed (exit 6) in "), "{line}");
+        assert!(line.ends_with("sql/0002_b.sql: boom; applied before the failure: sql/0001_a.sql"), "{line}");
+    }
+}

@@ -11,4 +11,5 @@ mod history;
 mod input;
 mod interrupt;
 mod locking;
+mod outcome;
 mod signals;

@@ -92,19 +92,41 @@ fn signal_during_connect_retries_stops_at_once() {
 /// would SIGKILL it soon) and the server rolls the open transaction back.
 #[test]
 fn shutdown_grace_passing_exits_at_once_and_the_server_rolls_back() {
-    let db = TestDb::new();
-    db.migrun().dir(&fixture("sleepy")).args(["up", "--target", "1"]).run().assert_code(0);
-    db.client().batch_execute("INSERT INTO sleep_control VALUES (60)").expect("make 0002 sleep");
-    let mut live = LiveRun::start(db.migrun().dir(&fixture("sleepy")).args(["up", "--shutdown-grace", "0"]).spawn());
-    live.wait_for_line("0002_slow.sql", Duration::from_secs(30));
-    wait_until(Duration::from_secs(30), "the statement is running", || active_sleepers(&db) == 1);
-    send(live.pid(), libc::SIGTERM);
-    let run = live.finish();
-    run.assert_code(143);
-    let result = run.result();
-    assert_eq!(result["outcome"], "interrupted");
-    assert!(result["message"].as_str().unwrap_or_default().contains("grace period passed"), "{result}");
-    wait_until(Duration::from_secs(10), "the server ended the orphaned statement", || active_sleepers(&db) == 0);
-    wait_until(Duration::from_secs(10), "the lock died with the session", || db.count(ADVISORY_LOCKS_HERE) == 0);
-    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'made_before_the_sleep'"), 0, "rolled back");
+    for format in ["json", "human"] {
+        let db = TestDb::new();
+        db.migrun().dir(&fixture("sleepy")).args(["up", "--target", "1"]).run().assert_code(0);
+        db.client().batch_execute("INSERT INTO sleep_control VALUES (60)").expect("make 0002 sleep");
+        let mut live = LiveRun::start(
+            db.migrun()
+                .dir(&fixture("sleepy"))
+                .env("MIGRUN_LOG_FORMAT", format)
+                .args(["up", "--shutdown-grace", "0"])
+                .spawn(),
+        );
+        live.wait_for_line("0002_slow.sql", Duration::from_secs(30));
+        wait_until(Duration::from_secs(30), "the statement is running", || active_sleepers(&db) == 1);
+        send(live.pid(), libc::SIGTERM);
+        let run = live.finish();
+        run.assert_code(143);
+        if format == "json" {
+            let result = run.result();
+            assert_eq!(result["outcome"], "interrupted");
+            assert_eq!((result["exit_code"].as_i64(), result["retryable"].as_bool()), (Some(143), Some(true)));
+            assert_eq!(result["command"], "up", "the abort event has the same schema as any result: {result}");
+            assert!(result["message"].as_str().unwrap_or_default().contains("grace period passed"), "{result}");
+        } else {
+            let last = run.stderr.lines().last().unwrap_or_default();
+            assert!(
+                last.starts_with("result: interrupted (exit 143)") && last.contains("grace period passed"),
+                "{last}"
+            );
+        }
+        wait_until(Duration::from_secs(10), "the server ended the orphaned statement", || active_sleepers(&db) == 0);
+        wait_until(Duration::from_secs(10), "the lock died with the session", || db.count(ADVISORY_LOCKS_HERE) == 0);
+        assert_eq!(
+            db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'made_before_the_sleep'"),
+            0,
+            "rolled back"
+        );
+    }
 }

@@ -1,0 +1,107 @@
+//! Every run ends with exactly one result event, in the configured format, whose exit code is
+//! the process's: usage errors, early failures and a result file that cannot be written
+//! included. `--result-file` is written on every exit that prints the event.
+
+use crate::harness::*;
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("result file {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("result file is JSON")
+}
+
+#[test]
+fn a_result_file_that_cannot_be_written_fails_the_run_and_the_event_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for path in [dir.path().join("missing/result.json"), dir.path().to_path_buf()] {
+        let db = TestDb::new();
+        let run = db.migrun().dir(&example_sql()).args(["up", "--result-file"]).args([&path]).run();
+        run.assert_code(1);
+        let result = run.result();
+        assert_eq!(result["exit_code"], 1, "{result}");
+        assert_eq!(result["outcome"], "internal_error", "{result}");
+        assert_eq!(result["retryable"], false, "{result}");
+        assert!(result["error"].as_str().unwrap_or_default().contains("cannot write the result file"), "{result}");
+        // The migrations themselves were applied, and the event still lists them.
+        assert_eq!(run.applied_files().len(), 4, "{result}");
+        assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 4);
+    }
+}
+
+#[test]
+fn usage_errors_end_with_a_result_event_and_the_result_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases: [(&[&str], &[(&str, &str)]); 8] = [
+        (&["up", "--no-such-flag"], &[]),
+        (&["up", "--log-level", "loud"], &[]),
+        (&[], &[]),
+        (&["frobnicate"], &[]),
+        (&["exec"], &[]),
+        (&["up"], &[("MIGRUN_LOG_LEVEL", "loud")]),
+        (&["up"], &[("MIGRUN_LOCK_WAIT", "forever")]),
+        (&["up"], &[("MIGRUN_ALLOW_DRIFT", "maybe")]),
+    ];
+    for (n, (args, env)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("result-{n}.json"));
+        let mut migrun = Migrun::new();
+        migrun.env("DATABASE_URL", "postgres://127.0.0.1:1/x").env("MIGRUN_RESULT_FILE", &path.display().to_string());
+        for (key, value) in env.iter() {
+            migrun.env(key, value);
+        }
+        let run = migrun.args(args.iter()).run();
+        run.assert_code(2);
+        let result = run.result();
+        assert_eq!(result["exit_code"], 2, "{args:?} {env:?}: {result}");
+        assert_eq!(result["outcome"], "invalid_input", "{result}");
+        assert_eq!(result["retryable"], false, "{result}");
+        assert!(!result["error"].as_str().unwrap_or_default().is_empty(), "{result}");
+        let written = read_json(&path);
+        assert_eq!(written["exit_code"], 2, "{written}");
+        assert_eq!(written["error"], result["error"]);
+    }
+}
+
+#[test]
+fn a_usage_error_speaks_the_configured_format() {
+    let run = Migrun::new().env("MIGRUN_LOG_FORMAT", "human").args(["up", "--no-such-flag"]).run();
+    run.assert_code(2);
+    assert!(run.stderr.contains("--no-such-flag"), "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("result: invalid_input (exit 2)"), "{last}");
+
+    let flag = Migrun::new().args(["--log-format=human", "up", "--no-such-flag"]).run();
+    flag.assert_code(2);
+    assert!(flag.stderr.lines().last().unwrap_or_default().starts_with("result: invalid_input (exit 2)"));
+
+    let help = Migrun::new().args(["--help"]).run();
+    help.assert_code(0);
+    assert!(help.stdout.contains("Usage"), "{}", help.stdout);
+    assert!(!help.stderr.contains("\"event\":\"result\""), "help is not a run: {}", help.stderr);
+}
+
+#[test]
+fn early_failures_write_the_result_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = TestDb::new();
+    let bad_url = format!("postgres://{PASSWORD_ROLE}:{}@127.0.0.1:notaport/x", encode(PASSWORD));
+    let cases: [(&str, Option<&str>, std::path::PathBuf, i32); 4] = [
+        ("a connection string that does not parse", Some(bad_url.as_str()), example_sql(), 2),
+        ("no database at all", None, example_sql(), 2),
+        ("a migrations directory that does not exist", Some(""), dir.path().join("nope"), 2),
+        ("a broken migration file", Some(""), fixture("broken"), 6),
+    ];
+    for (n, (what, url, sql, code)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("result-{n}.json"));
+        let mut migrun = Migrun::new();
+        match url {
+            Some("") => migrun.env("DATABASE_URL", &db.url()),
+            Some(url) => migrun.env("DATABASE_URL", url),
+            None => &mut migrun,
+        };
+        let run = migrun.dir(&sql).args(["up", "--result-file"]).args([&path]).run();
+        run.assert_code(code);
+        let written = read_json(&path);
+        assert_eq!(written["exit_code"], code, "{what}: {written}");
+        assert_eq!(written["error"], run.result()["error"], "{what}");
+        assert!(!written.to_string().contains(&encode(PASSWORD)), "{what}: {written}");
+    }
+}
