@@ -548,7 +548,7 @@ mod tests {
     }
 
     fn error(args: &[&str], vars: &[(&str, &str)]) -> String {
-        resolve_with(args, vars).1.err().expect("invalid configuration").to_string()
+        resolve_with(args, vars).1.expect_err("invalid configuration").to_string()
     }
 
     const URL: (&str, &str) = ("DATABASE_URL", "postgres://app@db/app");

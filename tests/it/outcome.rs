@@ -30,7 +30,8 @@ fn a_result_file_that_cannot_be_written_fails_the_run_and_the_event_says_so() {
 #[test]
 fn usage_errors_end_with_a_result_event_and_the_result_file() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cases: [(&[&str], &[(&str, &str)]); 8] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 8] = [
         (&["up", "--no-such-flag"], &[]),
         (&["up", "--log-level", "loud"], &[]),
         (&[], &[]),
