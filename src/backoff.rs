@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Delays for one retry loop.
 pub struct Backoff {
     next: Duration,
     max: Duration,
@@ -11,6 +12,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Starts at `first`, doubling up to `max`.
     pub fn new(first: Duration, max: Duration) -> Backoff {
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
             ^ (u64::from(std::process::id()) << 32);

@@ -15,6 +15,7 @@ pub struct Utc {
 }
 
 impl Utc {
+    /// The calendar fields of `time`.
     pub fn at(time: SystemTime) -> Utc {
         let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since.as_secs() as i64;
@@ -31,6 +32,7 @@ impl Utc {
         }
     }
 
+    /// The calendar fields of now.
     pub fn now() -> Utc {
         Utc::at(SystemTime::now())
     }

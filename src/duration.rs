@@ -11,9 +11,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Millis(pub u64);
 
+/// The accepted syntax, for messages.
 pub const SYNTAX: &str = "a whole number with an optional unit: ms, s, min, h, d (e.g. 0, 500ms, 5s, 10min)";
 
 impl Millis {
+    /// `None` for anything Postgres would not take as a timeout.
     pub fn parse(text: &str) -> Option<Millis> {
         let text = text.trim();
         let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -35,6 +37,7 @@ impl Millis {
         (ms <= i32::MAX as u64).then_some(Millis(ms))
     }
 
+    /// As a `Duration`.
     pub fn as_duration(self) -> Duration {
         Duration::from_millis(self.0)
     }

@@ -117,6 +117,41 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_table_lists_every_code_with_its_outcome() {
+        let readme = include_str!("../README.md");
+        let table = &readme[readme.find("## Exit codes").expect("an exit-code section")..];
+        let rows: Vec<(String, String)> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("| code"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].to_string(), cells[2].trim_matches('`').to_string())
+            })
+            .collect();
+        let all = [
+            ExitCode::Success,
+            ExitCode::Internal,
+            ExitCode::Usage,
+            ExitCode::Secret,
+            ExitCode::Connect,
+            ExitCode::LockWait,
+            ExitCode::MigrationFailed,
+            ExitCode::HistoryMismatch,
+            ExitCode::LockRetries,
+            ExitCode::WaitTimeout,
+        ];
+        for exit in all {
+            let row = rows.iter().find(|(code, _)| *code == exit.code().to_string());
+            assert_eq!(row.map(|(_, outcome)| outcome.as_str()), Some(exit.outcome()), "{exit:?} in {rows:?}");
+        }
+        let signals = rows.iter().find(|(code, _)| code == "130 / 143").map(|(_, o)| o.as_str());
+        assert_eq!(signals, Some(ExitCode::Signal(15).outcome()));
+        assert_eq!(rows.len(), all.len() + 1, "every row is a code migrun has: {rows:?}");
+    }
+
+    #[test]
     fn only_transient_failures_are_retryable() {
         assert!(ExitCode::LockWait.retryable());
         assert!(ExitCode::LockRetries.retryable());

@@ -19,6 +19,7 @@ pub struct LibpqVars {
 }
 
 impl LibpqVars {
+    /// Reads the variables that are set (and not empty) through `env`.
     pub fn read(env: &dyn Fn(&str) -> Option<String>) -> LibpqVars {
         let get = |name: &str| env(name).filter(|v| !v.is_empty());
         LibpqVars {
@@ -68,6 +69,7 @@ impl LibpqVars {
         Ok(config)
     }
 
+    /// `PGCONNECT_TIMEOUT`, when it is a number of seconds.
     pub fn connect_timeout(&self) -> Option<Duration> {
         let seconds: u64 = self.connect_timeout.as_deref()?.trim().parse().ok()?;
         (seconds > 0).then(|| Duration::from_secs(seconds.max(2)))

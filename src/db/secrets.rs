@@ -25,6 +25,7 @@ pub struct SecretRef {
 }
 
 impl SecretRef {
+    /// Whether `text` is a Secrets Manager ARN (and not a connection string).
     pub fn is_arn(text: &str) -> bool {
         text.starts_with(ARN_PREFIX)
     }
@@ -62,6 +63,7 @@ impl SecretRef {
     }
 }
 
+/// Why a secret could not be used. Never holds the value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("`{reference}` is not a Secrets Manager ARN; expected arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]]")]
@@ -102,6 +104,7 @@ pub enum SecretValue {
     Rds(RdsSecret),
 }
 
+/// The fields of an RDS-managed secret.
 pub struct RdsSecret {
     pub host: String,
     pub port: u16,

@@ -22,6 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// libpq's `sslmode`s (`allow` is read as `prefer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
@@ -32,6 +33,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// A mode as libpq spells it.
     pub fn parse(text: &str) -> Option<SslMode> {
         Some(match text.trim() {
             "disable" => SslMode::Disable,
@@ -43,6 +45,7 @@ impl SslMode {
         })
     }
 
+    /// The mode as libpq spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
@@ -63,6 +66,7 @@ impl SslMode {
     }
 }
 
+/// The modes, for messages.
 pub const MODES: &str = "disable, prefer, require, verify-ca, verify-full";
 
 /// The resolved TLS settings of one connection.
@@ -72,6 +76,7 @@ pub struct TlsSettings {
     pub root_cert: Option<PathBuf>,
 }
 
+/// The CA file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("sslrootcert {path}: cannot read: {reason}; point it at a PEM file (for RDS: the global bundle from truststore.pki.rds.amazonaws.com)")]

@@ -20,6 +20,7 @@ pub struct Policy {
     pub allow_out_of_order: bool,
 }
 
+/// What the history says of one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileState {

@@ -21,6 +21,7 @@ pub enum MigrationKind {
     Repeatable,
 }
 
+/// How a file asks to be run: `-- migrun:` comment lines at its top.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Directives {
     /// `-- migrun:no-transaction`: statement by statement, outside a transaction.
