@@ -55,15 +55,40 @@ pub struct SessionSettings {
     pub application_name: String,
 }
 
-/// Who we are, and one session setting that must wait for the server's version: from
+/// The backend's pid, and one session setting that must wait for the server's version: from
 /// PostgreSQL 14 on, `client_connection_check_interval` makes the server notice within a second
 /// that migrun is gone (killed, or exited after the shutdown grace) and roll back, instead of
 /// running the orphaned statement, with its locks, to its end. Older servers reject the name
-/// in the start-up packet, hence the CASE.
-const IDENTIFY: &str =
-    "SELECT pg_backend_pid(), current_setting('server_version'), current_database()::text, current_user::text,
-        CASE WHEN current_setting('server_version_num')::int >= 140000
-             THEN set_config('client_connection_check_interval', '1s', false) END";
+/// in the start-up packet. The version, the user and the time zone come with the start-up
+/// answer (ParameterStatus), so this is all the first statement asks of a cold backend.
+const IDENTIFY_14: &str = "SELECT pg_backend_pid(), set_config('client_connection_check_interval', '1s', false)";
+const IDENTIFY_OLDER: &str = "SELECT pg_backend_pid()";
+
+/// What the server said about itself when the session started.
+#[derive(Debug, Clone, Default)]
+struct ServerFacts {
+    /// `server_version`, e.g. `15.4` or `16.1 (Debian 16.1-1)`.
+    version: String,
+    /// `session_authorization`: who the session is.
+    user: String,
+}
+
+impl ServerFacts {
+    fn read<S, T>(connection: &tokio_postgres::Connection<S, T>) -> ServerFacts
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let get = |name: &str| connection.parameter(name).unwrap_or_default().to_string();
+        ServerFacts { version: get("server_version"), user: get("session_authorization") }
+    }
+
+    /// The major version (`9` for 9.6), 0 when the server did not say.
+    fn major(&self) -> u32 {
+        let digits: String = self.version.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap_or(0)
+    }
+}
 
 /// A connected session and what migrun learned about it.
 pub struct Session {
@@ -80,6 +105,10 @@ pub struct Session {
     pub child_url: String,
     /// The same connection as libpq variables would give it.
     pub child_config: tokio_postgres::Config,
+    /// The server's version and the session's user, from the start-up answer.
+    facts: ServerFacts,
+    /// The database connected to.
+    database: String,
 }
 
 impl Session {
@@ -112,16 +141,15 @@ impl Session {
     /// Asks the server who we are (logged as the `connected` event). Callers pipeline it with
     /// their first statements: it costs no round trip of its own.
     pub async fn identify(&self) -> Result<(), ConnectError> {
+        let sql = if self.facts.major() >= 14 { IDENTIFY_14 } else { IDENTIFY_OLDER };
         let row = self
             .client
-            .query_typed_one(IDENTIFY, &[])
+            .query_typed_one(sql, &[])
             .await
             .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
         let backend_pid: i32 = row.get(0);
-        let server_version: String = row.get(1);
-        let database: String = row.get(2);
-        let user: String = row.get(3);
-        tracing::info!(server = %self.server, backend_pid, server_version = %server_version, database = %database, user = %user, "connected");
+        let facts = &self.facts;
+        tracing::info!(server = %self.server, backend_pid, server_version = %facts.version, database = %self.database, user = %facts.user, "connected");
         self.check_backend(backend_pid)
     }
 }
@@ -186,6 +214,7 @@ async fn connect(
         };
         let failure = match attempt {
             Ok((client, connection)) => {
+                let facts = ServerFacts::read(&connection);
                 let task = tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!(error = %error_chain(&e), "connection ended");
@@ -199,6 +228,8 @@ async fn connect(
                     tls,
                     child_url: resolved.url_for_child.clone(),
                     child_config: resolved.config.clone(),
+                    facts,
+                    database: config.get_dbname().or(config.get_user()).unwrap_or_default().to_string(),
                 });
             }
             Err(e) => PgFailure::from_pg(&e),

@@ -2,9 +2,14 @@
 
 use std::fmt;
 
-use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow, Statement};
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures_util::future::join;
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, Row, Statement};
 
 use super::files::{Migration, MigrationKind};
+use crate::clock::Utc;
 use crate::db::failure::PgFailure;
 use crate::identity::{Identity, MIGRUN_VERSION};
 
@@ -126,47 +131,50 @@ impl<'a> History<'a> {
         )
     }
 
+    /// No ORDER BY and no formatting on the server: a cold backend (every run starts one)
+    /// spends longer planning a sort and loading time zone rules than reading the rows. Rows
+    /// are sorted by id here; `applied_at` comes as the binary timestamp.
     fn select_sql(&self) -> String {
-        format!(
-            "SELECT version, description, checksum, state, to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM {} ORDER BY id",
-            self.table.sql()
-        )
+        format!("SELECT id, version, description, checksum, state, applied_at FROM {}", self.table.sql())
     }
 
     /// Reads the table; `None` when it does not exist yet. Read only.
     pub async fn read(&self) -> Result<Option<Vec<HistoryRow>>, HistoryError> {
-        match self.client.simple_query(&self.select_sql()).await {
-            Ok(messages) => self.rows(messages).map(Some),
+        match self.client.query_typed(&self.select_sql(), &[]).await {
+            Ok(rows) => self.rows(rows).map(Some),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
             Err(e) => Err(self.error("read it")(e)),
         }
     }
 
-    /// Creates the table and reads it (empty, or what a run just before us wrote). Call with the
-    /// advisory lock held: concurrent `CREATE TABLE IF NOT EXISTS` can fail.
+    /// Creates the table and reads it (empty, or what a run just before us wrote), in one
+    /// round trip. Call with the advisory lock held: concurrent `CREATE TABLE IF NOT EXISTS`
+    /// can fail.
     pub async fn create_and_read(&self) -> Result<Vec<HistoryRow>, HistoryError> {
-        let both = format!("{};\n{}", self.create_sql(), self.select_sql());
-        let messages = self
-            .client
-            .simple_query(&both)
-            .await
-            .map_err(self.error("create it (does the user have CREATE on the schema?)"))?;
+        let create = self.create_sql();
+        let select = self.select_sql();
+        let (created, read) = join(self.client.batch_execute(&create), self.client.query_typed(&select, &[])).await;
+        created.map_err(self.error("create it (does the user have CREATE on the schema?)"))?;
+        let rows = read.map_err(self.error("read it"))?;
         tracing::info!(history_table = %self.table, "history table created");
-        self.rows(messages)
+        self.rows(rows)
     }
 
-    fn rows(&self, messages: Vec<SimpleQueryMessage>) -> Result<Vec<HistoryRow>, HistoryError> {
-        messages
+    fn rows(&self, rows: Vec<Row>) -> Result<Vec<HistoryRow>, HistoryError> {
+        let mut read = rows
             .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(row) => Some(to_row(row).ok_or_else(|| HistoryError {
+            .map(|row| {
+                to_row(row).map_err(|e| HistoryError {
                     table: self.table.to_string(),
                     action: "read it",
-                    failure: PgFailure::other("a row has an unexpected shape; is this table migrun's history?"),
-                })),
-                _ => None,
+                    failure: PgFailure::other(&format!(
+                        "a row has an unexpected shape ({e}); is this table migrun's history?"
+                    )),
+                })
             })
-            .collect()
+            .collect::<Result<Vec<(i64, HistoryRow)>, HistoryError>>()?;
+        read.sort_unstable_by_key(|(id, _)| *id);
+        Ok(read.into_iter().map(|(_, row)| row).collect())
     }
 
     /// Prepares the insert once per run: one round trip saved per applied file.
@@ -263,27 +271,71 @@ impl HistoryWriter<'_> {
     }
 }
 
-/// Rows come back as text from the simple-query protocol.
-fn to_row(row: &SimpleQueryRow) -> Option<HistoryRow> {
-    let version = match row.get(0) {
-        Some(v) => Some(v.parse().ok()?),
-        None => None,
-    };
-    Some(HistoryRow {
-        version,
-        description: row.get(1)?.to_string(),
-        checksum: row.get(2)?.to_string(),
-        state: match row.get(3)? {
+/// One row with its id (the order rows were written in).
+fn to_row(row: &Row) -> Result<(i64, HistoryRow), tokio_postgres::Error> {
+    let version: Option<i64> = row.try_get(1)?;
+    let applied_at: Timestamp = row.try_get(5)?;
+    let state: &str = row.try_get(4)?;
+    let history_row = HistoryRow {
+        version: version.map(|v| v as u64),
+        description: row.try_get(2)?,
+        checksum: row.try_get(3)?,
+        state: match state {
             "started" => RowState::Started,
             _ => RowState::Applied,
         },
-        applied_at: row.get(4)?.to_string(),
-    })
+        applied_at: applied_at.to_string(),
+    };
+    Ok((row.try_get(0)?, history_row))
+}
+
+/// A `timestamptz` in Postgres's binary form: microseconds since 2000-01-01 00:00 UTC.
+struct Timestamp(i64);
+
+/// 2000-01-01 in Unix seconds.
+const POSTGRES_EPOCH: i64 = 946_684_800;
+
+impl<'a> FromSql<'a> for Timestamp {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Timestamp, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes: [u8; 8] = raw.try_into()?;
+        Ok(Timestamp(i64::from_be_bytes(bytes)))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0.div_euclid(1_000_000).saturating_add(POSTGRES_EPOCH);
+        let at = match u64::try_from(seconds) {
+            Ok(s) => UNIX_EPOCH + Duration::from_secs(s),
+            Err(_) => UNIX_EPOCH,
+        };
+        let utc = Utc::at(at);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_timestamps_read_as_utc() {
+        assert_eq!(Timestamp(0).to_string(), "2000-01-01T00:00:00Z");
+        // 2026-11-25T07:36:45.250Z
+        let micros = (1_795_592_205 - POSTGRES_EPOCH) * 1_000_000 + 250_000;
+        assert_eq!(Timestamp(micros).to_string(), "2026-11-25T07:36:45Z");
+        assert_eq!(Timestamp(-1).to_string(), "1999-12-31T23:59:59Z");
+        assert!(Timestamp::from_sql(&Type::TIMESTAMPTZ, &[0, 1]).is_err(), "not 8 bytes");
+    }
 
     #[test]
     fn parses_and_quotes_table_names() {
