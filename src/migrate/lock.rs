@@ -134,10 +134,20 @@ impl LockedSession {
         Ok(())
     }
 
-    /// Releases the lock after `work` ended with `result`; the work's error wins over a failed
-    /// release (which is logged: the lock then ends with the session).
-    pub async fn release_after<T, E: From<LockError>>(self, result: Result<T, E>) -> Result<T, E> {
+    /// Releases the lock after the work ended with `result`; the work's error wins over a
+    /// failed release (which is logged: the lock then ends with the session).
+    ///
+    /// A run that succeeded without changing anything (the common no-op) does not send an
+    /// unlock: it ends the session, and the server releases a session's advisory locks as its
+    /// backend exits on Terminate. That saves a round trip on every deploy, and loses nothing:
+    /// the unlock's answer only matters after work that had to run under the lock.
+    pub async fn release_after<T, E: From<LockError>>(self, result: Result<T, E>, changed: bool) -> Result<T, E> {
         match result {
+            Ok(value) if !changed => {
+                self.session.close().await;
+                tracing::debug!(lock_key = self.key, "lock released with the session");
+                Ok(value)
+            }
             Ok(value) => {
                 self.release().await?;
                 Ok(value)

@@ -152,7 +152,8 @@ pub async fn migrate_locked(
         })
         .await?;
     let result = migrate(config, locked.session(), migrations, up_to, identity, progress, shutdown, prefetched).await;
-    locked.release_after(result).await
+    let changed = !progress.applied.is_empty();
+    locked.release_after(result, changed).await
 }
 
 /// Compares and applies, with the lock held. `prefetched` is a history read made after the

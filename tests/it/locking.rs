@@ -46,6 +46,23 @@ fn waiting_run_proceeds_once_the_holder_releases() {
     assert_eq!(db.count(ADVISORY_LOCKS_HERE), 0, "migrun released its lock");
 }
 
+/// A run with nothing to do ends its session instead of sending an unlock: the server releases
+/// the lock as the backend exits, so the next run gets it at once.
+#[test]
+fn a_run_that_changed_nothing_releases_the_lock_with_its_session() {
+    let db = TestDb::new();
+    db.migrun().dir(&example_sql()).args(["up"]).run().assert_code(0);
+    for _ in 0..3 {
+        let run = db.migrun().dir(&example_sql()).args(["up", "--log-level", "debug"]).run();
+        run.assert_code(0);
+        assert!(run.events().iter().any(|e| e["message"] == "lock released with the session"), "{}", run.stderr);
+        wait_until(Duration::from_secs(5), "the backend released the lock", || db.count(ADVISORY_LOCKS_HERE) == 0);
+    }
+    let mut other = db.client();
+    let taken: bool = other.query_one("SELECT pg_try_advisory_lock(-4028659133243882200)", &[]).expect("try").get(0);
+    assert!(taken, "nobody holds migrun's lock after a no-op");
+}
+
 fn busy_table(db: &TestDb) -> postgres::Client {
     let mut blocker = db.client();
     blocker.batch_execute("CREATE TABLE busy (id int)").expect("create");
