@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::files::{Migration, MigrationKind};
-use super::history::{HistoryRow, RowState};
+use super::history::{HistoryRow, RowState, Timestamp};
 
 /// Which mismatches between files and history only warn.
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,7 +48,7 @@ pub struct ComparedFile<'m> {
     /// The checksum in its history row, if it has one.
     pub recorded_checksum: Option<String>,
     /// When it was applied, if it was.
-    pub applied_at: Option<String>,
+    pub applied_at: Option<Timestamp>,
 }
 
 /// The files, each with its state, and the versions only the history has.
@@ -131,7 +131,7 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[HistoryRow]) -> Compa
                 migration,
                 state,
                 recorded_checksum: row.map(|r| r.checksum.clone()),
-                applied_at: row.filter(|r| r.state == RowState::Applied).map(|r| r.applied_at.clone()),
+                applied_at: row.filter(|r| r.state == RowState::Applied).map(|r| r.applied_at),
             }
         })
         .collect();
@@ -239,7 +239,7 @@ mod tests {
             description: description.into(),
             checksum: checksum.into(),
             state,
-            applied_at: "t".into(),
+            applied_at: Timestamp(0),
         }
     }
 

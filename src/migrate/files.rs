@@ -212,19 +212,19 @@ fn read_migration(
     description: String,
     buffer: &mut Vec<u8>,
 ) -> Result<Migration, FilesError> {
-    let file = path.display().to_string();
-    let bytes =
-        read_file(&path, buffer).map_err(|e| FilesError::Unreadable { file: file.clone(), reason: e.to_string() })?;
-    let sql = normalize(bytes).map_err(|line| FilesError::InvalidUtf8 { file: file.clone(), line })?;
+    // The name for messages is made only when there is a message: every deploy reads every file.
+    let file = || path.display().to_string();
+    let bytes = read_file(&path, buffer).map_err(|e| FilesError::Unreadable { file: file(), reason: e.to_string() })?;
+    let sql = normalize(bytes).map_err(|line| FilesError::InvalidUtf8 { file: file(), line })?;
     let statements = split::split(&sql);
     if statements.is_empty() {
-        return Err(FilesError::Empty { file });
+        return Err(FilesError::Empty { file: file() });
     }
-    let directives = parse_directives(&sql, &file)?;
+    let directives = parse_directives(&sql, &path)?;
     if !directives.no_transaction {
         if let Some(statement) = statements.iter().find(|s| split::is_transaction_control(s.text)) {
             let line = 1 + sql[..statement.offset].matches('\n').count();
-            return Err(FilesError::TransactionControl { file, line, statement: statement.text.to_string() });
+            return Err(FilesError::TransactionControl { file: file(), line, statement: statement.text.to_string() });
         }
     }
     Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives })
@@ -244,7 +244,7 @@ fn normalize(mut bytes: Vec<u8>) -> Result<String, usize> {
 
 /// Directives live in `--` comment lines before the first statement; one anywhere else is a
 /// mistake that would silently change how the file runs, so it is an error.
-fn parse_directives(sql: &str, file: &str) -> Result<Directives, FilesError> {
+fn parse_directives(sql: &str, path: &Path) -> Result<Directives, FilesError> {
     let mut directives = Directives::default();
     let mut in_header = true;
     for (index, line) in sql.lines().enumerate() {
@@ -260,12 +260,12 @@ fn parse_directives(sql: &str, file: &str) -> Result<Directives, FilesError> {
         let directive = directive.trim();
         if !in_header {
             return Err(FilesError::MisplacedDirective {
-                file: file.into(),
+                file: path.display().to_string(),
                 directive: directive.into(),
                 line: line_no,
             });
         }
-        apply_directive(&mut directives, directive, file, line_no)?;
+        apply_directive(&mut directives, directive, &path.display().to_string(), line_no)?;
     }
     Ok(directives)
 }
@@ -384,7 +384,7 @@ mod tests {
     #[test]
     fn reads_directives_from_the_header() {
         let sql = "-- add an index\n-- migrun:no-transaction\n--migrun: lock-timeout = 2s\n\n-- migrun:statement-timeout=10min\nCREATE INDEX CONCURRENTLY i ON t (x);\n";
-        let d = parse_directives(sql, "f.sql").unwrap();
+        let d = parse_directives(sql, Path::new("f.sql")).unwrap();
         assert_eq!(
             d,
             Directives {
@@ -416,7 +416,7 @@ mod tests {
             ),
         ];
         for (sql, expected) in cases {
-            let message = parse_directives(sql, "f.sql").unwrap_err().to_string();
+            let message = parse_directives(sql, Path::new("f.sql")).unwrap_err().to_string();
             assert!(message.starts_with(expected), "{message}");
         }
     }

@@ -77,8 +77,8 @@ pub struct HistoryRow {
     pub checksum: String,
     /// Applied, or started and not finished.
     pub state: RowState,
-    /// When, as `YYYY-MM-DDTHH:MM:SSZ`.
-    pub applied_at: String,
+    /// When it was applied (or started).
+    pub applied_at: Timestamp,
 }
 
 /// A statement on the history table failed.
@@ -284,13 +284,15 @@ fn to_row(row: &Row) -> Result<(i64, HistoryRow), tokio_postgres::Error> {
             "started" => RowState::Started,
             _ => RowState::Applied,
         },
-        applied_at: applied_at.to_string(),
+        applied_at,
     };
     Ok((row.try_get(0)?, history_row))
 }
 
-/// A `timestamptz` in Postgres's binary form: microseconds since 2000-01-01 00:00 UTC.
-struct Timestamp(i64);
+/// A `timestamptz` in Postgres's binary form: microseconds since 2000-01-01 00:00 UTC. Read
+/// as is and formatted only when shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub i64);
 
 /// 2000-01-01 in Unix seconds.
 const POSTGRES_EPOCH: i64 = 946_684_800;

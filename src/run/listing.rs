@@ -15,7 +15,7 @@ struct StatusRow<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     recorded_checksum: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    applied_at: Option<&'a str>,
+    applied_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -55,7 +55,7 @@ pub fn status(comparison: &Comparison, json: bool) -> String {
                     state: e.state,
                     checksum: &e.migration.checksum,
                     recorded_checksum: e.recorded_checksum.as_deref().filter(|c| *c != e.migration.checksum),
-                    applied_at: e.applied_at.as_deref(),
+                    applied_at: e.applied_at.map(|t| t.to_string()),
                 })
                 .collect(),
             missing: &comparison.missing,
@@ -71,7 +71,7 @@ pub fn status(comparison: &Comparison, json: bool) -> String {
             "{:<width$}  {:<28}  {:<20}  {}\n",
             e.migration.display_path(),
             state_word(e.state),
-            e.applied_at.as_deref().unwrap_or("-"),
+            e.applied_at.map_or_else(|| "-".to_string(), |t| t.to_string()),
             &e.migration.checksum[..12],
         ));
     }
