@@ -55,14 +55,11 @@ pub struct SessionSettings {
     pub application_name: String,
 }
 
-/// The backend's pid, and one session setting that must wait for the server's version: from
-/// PostgreSQL 14 on, `client_connection_check_interval` makes the server notice within a second
-/// that migrun is gone (killed, or exited after the shutdown grace) and roll back, instead of
-/// running the orphaned statement, with its locks, to its end. Older servers reject the name
-/// in the start-up packet. The version, the user and the time zone come with the start-up
-/// answer (ParameterStatus), so this is all the first statement asks of a cold backend.
-const IDENTIFY_14: &str = "SELECT pg_backend_pid(), set_config('client_connection_check_interval', '1s', false)";
-const IDENTIFY_OLDER: &str = "SELECT pg_backend_pid()";
+/// From PostgreSQL 14 on, the server notices within a second that migrun is gone (killed, or
+/// exited after the shutdown grace) and rolls back, instead of running the orphaned statement,
+/// with its locks, to its end. Older servers reject the name, even in the start-up packet, so it
+/// is set once the version is known, and only before work that runs long statements.
+const CHECK_DISCONNECTS: &str = "SET client_connection_check_interval = '1s'";
 
 /// What the server said about itself when the session started.
 #[derive(Debug, Clone, Default)]
@@ -126,10 +123,14 @@ impl Session {
 
     /// Fails when the backend behind this connection changed, which only a transaction-pooling
     /// proxy does.
+    /// The first pid seen is logged as the `connected` event, with what the server said about
+    /// itself at start-up: no statement of its own.
     pub fn check_backend(&self, pid: i32) -> Result<(), ConnectError> {
         let first = self.backend_pid.get();
         if first == 0 {
             self.backend_pid.set(pid);
+            let facts = &self.facts;
+            tracing::info!(server = %self.server, backend_pid = pid, server_version = %facts.version, database = %self.database, user = %facts.user, "connected");
             return Ok(());
         }
         if pid == first {
@@ -138,19 +139,27 @@ impl Session {
         Err(ConnectError::TransactionPooler { server: self.server.clone(), first, second: pid })
     }
 
-    /// Asks the server who we are (logged as the `connected` event). Callers pipeline it with
-    /// their first statements: it costs no round trip of its own.
+    /// Asks the server for the backend's pid (logged as the `connected` event). Callers
+    /// pipeline it with their first statements: it costs no round trip of its own.
     pub async fn identify(&self) -> Result<(), ConnectError> {
-        let sql = if self.facts.major() >= 14 { IDENTIFY_14 } else { IDENTIFY_OLDER };
         let row = self
             .client
-            .query_typed_one(sql, &[])
+            .query_typed_one("SELECT pg_backend_pid()", &[])
             .await
             .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
-        let backend_pid: i32 = row.get(0);
-        let facts = &self.facts;
-        tracing::info!(server = %self.server, backend_pid, server_version = %facts.version, database = %self.database, user = %facts.user, "connected");
-        self.check_backend(backend_pid)
+        self.check_backend(row.get(0))
+    }
+
+    /// Before running migrations: makes the server end a statement whose client is gone
+    /// (PostgreSQL 14 and later; older servers run it to its end).
+    pub async fn check_disconnects(&self) -> Result<(), ConnectError> {
+        if self.facts.major() < 14 {
+            return Ok(());
+        }
+        self.client
+            .batch_execute(CHECK_DISCONNECTS)
+            .await
+            .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })
     }
 }
 

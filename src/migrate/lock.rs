@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join3;
+use futures_util::future::join;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
@@ -83,9 +83,9 @@ pub struct LockedSession {
 impl LockedSession {
     /// Takes the lock on `session`, polling up to `wait` with backoff and jitter and saying who
     /// holds it at the first miss and every 10 s after. The first attempt travels in one round
-    /// trip with `identify` and with `alongside` (a history read): the server runs them in the
-    /// order sent, so when the lock is taken at once, `alongside`'s answer was read with the
-    /// lock held and is returned. On any failure the session is closed.
+    /// trip with `alongside` (a history read): the server runs them in the order sent, so when
+    /// the lock is taken at once, `alongside`'s answer was read with the lock held and is
+    /// returned. On any failure the session is closed.
     pub async fn acquire<T>(
         session: Session,
         key: i64,
@@ -93,17 +93,15 @@ impl LockedSession {
         shutdown: &Shutdown,
         alongside: impl AsyncFnOnce(&Session) -> T,
     ) -> Result<(LockedSession, Option<T>), LockError> {
-        // join3 polls its futures in order, which sends them in order.
-        let (identified, first_try, read) =
-            join3(session.identify(), try_acquire(&session, key), alongside(&session)).await;
-        let outcome = match (identified, first_try) {
-            (Err(e), _) => Err(LockError::from(e)),
-            (Ok(()), Err(e)) => Err(e),
-            (Ok(()), Ok(true)) => {
+        // join polls its futures in order, which sends them in order.
+        let (first_try, read) = join(try_acquire(&session, key), alongside(&session)).await;
+        let outcome = match first_try {
+            Err(e) => Err(e),
+            Ok(true) => {
                 tracing::info!(lock_key = key, waited_ms = 0, "lock acquired");
                 Ok(Some(read))
             }
-            (Ok(()), Ok(false)) => poll(&session, key, wait, shutdown).await.map(|()| None),
+            Ok(false) => poll(&session, key, wait, shutdown).await.map(|()| None),
         };
         match outcome {
             Ok(read) => Ok((LockedSession { session, key }, read)),

@@ -134,8 +134,7 @@ pub async fn open(config: &Config, shutdown: &Shutdown) -> Result<Session, Error
 }
 
 /// Acquire; let result = work; release; result. The first lock attempt travels in one round
-/// trip with `identify` and a read of the history, so a run with nothing to do costs one round
-/// trip before it releases.
+/// trip with a read of the history, so a run with nothing to do costs one round trip.
 pub async fn migrate_locked(
     config: &Config,
     session: Session,
@@ -186,7 +185,10 @@ pub async fn migrate(
     if steps.is_empty() {
         return Ok(());
     }
-    let writer = history.writer(identity).await?;
+    // Both in one round trip, and only when there is work.
+    let (writer, watched) = join(history.writer(identity), session.check_disconnects()).await;
+    watched?;
+    let writer = writer?;
     let applier = Applier::new(session, writer, &config.session, config.retry, shutdown.clone());
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
