@@ -396,7 +396,10 @@ mod tests {
         assert_eq!(Timestamp(-1).to_string(), "1999-12-31T23:59:59Z");
     }
 
-    fn copy_data(rows: &[(i64, Option<i64>, &str, &str, &str, i64)]) -> Vec<u8> {
+    /// id, version, description, checksum, state, applied_at
+    type CopyRow<'a> = (i64, Option<i64>, &'a str, &'a str, &'a str, i64);
+
+    fn copy_data(rows: &[CopyRow]) -> Vec<u8> {
         let mut data = COPY_SIGNATURE.to_vec();
         data.extend_from_slice(&[0; 8]);
         for (id, version, description, checksum, state, at) in rows {
