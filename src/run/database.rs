@@ -123,7 +123,7 @@ fn joined(
 ) -> Result<Vec<Migration>, Error> {
     match loaded {
         Ok(read) => Ok(read?),
-        Err(e) => Err(Error::Output(format!("reading the migration files failed: {e}"))),
+        Err(e) => Err(Error::Internal(format!("reading the migration files failed: {e}"))),
     }
 }
 

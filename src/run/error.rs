@@ -49,9 +49,12 @@ pub enum Error {
     /// A stop was requested.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
-    /// stdout or the result file could not be written.
+    /// stdout could not be written.
     #[error("{0}")]
     Output(String),
+    /// migrun itself failed (the async runtime, a worker thread).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -68,7 +71,7 @@ impl Error {
             Error::Apply(e) => apply(e),
             Error::Wait(e) => wait(e),
             Error::Interrupted(stop) => signal(stop),
-            Error::Output(_) => ExitCode::Internal,
+            Error::Output(_) | Error::Internal(_) => ExitCode::Internal,
         }
     }
 
@@ -210,6 +213,7 @@ mod tests {
             (WaitError::History(history(said("42P01"))).into(), 1),
             (Error::Interrupted(Interrupted { signal: 2 }), 130),
             (Error::Output("stdout closed".into()), 1),
+            (Error::Internal("no runtime".into()), 1),
         ];
         for (error, code) in cases {
             assert_eq!(error.exit_code().code(), code, "{error:?}");

@@ -15,6 +15,7 @@ use crate::db::session::Session;
 use crate::db::url::first_host;
 use crate::exit::ExitCode;
 use crate::identity::Identity;
+use crate::migrate::history::History;
 use crate::migrate::lock::LockedSession;
 use crate::signals::{Shutdown, SignalHub};
 use crate::supervise::{self, ChildSpec};
@@ -117,7 +118,7 @@ async fn hold_lock(
     let table = &config.history_table;
     let (locked, prefetched) =
         LockedSession::acquire(session, config.lock_key, config.lock_wait, shutdown, async |session: &Session| {
-            crate::migrate::history::History::new(&session.client, table).read().await
+            History::new(&session.client, table).read().await
         })
         .await?;
     let prepared = async {

@@ -47,7 +47,7 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             return reporter
-                .finish(&Progress::default(), Err(Error::Output(format!("cannot start the async runtime: {e}"))))
+                .finish(&Progress::default(), Err(Error::Internal(format!("cannot start the async runtime: {e}"))))
         }
     };
     let task = config.ecs_metadata_uri.as_deref().and_then(|uri| runtime.block_on(identity::fetch_task(uri)));
