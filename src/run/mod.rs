@@ -70,6 +70,8 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
             return exec::exec(&config, exec::Request { mode: *mode, command, env_from }, runtime, hub, &reporter)
         }
     };
+    // The process exits next: no need to wait for the idle file-reading thread to wind down.
+    runtime.shutdown_background();
     reporter.finish(&progress, outcome)
 }
 
