@@ -38,6 +38,7 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     crate::log::init(reporting.format, reporting.level);
     let reporter =
         Reporter::new(reporting.clone(), Identity::new(&reporting.host, reporting.release.clone(), None), started);
+    set_abort_line(hub, &reporter);
     let config = match config {
         Ok(config) => config,
         Err(e) => return reporter.finish(&Progress::default(), Err(e.into())),
@@ -52,8 +53,7 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     };
     let task = config.ecs_metadata_uri.as_deref().and_then(|uri| runtime.block_on(identity::fetch_task(uri)));
     let reporter = reporter.identified(Identity::new(&reporting.host, reporting.release.clone(), task));
-    let aborting = reporter.clone();
-    hub.set_abort_line(Box::new(move |signal, why| aborting.abort_line(signal, why)));
+    set_abort_line(hub, &reporter);
     let shutdown = hub.shutdown();
     let mut progress = Progress::default();
     let outcome = match &config.command {
@@ -73,6 +73,13 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     // The process exits next: no need to wait for the idle file-reading thread to wind down.
     runtime.shutdown_background();
     reporter.finish(&progress, outcome)
+}
+
+/// From now on a stop that cannot wait (second signal, grace passed) ends with this run's
+/// result event.
+fn set_abort_line(hub: &SignalHub, reporter: &Reporter) {
+    let reporter = reporter.clone();
+    hub.set_abort_line(Box::new(move |signal, why| reporter.abort_line(signal, why)));
 }
 
 /// A command line clap cannot parse still ends with a result event (and the result file),
