@@ -1,4 +1,4 @@
-//! Bad input: invalid files and settings fail with exit 2 before any connection; connection
+//! Bad input: invalid files and settings fail with exit 2 before any statement is sent; connection
 //! failures exit 4; passwords never show.
 
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ fn unreachable_url() -> String {
 }
 
 #[test]
-fn invalid_files_exit_2_naming_the_file_before_connecting() {
+fn invalid_files_exit_2_naming_the_file_before_any_statement() {
     type Files<'a> = &'a [(&'a str, &'a [u8])];
     let cases: &[(Files, &str)] = &[
         (&[("init.sql", b"SELECT 1;")], "init.sql: not a migration file name"),
@@ -124,4 +124,22 @@ fn password_login_works_and_the_password_never_shows() {
     let status =
         Migrun::new().env("DATABASE_URL", &db.password_url(PASSWORD)).dir(&example_sql()).args(["status"]).run();
     status.assert_code(0);
+}
+
+/// The files are read while the connection opens, but a bad file still fails before migrun
+/// sends any statement: nothing is created, and the session closes politely.
+#[test]
+fn a_bad_file_sends_no_statement_even_when_the_database_is_reachable() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("0001_a.sql"), "CREATE TABLE a (x int);").expect("write");
+    std::fs::write(dir.path().join("0002_b.sql"), "-- migrun:no-transation\nSELECT 1;").expect("write");
+    for _ in 0..5 {
+        let run = db.migrun().dir(dir.path()).args(["up"]).run();
+        run.assert_code(2);
+        assert!(run.result()["error"].as_str().unwrap_or_default().contains("0002_b.sql: unknown directive"));
+        assert!(!run.stderr.contains("\"connected\""), "no statement, so no backend pid: {}", run.stderr);
+    }
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'migrun_history')"), 0);
+    assert_eq!(db.count(crate::locking::ADVISORY_LOCKS_HERE), 0);
 }
