@@ -114,6 +114,7 @@ async fn resolve(source: &Source, overrides: &TlsOverrides, env: &LibpqVars) -> 
         .or_else(|| params.sslrootcert.clone().map(PathBuf::from))
         .or_else(|| env.sslrootcert.clone().map(PathBuf::from));
     config.ssl_mode(mode.for_driver());
+    env.fill_in(&mut config);
     if config.get_password().is_none() {
         add_pgpass_password(&mut config, env);
     }

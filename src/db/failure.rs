@@ -52,10 +52,37 @@ impl PgFailure {
         self.sqlstate.as_deref() == Some(sqlstate)
     }
 
-    /// Whether the connection itself failed (the server never answered with an error): the
-    /// one rule for "the connection is gone", which makes a failure retryable.
+    /// Whether the connection is gone: the client saw it break (no SQLSTATE), or the server
+    /// ended the session (a shutdown or restart, `pg_terminate_backend`, a crash of another
+    /// backend, a session timeout, a connection exception). The one rule that makes a failure
+    /// retryable: nothing about the file is wrong.
     pub fn connection_lost(&self) -> bool {
-        self.sqlstate.is_none()
+        match self.sqlstate.as_deref() {
+            None => true,
+            Some(code) => code.starts_with("08") || SESSION_ENDED.contains(&code),
+        }
+    }
+
+    /// Whether the server refused to write: a replica, `default_transaction_read_only`, or the
+    /// writer endpoint while a failover is under way.
+    pub fn read_only(&self) -> bool {
+        self.is(READ_ONLY_TRANSACTION)
+    }
+}
+
+/// `read_only_sql_transaction`.
+const READ_ONLY_TRANSACTION: &str = "25006";
+
+/// SQLSTATEs a server sends as it ends the session: admin shutdown (fast shutdown, restart,
+/// failover, `pg_terminate_backend`), crash shutdown, cannot connect now, idle-session timeout,
+/// idle-in-transaction timeout.
+const SESSION_ENDED: [&str; 5] = ["57P01", "57P02", "57P03", "57P05", "25P03"];
+
+impl PgFailure {
+    /// A failure the server reported with `sqlstate`, for tests and for migrun's own checks.
+    #[cfg(test)]
+    pub fn said(sqlstate: &str) -> PgFailure {
+        PgFailure { sqlstate: Some(sqlstate.to_string()), ..PgFailure::other("server message") }
     }
 }
 
@@ -86,4 +113,21 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_the_server_ended_is_a_lost_connection_and_a_statement_error_is_not() {
+        for code in ["57P01", "57P02", "57P03", "57P05", "25P03", "08006", "08003", "08P01"] {
+            assert!(PgFailure::said(code).connection_lost(), "{code}");
+        }
+        assert!(PgFailure::other("connection closed").connection_lost());
+        for code in ["42P01", "57014", "55P03", "25006", "40P01", "23505"] {
+            assert!(!PgFailure::said(code).connection_lost(), "{code}");
+        }
+        assert!(PgFailure::said("25006").read_only());
+    }
 }

@@ -15,6 +15,7 @@ pub struct LibpqVars {
     pub sslrootcert: Option<String>,
     pub connect_timeout: Option<String>,
     pub appname: Option<String>,
+    pub options: Option<String>,
     pub passfile: Option<PathBuf>,
 }
 
@@ -32,6 +33,7 @@ impl LibpqVars {
             sslrootcert: get("PGSSLROOTCERT"),
             connect_timeout: get("PGCONNECT_TIMEOUT"),
             appname: get("PGAPPNAME"),
+            options: get("PGOPTIONS"),
             passfile: get("PGPASSFILE")
                 .map(PathBuf::from)
                 .or_else(|| get("HOME").map(|h| Path::new(&h).join(".pgpass"))),
@@ -46,17 +48,12 @@ impl LibpqVars {
     /// A connection configuration from the variables, with libpq's defaults.
     pub fn to_config(&self) -> Result<tokio_postgres::Config, String> {
         let mut config = tokio_postgres::Config::new();
-        let host = self.host.clone().unwrap_or_else(|| "localhost".to_string());
-        if host.starts_with('/') {
-            config.host_path(&host);
-        } else {
-            config.host(&host);
-        }
         let port = match &self.port {
             Some(p) => p.parse().map_err(|_| format!("PGPORT `{p}` is not a port number"))?,
             None => 5432,
         };
         config.port(port);
+        self.fill_in(&mut config);
         let user = self.user.clone().unwrap_or_else(|| "postgres".to_string());
         config.user(&user);
         config.dbname(self.dbname.as_deref().unwrap_or(&user));
@@ -69,12 +66,37 @@ impl LibpqVars {
         Ok(config)
     }
 
+    /// What libpq takes from the environment when a connection string leaves it out: the host
+    /// (PGHOST, else the server's Unix socket in the default directories, else localhost) and
+    /// the start-up options (PGOPTIONS).
+    pub fn fill_in(&self, config: &mut tokio_postgres::Config) {
+        if config.get_hosts().is_empty() {
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            match &self.host {
+                Some(host) if host.starts_with('/') => config.host_path(host),
+                Some(host) => config.host(host),
+                None => match SOCKET_DIRS.iter().find(|dir| Path::new(dir).join(format!(".s.PGSQL.{port}")).exists()) {
+                    Some(dir) => config.host_path(dir),
+                    None => config.host("localhost"),
+                },
+            };
+        }
+        if config.get_options().is_none() {
+            if let Some(options) = &self.options {
+                config.options(options);
+            }
+        }
+    }
+
     /// `PGCONNECT_TIMEOUT`, when it is a number of seconds.
     pub fn connect_timeout(&self) -> Option<Duration> {
         let seconds: u64 = self.connect_timeout.as_deref()?.trim().parse().ok()?;
         (seconds > 0).then(|| Duration::from_secs(seconds.max(2)))
     }
 }
+
+/// Where libpq builds (Debian's, then upstream's) put the server's Unix socket.
+const SOCKET_DIRS: [&str; 2] = ["/var/run/postgresql", "/tmp"];
 
 /// The password for a connection from the password file, as libpq finds it: the first line
 /// whose `host:port:database:user` fields match (`*` matches anything, `\:` and `\\` escape).

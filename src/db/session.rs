@@ -55,11 +55,20 @@ pub struct SessionSettings {
     pub application_name: String,
 }
 
-/// From PostgreSQL 14 on, the server notices within a second that migrun is gone (killed, or
-/// exited after the shutdown grace) and rolls back, instead of running the orphaned statement,
-/// with its locks, to its end. Older servers reject the name, even in the start-up packet, so it
-/// is set once the version is known, and only before work that runs long statements.
-const CHECK_DISCONNECTS: &str = "SET client_connection_check_interval = '1s'";
+/// From PostgreSQL 14 on: the server never ends an idle session of migrun's (`idle_session_timeout`
+/// set on the database or role would end a session that waits for the lock, or holds it while
+/// `exec --lock` runs a command), and it notices within a second that migrun is gone (killed,
+/// or exited after the shutdown grace) and rolls back, instead of running the orphaned
+/// statement, with its locks, to its end. Older servers have neither setting and reject the
+/// names, even in the start-up packet, so they are set once the version is known.
+const PROTECT_14: &str = "SET idle_session_timeout = 0; SET client_connection_check_interval = '1s'";
+
+/// Puts a session back into the state migrun set up after a migration file ran: the file's
+/// `SET`, `set_config(.., false)`, `SET ROLE` and `SET SESSION AUTHORIZATION` end here.
+/// `RESET ALL` returns every setting to the session's default, which keeps the start-up
+/// options (migrun's and the connection string's `options` or PGOPTIONS); it leaves the role
+/// and the session user alone, hence the two statements before it.
+const RESTORE: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
 
 /// What the server said about itself when the session started.
 #[derive(Debug, Clone, Default)]
@@ -150,16 +159,23 @@ impl Session {
         self.check_backend(row.get(0))
     }
 
-    /// Before running migrations: makes the server end a statement whose client is gone
-    /// (PostgreSQL 14 and later; older servers run it to its end).
-    pub async fn check_disconnects(&self) -> Result<(), ConnectError> {
+    /// Keeps the server from ending this session while it waits or holds the lock, and makes
+    /// it end a statement whose client is gone (PostgreSQL 14 and later; see `PROTECT_14`).
+    /// Callers pipeline it with their first statements.
+    pub async fn protect(&self) -> Result<(), ConnectError> {
         if self.facts.major() < 14 {
             return Ok(());
         }
-        self.client
-            .batch_execute(CHECK_DISCONNECTS)
-            .await
-            .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })
+        self.client.batch_execute(PROTECT_14).await.map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })
+    }
+
+    /// The statements that put the session back into the state migrun set up (see `RESTORE`),
+    /// protection included.
+    pub fn restore_sql(&self) -> String {
+        match self.facts.major() >= 14 {
+            true => format!("{RESTORE}; {PROTECT_14}"),
+            false => RESTORE.to_string(),
+        }
     }
 }
 
@@ -264,12 +280,12 @@ async fn connect(
 }
 
 /// Session settings go in the start-up packet: no extra round trip, and they hold from the
-/// first statement on.
+/// first statement on. `statement_timeout` is off for migrun's own statements (a role's or
+/// database's own setting included): each migration file sets its own.
 fn apply_session_settings(config: &mut tokio_postgres::Config, session: &SessionSettings) {
     let ours = format!(
-        "-c lock_timeout={} -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        "-c lock_timeout={} -c statement_timeout=0 -c idle_in_transaction_session_timeout={}",
         session.lock_timeout.to_setting(),
-        session.statement_timeout.to_setting(),
         session.idle_in_transaction_timeout.to_setting(),
     );
     let options = match config.get_options() {

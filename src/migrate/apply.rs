@@ -3,12 +3,14 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::{join, join3};
 use serde::Serialize;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::compare::{ComparedFile, FileState};
 use super::files::Migration;
 use super::history::{HistoryError, HistoryWriter, RowState};
+use super::lock::{LockedSession, HELD_SQL};
 use super::split;
 use crate::backoff::Backoff;
 use crate::db::failure::PgFailure;
@@ -65,12 +67,33 @@ pub enum ApplyError {
     Failed { failure: FileFailure, in_transaction: bool },
     #[error("{}: still blocked after {attempts} attempts with lock_timeout: {}; the live workload holds conflicting locks (safe to retry later)", .failure.file, .failure.pg)]
     LockRetries { failure: FileFailure, attempts: u32 },
-    #[error("{}: lost the database connection: {}", .0.file, .0.pg)]
-    Lost(FileFailure),
+    #[error("{}: lost the database connection: {}; {}", .failure.file, .failure.pg, if *.in_transaction { "the file was rolled back (safe to retry)" } else { "no-transaction file: statements before the failure may be applied, and the next run runs the file again (safe to retry)" })]
+    Lost { failure: FileFailure, in_transaction: bool },
+    #[error("{}: the server is read-only (a replica, default_transaction_read_only, or the writer during a failover): {}; {} (safe to retry against the primary)", .failure.file, .failure.pg, if *.in_transaction { "the file was rolled back" } else { "the next run runs this no-transaction file again" })]
+    ReadOnly { failure: FileFailure, in_transaction: bool },
+    #[error("{}: left a transaction open (BEGIN or START TRANSACTION without COMMIT); migrun rolled it back, so what ran inside it is not applied and the file runs again next time: end the transaction in the file", .0.file)]
+    OpenTransaction(FileFailure),
+    #[error("{}: released migrun's advisory lock (pg_advisory_unlock_all(), DISCARD ALL, or an unlock of its key); {}; remove that statement from the file", .failure.file, if *.applied { "its statements ran and are recorded, but the run stops: another run may have started meanwhile" } else { "the file was rolled back" })]
+    LockLost { failure: FileFailure, applied: bool },
+    #[error("{}: {}", .failure.file, unrecorded_text(.error, .in_transaction, .row))]
+    Unrecorded { failure: Box<FileFailure>, error: Box<HistoryError>, in_transaction: bool, row: Option<(String, i64)> },
     #[error(transparent)]
     History(#[from] HistoryError),
     #[error("{}", interrupted_text(.stop, .failure))]
     Interrupted { stop: Interrupted, failure: Option<FileFailure> },
+}
+
+fn unrecorded_text(error: &HistoryError, in_transaction: &bool, row: &Option<(String, i64)>) -> String {
+    if *in_transaction {
+        return format!("ran, but recording it failed, so the file was rolled back: {error}");
+    }
+    let recover = match row {
+        Some((table, id)) => format!(
+            "; if it cannot run twice, fix the cause and run UPDATE {table} SET state = 'applied' WHERE id = {id}"
+        ),
+        None => String::new(),
+    };
+    format!("every statement succeeded, but marking the file applied failed: {error}; its history row stays 'started', so the next run runs the file again{recover}")
 }
 
 fn interrupted_text(stop: &Interrupted, failure: &Option<FileFailure>) -> String {
@@ -99,7 +122,11 @@ impl ApplyError {
         match self {
             ApplyError::Failed { failure: f, .. }
             | ApplyError::LockRetries { failure: f, .. }
-            | ApplyError::Lost(f) => Some(f),
+            | ApplyError::Lost { failure: f, .. }
+            | ApplyError::ReadOnly { failure: f, .. }
+            | ApplyError::OpenTransaction(f)
+            | ApplyError::LockLost { failure: f, .. } => Some(f),
+            ApplyError::Unrecorded { failure, .. } => Some(failure),
             ApplyError::Interrupted { failure, .. } => failure.as_ref(),
             ApplyError::History(_) => None,
         }
@@ -115,14 +142,17 @@ pub struct RetryPolicy {
     pub first_delay: Duration,
 }
 
-/// Applies files in order on one session, recording each in the history.
+/// Applies files in order on the locked session, recording each in the history.
 pub struct Applier<'a> {
+    locked: &'a LockedSession,
     db: &'a Session,
     client: &'a Client,
     writer: HistoryWriter<'a>,
     settings: &'a SessionSettings,
     retry: RetryPolicy,
     shutdown: Shutdown,
+    /// Puts the session back into the state migrun set up, after each file.
+    restore: String,
 }
 
 /// A failed attempt at a file or statement, before it is classified.
@@ -133,16 +163,36 @@ struct Attempt {
     sent_prefix_chars: usize,
 }
 
+/// What the session looks like after a file's statements ran.
+struct AfterFile {
+    /// A transaction block is open: migrun's own (a transactional file), or one the file
+    /// began and did not end (a no-transaction file).
+    in_block: bool,
+    /// The advisory lock is still held.
+    lock_held: bool,
+}
+
+/// After a file: puts the session back into migrun's state (first, so that nothing of migrun's
+/// runs under a timeout or role the file set), then asks whether a transaction block opened by
+/// an earlier message is open and whether the lock `key` is held. A simple query on purpose:
+/// its transaction starts when the message arrives, so outside a block the two timestamps are
+/// equal (the extended protocol stamps its messages apart). The key is a number, not user text.
+fn after_file_sql(restore: &str, key: i64) -> String {
+    let held = HELD_SQL.replace("$1", &key.to_string());
+    format!("{restore}; SELECT pg_catalog.statement_timestamp() <> pg_catalog.transaction_timestamp(), {held}")
+}
+
 impl<'a> Applier<'a> {
-    /// An applier on `db`, writing with `writer`.
+    /// An applier on the locked session, writing with `writer`.
     pub fn new(
-        db: &'a Session,
+        locked: &'a LockedSession,
         writer: HistoryWriter<'a>,
         settings: &'a SessionSettings,
         retry: RetryPolicy,
         shutdown: Shutdown,
     ) -> Applier<'a> {
-        Applier { db, client: &db.client, writer, settings, retry, shutdown }
+        let db = locked.session();
+        Applier { locked, db, client: &db.client, writer, settings, retry, shutdown, restore: db.restore_sql() }
     }
 
     /// Applies `steps` in order, appending each finished file to `applied` (so a failure still
@@ -183,7 +233,8 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// The file and its history row commit together, or neither does.
+    /// The file and its history row commit together, or neither does. Before the row is
+    /// written, the session is put back into migrun's state and the lock is confirmed.
     async fn apply_in_transaction(
         &self,
         migration: &Migration,
@@ -200,45 +251,62 @@ impl<'a> Applier<'a> {
         let text = format!("{prefix}{}", migration.sql);
         let mut backoff = Backoff::new(self.retry.first_delay, MAX_RETRY_DELAY);
         let mut attempt = 1;
-        loop {
+        let started = loop {
             let started = Instant::now();
-            let outcome = match self.execute(&text).await {
-                Ok(()) => self.record_and_commit(migration, started).await,
+            match self.execute(&text).await {
+                Ok(()) => break started,
                 Err(Executed::Interrupted(stop)) => {
                     self.rollback().await;
                     return Err(self.interrupted(migration, stop, true));
                 }
                 Err(Executed::Failed(e)) => {
                     self.rollback().await;
-                    Err(Attempt { pg: PgFailure::from_pg(&e), file_char_offset: 0, sent_prefix_chars: prefix.len() })
-                }
-            };
-            match outcome {
-                Ok(()) => return Ok(()),
-                Err(failed) => {
+                    let failed =
+                        Attempt { pg: PgFailure::from_pg(&e), file_char_offset: 0, sent_prefix_chars: prefix.len() };
                     self.retry_or_fail(migration, failed, &mut attempt, &mut backoff).await?;
                 }
             }
-        }
-    }
-
-    async fn record_and_commit(&self, migration: &Migration, started: Instant) -> Result<(), Attempt> {
+        };
         let ms = started.elapsed().as_millis() as i64;
-        if let Err(e) = self.writer.record(migration, RowState::Applied, Some(ms)).await {
+        let after = self.after_file(migration).await?;
+        if !after.in_block || !after.lock_held {
             self.rollback().await;
-            return Err(Attempt { pg: e.failure, file_char_offset: 0, sent_prefix_chars: 0 });
         }
-        self.client.batch_execute("COMMIT").await.map_err(|e| Attempt {
-            pg: PgFailure::from_pg(&e),
-            file_char_offset: 0,
-            sent_prefix_chars: 0,
-        })
+        if !after.in_block {
+            let pg = PgFailure::other("the file ended migrun's transaction itself (a procedure that commits?), so it is not recorded; make the file run inside one transaction, or mark it -- migrun:no-transaction");
+            return Err(ApplyError::Failed { failure: FileFailure::new(migration, pg), in_transaction: true });
+        }
+        if !after.lock_held {
+            return Err(ApplyError::LockLost { failure: self.no_position(migration), applied: false });
+        }
+        // One round trip: if the row fails, the transaction is aborted and COMMIT rolls it back.
+        let (recorded, committed) =
+            join(self.writer.record(migration, RowState::Applied, Some(ms)), self.client.batch_execute("COMMIT")).await;
+        recorded.map_err(|error| self.unrecorded(migration, error, true, None))?;
+        committed.map_err(|e| self.db_failure(migration, &e, true))
     }
 
     async fn rollback(&self) {
         if let Err(e) = self.client.batch_execute("ROLLBACK").await {
             tracing::debug!(error = %PgFailure::from_pg(&e), "rollback failed (the server rolls back on disconnect)");
         }
+    }
+
+    /// Restores the session; then whether the file left a transaction open, and whether the
+    /// lock is still held. Inside a transactional file's transaction, the reset commits with it.
+    async fn after_file(&self, migration: &Migration) -> Result<AfterFile, ApplyError> {
+        let messages = self
+            .client
+            .simple_query(&after_file_sql(&self.restore, self.locked.key()))
+            .await
+            .map_err(|e| self.db_failure(migration, &e, !migration.directives.no_transaction))?;
+        let row = messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some((row.get(0) == Some("t"), row.get(1) == Some("t"))),
+            _ => None,
+        });
+        let (in_block, lock_held) =
+            row.ok_or_else(|| self.db_failure_text(migration, "the session check returned no row"))?;
+        Ok(AfterFile { in_block, lock_held })
     }
 
     /// Each statement runs alone, outside any transaction; the history row is marked started
@@ -257,13 +325,51 @@ impl<'a> Applier<'a> {
         let started = Instant::now();
         let id = self.writer.record(migration, RowState::Started, None).await?;
         // Sent on their own: a SET in the same string as a failing statement is rolled back with it.
-        self.set_session_timeouts(migration, Some((lock_timeout, statement_timeout))).await?;
+        self.set_session_timeouts(migration, lock_timeout, statement_timeout).await?;
         for statement in split::split(&migration.sql) {
-            self.apply_statement(migration, statement).await?;
+            if let Err(e) = self.apply_statement(migration, statement).await {
+                // A statement that failed inside a block the file began leaves it aborted.
+                self.rollback().await;
+                return Err(e);
+            }
         }
-        self.set_session_timeouts(migration, None).await?;
-        self.writer.mark_applied(migration, id, started.elapsed().as_millis() as i64).await?;
+        let ms = started.elapsed().as_millis() as i64;
+        let after = self.after_file(migration).await?;
+        if after.in_block {
+            self.rollback().await;
+            self.client.batch_execute(&self.restore).await.map_err(|e| self.db_failure(migration, &e, false))?;
+            return Err(ApplyError::OpenTransaction(self.no_position(migration)));
+        }
+        // The statements ran: record that, whatever comes next.
+        self.writer
+            .mark_applied(migration, id, ms)
+            .await
+            .map_err(|error| self.unrecorded(migration, error, false, Some(id)))?;
+        if !after.lock_held {
+            return Err(ApplyError::LockLost { failure: self.no_position(migration), applied: true });
+        }
         Ok(())
+    }
+
+    /// The file, without a position in it: the failure is not in its text.
+    fn no_position(&self, migration: &Migration) -> FileFailure {
+        FileFailure::new(migration, PgFailure::other("stopped after the file ran"))
+    }
+
+    fn unrecorded(
+        &self,
+        migration: &Migration,
+        error: HistoryError,
+        in_transaction: bool,
+        id: Option<i64>,
+    ) -> ApplyError {
+        let pg = error.failure().cloned().unwrap_or_else(|| PgFailure::other(&error.to_string()));
+        ApplyError::Unrecorded {
+            failure: Box::new(FileFailure::new(migration, PgFailure { position: None, ..pg })),
+            row: id.map(|id| (self.writer.table().sql(), id)),
+            error: Box::new(error),
+            in_transaction,
+        }
     }
 
     async fn apply_statement(&self, migration: &Migration, statement: split::Statement<'_>) -> Result<(), ApplyError> {
@@ -324,11 +430,15 @@ impl<'a> Applier<'a> {
         backoff: &mut Backoff,
     ) -> Result<(), ApplyError> {
         let failure = file_failure(migration, &failed);
+        let in_transaction = !migration.directives.no_transaction;
         if failure.pg.connection_lost() {
-            return Err(ApplyError::Lost(failure));
+            return Err(ApplyError::Lost { failure, in_transaction });
+        }
+        if failure.pg.read_only() && self.server_is_read_only().await {
+            return Err(ApplyError::ReadOnly { failure, in_transaction });
         }
         if !failure.pg.is(LOCK_NOT_AVAILABLE) {
-            return Err(ApplyError::Failed { failure, in_transaction: !migration.directives.no_transaction });
+            return Err(ApplyError::Failed { failure, in_transaction });
         }
         if *attempt > self.retry.lock_retries {
             return Err(ApplyError::LockRetries { failure, attempts: *attempt });
@@ -350,19 +460,25 @@ impl<'a> Applier<'a> {
     async fn set_session_timeouts(
         &self,
         migration: &Migration,
-        timeouts: Option<(Millis, Millis)>,
+        lock: Millis,
+        statement: Millis,
     ) -> Result<(), ApplyError> {
-        let sql = match timeouts {
-            Some((lock, statement)) => {
-                format!("SET lock_timeout = {}; SET statement_timeout = {}", lock.to_setting(), statement.to_setting())
-            }
-            // RESET goes back to the values migrun set at connection start.
-            None => "RESET lock_timeout; RESET statement_timeout".to_string(),
-        };
-        self.client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| ApplyError::Lost(FileFailure::new(migration, PgFailure::from_pg(&e))))
+        let sql =
+            format!("SET lock_timeout = {}; SET statement_timeout = {}", lock.to_setting(), statement.to_setting());
+        self.client.batch_execute(&sql).await.map_err(|e| self.db_failure(migration, &e, false))
+    }
+
+    /// After a write was refused as read-only: whether the server refuses writes in the state
+    /// migrun set up (a replica, or read-only by default), rather than because the file made
+    /// its own session read-only.
+    async fn server_is_read_only(&self) -> bool {
+        let (_, _, read_only) = join3(
+            self.client.batch_execute("ROLLBACK"),
+            self.client.batch_execute(&self.restore),
+            self.client.query_typed_one("SELECT pg_catalog.current_setting('transaction_read_only')", &[]),
+        )
+        .await;
+        read_only.is_ok_and(|row| row.get::<_, &str>(0) == "on")
     }
 
     /// An interrupted `CREATE INDEX CONCURRENTLY` leaves an INVALID index that `IF NOT EXISTS`
@@ -374,7 +490,7 @@ impl<'a> Applier<'a> {
             self.client
                 .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))
                 .await
-                .map_err(|e| self.db_failure(migration, &e))?;
+                .map_err(|e| self.db_failure(migration, &e, false))?;
         }
         Ok(())
     }
@@ -401,16 +517,23 @@ impl<'a> Applier<'a> {
                 &[&name],
             )
             .await
-            .map_err(|e| self.db_failure(migration, &e))?;
+            .map_err(|e| self.db_failure(migration, &e, false))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    fn db_failure(&self, migration: &Migration, e: &tokio_postgres::Error) -> ApplyError {
-        let failure = FileFailure::new(migration, PgFailure::from_pg(e));
-        if failure.pg.connection_lost() {
-            return ApplyError::Lost(failure);
-        }
+    fn db_failure_text(&self, migration: &Migration, text: &str) -> ApplyError {
+        let failure = FileFailure::new(migration, PgFailure::other(text));
         ApplyError::Failed { failure, in_transaction: !migration.directives.no_transaction }
+    }
+
+    /// A failure of one of migrun's own statements about `migration`: no position in the file.
+    fn db_failure(&self, migration: &Migration, e: &tokio_postgres::Error, in_transaction: bool) -> ApplyError {
+        let pg = PgFailure::from_pg(e);
+        let failure = FileFailure::new(migration, PgFailure { position: None, ..pg });
+        if failure.pg.connection_lost() {
+            return ApplyError::Lost { failure, in_transaction };
+        }
+        ApplyError::Failed { failure, in_transaction }
     }
 }
 

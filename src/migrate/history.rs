@@ -6,7 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use futures_util::future::join;
 use futures_util::StreamExt;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
 
 use super::files::{Migration, MigrationKind};
 use crate::clock::Utc;
@@ -14,6 +15,10 @@ use crate::db::failure::PgFailure;
 use crate::identity::{Identity, MIGRUN_VERSION};
 
 /// A validated, optionally schema-qualified table name, lower-cased as Postgres folds it.
+///
+/// As configured it may be unqualified; once a run holds the lock it is the schema-qualified
+/// name Postgres resolved at start (`resolved_in`), so that no later statement depends on a
+/// `search_path` a migration file may have changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryTable {
     schema: Option<String>,
@@ -39,6 +44,38 @@ impl HistoryTable {
         }
     }
 
+    /// Whether the name points into the session's temporary schema, which ends with the
+    /// session: a history there forgets every run.
+    pub fn is_temporary(&self) -> bool {
+        self.schema.as_deref().is_some_and(is_temp_schema)
+    }
+
+    /// The same table, qualified with the schema Postgres resolved its name to.
+    pub fn resolved_in(&self, schema: &str) -> HistoryTable {
+        HistoryTable { schema: Some(schema.to_string()), name: self.name.clone() }
+    }
+
+    /// The schema given in the name, if any.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The table's own name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One name for one table, whatever the spelling: `migrun_history` for the table in
+    /// `public` (the spelling the lock key was always derived from), `schema.name` otherwise.
+    /// `FIRST_TRY_SQL` in the lock module computes the same on the server.
+    #[cfg(test)]
+    pub fn canonical(&self) -> String {
+        match self.schema.as_deref() {
+            None | Some("public") => self.name.clone(),
+            Some(schema) => format!("{schema}.{}", self.name),
+        }
+    }
+
     /// The quoted name to put in SQL text (identifiers cannot be bind parameters).
     pub fn sql(&self) -> String {
         match &self.schema {
@@ -47,6 +84,22 @@ impl HistoryTable {
         }
     }
 }
+
+/// `pg_temp`, or a session's own `pg_temp_N`.
+pub fn is_temp_schema(schema: &str) -> bool {
+    schema == "pg_temp" || schema.starts_with("pg_temp_")
+}
+
+/// SQL for the schema the table is in, as Postgres resolves its name (the first schema on the
+/// search path that has it), or else the schema an unqualified CREATE TABLE would use
+/// (`current_schema()`); NULL when there is none, or when a given schema does not exist.
+/// Binds `$1` (the quoted name, as `sql()` gives it) and `$2` (the schema given, or NULL).
+/// Every name is qualified with `pg_catalog`: the session's search path is the user's.
+pub const SCHEMA_SQL: &str = "coalesce(
+    (SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = pg_catalog.to_regclass($1)),
+    (SELECT n.nspname::text FROM pg_catalog.pg_namespace n
+     WHERE n.nspname = coalesce($2::text, pg_catalog.current_schema())))";
 
 impl fmt::Display for HistoryTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,16 +134,53 @@ pub struct HistoryRow {
     pub applied_at: Timestamp,
 }
 
-/// A statement on the history table failed.
+/// The history table cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("history table {table}: cannot {action}: {failure}")]
-pub struct HistoryError {
-    /// The table.
-    pub table: String,
-    /// What migrun was doing, as "cannot <action>".
-    pub action: &'static str,
-    /// What Postgres said.
-    pub failure: PgFailure,
+pub enum HistoryError {
+    /// A statement on it failed.
+    #[error("history table {table}: cannot {action}: {}", statement_text(.failure))]
+    Statement {
+        /// The table.
+        table: String,
+        /// What migrun was doing, as "cannot <action>".
+        action: &'static str,
+        /// What Postgres said.
+        failure: PgFailure,
+    },
+    /// It is not migrun's history (a row has another shape).
+    #[error("history table {table}: a row has an unexpected shape ({reason}); is this table migrun's history? Point --table / MIGRUN_TABLE at migrun's own table")]
+    Shape { table: String, reason: String },
+    /// Its name leads nowhere usable.
+    #[error("history table {table}: {reason}; set --table / MIGRUN_TABLE to a table in an existing schema")]
+    Unusable { table: String, reason: String },
+}
+
+fn statement_text(failure: &PgFailure) -> String {
+    if failure.read_only() {
+        return format!("the server is read-only (a replica, default_transaction_read_only, or the writer during a failover); safe to retry against the primary: {failure}");
+    }
+    if failure.is("42501") {
+        return format!(
+            "{failure}; the connecting role needs CREATE on the schema and INSERT, UPDATE, DELETE on the table"
+        );
+    }
+    failure.to_string()
+}
+
+impl HistoryError {
+    /// What Postgres said, when a statement failed.
+    pub fn failure(&self) -> Option<&PgFailure> {
+        match self {
+            HistoryError::Statement { failure, .. } => Some(failure),
+            HistoryError::Shape { .. } | HistoryError::Unusable { .. } => None,
+        }
+    }
+
+    /// Whether trying again later may work: the connection was lost, or the server was
+    /// read-only for a while.
+    pub fn retryable(&self) -> bool {
+        self.failure().is_some_and(|f| f.connection_lost() || f.read_only())
+    }
 }
 
 /// The history table on one session.
@@ -106,7 +196,7 @@ impl<'a> History<'a> {
     }
 
     fn error(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> HistoryError + '_ {
-        move |e| HistoryError { table: self.table.to_string(), action, failure: PgFailure::from_pg(&e) }
+        move |e| HistoryError::Statement { table: self.table.to_string(), action, failure: PgFailure::from_pg(&e) }
     }
 
     fn create_sql(&self) -> String {
@@ -167,47 +257,40 @@ impl<'a> History<'a> {
         let create = self.create_sql();
         let copy = self.copy_sql();
         let (created, read) = join(self.client.batch_execute(&create), self.copy(&copy)).await;
-        created.map_err(self.error("create it (does the user have CREATE on the schema?)"))?;
+        created.map_err(self.error("create it"))?;
         let data = read.map_err(self.error("read it"))?;
         tracing::info!(history_table = %self.table, "history table created");
         self.rows(&data)
     }
 
     fn rows(&self, data: &[u8]) -> Result<Vec<HistoryRow>, HistoryError> {
-        let mut read = parse_copy(data).map_err(|e| HistoryError {
-            table: self.table.to_string(),
-            action: "read it",
-            failure: PgFailure::other(&format!("a row has an unexpected shape ({e}); is this table migrun's history?")),
-        })?;
+        let mut read =
+            parse_copy(data).map_err(|reason| HistoryError::Shape { table: self.table.to_string(), reason })?;
         read.sort_unstable_by_key(|(id, _)| *id);
         Ok(read.into_iter().map(|(_, row)| row).collect())
     }
 
-    /// Prepares the insert once per run: one round trip saved per applied file.
-    pub async fn writer(&self, identity: &'a Identity) -> Result<HistoryWriter<'a>, HistoryError> {
-        let sql = format!(
-            "INSERT INTO {} (version, description, kind, checksum, state, execution_ms, applied_by, migrun_version, release, ecs_task_arn, image, image_digest)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state,
-                 applied_at = now(), execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by,
-                 migrun_version = EXCLUDED.migrun_version, release = EXCLUDED.release
-             RETURNING id",
-            self.table.sql()
-        );
-        let insert = self.client.prepare(&sql).await.map_err(self.error("prepare the insert"))?;
-        Ok(HistoryWriter { client: self.client, table: self.table, identity, insert })
+    /// The writer for this run. Its statements are sent unprepared (`query_typed`: one round
+    /// trip each, nothing named on the server), so a file's `DEALLOCATE ALL` or `DISCARD ALL`
+    /// cannot take them away.
+    pub fn writer(&self, identity: &'a Identity) -> HistoryWriter<'a> {
+        HistoryWriter { client: self.client, table: self.table, identity }
     }
 }
 
-/// Records applied files; the insert is prepared once per run.
+/// Records applied files.
 pub struct HistoryWriter<'a> {
     client: &'a Client,
     table: &'a HistoryTable,
     identity: &'a Identity,
-    insert: Statement,
 }
 
 impl HistoryWriter<'_> {
+    /// The table written to.
+    pub fn table(&self) -> &HistoryTable {
+        self.table
+    }
+
     /// Records `migration` (inside the caller's transaction for transactional files) and
     /// returns the row id. A `started` row of a versioned file is overwritten in place.
     pub async fn record(
@@ -216,6 +299,15 @@ impl HistoryWriter<'_> {
         state: RowState,
         execution_ms: Option<i64>,
     ) -> Result<i64, HistoryError> {
+        let sql = format!(
+            "INSERT INTO {} (version, description, kind, checksum, state, execution_ms, applied_by, migrun_version, release, ecs_task_arn, image, image_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state,
+                 applied_at = pg_catalog.now(), execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by,
+                 migrun_version = EXCLUDED.migrun_version, release = EXCLUDED.release
+             RETURNING id",
+            self.table.sql()
+        );
         let version = migration.version().map(|v| v as i64);
         let kind = match migration.kind {
             MigrationKind::Versioned(_) => "versioned",
@@ -228,21 +320,21 @@ impl HistoryWriter<'_> {
         let identity = self.identity;
         let row = self
             .client
-            .query_one(
-                &self.insert,
+            .query_typed_one(
+                &sql,
                 &[
-                    &version,
-                    &migration.description,
-                    &kind,
-                    &migration.checksum,
-                    &state,
-                    &execution_ms,
-                    &identity.applied_by,
-                    &MIGRUN_VERSION,
-                    &identity.release,
-                    &identity.ecs_task_arn,
-                    &identity.image,
-                    &identity.image_digest,
+                    (&version, Type::INT8),
+                    (&migration.description, Type::TEXT),
+                    (&kind, Type::TEXT),
+                    (&migration.checksum, Type::TEXT),
+                    (&state, Type::TEXT),
+                    (&execution_ms, Type::INT8),
+                    (&identity.applied_by, Type::TEXT),
+                    (&MIGRUN_VERSION, Type::TEXT),
+                    (&identity.release, Type::TEXT),
+                    (&identity.ecs_task_arn, Type::TEXT),
+                    (&identity.image, Type::TEXT),
+                    (&identity.image_digest, Type::TEXT),
                 ],
             )
             .await
@@ -254,10 +346,11 @@ impl HistoryWriter<'_> {
     /// removes older unfinished rows of the same repeatable file.
     pub async fn mark_applied(&self, migration: &Migration, id: i64, execution_ms: i64) -> Result<(), HistoryError> {
         let table = self.table.sql();
-        let update =
-            format!("UPDATE {table} SET state = 'applied', execution_ms = $2, applied_at = now() WHERE id = $1");
+        let update = format!(
+            "UPDATE {table} SET state = 'applied', execution_ms = $2, applied_at = pg_catalog.now() WHERE id = $1"
+        );
         self.client
-            .execute(&update, &[&id, &execution_ms])
+            .query_typed(&update, &[(&id, Type::INT8), (&execution_ms, Type::INT8)])
             .await
             .map_err(|e| self.error("mark a migration finished", e))?;
         if migration.kind == MigrationKind::Repeatable {
@@ -265,7 +358,7 @@ impl HistoryWriter<'_> {
                 "DELETE FROM {table} WHERE kind = 'repeatable' AND description = $1 AND state = 'started' AND id <> $2"
             );
             self.client
-                .execute(&cleanup, &[&migration.description, &id])
+                .query_typed(&cleanup, &[(&migration.description, Type::TEXT), (&id, Type::INT8)])
                 .await
                 .map_err(|e| self.error("clean up unfinished rows", e))?;
         }
@@ -273,7 +366,7 @@ impl HistoryWriter<'_> {
     }
 
     fn error(&self, action: &'static str, e: tokio_postgres::Error) -> HistoryError {
-        HistoryError { table: self.table.to_string(), action, failure: PgFailure::from_pg(&e) }
+        HistoryError::Statement { table: self.table.to_string(), action, failure: PgFailure::from_pg(&e) }
     }
 }
 

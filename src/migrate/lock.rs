@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join;
 use serde::Serialize;
+#[cfg(test)]
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
-use super::history::HistoryTable;
+use super::history::{self, HistoryError, HistoryTable};
 use crate::backoff::Backoff;
 use crate::db::failure::PgFailure;
 use crate::db::session::{ConnectError, Session};
@@ -38,6 +39,9 @@ pub enum LockError {
     /// A stop was requested while waiting.
     #[error("{0} while waiting for the advisory lock")]
     Interrupted(#[from] Interrupted),
+    /// The history table's name resolves to no usable table.
+    #[error(transparent)]
+    Table(#[from] HistoryError),
 }
 
 fn holder_text(holder: &Option<Holder>) -> String {
@@ -64,13 +68,45 @@ pub struct Holder {
 }
 
 /// The default lock key for a history table: stable across versions of migrun, distinct per
-/// table.
+/// table. Derived from the table's canonical name (see `HistoryTable::canonical`), so every
+/// spelling of one table gives one key. `FIRST_TRY_SQL` computes it on the server, where the
+/// schema is resolved; this is its reference, for tests.
+#[cfg(test)]
 pub fn key_for(table: &HistoryTable) -> i64 {
-    let digest = Sha256::digest(format!("migrun:{table}").as_bytes());
+    let digest = Sha256::digest(format!("migrun:{}", table.canonical()).as_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(bytes)
 }
+
+/// The lock to take: the configured key, or the one derived from the history table as the
+/// server resolves its name.
+#[derive(Debug, Clone, Copy)]
+pub struct LockTarget<'a> {
+    /// The history table, as configured.
+    pub table: &'a HistoryTable,
+    /// `--lock-key`, when given.
+    pub key: Option<i64>,
+}
+
+/// The first lock attempt: resolves the history table's schema (`$1`, `$2`), derives the key
+/// from it (`$3` is the table's own name; `$4` a configured key wins) exactly as `key_for`
+/// does, and tries the lock, in one statement. No key (and no attempt) when the schema does
+/// not resolve or is a temporary one.
+const FIRST_TRY_SQL: &str = "SELECT pg_catalog.pg_try_advisory_lock(k), pg_catalog.pg_backend_pid(), s, k FROM (
+    SELECT s, CASE WHEN s IS NOT NULL AND s !~ '^pg_temp' THEN coalesce($4::int8, (
+        'x' || pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+            'migrun:' || CASE WHEN s = 'public' THEN $3::text ELSE s || '.' || $3::text END, 'UTF8')), 'hex'), 16)
+    )::pg_catalog.bit(64)::pg_catalog.int8) END AS k
+    FROM (SELECT SCHEMA AS s) AS resolved) AS keyed";
+
+/// SQL: whether this session holds the advisory lock `$1` (a bigint key shows in pg_locks as
+/// classid, its high 32 bits, and objid, its low 32 bits).
+pub const HELD_SQL: &str = "EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.pid = pg_catalog.pg_backend_pid() AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+      AND l.classid::pg_catalog.int8 = (($1::pg_catalog.int8 >> 32) & 4294967295)
+      AND l.objid::pg_catalog.int8 = ($1::pg_catalog.int8 & 4294967295))";
 
 /// A session that holds the advisory lock: the only way to hold it. Acquired on a session it
 /// then owns; released, and the session closed, by `release`, the one place that unlocks. If
@@ -78,33 +114,36 @@ pub fn key_for(table: &HistoryTable) -> i64 {
 pub struct LockedSession {
     session: Session,
     key: i64,
+    table: HistoryTable,
 }
 
 impl LockedSession {
     /// Takes the lock on `session`, polling up to `wait` with backoff and jitter and saying who
     /// holds it at the first miss and every 10 s after. The first attempt travels in one round
-    /// trip with `alongside` (a history read): the server runs them in the order sent, so when
-    /// the lock is taken at once, `alongside`'s answer was read with the lock held and is
-    /// returned. On any failure the session is closed.
+    /// trip with `alongside` (a history read) and the session's protection from server-side
+    /// timeouts: the server runs them in the order sent, so when the lock is taken at once,
+    /// `alongside`'s answer was read with the lock held and is returned. On any failure the
+    /// session is closed.
     pub async fn acquire<T>(
         session: Session,
-        key: i64,
+        target: LockTarget<'_>,
         wait: Duration,
         shutdown: &Shutdown,
         alongside: impl AsyncFnOnce(&Session) -> T,
     ) -> Result<(LockedSession, Option<T>), LockError> {
         // join polls its futures in order, which sends them in order.
-        let (first_try, read) = join(try_acquire(&session, key), alongside(&session)).await;
-        let outcome = match first_try {
+        let ((protected, first_try), read) =
+            join(join(session.protect(), first_try(&session, target)), alongside(&session)).await;
+        let outcome = match protected.map_err(LockError::from).and(first_try) {
             Err(e) => Err(e),
-            Ok(true) => {
-                tracing::info!(lock_key = key, waited_ms = 0, "lock acquired");
-                Ok(Some(read))
+            Ok((true, key, table)) => {
+                tracing::info!(lock_key = key, history_table = %table, waited_ms = 0, "lock acquired");
+                Ok((key, table, Some(read)))
             }
-            Ok(false) => poll(&session, key, wait, shutdown).await.map(|()| None),
+            Ok((false, key, table)) => poll(&session, key, wait, shutdown).await.map(|()| (key, table, None)),
         };
         match outcome {
-            Ok(read) => Ok((LockedSession { session, key }, read)),
+            Ok((key, table, read)) => Ok((LockedSession { session, key, table }, read)),
             Err(e) => {
                 // Not held: closing is all there is to do.
                 session.close().await;
@@ -118,11 +157,39 @@ impl LockedSession {
         &self.session
     }
 
+    /// The history table, qualified with the schema it resolved to when the lock was taken.
+    pub fn table(&self) -> &HistoryTable {
+        &self.table
+    }
+
+    /// The lock's key.
+    pub fn key(&self) -> i64 {
+        self.key
+    }
+
+    /// Asks the server whether this session still holds the lock (a session the server ended,
+    /// or `pg_advisory_unlock_all()`, loses it).
+    #[allow(dead_code)] // used by exec --lock next
+    pub async fn still_held(&self) -> Result<bool, LockError> {
+        let key = self.key;
+        let row = self
+            .session
+            .client
+            .query_typed_one(&format!("SELECT {HELD_SQL}"), &[(&key, Type::INT8)])
+            .await
+            .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
+        Ok(row.get(0))
+    }
+
     /// Unlocks, checking the server's answer (`false` means the session we hold it on is not
     /// the one we think), and closes the session.
     pub async fn release(self) -> Result<(), LockError> {
         let key = self.key;
-        let answer = self.session.client.query_typed_one("SELECT pg_advisory_unlock($1)", &[(&key, Type::INT8)]).await;
+        let answer = self
+            .session
+            .client
+            .query_typed_one("SELECT pg_catalog.pg_advisory_unlock($1)", &[(&key, Type::INT8)])
+            .await;
         self.session.close().await;
         let row = answer.map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
         if !row.get::<_, bool>(0) {
@@ -164,11 +231,51 @@ impl LockedSession {
     }
 }
 
-/// One attempt; true when the lock is now held by this session.
+/// The first attempt: whether the lock is now held, its key, and the resolved table.
+async fn first_try(session: &Session, target: LockTarget<'_>) -> Result<(bool, i64, HistoryTable), LockError> {
+    let configured = target.table;
+    let sql = FIRST_TRY_SQL.replace("SCHEMA", history::SCHEMA_SQL);
+    let row = session
+        .client
+        .query_typed_one(
+            &sql,
+            &[
+                (&configured.sql(), Type::TEXT),
+                (&configured.schema(), Type::TEXT),
+                (&configured.name(), Type::TEXT),
+                (&target.key, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(|e| LockError::Database { key: target.key.unwrap_or_default(), failure: PgFailure::from_pg(&e) })?;
+    session.check_backend(row.get(1))?;
+    let unusable = |reason: String| HistoryError::Unusable { table: configured.to_string(), reason };
+    let schema: Option<String> = row.get(2);
+    let schema = match (schema, configured.schema()) {
+        (Some(schema), _) => schema,
+        (None, Some(given)) => return Err(unusable(format!("schema {given} does not exist")).into()),
+        (None, None) => return Err(unusable("the search_path names no existing schema to create it in".into()).into()),
+    };
+    if history::is_temp_schema(&schema) {
+        return Err(unusable(format!(
+            "it resolves to the session's temporary schema {schema}, which ends with the session"
+        ))
+        .into());
+    }
+    let (Some(locked), Some(key)) = (row.get::<_, Option<bool>>(0), row.get::<_, Option<i64>>(3)) else {
+        return Err(unusable(format!("no lock key derived for schema {schema}")).into());
+    };
+    Ok((locked, key, configured.resolved_in(&schema)))
+}
+
+/// One more attempt; true when the lock is now held by this session.
 async fn try_acquire(session: &Session, key: i64) -> Result<bool, LockError> {
     let row = session
         .client
-        .query_typed_one("SELECT pg_try_advisory_lock($1), pg_backend_pid()", &[(&key, Type::INT8)])
+        .query_typed_one(
+            "SELECT pg_catalog.pg_try_advisory_lock($1), pg_catalog.pg_backend_pid()",
+            &[(&key, Type::INT8)],
+        )
         .await
         .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
     session.check_backend(row.get(1))?;
@@ -249,6 +356,7 @@ mod tests {
     fn lock_key_is_stable_and_per_table() {
         let table = |name: &str| HistoryTable::parse(name).unwrap();
         assert_eq!(key_for(&table("migrun_history")), key_for(&table("MIGRUN_HISTORY")));
+        assert_eq!(key_for(&table("migrun_history")), key_for(&table("public.migrun_history")));
         assert_ne!(key_for(&table("migrun_history")), key_for(&table("ops.migrun_history")));
         // The key must never change between versions: running tasks of two releases share it.
         assert_eq!(key_for(&table("migrun_history")), -4_028_659_133_243_882_200);

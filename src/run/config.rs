@@ -23,7 +23,6 @@ use crate::log::LogFormat;
 use crate::migrate::apply::RetryPolicy;
 use crate::migrate::compare::Policy;
 use crate::migrate::history::HistoryTable;
-use crate::migrate::lock;
 
 /// The environment as a run sees it.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -171,8 +170,8 @@ pub struct Config {
     pub connection: Option<ConnectionSpec>,
     /// The history table.
     pub history_table: HistoryTable,
-    /// The advisory lock key.
-    pub lock_key: i64,
+    /// `--lock-key`; derived from the history table as the server resolves it when unset.
+    pub lock_key: Option<i64>,
     /// How long to wait for another run's lock.
     pub lock_wait: Duration,
     /// How long to retry the first connection.
@@ -359,15 +358,16 @@ fn config(inputs: &Inputs, command: CommandArgs, host: &str) -> Result<Config, C
     let options = inputs.options;
     let command = command_of(inputs, command)?;
     let table_text = inputs.text(&options.table, "MIGRUN_TABLE").unwrap_or_else(|| "migrun_history".to_string());
-    let history_table = HistoryTable::parse(&table_text).ok_or(ConfigError::Invalid {
+    let history_table = HistoryTable::parse(&table_text).filter(|t| !t.is_temporary()).ok_or(ConfigError::Invalid {
         flag: "--table",
         env: "MIGRUN_TABLE",
         value: table_text.clone(),
-        expected: "a table name, optionally schema-qualified (letters, digits, _; e.g. ops.migrun_history)",
+        expected:
+            "a table name, optionally schema-qualified, not in pg_temp (letters, digits, _; e.g. ops.migrun_history)",
     })?;
     let lock_key = match inputs.text(&options.lock_key, "MIGRUN_LOCK_KEY") {
-        None => lock::key_for(&history_table),
-        Some(text) => text.trim().parse().map_err(|_| ConfigError::Invalid {
+        None => None,
+        Some(text) => text.trim().parse().map(Some).map_err(|_| ConfigError::Invalid {
             flag: "--lock-key",
             env: "MIGRUN_LOCK_KEY",
             value: text.clone(),

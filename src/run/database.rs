@@ -17,7 +17,7 @@ use crate::migrate::apply::Applier;
 use crate::migrate::compare;
 use crate::migrate::files::{self, Migration};
 use crate::migrate::history::{History, HistoryError, HistoryRow};
-use crate::migrate::lock::LockedSession;
+use crate::migrate::lock::{LockTarget, LockedSession};
 use crate::migrate::wait;
 use crate::signals::Shutdown;
 
@@ -78,7 +78,9 @@ pub async fn wait_ready(
     timeout: Duration,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    session.identify().await?;
+    let (protected, identified) = join(session.protect(), session.identify()).await;
+    protected?;
+    identified?;
     let history = History::new(&session.client, &config.history_table);
     Ok(wait::until_ready(&history, migrations, config.policy, timeout, shutdown).await?)
 }
@@ -112,7 +114,6 @@ pub async fn open_with_files(config: &Config, shutdown: &Shutdown) -> Result<(Se
         dir = %config.dir.display(),
         files = migrations.len(),
         history_table = %config.history_table,
-        lock_key = config.lock_key,
         "configuration resolved"
     );
     Ok((session, migrations))
@@ -144,31 +145,44 @@ pub async fn migrate_locked(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let table = &config.history_table;
-    let (locked, prefetched) =
-        LockedSession::acquire(session, config.lock_key, config.lock_wait, shutdown, async |session: &Session| {
-            History::new(&session.client, table).read().await
-        })
-        .await?;
-    let result = migrate(config, locked.session(), migrations, up_to, identity, progress, shutdown, prefetched).await;
+    let (locked, prefetched) = lock(config, session, shutdown).await?;
+    let result = migrate(config, &locked, migrations, up_to, identity, progress, shutdown, prefetched).await;
     let changed = !progress.applied.is_empty();
     locked.release_after(result, changed).await
 }
 
+/// A history read made with the lock just taken, in the same round trip.
+pub type Prefetched = Option<Result<Option<Vec<HistoryRow>>, HistoryError>>;
+
+/// Takes the lock on `session` (see `LockedSession::acquire`), reading the history alongside.
+pub async fn lock(
+    config: &Config,
+    session: Session,
+    shutdown: &Shutdown,
+) -> Result<(LockedSession, Prefetched), Error> {
+    let table = &config.history_table;
+    let target = LockTarget { table, key: config.lock_key };
+    Ok(LockedSession::acquire(session, target, config.lock_wait, shutdown, async |session: &Session| {
+        History::new(&session.client, table).read().await
+    })
+    .await?)
+}
+
 /// Compares and applies, with the lock held. `prefetched` is a history read made after the
-/// lock was taken; without it the history is read now.
+/// lock was taken; without it the history is read now. Every statement names the history
+/// table as it resolved when the lock was taken.
 #[allow(clippy::too_many_arguments)]
 pub async fn migrate(
     config: &Config,
-    session: &Session,
+    locked: &LockedSession,
     migrations: &[Migration],
     up_to: Option<u64>,
     identity: &Identity,
     progress: &mut Progress,
     shutdown: &Shutdown,
-    prefetched: Option<Result<Option<Vec<HistoryRow>>, HistoryError>>,
+    prefetched: Prefetched,
 ) -> Result<(), Error> {
-    let history = History::new(&session.client, &config.history_table);
+    let history = History::new(&locked.session().client, locked.table());
     let read = match prefetched {
         Some(read) => read?,
         None => history.read().await?,
@@ -185,18 +199,15 @@ pub async fn migrate(
     if steps.is_empty() {
         return Ok(());
     }
-    // Both in one round trip, and only when there is work.
-    let (writer, watched) = join(history.writer(identity), session.check_disconnects()).await;
-    watched?;
-    let writer = writer?;
-    let applier = Applier::new(session, writer, &config.session, config.retry, shutdown.clone());
+    let applier = Applier::new(locked, history.writer(identity), &config.session, config.retry, shutdown.clone());
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
 
 /// Identifies the session and reads the history in one round trip; no table means no rows.
 async fn read_history(config: &Config, session: &Session) -> Result<Vec<HistoryRow>, Error> {
     let history = History::new(&session.client, &config.history_table);
-    let (identified, rows) = join(session.identify(), history.read()).await;
+    let ((protected, identified), rows) = join(join(session.protect(), session.identify()), history.read()).await;
+    protected?;
     identified?;
     Ok(rows?.unwrap_or_default())
 }

@@ -117,13 +117,15 @@ fn lock(e: &LockError) -> ExitCode {
         LockError::NotHeld { .. } => ExitCode::Usage,
         LockError::Session(e) => connect(e),
         LockError::Interrupted(stop) => signal(stop),
+        LockError::Table(e) => history(e),
     }
 }
 
 fn history(e: &HistoryError) -> ExitCode {
-    match e.failure.connection_lost() {
-        true => ExitCode::Connect,
-        false => ExitCode::Internal,
+    match e {
+        HistoryError::Shape { .. } | HistoryError::Unusable { .. } => ExitCode::Usage,
+        HistoryError::Statement { .. } if e.retryable() => ExitCode::Connect,
+        HistoryError::Statement { .. } => ExitCode::Internal,
     }
 }
 
@@ -131,7 +133,10 @@ fn apply(e: &ApplyError) -> ExitCode {
     match e {
         ApplyError::Failed { .. } => ExitCode::MigrationFailed,
         ApplyError::LockRetries { .. } => ExitCode::LockRetries,
-        ApplyError::Lost(_) => ExitCode::Connect,
+        ApplyError::Lost { .. } | ApplyError::ReadOnly { .. } => ExitCode::Connect,
+        ApplyError::OpenTransaction(_) | ApplyError::LockLost { .. } => ExitCode::MigrationFailed,
+        ApplyError::Unrecorded { error, .. } if error.retryable() => ExitCode::Connect,
+        ApplyError::Unrecorded { .. } => ExitCode::Internal,
         ApplyError::History(e) => history(e),
         ApplyError::Interrupted { stop, .. } => signal(stop),
     }
@@ -165,7 +170,7 @@ mod tests {
     }
 
     fn history(pg: PgFailure) -> HistoryError {
-        HistoryError { table: "migrun_history".into(), action: "read it", failure: pg }
+        HistoryError::Statement { table: "migrun_history".into(), action: "read it", failure: pg }
     }
 
     #[test]
@@ -205,7 +210,34 @@ mod tests {
             (MismatchError::OutOfOrder { versions: vec![1], highest: 2 }.into(), 7),
             (ApplyError::Failed { failure: file(said("42703")), in_transaction: true }.into(), 6),
             (ApplyError::LockRetries { failure: file(said("55P03")), attempts: 11 }.into(), 8),
-            (ApplyError::Lost(file(lost())).into(), 4),
+            (ApplyError::Lost { failure: file(lost()), in_transaction: true }.into(), 4),
+            (ApplyError::Lost { failure: file(said("57P01")), in_transaction: false }.into(), 4),
+            (ApplyError::ReadOnly { failure: file(said("25006")), in_transaction: true }.into(), 4),
+            (ApplyError::OpenTransaction(file(lost())).into(), 6),
+            (ApplyError::LockLost { failure: file(lost()), applied: true }.into(), 6),
+            (
+                ApplyError::Unrecorded {
+                    failure: Box::new(file(said("42501"))),
+                    error: Box::new(history(said("42501"))),
+                    in_transaction: false,
+                    row: None,
+                }
+                .into(),
+                1,
+            ),
+            (
+                ApplyError::Unrecorded {
+                    failure: Box::new(file(lost())),
+                    error: Box::new(history(lost())),
+                    in_transaction: true,
+                    row: None,
+                }
+                .into(),
+                4,
+            ),
+            (history(said("25006")).into(), 4),
+            (HistoryError::Shape { table: "t".into(), reason: "3 columns".into() }.into(), 2),
+            (LockError::Table(HistoryError::Unusable { table: "t".into(), reason: "no schema".into() }).into(), 2),
             (ApplyError::History(history(lost())).into(), 4),
             (ApplyError::Interrupted { stop, failure: None }.into(), 143),
             (WaitError::Timeout { waited_s: 1.0, missing: vec![2] }.into(), 9),

@@ -15,7 +15,6 @@ use crate::db::session::Session;
 use crate::db::url::first_host;
 use crate::exit::ExitCode;
 use crate::identity::Identity;
-use crate::migrate::history::History;
 use crate::migrate::lock::LockedSession;
 use crate::signals::{Shutdown, SignalHub};
 use crate::supervise::{self, ChildSpec};
@@ -112,19 +111,13 @@ async fn hold_lock(
         database::open_with_files(config, shutdown).await?
     } else {
         let session = database::open(config, shutdown).await?;
-        tracing::info!(command = "exec --lock", apply_sql, lock_key = config.lock_key, "configuration resolved");
+        tracing::info!(command = "exec --lock", apply_sql, "configuration resolved");
         (session, Vec::new())
     };
-    let table = &config.history_table;
-    let (locked, prefetched) =
-        LockedSession::acquire(session, config.lock_key, config.lock_wait, shutdown, async |session: &Session| {
-            History::new(&session.client, table).read().await
-        })
-        .await?;
+    let (locked, prefetched) = database::lock(config, session, shutdown).await?;
     let prepared = async {
         if apply_sql {
-            database::migrate(config, locked.session(), &migrations, None, identity, progress, shutdown, prefetched)
-                .await?;
+            database::migrate(config, &locked, &migrations, None, identity, progress, shutdown, prefetched).await?;
         }
         secret_env(env_from).await
     }

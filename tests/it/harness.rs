@@ -352,3 +352,16 @@ impl LiveRun {
         Run::from(output)
     }
 }
+
+/// A migrations directory holding `files` (name, text).
+pub fn sql_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create subdirectory");
+        }
+        std::fs::write(path, text).expect("write migration file");
+    }
+    dir
+}

@@ -12,4 +12,5 @@ mod input;
 mod interrupt;
 mod locking;
 mod outcome;
+mod session_state;
 mod signals;
