@@ -118,8 +118,21 @@ fn failing_no_transaction_statement_reports_its_line_in_the_file() {
 
 #[test]
 fn eight_concurrent_runs_all_succeed_and_each_body_runs_once() {
+    concurrent_runs_apply_each_body_once(&["migrun_history"]);
+}
+
+#[test]
+fn concurrent_runs_spelling_the_table_differently_share_one_lock() {
+    concurrent_runs_apply_each_body_once(&["migrun_history", "public.migrun_history", "PUBLIC.Migrun_History"]);
+}
+
+fn concurrent_runs_apply_each_body_once(spellings: &[&str]) {
     let db = TestDb::new();
-    let children: Vec<_> = (0..8).map(|_| db.migrun().dir(&fixture("concurrent")).args(["up"]).spawn()).collect();
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            db.migrun().dir(&fixture("concurrent")).args(["up", "--table", spellings[i % spellings.len()]]).spawn()
+        })
+        .collect();
     let runs: Vec<Run> = children.into_iter().map(|c| Run::from(c.wait_with_output().expect("wait"))).collect();
     for run in &runs {
         run.assert_code(0);

@@ -9,6 +9,7 @@ mod connections;
 mod exec;
 mod history;
 mod input;
+mod integrity;
 mod interrupt;
 mod locking;
 mod outcome;
