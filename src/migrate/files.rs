@@ -78,6 +78,10 @@ pub enum FilesError {
     BadName { file: String },
     #[error("{file}: not valid UTF-8 (line {line}); save the file as UTF-8")]
     InvalidUtf8 { file: String, line: usize },
+    #[error("{file}: holds a NUL byte (line {line}); is it UTF-16 without a byte-order mark? save the file as UTF-8")]
+    NulByte { file: String, line: usize },
+    #[error("{file}: `COPY ... {direction}` (line {line}) exchanges data with a client like psql, which migrun is not; load the data with INSERT, or COPY from a file on the server")]
+    ClientCopy { file: String, line: usize, direction: &'static str },
     #[error("{file}: holds no SQL statement; write the migration or delete the file")]
     Empty { file: String },
     #[error("{first} and {second}: both have version {version}; give one of them a new version")]
@@ -216,18 +220,32 @@ fn read_migration(
     let file = || path.display().to_string();
     let bytes = read_file(&path, buffer).map_err(|e| FilesError::Unreadable { file: file(), reason: e.to_string() })?;
     let sql = normalize(bytes).map_err(|line| FilesError::InvalidUtf8 { file: file(), line })?;
+    // Postgres cuts a statement at a NUL byte: what ran would not be what the file says.
+    if let Some(at) = sql.find('\0') {
+        return Err(FilesError::NulByte { file: file(), line: line_of(&sql, at) });
+    }
     let statements = split::split(&sql);
     if statements.is_empty() {
         return Err(FilesError::Empty { file: file() });
     }
     let directives = parse_directives(&sql, &path)?;
+    for statement in &statements {
+        if let Some(direction) = split::client_copy(statement.text) {
+            return Err(FilesError::ClientCopy { file: file(), line: line_of(&sql, statement.offset), direction });
+        }
+    }
     if !directives.no_transaction {
         if let Some(statement) = statements.iter().find(|s| split::is_transaction_control(s.text)) {
-            let line = 1 + sql[..statement.offset].matches('\n').count();
+            let line = line_of(&sql, statement.offset);
             return Err(FilesError::TransactionControl { file: file(), line, statement: statement.text.to_string() });
         }
     }
     Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives })
+}
+
+/// The 1-based line of byte `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    1 + text[..offset].matches('\n').count()
 }
 
 /// Drops a leading BOM and reads CRLF as LF; on invalid UTF-8, the 1-based line of the bad byte.

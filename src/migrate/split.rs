@@ -91,6 +91,27 @@ pub fn is_transaction_control(statement: &str) -> bool {
     }
 }
 
+/// `FROM STDIN` or `TO STDOUT` when the statement is a `COPY` that exchanges its data with
+/// the client, which only psql-like clients can do.
+pub fn client_copy(statement: &str) -> Option<&'static str> {
+    // Lazy: every deploy reads every file, and most statements stop at their first word.
+    let mut words = Lexer::new(statement)
+        .filter(|t| t.kind == TokenKind::Word)
+        .map(|t| statement[t.start..t.end].to_ascii_lowercase());
+    if words.next()? != "copy" {
+        return None;
+    }
+    let mut previous = String::new();
+    for word in words {
+        match (previous.as_str(), word.as_str()) {
+            ("from", "stdin") => return Some("FROM STDIN"),
+            ("to", "stdout") => return Some("TO STDOUT"),
+            _ => previous = word,
+        }
+    }
+    None
+}
+
 /// The index name of a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON ...`
 /// statement, as Postgres stores it (unquoted names folded to lower case). `None` for any
 /// other statement and for unnamed concurrent index builds.
@@ -284,6 +305,17 @@ impl Iterator for Lexer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_copy_statements_that_need_the_client() {
+        assert_eq!(client_copy("COPY public.t (a, b) FROM stdin;"), Some("FROM STDIN"));
+        assert_eq!(client_copy("copy t from STDIN with (format csv)"), Some("FROM STDIN"));
+        assert_eq!(client_copy("COPY (SELECT 1) TO STDOUT"), Some("TO STDOUT"));
+        assert_eq!(client_copy("COPY t FROM '/srv/data.csv'"), None);
+        assert_eq!(client_copy("COPY stdin_log FROM '/srv/x'"), None);
+        assert_eq!(client_copy("SELECT 'COPY t FROM STDIN'"), None);
+        assert_eq!(client_copy("-- COPY t FROM STDIN\nSELECT 1"), None);
+    }
     use proptest::prelude::*;
 
     fn texts(sql: &str) -> Vec<&str> {

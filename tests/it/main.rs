@@ -7,6 +7,7 @@ mod apply;
 mod commands;
 mod connections;
 mod exec;
+mod exit_codes;
 mod history;
 mod input;
 mod integrity;
