@@ -114,23 +114,23 @@ fn a_connection_lost_mid_statement_is_retryable_and_says_what_happened_to_the_fi
 
 #[test]
 fn a_read_only_server_is_retryable_and_named() {
-    // Fresh database (the history table cannot be created), a pending transactional file, and
-    // a pending no-transaction file.
+    // Fresh database (the history table cannot be created), a pending no-transaction file (its
+    // history row cannot be written), a pending transactional file (its statement fails).
     let files = [
         ("0001_a.sql", "CREATE TABLE a (x int);"),
         ("0002_b.sql", "-- migrun:no-transaction\nCREATE TABLE b (x int);"),
+        ("0003_c.sql", "CREATE TABLE c (x int);"),
     ];
-    for applied_first in [0, 1, 0] {
+    for applied_first in [0, 1, 2] {
         let db = TestDb::new();
-        let dir = sql_dir(&files[..=applied_first.min(1)]);
         if applied_first > 0 {
-            db.migrun().dir(&sql_dir(&files[..applied_first]).path().to_path_buf()).args(["up"]).run().assert_code(0);
+            db.migrun().dir(sql_dir(&files[..applied_first]).path()).args(["up"]).run().assert_code(0);
         }
         server()
             .connect("postgres")
             .batch_execute(&format!("ALTER DATABASE {} SET default_transaction_read_only = on", db.name))
             .expect("read-only");
-        let run = db.migrun().dir(dir.path()).args(["up"]).run();
+        let run = db.migrun().dir(sql_dir(&files).path()).args(["up"]).run();
         run.assert_code(4);
         let result = run.result();
         assert_eq!(result["retryable"], true, "{result}");
@@ -199,7 +199,7 @@ fn timeouts_for_migrations_never_govern_migruns_own_statements() {
     let db2 = TestDb::new();
     let run = db2
         .migrun()
-        .dir(&sql_dir(&[("0001_slow.sql", "SELECT pg_sleep(0.2);")]).path().to_path_buf())
+        .dir(sql_dir(&[("0001_slow.sql", "SELECT pg_sleep(0.2);")]).path())
         .args(["up", "--statement-timeout", "1ms"])
         .run();
     run.assert_code(6);
