@@ -155,6 +155,10 @@ pub struct Options {
     /// Apply pending versions lower than the highest applied one instead of failing. [env: MIGRUN_ALLOW_OUT_OF_ORDER]
     #[arg(long, global = true)]
     pub allow_out_of_order: bool,
+    /// Succeed when the migrations directory holds no migration file (otherwise up, wait and
+    /// exec fail, exit 2: a wrong --dir is not an up-to-date schema). [env: MIGRUN_ALLOW_EMPTY]
+    #[arg(long, global = true)]
+    pub allow_empty: bool,
     /// Log format on stderr; auto = json unless stderr is a terminal. [env: MIGRUN_LOG_FORMAT] [default: auto]
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormatArg>,

@@ -18,6 +18,8 @@ pub struct Policy {
     pub allow_missing: bool,
     /// `--allow-out-of-order`: pending versions below the highest applied one are applied.
     pub allow_out_of_order: bool,
+    /// `--allow-empty`: a directory without migration files is not an error.
+    pub allow_empty: bool,
 }
 
 /// What the history says of one file.

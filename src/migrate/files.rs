@@ -72,6 +72,10 @@ const KNOWN_DIRECTIVES: &str = "no-transaction, statement-timeout=<duration>, lo
 pub enum FilesError {
     #[error("{dir}: cannot read the migrations directory: {reason}; set --dir / MIGRUN_DIR to the folder holding the .sql files")]
     Dir { dir: String, reason: String },
+    #[error("{dir}: holds no migration file (<version>_<description>.sql or R__<description>.sql); check --dir / MIGRUN_DIR and that the image copies the files (--allow-empty if none is right)")]
+    NoMigrations { dir: String },
+    #[error("{dir}: {} look like migrations but would be skipped: {}; rename them to <version>_<description>.sql, move them to the top of the directory, or remove them", .files.len(), .files.join(", "))]
+    Skipped { dir: String, files: Vec<String> },
     #[error("{file}: cannot read: {reason}")]
     Unreadable { file: String, reason: String },
     #[error("{file}: not a migration file name; expected <version>_<description>.sql (version: 1 to 18 digits, description: letters, digits, _) or R__<description>.sql")]
@@ -127,8 +131,12 @@ fn read_file(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads every migration in `dir`: versioned ones by version, then repeatable ones by name.
-pub fn load(dir: &Path) -> Result<Vec<Migration>, FilesError> {
+/// No migration file at all is an error unless `allow_empty`.
+pub fn load(dir: &Path, allow_empty: bool) -> Result<Vec<Migration>, FilesError> {
     let mut found = list(dir)?;
+    if found.is_empty() && !allow_empty {
+        return Err(FilesError::NoMigrations { dir: dir.display().to_string() });
+    }
     found.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
     let migrations = read_all(found)?;
     for pair in migrations.windows(2) {
@@ -145,10 +153,14 @@ pub fn load(dir: &Path) -> Result<Vec<Migration>, FilesError> {
     Ok(migrations)
 }
 
-/// The migration files in `dir` with their parsed names; other files are skipped.
+/// The migration files in `dir` with their parsed names. Files that are not `.sql` are
+/// skipped; anything that looks like a migration and would not run (another case of `.sql`,
+/// `.sql` files in subdirectories, a `.sql` entry that is not a regular file) is an error
+/// naming every one of them.
 fn list(dir: &Path) -> Result<Vec<(PathBuf, MigrationKind, String)>, FilesError> {
     let dir_error = |e: std::io::Error| FilesError::Dir { dir: dir.display().to_string(), reason: e.to_string() };
     let mut found = Vec::new();
+    let mut skipped = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
         let entry = entry.map_err(dir_error)?;
         let path = entry.path();
@@ -156,14 +168,50 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, MigrationKind, String)>, FilesError>
             continue;
         };
         // file_type() comes with the directory listing: no extra system call per file.
-        if !name.ends_with(".sql") || entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let Ok(file_type) = entry.file_type() else { continue };
+        if file_type.is_dir() {
+            skipped.extend(sql_files_under(&path));
+            continue;
+        }
+        if !name.ends_with(".sql") {
+            if name.to_ascii_lowercase().ends_with(".sql") {
+                skipped.push(format!("{} (extension not lower-case .sql)", path.display()));
+            }
+            continue;
+        }
+        // A FIFO or a device would block the read forever; a symlink counts by its target.
+        let regular = file_type.is_file() || (file_type.is_symlink() && path.metadata().is_ok_and(|m| m.is_file()));
+        if !regular {
+            skipped.push(format!("{} (not a regular file)", path.display()));
             continue;
         }
         let (kind, description) =
             parse_name(&name).ok_or_else(|| FilesError::BadName { file: path.display().to_string() })?;
         found.push((path, kind, description));
     }
+    if !skipped.is_empty() {
+        skipped.sort();
+        return Err(FilesError::Skipped { dir: dir.display().to_string(), files: skipped });
+    }
     Ok(found)
+}
+
+/// `.sql` files (any case) anywhere under `dir`: migrun reads only the top level. A
+/// folder-per-migration layout (Prisma's, diesel's) shows up here.
+fn sql_files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => found.extend(sql_files_under(&path)),
+            _ if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sql")) => {
+                found.push(format!("{} (in a subdirectory)", path.display()));
+            }
+            _ => {}
+        }
+    }
+    found
 }
 
 /// Reads the files in order, on two threads when there are many: every deploy reads every

@@ -1,4 +1,6 @@
-//! `wait` and `exec --wait`: poll the history until every versioned file is applied.
+//! `wait` and `exec --wait`: poll the history until the schema is ready: every versioned file
+//! applied, and every repeatable file applied at its current checksum (an app may need the
+//! view a repeatable file creates).
 //!
 //! The migrations are someone else's to apply (the one-off task); this only reads. A database
 //! that is ahead of these files is fine (an older image during a rollout), and is logged.
@@ -18,8 +20,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
     /// `--wait-timeout` passed first.
-    #[error("schema not ready after {waited_s:.0}s: {} versioned migration(s) still not applied ({}); did the migration task run and succeed? (--wait-timeout to wait longer)", .missing.len(), preview(.missing))]
-    Timeout { waited_s: f64, missing: Vec<u64> },
+    #[error("schema not ready after {waited_s:.0}s: {} migration(s) still not applied ({}); did the migration task run and succeed? (--wait-timeout to wait longer)", .missing.len(), preview(.missing))]
+    Timeout { waited_s: f64, missing: Vec<String> },
     #[error(transparent)]
     History(#[from] HistoryError),
     #[error(transparent)]
@@ -28,15 +30,16 @@ pub enum WaitError {
     Interrupted(#[from] Interrupted),
 }
 
-fn preview(versions: &[u64]) -> String {
-    let mut text: Vec<String> = versions.iter().take(10).map(u64::to_string).collect();
+fn preview(versions: &[String]) -> String {
+    let mut text: Vec<String> = versions.iter().take(10).cloned().collect();
     if versions.len() > 10 {
         text.push(format!("and {} more", versions.len() - 10));
     }
     text.join(", ")
 }
 
-/// Returns once every versioned migration in `migrations` is recorded as applied.
+/// Returns once every versioned migration in `migrations` is recorded as applied, and every
+/// repeatable one at its current checksum.
 pub async fn until_ready(
     history: &History<'_>,
     migrations: &[Migration],
@@ -57,11 +60,19 @@ pub async fn until_ready(
             tracing::info!(versions = ?comparison.missing, "the database has versions these files do not (a newer image applied them); fine while waiting");
             told_ahead = true;
         }
-        let missing: Vec<u64> = comparison
+        let missing: Vec<String> = comparison
             .entries
             .iter()
-            .filter(|e| matches!(e.state, FileState::Pending | FileState::OutOfOrder | FileState::Unfinished))
-            .filter_map(|e| e.migration.version())
+            .filter(|e| {
+                matches!(
+                    e.state,
+                    FileState::Pending | FileState::OutOfOrder | FileState::Unfinished | FileState::Changed
+                )
+            })
+            .map(|e| match e.migration.version() {
+                Some(version) => version.to_string(),
+                None => e.migration.display_path(),
+            })
             .collect();
         if missing.is_empty() {
             tracing::info!(waited_ms = started.elapsed().as_millis() as u64, "schema ready");

@@ -430,6 +430,7 @@ fn config(inputs: &Inputs, command: CommandArgs, host: &str) -> Result<Config, C
                 "--allow-out-of-order",
                 "MIGRUN_ALLOW_OUT_OF_ORDER",
             )?,
+            allow_empty: inputs.switch(options.allow_empty, "--allow-empty", "MIGRUN_ALLOW_EMPTY")?,
         },
         shutdown_grace: inputs
             .millis(&options.shutdown_grace, "--shutdown-grace", "MIGRUN_SHUTDOWN_GRACE", "20s")?

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::join;
 
-use super::config::{Config, ConfigError};
+use super::config::{Command, Config, ConfigError};
 use super::error::Error;
 use super::listing;
 use super::outcome::Progress;
@@ -91,7 +91,10 @@ pub async fn wait_ready(
 /// that is already open is closed politely.
 pub async fn open_with_files(config: &Config, shutdown: &Shutdown) -> Result<(Session, Vec<Migration>), Error> {
     let dir = config.dir.clone();
-    let files = tokio::task::spawn_blocking(move || files::load(&dir));
+    // Showing an empty directory is fine; calling its schema up to date or ready is not.
+    let allow_empty =
+        config.policy.allow_empty || matches!(config.command, Command::Plan { .. } | Command::Status { .. });
+    let files = tokio::task::spawn_blocking(move || files::load(&dir, allow_empty));
     let connecting = open(config, shutdown);
     tokio::pin!(files, connecting);
     let (session, migrations) = tokio::select! {

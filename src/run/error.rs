@@ -240,7 +240,7 @@ mod tests {
             (LockError::Table(HistoryError::Unusable { table: "t".into(), reason: "no schema".into() }).into(), 2),
             (ApplyError::History(history(lost())).into(), 4),
             (ApplyError::Interrupted { stop, failure: None }.into(), 143),
-            (WaitError::Timeout { waited_s: 1.0, missing: vec![2] }.into(), 9),
+            (WaitError::Timeout { waited_s: 1.0, missing: vec!["2".into()] }.into(), 9),
             (WaitError::Mismatch(MismatchError::Missing { versions: vec![9], dir: "sql".into() }).into(), 7),
             (WaitError::History(history(said("42P01"))).into(), 1),
             (Error::Interrupted(Interrupted { signal: 2 }), 130),
@@ -256,7 +256,7 @@ mod tests {
     fn only_failures_in_a_file_carry_its_position() {
         let failed: Error = ApplyError::Failed { failure: file(said("42703")), in_transaction: true }.into();
         assert_eq!(failed.file_failure().map(|f| f.file.as_str()), Some("sql/0001_a.sql"));
-        let timeout: Error = WaitError::Timeout { waited_s: 1.0, missing: vec![2] }.into();
+        let timeout: Error = WaitError::Timeout { waited_s: 1.0, missing: vec!["2".into()] }.into();
         assert!(timeout.file_failure().is_none());
     }
 }

@@ -14,5 +14,6 @@ mod integrity;
 mod interrupt;
 mod locking;
 mod outcome;
+mod readiness;
 mod session_state;
 mod signals;
