@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use signal_hook::consts::SIGCHLD;
@@ -23,10 +24,14 @@ pub struct ChildSpec {
     pub args: Vec<OsString>,
     /// Variables added to the inherited environment (their values are never logged).
     pub env: Vec<(String, String)>,
+    /// The child is killed (SIGKILL) if migrun dies first, even by SIGKILL: under
+    /// `exec --lock` it must never run on without the lock.
+    pub dies_with_parent: bool,
 }
 
-/// Runs the child to its end and returns the exit code migrun should exit with.
-pub fn run(spec: &ChildSpec, hub: &SignalHub) -> ExitCode {
+/// Runs the child to its end and returns the exit code migrun should exit with. `started`
+/// learns the child's pid once it runs.
+pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t)) -> ExitCode {
     if let Some(signal) = hub.begin_supervising() {
         tracing::warn!(signal = %signals::name(&signal), "stop requested before the command started; not starting it");
         return ExitCode::Signal(signal);
@@ -36,7 +41,12 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub) -> ExitCode {
     // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps.
     unsafe { libc::malloc_trim(0) };
     let program = spec.program.to_string_lossy().into_owned();
-    let child = match Command::new(&spec.program).args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v))).spawn() {
+    let mut command = Command::new(&spec.program);
+    command.args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v)));
+    if spec.dies_with_parent {
+        die_with_parent(&mut command);
+    }
+    let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return spawn_failure(&program, &e),
     };
@@ -45,6 +55,7 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub) -> ExitCode {
     drop(child);
     let exported: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
     tracing::info!(command = %program, pid, pid1 = std::process::id() == 1, exported = ?exported, "started");
+    started(pid);
     loop {
         match hub.next() {
             Some(SIGCHLD) => {
@@ -60,6 +71,26 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub) -> ExitCode {
                 unsafe { libc::kill(pid, signal) };
             }
         }
+    }
+}
+
+/// PR_SET_PDEATHSIG: the kernel sends SIGKILL to the child when the thread that started it
+/// ends. That is the main thread (run is called on it), which ends only with the process.
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: getpid is async-signal-safe.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: prctl and getppid are async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // migrun died between fork and prctl: do not run without it.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("migrun exited before the command started"));
+            }
+            Ok(())
+        });
     }
 }
 

@@ -39,6 +39,9 @@ pub enum LockError {
     /// A stop was requested while waiting.
     #[error("{0} while waiting for the advisory lock")]
     Interrupted(#[from] Interrupted),
+    /// The lock was lost while `exec --lock` ran its command.
+    #[error("advisory lock {key} was lost while the command ran (the server ended migrun's session: a restart, a failover, pg_terminate_backend); the command was stopped, since another run may hold the lock now (safe to retry)")]
+    Lost { key: i64 },
     /// The history table's name resolves to no usable table.
     #[error(transparent)]
     Table(#[from] HistoryError),
@@ -169,7 +172,6 @@ impl LockedSession {
 
     /// Asks the server whether this session still holds the lock (a session the server ended,
     /// or `pg_advisory_unlock_all()`, loses it).
-    #[allow(dead_code)] // used by exec --lock next
     pub async fn still_held(&self) -> Result<bool, LockError> {
         let key = self.key;
         let row = self

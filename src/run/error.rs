@@ -111,7 +111,7 @@ fn connect(e: &ConnectError) -> ExitCode {
 
 fn lock(e: &LockError) -> ExitCode {
     match e {
-        LockError::Timeout { .. } => ExitCode::LockWait,
+        LockError::Timeout { .. } | LockError::Lost { .. } => ExitCode::LockWait,
         LockError::Database { failure, .. } if failure.connection_lost() => ExitCode::Connect,
         LockError::Database { .. } => ExitCode::Internal,
         LockError::NotHeld { .. } => ExitCode::Usage,
@@ -198,6 +198,7 @@ mod tests {
             (LockError::Database { key: 1, failure: lost() }.into(), 4),
             (LockError::Database { key: 1, failure: said("42501") }.into(), 1),
             (LockError::NotHeld { key: 1 }.into(), 2),
+            (LockError::Lost { key: 1 }.into(), 5),
             (LockError::Session(ConnectError::Lost { failure: lost() }).into(), 4),
             (LockError::Interrupted(Interrupted { signal: 2 }).into(), 130),
             (history(lost()).into(), 4),

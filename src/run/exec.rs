@@ -2,9 +2,12 @@
 //! supervised child and end with its exit code.
 //!
 //! The child starts after the async runtime is gone, so the supervisor holds no database
-//! connection, except under `--lock`, whose session must outlive the command.
+//! connection, except under `--lock`, whose session must outlive the command and is watched
+//! while it runs.
 
 use std::ffi::OsString;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use super::config::{Config, ExecMode};
 use super::database;
@@ -15,7 +18,7 @@ use crate::db::session::Session;
 use crate::db::url::first_host;
 use crate::exit::ExitCode;
 use crate::identity::Identity;
-use crate::migrate::lock::LockedSession;
+use crate::migrate::lock::{LockError, LockedSession};
 use crate::signals::{Shutdown, SignalHub};
 use crate::supervise::{self, ChildSpec};
 
@@ -48,10 +51,28 @@ pub fn exec(
         };
         let mut env = child_env(config, locked.session());
         env.extend(secret_env);
-        // The lock session sits idle while the command runs (TCP keepalives need no polling).
-        let exit = supervise::run(&child(request.command, env), hub);
+        let spec = ChildSpec { dies_with_parent: true, ..child(request.command, env) };
+        let (pid_tx, pid_rx) = mpsc::channel();
+        let (done_tx, done_rx) = mpsc::channel();
+        let watch = LockWatch { runtime, locked, grace: config.shutdown_grace };
+        let watcher = std::thread::Builder::new().name("lock-watch".into()).spawn(move || watch.run(pid_rx, done_rx));
+        let exit = supervise::run(&spec, hub, |pid| {
+            let _ = pid_tx.send(pid);
+        });
+        drop(pid_tx);
+        let _ = done_tx.send(());
+        let Ok(Ok(watch)) = watcher.map(|w| w.join()) else {
+            return reporter.finish(&progress, Err(Error::Internal("the lock watch thread failed".into())));
+        };
+        let (runtime, locked, lost) = watch;
+        let key = locked.key();
         if let Err(e) = runtime.block_on(locked.release()) {
-            tracing::warn!(error = %e, "lock release failed; it ends with the session");
+            if !lost {
+                tracing::warn!(error = %e, "lock release failed; it ends with the session");
+            }
+        }
+        if lost {
+            return reporter.finish(&progress, Err(LockError::Lost { key }.into()));
         }
         return reporter.finish_command(&progress, exit);
     }
@@ -65,13 +86,71 @@ pub fn exec(
     };
     // Closed before the child starts: the supervisor holds no database connection.
     drop(runtime);
-    let exit = supervise::run(&child(request.command, env), hub);
+    let exit = supervise::run(&child(request.command, env), hub, |_| {});
     reporter.finish_command(&progress, exit)
 }
 
 fn child(command: &[OsString], env: Vec<(String, String)>) -> ChildSpec {
     let mut argv = command.iter().cloned();
-    ChildSpec { program: argv.next().unwrap_or_default(), args: argv.collect(), env }
+    ChildSpec { program: argv.next().unwrap_or_default(), args: argv.collect(), env, dies_with_parent: false }
+}
+
+/// How often `exec --lock` asks the server whether its session still holds the lock.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// How long one check may take before the lock counts as lost.
+const CHECK_LIMIT: Duration = Duration::from_secs(5);
+
+/// `exec --lock`: the lock must hold for as long as the command runs. A session the server
+/// ends (restart, failover, `pg_terminate_backend`, a timeout) loses it, and another run may
+/// then take it: the command is stopped (SIGTERM, then SIGKILL after the grace period) and
+/// migrun exits with the lock's exit code.
+struct LockWatch {
+    runtime: tokio::runtime::Runtime,
+    locked: LockedSession,
+    grace: Duration,
+}
+
+impl LockWatch {
+    /// Watches until `done` (the command ended) or the lock is lost; returns the runtime, the
+    /// session and whether the lock was lost.
+    fn run(
+        self,
+        pid: mpsc::Receiver<libc::pid_t>,
+        done: mpsc::Receiver<()>,
+    ) -> (tokio::runtime::Runtime, LockedSession, bool) {
+        // No pid: the command did not start.
+        let Ok(pid) = pid.recv() else { return (self.runtime, self.locked, false) };
+        loop {
+            match done.recv_timeout(WATCH_EVERY) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return (self.runtime, self.locked, false),
+            }
+            let check =
+                self.runtime.block_on(async { tokio::time::timeout(CHECK_LIMIT, self.locked.still_held()).await });
+            if matches!(check, Ok(Ok(true))) {
+                continue;
+            }
+            let reason = match check {
+                Ok(Ok(_)) => "the server says the session no longer holds it".to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("the check got no answer within {}s", CHECK_LIMIT.as_secs()),
+            };
+            tracing::error!(lock_key = self.locked.key(), pid, reason = %reason, "advisory lock lost while the command runs; stopping the command");
+            // SAFETY: signalling our own child, which the supervisor has not reaped (it tells
+            // us through `done` once it has).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            if let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(self.grace) {
+                tracing::warn!(
+                    pid,
+                    grace_s = self.grace.as_secs(),
+                    "the command outlived the shutdown grace; killing it"
+                );
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            return (self.runtime, self.locked, true);
+        }
+    }
 }
 
 /// `--wait` (the default) or `--migrate`; `--no-db` does nothing.

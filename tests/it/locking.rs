@@ -105,3 +105,88 @@ fn exhausted_lock_timeout_retries_exit_8_with_nothing_applied() {
     assert_eq!(db.count("SELECT count(*) FROM information_schema.columns WHERE column_name = 'added_by_migration'"), 0);
     assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 0);
 }
+
+/// Sets a server-side timeout on the test database, as a DBA may set it on a database or role.
+fn set_on_database(db: &TestDb, setting: &str) {
+    server().connect("postgres").batch_execute(&format!("ALTER DATABASE {} SET {setting}", db.name)).expect("set");
+}
+
+#[test]
+fn a_run_waiting_for_the_lock_outlives_idle_session_timeout() {
+    let db = TestDb::new();
+    set_on_database(&db, "idle_session_timeout = '500ms'");
+    let mut holder = db.client();
+    holder.batch_execute("SET idle_session_timeout = 0; SELECT pg_advisory_lock(4242)").expect("lock");
+    let mut live =
+        LiveRun::start(db.migrun().dir(&example_sql()).args(["up", "--lock-key", KEY, "--lock-wait", "60s"]).spawn());
+    live.wait_for_line("waiting for the lock", Duration::from_secs(20));
+    // The server enforces the timeout on idle sessions, one after another, while the waiter's
+    // pauses between attempts grow past it.
+    let mut admin = server().connect("postgres");
+    for _ in 0..3 {
+        let mut victim = db.client();
+        let idle: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).expect("pid").get(0);
+        wait_until(Duration::from_secs(20), "the server ends an idle session", || {
+            admin.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&idle]).is_ok_and(|rows| rows.is_empty())
+        });
+        drop(victim);
+    }
+    holder.batch_execute("SELECT pg_advisory_unlock(4242)").expect("unlock");
+    live.finish().assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 4);
+}
+
+#[test]
+fn exec_lock_keeps_its_lock_through_idle_session_timeout() {
+    let db = TestDb::new();
+    set_on_database(&db, "idle_session_timeout = '500ms'");
+    let mut live =
+        LiveRun::start(db.migrun().args(["exec", "--lock", "--no-sql", "--lock-key", KEY, "--", "sleep", "3"]).spawn());
+    live.wait_for_line("\"started\"", Duration::from_secs(20));
+    let run = live.finish();
+    run.assert_code(0);
+    assert!(!run.stderr.contains("lock lost"), "{}", run.stderr);
+}
+
+#[test]
+fn exec_lock_stops_the_command_when_its_lock_is_lost() {
+    let db = TestDb::new();
+    let marker = tempfile::tempdir().expect("dir");
+    let script =
+        format!("trap 'echo stopped > {}/term; exit 143' TERM; while :; do sleep 0.1; done", marker.path().display());
+    let mut live = LiveRun::start(
+        db.migrun().args(["exec", "--lock", "--no-sql", "--lock-key", KEY, "--", "sh", "-c", &script]).spawn(),
+    );
+    live.wait_for_line("\"started\"", Duration::from_secs(20));
+    // The server ends migrun's lock session (a restart or failover does the same).
+    let terminated = db.count(&format!(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE l.locktype = 'advisory' AND l.objid = {KEY} AND d.datname = '{}') t",
+        db.name
+    ));
+    assert_eq!(terminated, 1);
+    let run = live.finish();
+    run.assert_code(5);
+    let result = run.result();
+    assert!(result["error"].as_str().unwrap_or_default().contains("was lost while the command ran"), "{result}");
+    assert!(marker.path().join("term").exists(), "the command got SIGTERM");
+}
+
+#[test]
+fn the_command_under_exec_lock_dies_with_migrun() {
+    let db = TestDb::new();
+    let mut live = LiveRun::start(
+        db.migrun().args(["exec", "--lock", "--no-sql", "--lock-key", KEY, "--", "sleep", "60"]).spawn(),
+    );
+    let started: serde_json::Value =
+        serde_json::from_str(&live.wait_for_line("\"started\"", Duration::from_secs(20))).expect("json");
+    let child = started["pid"].as_i64().expect("pid");
+    send(live.pid(), libc::SIGKILL);
+    live.finish();
+    wait_until(Duration::from_secs(10), "the command is gone", || {
+        match std::fs::read_to_string(format!("/proc/{child}/stat")) {
+            // Gone, or a zombie waiting for its new parent to reap it.
+            Err(_) => true,
+            Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    });
+}
