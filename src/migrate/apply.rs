@@ -54,6 +54,12 @@ pub struct FileFailure {
 }
 
 impl FileFailure {
+    /// A failure of the file at `file`, for tests elsewhere.
+    #[cfg(test)]
+    pub fn new_for_test(file: &str, pg: PgFailure) -> FileFailure {
+        FileFailure { file: file.to_string(), version: None, pg, line: None, column: None }
+    }
+
     /// A failure of `migration` with no position in it.
     pub fn new(migration: &Migration, pg: PgFailure) -> FileFailure {
         FileFailure { file: migration.display_path(), version: migration.version(), pg, line: None, column: None }

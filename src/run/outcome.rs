@@ -25,6 +25,42 @@ pub struct Progress {
     pub pending_before: Option<usize>,
 }
 
+/// The most applied files the result line lists: the first and last this many. The result
+/// file lists them all.
+const LISTED_AT_EACH_END: usize = 5;
+/// The most characters of one text field (the error, Postgres's message and detail) on the
+/// result line; the full text is in the error's own log line and the result file.
+const LINE_TEXT_CHARS: usize = 1200;
+
+/// The files a run applied, as the result event lists them.
+#[derive(Debug, Clone, Copy)]
+struct AppliedList<'a> {
+    files: &'a [AppliedFile],
+    /// Only the first and last this many; all when `None`.
+    ends: Option<usize>,
+}
+
+impl AppliedList<'_> {
+    fn omitted(&self) -> usize {
+        match self.ends {
+            Some(ends) => self.files.len().saturating_sub(2 * ends),
+            None => 0,
+        }
+    }
+
+    fn shown(&self) -> impl Iterator<Item = &AppliedFile> {
+        let omitted = self.omitted();
+        let head = if omitted > 0 { self.ends.unwrap_or(0) } else { self.files.len() };
+        self.files[..head].iter().chain(self.files[head + omitted..].iter())
+    }
+}
+
+impl Serialize for AppliedList<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.shown())
+    }
+}
+
 /// The last line of every run: what happened, in one JSON object.
 #[derive(Debug, Serialize)]
 struct ResultEvent<'a> {
@@ -38,14 +74,19 @@ struct ResultEvent<'a> {
     retryable: bool,
     /// `None` only when the process ends at once from another thread, which cannot see it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    applied: Option<&'a [AppliedFile]>,
+    applied: Option<AppliedList<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    applied_count: Option<usize>,
+    /// How many applied files the list leaves out (between its first and last ones).
+    #[serde(skip_serializing_if = "is_zero")]
+    applied_omitted: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pending_before: Option<usize>,
     duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    failure: Option<&'a FileFailure>,
+    failure: Option<FileFailure>,
     migrun_version: &'static str,
     applied_by: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +97,20 @@ struct ResultEvent<'a> {
     image: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image_digest: Option<&'a str>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// At most `max` characters of `text`, saying how much was cut.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => {
+            format!("{}… ({} more characters in the result file)", &text[..at], text[at..].chars().count())
+        }
+    }
 }
 
 /// How a run ended, before it is written.
@@ -124,6 +179,7 @@ impl Reporter {
         let mut event = self.event(applied, progress.pending_before, &ending);
         let mut exit = ending.exit;
         if let Some(path) = &self.reporting.result_file {
+            // The file gets every applied file and every text in full.
             if let Err(e) = write_file(&event, path) {
                 let error = format!("cannot write the result file {}: {e}", path.display());
                 tracing::error!(path = %path.display(), error = %e, "cannot write the result file");
@@ -162,7 +218,8 @@ impl Reporter {
         };
         let identity = &self.identity;
         ResultEvent {
-            timestamp: Utc::now().rfc3339(),
+            applied_count: applied.map(<[AppliedFile]>::len),
+            applied_omitted: 0,
             level: if ending.exit == ExitCode::Success { "INFO" } else { "ERROR" },
             message,
             event: "result",
@@ -170,11 +227,12 @@ impl Reporter {
             outcome: ending.exit.outcome(),
             exit_code: ending.exit.code(),
             retryable: ending.exit.retryable(),
-            applied,
+            timestamp: Utc::now().rfc3339(),
+            applied: applied.map(|files| AppliedList { files, ends: None }),
             pending_before,
             duration_ms: self.started.elapsed().as_millis() as u64,
             error: ending.error.clone(),
-            failure: ending.failure,
+            failure: ending.failure.cloned(),
             migrun_version: MIGRUN_VERSION,
             applied_by: &identity.applied_by,
             release: identity.release.as_deref(),
@@ -184,7 +242,11 @@ impl Reporter {
         }
     }
 
+    /// The result line: bounded whatever the run did (log pipelines split or drop long lines:
+    /// awslogs in non-blocking mode splits lines above 16 KB).
     fn render(&self, event: &ResultEvent) -> String {
+        let event = event.bounded();
+        let event = &event;
         match self.reporting.format {
             LogFormat::Json => serde_json::to_string(event)
                 .unwrap_or_else(|e| format!("{{\"event\":\"result\",\"error\":\"cannot serialize: {e}\"}}")),
@@ -193,12 +255,40 @@ impl Reporter {
     }
 }
 
+impl ResultEvent<'_> {
+    /// The event as the result line carries it: the first and last applied files and the count,
+    /// each text clipped.
+    fn bounded(&self) -> ResultEvent<'_> {
+        let applied = self.applied.map(|list| AppliedList { ends: Some(LISTED_AT_EACH_END), ..list });
+        let failure = self.failure.as_ref().map(|f| {
+            let mut f = f.clone();
+            f.pg.message = clip(&f.pg.message, LINE_TEXT_CHARS);
+            f.pg.detail = f.pg.detail.as_deref().map(|d| clip(d, LINE_TEXT_CHARS));
+            f.pg.hint = f.pg.hint.as_deref().map(|h| clip(h, LINE_TEXT_CHARS));
+            f
+        });
+        ResultEvent {
+            timestamp: self.timestamp.clone(),
+            message: clip(&self.message, LINE_TEXT_CHARS),
+            applied,
+            applied_omitted: applied.map_or(0, |a| a.omitted()),
+            error: self.error.as_deref().map(|e| clip(e, LINE_TEXT_CHARS)),
+            failure,
+            ..*self
+        }
+    }
+}
+
 fn human(event: &ResultEvent) -> String {
     let mut line =
         format!("result: {} (exit {}) in {} ms: {}", event.outcome, event.exit_code, event.duration_ms, event.message);
-    let applied: Vec<&str> = event.applied.unwrap_or_default().iter().map(|a| a.file.as_str()).collect();
+    let applied: Vec<&str> = event.applied.iter().flat_map(|list| list.shown()).map(|a| a.file.as_str()).collect();
     if !applied.is_empty() && event.error.is_some() {
-        line.push_str(&format!("; applied before the failure: {}", applied.join(", ")));
+        let omitted = match event.applied_omitted {
+            0 => String::new(),
+            n => format!(" (and {n} more)"),
+        };
+        line.push_str(&format!("; applied before the failure: {}{omitted}", applied.join(", ")));
     }
     line
 }
@@ -233,6 +323,43 @@ mod tests {
 
     fn applied(file: &str) -> AppliedFile {
         AppliedFile { file: file.into(), version: Some(1), duration_ms: 3 }
+    }
+
+    #[test]
+    fn the_result_line_stays_small_whatever_the_run_did() {
+        let reporter = reporter(LogFormat::Json);
+        let files: Vec<AppliedFile> = (1..=10_000)
+            .map(|v| AppliedFile {
+                file: format!("sql/{v:014}_add_a_column_with_a_rather_long_description_{v}.sql"),
+                version: Some(v),
+                duration_ms: 12,
+            })
+            .collect();
+        let progress = Progress { applied: files, pending_before: Some(10_001) };
+        let huge = "x".repeat(100_000);
+        let pg = PgFailure { detail: Some(huge.clone()), hint: Some(huge.clone()), ..PgFailure::other(&huge) };
+        let failure = FileFailure::new_for_test("sql/99999999999999_last.sql", pg);
+        let ending = Ending { exit: ExitCode::MigrationFailed, error: Some(huge.clone()), failure: Some(&failure) };
+        let event = reporter.event(Some(&progress.applied), progress.pending_before, &ending);
+        let line = reporter.render(&event);
+        assert!(line.len() < 8 * 1024, "{} bytes", line.len());
+        let parsed: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+        assert_eq!(parsed["applied_count"], 10_000);
+        assert_eq!(parsed["applied_omitted"], 9_990);
+        let listed: Vec<u64> =
+            parsed["applied"].as_array().unwrap().iter().map(|a| a["version"].as_u64().unwrap()).collect();
+        assert_eq!(listed, vec![1, 2, 3, 4, 5, 9_996, 9_997, 9_998, 9_999, 10_000]);
+        assert!(parsed["error"].as_str().unwrap().ends_with("(98800 more characters in the result file)"));
+        assert_eq!(parsed["file"], "sql/99999999999999_last.sql");
+        // The result file has everything.
+        let full = serde_json::to_value(&event).expect("json");
+        assert_eq!(full["applied"].as_array().map(Vec::len), Some(10_000));
+        assert_eq!(full["error"].as_str().map(str::len), Some(100_000));
+        // A short run lists every file and omits nothing.
+        let few = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(1) };
+        let parsed = json(&reporter, &few, &Ending { exit: ExitCode::Success, error: None, failure: None });
+        assert_eq!(parsed["applied"].as_array().map(Vec::len), Some(1));
+        assert!(parsed.get("applied_omitted").is_none());
     }
 
     #[test]

@@ -223,6 +223,11 @@ impl Migrun {
         self
     }
 
+    pub fn arg_path(&mut self, path: &Path) -> &mut Migrun {
+        self.command.arg(path);
+        self
+    }
+
     pub fn run(&mut self) -> Run {
         let output = self.command.output().expect("run migrun");
         Run::from(output)

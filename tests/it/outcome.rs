@@ -106,3 +106,25 @@ fn early_failures_write_the_result_file() {
         assert!(!written.to_string().contains(&encode(PASSWORD)), "{what}: {written}");
     }
 }
+
+#[test]
+fn the_result_line_lists_the_first_and_last_files_and_the_result_file_lists_all() {
+    let db = TestDb::new();
+    let files: Vec<(String, String)> =
+        (1..=30).map(|v| (format!("{v:04}_step_{v}.sql"), format!("CREATE TABLE step_{v} (x int);"))).collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let dir = sql_dir(&refs);
+    let out = tempfile::tempdir().expect("dir");
+    let result_file = out.path().join("result.json");
+    let run = db.migrun().dir(dir.path()).args(["up", "--result-file"]).arg_path(&result_file).run();
+    run.assert_code(0);
+    let line = run.result();
+    assert_eq!(line["applied_count"], 30);
+    assert_eq!(line["applied_omitted"], 20);
+    assert_eq!(run.applied_files().first().map(String::as_str), Some("0001_step_1.sql"));
+    assert_eq!(run.applied_files().last().map(String::as_str), Some("0030_step_30.sql"));
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&result_file).expect("result file")).expect("json");
+    assert_eq!(written["applied"].as_array().map(Vec::len), Some(30));
+    assert_eq!(written["applied_count"], 30);
+}
