@@ -125,3 +125,40 @@ fn a_history_table_that_cannot_last_or_does_not_resolve_is_refused() {
     }
     assert_eq!(db.count("SELECT count(*) FROM pg_class WHERE relname IN ('users', 'history', 'migrun_history')"), 0);
 }
+
+#[test]
+fn a_history_write_that_fails_is_blamed_on_migrun_never_on_a_line_of_the_file() {
+    let db = TestDb::new();
+    db.migrun().dir(sql_dir(&[("0001_a.sql", "CREATE TABLE a (x int);")]).path()).args(["up"]).run().assert_code(0);
+    db.client()
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'history is frozen'; END $$;
+             CREATE TRIGGER frozen_insert BEFORE INSERT ON migrun_history FOR EACH ROW WHEN (NEW.state = 'applied') EXECUTE FUNCTION refuse();
+             CREATE TRIGGER frozen_update BEFORE UPDATE ON migrun_history FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .expect("triggers");
+    // A transactional file: the row is written in its transaction, which is rolled back.
+    let dir = sql_dir(&[("0001_a.sql", "CREATE TABLE a (x int);"), ("0002_b.sql", "\n\nCREATE TABLE b (x int);")]);
+    let run = db.migrun().dir(dir.path()).args(["up"]).run();
+    run.assert_code(1);
+    let result = run.result();
+    let error = result["error"].as_str().unwrap_or_default();
+    assert!(error.contains("0002_b.sql: ran, but recording it failed, so the file was rolled back"), "{error}");
+    assert!(error.contains("history is frozen"), "{error}");
+    assert!(result.get("line").is_none() && result.get("column").is_none(), "{result}");
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'b'"), 0);
+    // A no-transaction file: its statements ran; the error says so and how to recover.
+    let dir = sql_dir(&[
+        ("0001_a.sql", "CREATE TABLE a (x int);"),
+        ("0002_c.sql", "-- migrun:no-transaction\nCREATE TABLE c (x int);"),
+    ]);
+    let run = db.migrun().dir(dir.path()).args(["up"]).run();
+    run.assert_code(1);
+    let result = run.result();
+    let error = result["error"].as_str().unwrap_or_default();
+    assert!(error.contains("every statement succeeded, but marking the file applied failed"), "{error}");
+    assert!(error.contains("UPDATE \"public\".\"migrun_history\" SET state = 'applied' WHERE id = "), "{error}");
+    assert!(result.get("line").is_none(), "{result}");
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'c'"), 1);
+    assert_eq!(db.query_strings("SELECT state FROM migrun_history WHERE version = 2"), vec!["started"]);
+}
