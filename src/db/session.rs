@@ -62,6 +62,9 @@ pub struct SessionSettings {
 /// statement, with its locks, to its end. Older servers have neither setting and reject the
 /// names, even in the start-up packet, so they are set once the version is known.
 const PROTECT_14: &str = "SET idle_session_timeout = 0; SET client_connection_check_interval = '1s'";
+/// From PostgreSQL 17 on, `transaction_timeout` set on a database or role would end a session
+/// whose migration runs long.
+const PROTECT_17: &str = "SET transaction_timeout = 0";
 
 /// Puts a session back into the state migrun set up after a migration file ran: the file's
 /// `SET`, `set_config(.., false)`, `SET ROLE` and `SET SESSION AUTHORIZATION` end here.
