@@ -166,18 +166,24 @@ impl Session {
     /// it end a statement whose client is gone (PostgreSQL 14 and later; see `PROTECT_14`).
     /// Callers pipeline it with their first statements.
     pub async fn protect(&self) -> Result<(), ConnectError> {
-        if self.facts.major() < 14 {
-            return Ok(());
+        let Some(sql) = self.protect_sql() else { return Ok(()) };
+        self.client.batch_execute(&sql).await.map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })
+    }
+
+    fn protect_sql(&self) -> Option<String> {
+        match self.facts.major() {
+            17.. => Some(format!("{PROTECT_14}; {PROTECT_17}")),
+            14..=16 => Some(PROTECT_14.to_string()),
+            _ => None,
         }
-        self.client.batch_execute(PROTECT_14).await.map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })
     }
 
     /// The statements that put the session back into the state migrun set up (see `RESTORE`),
     /// protection included.
     pub fn restore_sql(&self) -> String {
-        match self.facts.major() >= 14 {
-            true => format!("{RESTORE}; {PROTECT_14}"),
-            false => RESTORE.to_string(),
+        match self.protect_sql() {
+            Some(protect) => format!("{RESTORE}; {protect}"),
+            None => RESTORE.to_string(),
         }
     }
 }
