@@ -122,15 +122,7 @@ fn a_run_waiting_for_the_lock_outlives_idle_session_timeout() {
     live.wait_for_line("waiting for the lock", Duration::from_secs(20));
     // The server enforces the timeout on idle sessions, one after another, while the waiter's
     // pauses between attempts grow past it.
-    let mut admin = server().connect("postgres");
-    for _ in 0..3 {
-        let mut victim = db.client();
-        let idle: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).expect("pid").get(0);
-        wait_until(Duration::from_secs(20), "the server ends an idle session", || {
-            admin.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&idle]).is_ok_and(|rows| rows.is_empty())
-        });
-        drop(victim);
-    }
+    server_ends_idle_sessions(&db, 3);
     holder.batch_execute("SELECT pg_advisory_unlock(4242)").expect("unlock");
     live.finish().assert_code(0);
     assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 4);
@@ -140,12 +132,35 @@ fn a_run_waiting_for_the_lock_outlives_idle_session_timeout() {
 fn exec_lock_keeps_its_lock_through_idle_session_timeout() {
     let db = TestDb::new();
     set_on_database(&db, "idle_session_timeout = '500ms'");
-    let mut live =
-        LiveRun::start(db.migrun().args(["exec", "--lock", "--no-sql", "--lock-key", KEY, "--", "sleep", "3"]).spawn());
+    let marker = tempfile::tempdir().expect("dir");
+    let done = marker.path().join("done");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", done.display());
+    let mut live = LiveRun::start(
+        db.migrun().args(["exec", "--lock", "--no-sql", "--lock-key", KEY, "--", "sh", "-c", &script]).spawn(),
+    );
     live.wait_for_line("\"started\"", Duration::from_secs(20));
+    // The server enforces its idle limit on other sessions meanwhile...
+    server_ends_idle_sessions(&db, 2);
+    // ...and the lock session stays, holding the lock.
+    assert_eq!(db.count(ADVISORY_LOCKS_HERE), 1, "the lock is held while the command runs");
+    std::fs::write(&done, "").expect("marker");
     let run = live.finish();
     run.assert_code(0);
-    assert!(!run.stderr.contains("lock lost"), "{}", run.stderr);
+    assert!(!run.stderr.contains("lock release failed") && !run.stderr.contains("lock lost"), "{}", run.stderr);
+    assert_eq!(db.count(ADVISORY_LOCKS_HERE), 0);
+}
+
+/// Waits until the server has ended `count` idle sessions of `db`, one after another.
+fn server_ends_idle_sessions(db: &TestDb, count: usize) {
+    let mut admin = server().connect("postgres");
+    for _ in 0..count {
+        let mut victim = db.client();
+        let idle: i32 = victim.query_one("SELECT pg_backend_pid()", &[]).expect("pid").get(0);
+        wait_until(Duration::from_secs(20), "the server ends an idle session", || {
+            admin.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&idle]).is_ok_and(|rows| rows.is_empty())
+        });
+        drop(victim);
+    }
 }
 
 #[test]
