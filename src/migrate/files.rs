@@ -78,8 +78,8 @@ pub enum FilesError {
     Skipped { dir: String, files: Vec<String> },
     #[error("{file}: cannot read: {reason}")]
     Unreadable { file: String, reason: String },
-    #[error("{file}: not a migration file name; expected <version>_<description>.sql (version: 1 to 18 digits, description: letters, digits, _) or R__<description>.sql")]
-    BadName { file: String },
+    #[error("{}", bad_names_text(.files))]
+    BadNames { files: Vec<(String, &'static str)> },
     #[error("{file}: not valid UTF-8 (line {line}); save the file as UTF-8")]
     InvalidUtf8 { file: String, line: usize },
     #[error("{file}: holds a NUL byte (line {line}); is it UTF-16 without a byte-order mark? save the file as UTF-8")]
@@ -104,6 +104,17 @@ pub enum FilesError {
     BadDescription { description: String },
     #[error("{file}: cannot create: {reason}")]
     Create { file: String, reason: String },
+}
+
+/// Expected names, once per message.
+const NAME_FORMAT: &str = "expected <version>_<description>.sql (version: 1 to 18 digits, description: letters, digits, _) or R__<description>.sql";
+
+fn bad_names_text(files: &[(String, &'static str)]) -> String {
+    if let [(file, why)] = files {
+        return format!("{file}: not a migration file name ({why}); {NAME_FORMAT}");
+    }
+    let listed: Vec<String> = files.iter().map(|(file, why)| format!("{file} ({why})")).collect();
+    format!("{} files are not migration file names: {}; {NAME_FORMAT}", listed.len(), listed.join(", "))
 }
 
 /// SHA-256 (lowercase hex) of the file as migrun reads it: a leading UTF-8 BOM dropped and
@@ -161,6 +172,7 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, MigrationKind, String)>, FilesError>
     let dir_error = |e: std::io::Error| FilesError::Dir { dir: dir.display().to_string(), reason: e.to_string() };
     let mut found = Vec::new();
     let mut skipped = Vec::new();
+    let mut bad_names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
         let entry = entry.map_err(dir_error)?;
         let path = entry.path();
@@ -185,9 +197,15 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, MigrationKind, String)>, FilesError>
             skipped.push(format!("{} (not a regular file)", path.display()));
             continue;
         }
-        let (kind, description) =
-            parse_name(&name).ok_or_else(|| FilesError::BadName { file: path.display().to_string() })?;
-        found.push((path, kind, description));
+        match parse_name(&name) {
+            Ok((kind, description)) => found.push((path, kind, description)),
+            Err(why) => bad_names.push((path.display().to_string(), why)),
+        }
+    }
+    // Every mistake in one run: a real folder can have dozens of names to fix.
+    if !bad_names.is_empty() {
+        bad_names.sort();
+        return Err(FilesError::BadNames { files: bad_names });
     }
     if !skipped.is_empty() {
         skipped.sort();
@@ -243,19 +261,29 @@ fn read_all(found: Vec<(PathBuf, MigrationKind, String)>) -> Result<Vec<Migratio
     Ok(migrations)
 }
 
-/// `0001_init.sql` → (Versioned(1), "init"); `R__views.sql` → (Repeatable, "views").
-fn parse_name(name: &str) -> Option<(MigrationKind, String)> {
-    let stem = name.strip_suffix(".sql")?;
+/// `0001_init.sql` → (Versioned(1), "init"); `R__views.sql` → (Repeatable, "views"); else
+/// what is wrong with the name.
+fn parse_name(name: &str) -> Result<(MigrationKind, String), &'static str> {
+    let stem = name.strip_suffix(".sql").ok_or("not .sql")?;
     let valid_description = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if let Some(description) = stem.strip_prefix("R__") {
-        return valid_description(description).then(|| (MigrationKind::Repeatable, description.to_string()));
+        return match valid_description(description) {
+            true => Ok((MigrationKind::Repeatable, description.to_string())),
+            false => Err("the description may hold letters, digits and _ only"),
+        };
     }
-    let (version, description) = stem.split_once('_')?;
-    let version_ok = (1..=18).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_digit());
-    if !version_ok || !valid_description(description) {
-        return None;
+    let (version, description) = stem.split_once('_').ok_or("no _ between version and description")?;
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("the version must be digits");
     }
-    Some((MigrationKind::Versioned(version.parse().ok()?), description.to_string()))
+    if version.len() > 18 {
+        return Err("the version has more than 18 digits, the most migrun accepts");
+    }
+    if !valid_description(description) {
+        return Err("the description may hold letters, digits and _ only");
+    }
+    let version = version.parse().map_err(|_| "the version is not a number")?;
+    Ok((MigrationKind::Versioned(version), description.to_string()))
 }
 
 fn read_migration(
@@ -376,7 +404,7 @@ fn apply_directive(directives: &mut Directives, directive: &str, file: &str, lin
 
 /// Creates `<UTC timestamp>_<description>.sql` in `dir` (creating `dir` if needed) and returns its path.
 pub fn create_new(dir: &Path, description: &str, timestamp: &str) -> Result<PathBuf, FilesError> {
-    if parse_name(&format!("{timestamp}_{description}.sql")).is_none() {
+    if parse_name(&format!("{timestamp}_{description}.sql")).is_err() {
         return Err(FilesError::BadDescription { description: description.into() });
     }
     let path = dir.join(format!("{timestamp}_{description}.sql"));
@@ -413,12 +441,12 @@ mod tests {
 
     #[test]
     fn parses_file_names() {
-        assert_eq!(parse_name("0001_init.sql"), Some((MigrationKind::Versioned(1), "init".into())));
+        assert_eq!(parse_name("0001_init.sql"), Ok((MigrationKind::Versioned(1), "init".into())));
         assert_eq!(
             parse_name("20261125120000_add_users.sql"),
-            Some((MigrationKind::Versioned(20261125120000), "add_users".into()))
+            Ok((MigrationKind::Versioned(20261125120000), "add_users".into()))
         );
-        assert_eq!(parse_name("R__views.sql"), Some((MigrationKind::Repeatable, "views".into())));
+        assert_eq!(parse_name("R__views.sql"), Ok((MigrationKind::Repeatable, "views".into())));
         for bad in [
             "init.sql",
             "0001.sql",
@@ -429,8 +457,12 @@ mod tests {
             "v1_x.sql",
             "R_x.sql",
         ] {
-            assert_eq!(parse_name(bad), None, "{bad}");
+            assert!(parse_name(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_name("1234567890123456789_x.sql"),
+            Err("the version has more than 18 digits, the most migrun accepts")
+        );
     }
 
     #[test]

@@ -143,3 +143,36 @@ fn a_bad_file_sends_no_statement_even_when_the_database_is_reachable() {
     assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'migrun_history')"), 0);
     assert_eq!(db.count(crate::locking::ADVISORY_LOCKS_HERE), 0);
 }
+
+#[test]
+fn every_bad_file_name_is_named_in_one_run() {
+    let dir = sql_dir(&[
+        ("0001_ok.sql", "SELECT 1;"),
+        ("0002-dash.sql", "SELECT 1;"),
+        ("init.sql", "SELECT 1;"),
+        ("1234567890123456789_too_long.sql", "SELECT 1;"),
+        ("0003_bad-description.sql", "SELECT 1;"),
+        ("V4__flyway.sql", "SELECT 1;"),
+    ]);
+    let run = Migrun::new()
+        .env("DATABASE_URL", &unreachable_url())
+        .dir(dir.path())
+        .args(["up", "--connect-timeout", "30s"])
+        .run();
+    run.assert_code(2);
+    let error = run.result()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.starts_with("5 files are not migration file names: "), "{error}");
+    for (name, why) in [
+        ("0002-dash.sql", "no _ between version and description"),
+        ("init.sql", "no _ between version and description"),
+        ("1234567890123456789_too_long.sql", "the version has more than 18 digits"),
+        ("0003_bad-description.sql", "the description may hold letters, digits and _ only"),
+        ("V4__flyway.sql", "the version must be digits"),
+    ] {
+        assert!(error.contains(&format!("{name} ({why}")), "{name}: {error}");
+    }
+    // In order, so a long list reads like the folder.
+    let at = |name: &str| error.find(name).unwrap_or(usize::MAX);
+    assert!(at("0002-dash.sql") < at("0003_bad-description.sql") && at("1234567890123456789") < at("V4__flyway.sql"));
+    assert!(!error.contains("0001_ok.sql"), "{error}");
+}
