@@ -82,6 +82,10 @@ pub enum FilesError {
     BadNames { files: Vec<(String, &'static str)> },
     #[error("{file}: not valid UTF-8 (line {line}); save the file as UTF-8")]
     InvalidUtf8 { file: String, line: usize },
+    #[error("{file}: is UTF-16 ({endian} byte-order mark); save the file as UTF-8")]
+    Utf16 { file: String, endian: &'static str },
+    #[error("{file}: has CR-only line endings (classic Mac), so it reads as one line; save it with LF (or CRLF) line endings")]
+    CrLineEndings { file: String },
     #[error("{file}: holds a NUL byte (line {line}); is it UTF-16 without a byte-order mark? save the file as UTF-8")]
     NulByte { file: String, line: usize },
     #[error("{file}: `COPY ... {direction}` (line {line}) exchanges data with a client like psql, which migrun is not; load the data with INSERT, or COPY from a file on the server")]
@@ -295,6 +299,9 @@ fn read_migration(
     // The name for messages is made only when there is a message: every deploy reads every file.
     let file = || path.display().to_string();
     let bytes = read_file(&path, buffer).map_err(|e| FilesError::Unreadable { file: file(), reason: e.to_string() })?;
+    if let Some(endian) = utf16_bom(&bytes) {
+        return Err(FilesError::Utf16 { file: file(), endian });
+    }
     let sql = normalize(bytes).map_err(|line| FilesError::InvalidUtf8 { file: file(), line })?;
     // Postgres cuts a statement at a NUL byte: what ran would not be what the file says.
     if let Some(at) = sql.find('\0') {
@@ -302,6 +309,9 @@ fn read_migration(
     }
     let statements = split::split(&sql);
     if statements.is_empty() {
+        if sql.contains('\r') {
+            return Err(FilesError::CrLineEndings { file: file() });
+        }
         return Err(FilesError::Empty { file: file() });
     }
     let directives = parse_directives(&sql, &path)?;
@@ -325,6 +335,15 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Drops a leading BOM and reads CRLF as LF; on invalid UTF-8, the 1-based line of the bad byte.
+/// The byte order a UTF-16 byte-order mark announces, if the file starts with one.
+fn utf16_bom(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [0xFF, 0xFE, ..] => Some("little-endian"),
+        [0xFE, 0xFF, ..] => Some("big-endian"),
+        _ => None,
+    }
+}
+
 fn normalize(mut bytes: Vec<u8>) -> Result<String, usize> {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         bytes.drain(..3);

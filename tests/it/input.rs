@@ -27,6 +27,9 @@ fn invalid_files_exit_2_naming_the_file_before_any_statement() {
         ),
         (&[("0001_a.sql", b"SELECT '\xff';")], "0001_a.sql: not valid UTF-8 (line 1)"),
         (&[("0001_a.sql", b"  -- nothing here\n")], "0001_a.sql: holds no SQL statement"),
+        (&[("0001_a.sql", b"\xff\xfeS\0E\0L\0")], "0001_a.sql: is UTF-16 (little-endian byte-order mark)"),
+        (&[("0001_a.sql", b"\xfe\xff\0S\0E\0L")], "0001_a.sql: is UTF-16 (big-endian byte-order mark)"),
+        (&[("0001_a.sql", b"-- header\rCREATE TABLE t (x int);\r")], "0001_a.sql: has CR-only line endings"),
         (
             &[("0001_a.sql", b"BEGIN;\nCREATE TABLE x ();\nCOMMIT;\n")],
             "0001_a.sql: `BEGIN` (line 1) controls the transaction",
