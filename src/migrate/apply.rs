@@ -20,6 +20,9 @@ use crate::signals::{self, Interrupted, Shutdown};
 
 /// SQLSTATE of a statement that gave up waiting for a lock (`lock_timeout`).
 const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// SQLSTATE of a statement that cannot run inside a transaction block (CREATE INDEX
+/// CONCURRENTLY, VACUUM, CREATE DATABASE, ALTER SYSTEM).
+const ACTIVE_SQL_TRANSACTION: &str = "25001";
 /// Longest pause between `lock_timeout` retries.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
@@ -71,6 +74,8 @@ impl FileFailure {
 pub enum ApplyError {
     #[error("{}: {}{}; {}", .failure.file, .failure.pg, at_line(.failure), if *.in_transaction { "the file was rolled back" } else { "no-transaction file: statements before it stay applied and the file runs again next time" })]
     Failed { failure: FileFailure, in_transaction: bool },
+    #[error("{}: {}{}; the file was rolled back. This statement cannot run inside a transaction: put `-- migrun:no-transaction` on the file's first line{}", .failure.file, .failure.pg, at_line(.failure), foreign_marker_text(.marker))]
+    NeedsNoTransaction { failure: FileFailure, marker: Option<&'static str> },
     #[error("{}: still blocked after {attempts} attempts with lock_timeout: {}; the live workload holds conflicting locks (safe to retry later)", .failure.file, .failure.pg)]
     LockRetries { failure: FileFailure, attempts: u32 },
     #[error("{}: lost the database connection: {}; {}", .failure.file, .failure.pg, if *.in_transaction { "the file was rolled back (safe to retry)" } else { "no-transaction file: statements before the failure may be applied, and the next run runs the file again (safe to retry)" })]
@@ -87,6 +92,29 @@ pub enum ApplyError {
     History(#[from] HistoryError),
     #[error("{}", interrupted_text(.stop, .failure))]
     Interrupted { stop: Interrupted, failure: Option<FileFailure> },
+}
+
+fn foreign_marker_text(marker: &Option<&'static str>) -> String {
+    match marker {
+        Some(marker) => format!(" (the file has {marker}, which migrun does not read)"),
+        None => String::new(),
+    }
+}
+
+/// Another tool's "no transaction" marker in the file's leading comments, as the message
+/// names it.
+fn foreign_marker(sql: &str) -> Option<&'static str> {
+    const MARKERS: [(&str, &str); 4] = [
+        ("no-transaction", "`-- no-transaction` (sqlx's marker)"),
+        ("migrate:no-transaction", "`-- migrate:no-transaction` (dbmate's marker)"),
+        ("migrate:up transaction:false", "`-- migrate:up transaction:false` (dbmate's marker)"),
+        ("+goose no transaction", "`-- +goose NO TRANSACTION` (goose's marker)"),
+    ];
+    let header = sql.lines().map(str::trim).take_while(|l| l.is_empty() || l.starts_with("--"));
+    header.filter_map(|l| l.strip_prefix("--")).find_map(|comment| {
+        let comment = comment.trim().to_ascii_lowercase();
+        MARKERS.iter().find(|(text, _)| comment == *text).map(|(_, named)| *named)
+    })
 }
 
 fn unrecorded_text(error: &HistoryError, in_transaction: &bool, row: &Option<(String, i64)>) -> String {
@@ -127,6 +155,7 @@ impl ApplyError {
     pub fn file_failure(&self) -> Option<&FileFailure> {
         match self {
             ApplyError::Failed { failure: f, .. }
+            | ApplyError::NeedsNoTransaction { failure: f, .. }
             | ApplyError::LockRetries { failure: f, .. }
             | ApplyError::Lost { failure: f, .. }
             | ApplyError::ReadOnly { failure: f, .. }
@@ -443,6 +472,9 @@ impl<'a> Applier<'a> {
         if failure.pg.read_only() && self.server_is_read_only().await {
             return Err(ApplyError::ReadOnly { failure, in_transaction });
         }
+        if failure.pg.is(ACTIVE_SQL_TRANSACTION) && in_transaction {
+            return Err(ApplyError::NeedsNoTransaction { failure, marker: foreign_marker(&migration.sql) });
+        }
         if !failure.pg.is(LOCK_NOT_AVAILABLE) {
             return Err(ApplyError::Failed { failure, in_transaction });
         }
@@ -576,6 +608,21 @@ fn line_column(text: &str, char_index: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_other_tools_no_transaction_markers() {
+        assert_eq!(
+            foreign_marker("-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);"),
+            Some("`-- no-transaction` (sqlx's marker)")
+        );
+        assert_eq!(
+            foreign_marker("\n-- migrate:up\n-- migrate:no-transaction\nVACUUM;").map(|m| &m[..28]),
+            Some("`-- migrate:no-transaction` ")
+        );
+        assert_eq!(foreign_marker("-- +goose NO TRANSACTION\nVACUUM;").is_some(), true);
+        assert_eq!(foreign_marker("VACUUM;\n-- no-transaction"), None);
+        assert_eq!(foreign_marker("-- nothing\nVACUUM;"), None);
+    }
 
     #[test]
     fn maps_character_positions_to_lines() {

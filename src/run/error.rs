@@ -131,7 +131,7 @@ fn history(e: &HistoryError) -> ExitCode {
 
 fn apply(e: &ApplyError) -> ExitCode {
     match e {
-        ApplyError::Failed { .. } => ExitCode::MigrationFailed,
+        ApplyError::Failed { .. } | ApplyError::NeedsNoTransaction { .. } => ExitCode::MigrationFailed,
         ApplyError::LockRetries { .. } => ExitCode::LockRetries,
         ApplyError::Lost { .. } | ApplyError::ReadOnly { .. } => ExitCode::Connect,
         ApplyError::OpenTransaction(_) | ApplyError::LockLost { .. } => ExitCode::MigrationFailed,

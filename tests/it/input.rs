@@ -179,3 +179,29 @@ fn every_bad_file_name_is_named_in_one_run() {
     assert!(at("0002-dash.sql") < at("0003_bad-description.sql") && at("1234567890123456789") < at("V4__flyway.sql"));
     assert!(!error.contains("0001_ok.sql"), "{error}");
 }
+
+#[test]
+fn a_statement_that_cannot_run_in_a_transaction_says_how_to_fix_the_file() {
+    for (text, marker) in [
+        ("CREATE INDEX CONCURRENTLY t_x ON t (x);", None),
+        ("VACUUM t;", None),
+        ("-- no-transaction\nCREATE INDEX CONCURRENTLY t_x ON t (x);", Some("`-- no-transaction` (sqlx's marker)")),
+        ("-- migrate:up transaction:false\nVACUUM t;", Some("`-- migrate:up transaction:false` (dbmate's marker)")),
+        ("-- migrate:no-transaction\nVACUUM t;", Some("`-- migrate:no-transaction` (dbmate's marker)")),
+    ] {
+        let db = TestDb::new();
+        let dir = sql_dir(&[("0001_t.sql", "CREATE TABLE t (x int);"), ("0002_concurrently.sql", text)]);
+        let run = db.migrun().dir(dir.path()).args(["up"]).run();
+        run.assert_code(6);
+        let result = run.result();
+        let error = result["error"].as_str().unwrap_or_default();
+        assert_eq!(result["sqlstate"], "25001");
+        assert!(error.contains("put `-- migrun:no-transaction` on the file's first line"), "{error}");
+        match marker {
+            Some(marker) => {
+                assert!(error.contains(&format!("the file has {marker}, which migrun does not read")), "{error}")
+            }
+            None => assert!(!error.contains("which migrun does not read"), "{error}"),
+        }
+    }
+}
