@@ -619,7 +619,7 @@ mod tests {
             foreign_marker("\n-- migrate:up\n-- migrate:no-transaction\nVACUUM;").map(|m| &m[..28]),
             Some("`-- migrate:no-transaction` ")
         );
-        assert_eq!(foreign_marker("-- +goose NO TRANSACTION\nVACUUM;").is_some(), true);
+        assert!(foreign_marker("-- +goose NO TRANSACTION\nVACUUM;").is_some());
         assert_eq!(foreign_marker("VACUUM;\n-- no-transaction"), None);
         assert_eq!(foreign_marker("-- nothing\nVACUUM;"), None);
     }
