@@ -60,15 +60,8 @@ impl HistoryTable {
         self.schema.as_deref()
     }
 
-    /// The table's own name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// One name for one table, whatever the spelling: `migrun_history` for the table in
     /// `public` (the spelling the lock key was always derived from), `schema.name` otherwise.
-    /// `FIRST_TRY_SQL` in the lock module computes the same on the server.
-    #[cfg(test)]
     pub fn canonical(&self) -> String {
         match self.schema.as_deref() {
             None | Some("public") => self.name.clone(),
@@ -89,17 +82,6 @@ impl HistoryTable {
 pub fn is_temp_schema(schema: &str) -> bool {
     schema == "pg_temp" || schema.starts_with("pg_temp_")
 }
-
-/// SQL for the schema the table is in, as Postgres resolves its name (the first schema on the
-/// search path that has it), or else the schema an unqualified CREATE TABLE would use
-/// (`current_schema()`); NULL when there is none, or when a given schema does not exist.
-/// Binds `$1` (the quoted name, as `sql()` gives it) and `$2` (the schema given, or NULL).
-/// Every name is qualified with `pg_catalog`: the session's search path is the user's.
-pub const SCHEMA_SQL: &str = "coalesce(
-    (SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = pg_catalog.to_regclass($1)),
-    (SELECT n.nspname::text FROM pg_catalog.pg_namespace n
-     WHERE n.nspname = coalesce($2::text, pg_catalog.current_schema())))";
 
 impl fmt::Display for HistoryTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,6 +137,15 @@ pub enum HistoryError {
     Unusable { table: String, reason: String },
 }
 
+/// A failed statement on `table`; a schema that does not exist is the configuration's fault.
+fn statement_error(table: &HistoryTable, action: &'static str, e: &tokio_postgres::Error) -> HistoryError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME) {
+        let reason = format!("schema {} does not exist", table.schema().unwrap_or("public"));
+        return HistoryError::Unusable { table: table.to_string(), reason };
+    }
+    HistoryError::Statement { table: table.to_string(), action, failure: PgFailure::from_pg(e) }
+}
+
 fn statement_text(failure: &PgFailure) -> String {
     if failure.read_only() {
         return format!("the server is read-only (a replica, default_transaction_read_only, or the writer during a failover); safe to retry against the primary: {failure}");
@@ -196,7 +187,7 @@ impl<'a> History<'a> {
     }
 
     fn error(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> HistoryError + '_ {
-        move |e| HistoryError::Statement { table: self.table.to_string(), action, failure: PgFailure::from_pg(&e) }
+        move |e| statement_error(self.table, action, &e)
     }
 
     fn create_sql(&self) -> String {
@@ -366,7 +357,7 @@ impl HistoryWriter<'_> {
     }
 
     fn error(&self, action: &'static str, e: tokio_postgres::Error) -> HistoryError {
-        HistoryError::Statement { table: self.table.to_string(), action, failure: PgFailure::from_pg(&e) }
+        statement_error(self.table, action, &e)
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join;
 use serde::Serialize;
-#[cfg(test)]
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
@@ -72,9 +71,7 @@ pub struct Holder {
 
 /// The default lock key for a history table: stable across versions of migrun, distinct per
 /// table. Derived from the table's canonical name (see `HistoryTable::canonical`), so every
-/// spelling of one table gives one key. `FIRST_TRY_SQL` computes it on the server, where the
-/// schema is resolved; this is its reference, for tests.
-#[cfg(test)]
+/// spelling of one table gives one key.
 pub fn key_for(table: &HistoryTable) -> i64 {
     let digest = Sha256::digest(format!("migrun:{}", table.canonical()).as_bytes());
     let mut bytes = [0u8; 8];
@@ -92,16 +89,13 @@ pub struct LockTarget<'a> {
     pub key: Option<i64>,
 }
 
-/// The first lock attempt: resolves the history table's schema (`$1`, `$2`), derives the key
-/// from it (`$3` is the table's own name; `$4` a configured key wins) exactly as `key_for`
-/// does, and tries the lock, in one statement. No key (and no attempt) when the schema does
-/// not resolve or is a temporary one.
-const FIRST_TRY_SQL: &str = "SELECT pg_catalog.pg_try_advisory_lock(k), pg_catalog.pg_backend_pid(), s, k FROM (
-    SELECT s, CASE WHEN s IS NOT NULL AND s !~ '^pg_temp' THEN coalesce($4::int8, (
-        'x' || pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
-            'migrun:' || CASE WHEN s = 'public' THEN $3::text ELSE s || '.' || $3::text END, 'UTF8')), 'hex'), 16)
-    )::pg_catalog.bit(64)::pg_catalog.int8) END AS k
-    FROM (SELECT SCHEMA AS s) AS resolved) AS keyed";
+/// The first lock attempt for an unqualified table name: the lock on the key of the likely
+/// table (`$1`: the name in `public`), and what the server knows to check the guess: the
+/// schema an unqualified CREATE TABLE would use, and the table the name resolves to (`$2`)
+/// against the one in `public` (`$3`). Function calls only: in the cold backend every run
+/// starts, a query over the catalogs costs milliseconds to plan.
+const FIRST_TRY_SQL: &str = "SELECT pg_catalog.pg_try_advisory_lock($1), pg_catalog.pg_backend_pid(),
+    pg_catalog.current_schema()::text, pg_catalog.to_regclass($2)::oid, pg_catalog.to_regclass($3)::oid";
 
 /// SQL: whether this session holds the advisory lock `$1` (a bigint key shows in pg_locks as
 /// classid, its high 32 bits, and objid, its low 32 bits).
@@ -139,11 +133,13 @@ impl LockedSession {
             join(join(session.protect(), first_try(&session, target)), alongside(&session)).await;
         let outcome = match protected.map_err(LockError::from).and(first_try) {
             Err(e) => Err(e),
-            Ok((true, key, table)) => {
+            Ok(FirstTry { locked: true, key, table, alongside_held }) => {
                 tracing::info!(lock_key = key, history_table = %table, waited_ms = 0, "lock acquired");
-                Ok((key, table, Some(read)))
+                Ok((key, table, alongside_held.then_some(read)))
             }
-            Ok((false, key, table)) => poll(&session, key, wait, shutdown).await.map(|()| (key, table, None)),
+            Ok(FirstTry { locked: false, key, table, .. }) => {
+                poll(&session, key, wait, shutdown).await.map(|()| (key, table, None))
+            }
         };
         match outcome {
             Ok((key, table, read)) => Ok((LockedSession { session, key, table }, read)),
@@ -233,41 +229,81 @@ impl LockedSession {
     }
 }
 
-/// The first attempt: whether the lock is now held, its key, and the resolved table.
-async fn first_try(session: &Session, target: LockTarget<'_>) -> Result<(bool, i64, HistoryTable), LockError> {
+/// How the first attempt went.
+struct FirstTry {
+    /// The lock is held now.
+    locked: bool,
+    /// Its key.
+    key: i64,
+    /// The history table, schema-qualified as the server resolved it.
+    table: HistoryTable,
+    /// The statements sent alongside the first attempt ran with this lock held.
+    alongside_held: bool,
+}
+
+/// The first attempt. A qualified name is its own table; an unqualified one is locked as the
+/// table in `public` (where it nearly always is), and if the server resolves it elsewhere, that
+/// lock is given back and the right one tried: one more round trip, only then.
+async fn first_try(session: &Session, target: LockTarget<'_>) -> Result<FirstTry, LockError> {
     let configured = target.table;
-    let sql = FIRST_TRY_SQL.replace("SCHEMA", history::SCHEMA_SQL);
+    if configured.schema().is_some() {
+        let key = target.key.unwrap_or_else(|| key_for(configured));
+        let locked = try_acquire(session, key).await?;
+        return Ok(FirstTry { locked, key, table: configured.clone(), alongside_held: locked });
+    }
+    let guess = configured.resolved_in("public");
+    let guess_key = target.key.unwrap_or_else(|| key_for(&guess));
     let row = session
         .client
         .query_typed_one(
-            &sql,
-            &[
-                (&configured.sql(), Type::TEXT),
-                (&configured.schema(), Type::TEXT),
-                (&configured.name(), Type::TEXT),
-                (&target.key, Type::INT8),
-            ],
+            FIRST_TRY_SQL,
+            &[(&guess_key, Type::INT8), (&configured.sql(), Type::TEXT), (&guess.sql(), Type::TEXT)],
         )
         .await
-        .map_err(|e| LockError::Database { key: target.key.unwrap_or_default(), failure: PgFailure::from_pg(&e) })?;
+        .map_err(|e| LockError::Database { key: guess_key, failure: PgFailure::from_pg(&e) })?;
     session.check_backend(row.get(1))?;
+    let locked: bool = row.get(0);
     let unusable = |reason: String| HistoryError::Unusable { table: configured.to_string(), reason };
-    let schema: Option<String> = row.get(2);
-    let schema = match (schema, configured.schema()) {
-        (Some(schema), _) => schema,
-        (None, Some(given)) => return Err(unusable(format!("schema {given} does not exist")).into()),
-        (None, None) => return Err(unusable("the search_path names no existing schema to create it in".into()).into()),
+    let schema = match (row.get::<_, Option<u32>>(3), row.get::<_, Option<u32>>(4)) {
+        (Some(found), Some(in_public)) if found == in_public => "public".to_string(),
+        (Some(found), _) => schema_of(session, found, guess_key).await?,
+        (None, _) => row
+            .get::<_, Option<String>>(2)
+            .ok_or_else(|| unusable("the search_path names no existing schema to create it in".into()))?,
     };
+    let table = configured.resolved_in(&schema);
+    let key = target.key.unwrap_or_else(|| key_for(&table));
     if history::is_temp_schema(&schema) {
         return Err(unusable(format!(
             "it resolves to the session's temporary schema {schema}, which ends with the session"
         ))
         .into());
     }
-    let (Some(locked), Some(key)) = (row.get::<_, Option<bool>>(0), row.get::<_, Option<i64>>(3)) else {
-        return Err(unusable(format!("no lock key derived for schema {schema}")).into());
-    };
-    Ok((locked, key, configured.resolved_in(&schema)))
+    if key == guess_key {
+        return Ok(FirstTry { locked, key, table, alongside_held: locked });
+    }
+    if locked {
+        session
+            .client
+            .query_typed_one("SELECT pg_catalog.pg_advisory_unlock($1)", &[(&guess_key, Type::INT8)])
+            .await
+            .map_err(|e| LockError::Database { key: guess_key, failure: PgFailure::from_pg(&e) })?;
+    }
+    let locked = try_acquire(session, key).await?;
+    Ok(FirstTry { locked, key, table, alongside_held: false })
+}
+
+/// The schema of the table `oid` (an unqualified name found outside `public`).
+async fn schema_of(session: &Session, oid: u32, key: i64) -> Result<String, LockError> {
+    let row = session
+        .client
+        .query_typed_one(
+            "SELECT n.nspname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[(&oid, Type::OID)],
+        )
+        .await
+        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
+    Ok(row.get(0))
 }
 
 /// One more attempt; true when the lock is now held by this session.

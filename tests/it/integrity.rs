@@ -104,6 +104,22 @@ fn every_spelling_of_the_history_table_takes_the_same_lock() {
     let acquired = run.events().into_iter().find(|e| e["message"] == "lock acquired").expect("lock acquired");
     assert_eq!(acquired["history_table"], "ops.migrun_history");
     assert_ne!(acquired["lock_key"].as_i64(), Some(keys[0]));
+    let ops_key = acquired["lock_key"].as_i64();
+    // The unqualified name, found in `ops` through the search path: the same table, the same lock.
+    let run = db.migrun().dir(&example_sql()).env("PGOPTIONS", "-c search_path=ops").args(["up"]).run();
+    run.assert_code(0);
+    let acquired = run.events().into_iter().find(|e| e["message"] == "lock acquired").expect("lock acquired");
+    assert_eq!(acquired["history_table"], "ops.migrun_history");
+    assert_eq!(acquired["lock_key"].as_i64(), ops_key);
+    // Found in `public` behind an existing schema that lacks it: public's table.
+    let run = db
+        .migrun()
+        .dir(&example_sql())
+        .env("PGOPTIONS", "-c search_path=ops,public")
+        .args(["up", "--table", "users"])
+        .run();
+    let acquired = run.events().into_iter().find(|e| e["message"] == "lock acquired").expect("lock acquired");
+    assert_eq!(acquired["history_table"], "public.users", "{}", run.stderr);
 }
 
 #[test]
