@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use futures_util::future::join;
 use futures_util::StreamExt;
 use tokio_postgres::types::Type;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use super::files::{Migration, MigrationKind};
 use crate::clock::Utc;
@@ -261,11 +261,34 @@ impl<'a> History<'a> {
         Ok(read.into_iter().map(|(_, row)| row).collect())
     }
 
-    /// The writer for this run. Its statements are sent unprepared (`query_typed`: one round
-    /// trip each, nothing named on the server), so a file's `DEALLOCATE ALL` or `DISCARD ALL`
-    /// cannot take them away.
-    pub fn writer(&self, identity: &'a Identity) -> HistoryWriter<'a> {
-        HistoryWriter { client: self.client, table: self.table, identity }
+    /// The writer for this run. The insert, sent once per applied file, is prepared once (its
+    /// plan is most of its cost); the rarer statements are sent unprepared.
+    pub async fn writer(&self, identity: &'a Identity) -> Result<HistoryWriter<'a>, HistoryError> {
+        let sql = format!(
+            "INSERT INTO {} (version, description, kind, checksum, state, execution_ms, applied_by, migrun_version, release, ecs_task_arn, image, image_digest)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state,
+                 applied_at = pg_catalog.now(), execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by,
+                 migrun_version = EXCLUDED.migrun_version, release = EXCLUDED.release
+             RETURNING id",
+            self.table.sql()
+        );
+        let types = [
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+        ];
+        let insert = self.client.prepare_typed(&sql, &types).await.map_err(self.error("prepare the insert"))?;
+        Ok(HistoryWriter { client: self.client, table: self.table, identity, insert })
     }
 }
 
@@ -274,6 +297,7 @@ pub struct HistoryWriter<'a> {
     client: &'a Client,
     table: &'a HistoryTable,
     identity: &'a Identity,
+    insert: Statement,
 }
 
 impl HistoryWriter<'_> {
@@ -290,15 +314,6 @@ impl HistoryWriter<'_> {
         state: RowState,
         execution_ms: Option<i64>,
     ) -> Result<i64, HistoryError> {
-        let sql = format!(
-            "INSERT INTO {} (version, description, kind, checksum, state, execution_ms, applied_by, migrun_version, release, ecs_task_arn, image, image_digest)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state,
-                 applied_at = pg_catalog.now(), execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by,
-                 migrun_version = EXCLUDED.migrun_version, release = EXCLUDED.release
-             RETURNING id",
-            self.table.sql()
-        );
         let version = migration.version().map(|v| v as i64);
         let kind = match migration.kind {
             MigrationKind::Versioned(_) => "versioned",
@@ -311,21 +326,21 @@ impl HistoryWriter<'_> {
         let identity = self.identity;
         let row = self
             .client
-            .query_typed_one(
-                &sql,
+            .query_one(
+                &self.insert,
                 &[
-                    (&version, Type::INT8),
-                    (&migration.description, Type::TEXT),
-                    (&kind, Type::TEXT),
-                    (&migration.checksum, Type::TEXT),
-                    (&state, Type::TEXT),
-                    (&execution_ms, Type::INT8),
-                    (&identity.applied_by, Type::TEXT),
-                    (&MIGRUN_VERSION, Type::TEXT),
-                    (&identity.release, Type::TEXT),
-                    (&identity.ecs_task_arn, Type::TEXT),
-                    (&identity.image, Type::TEXT),
-                    (&identity.image_digest, Type::TEXT),
+                    &version,
+                    &migration.description,
+                    &kind,
+                    &migration.checksum,
+                    &state,
+                    &execution_ms,
+                    &identity.applied_by,
+                    &MIGRUN_VERSION,
+                    &identity.release,
+                    &identity.ecs_task_arn,
+                    &identity.image,
+                    &identity.image_digest,
                 ],
             )
             .await

@@ -202,7 +202,8 @@ pub async fn migrate(
     if steps.is_empty() {
         return Ok(());
     }
-    let applier = Applier::new(locked, history.writer(identity), &config.session, config.retry, shutdown.clone());
+    let writer = history.writer(identity).await?;
+    let applier = Applier::new(locked, writer, &config.session, config.retry, shutdown.clone());
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
 
