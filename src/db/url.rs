@@ -6,13 +6,12 @@ use std::fmt;
 use super::failure::error_chain;
 use super::tls::{SslMode, MODES};
 
-/// A connection string that does not parse. It names the string redacted, never whole.
+/// A connection string that does not parse. It never holds the string, not even redacted: a
+/// string that failed to parse may hide its password anywhere. It says which part is wrong.
 #[derive(Debug, thiserror::Error)]
-#[error("database url {url} is not valid: {reason}")]
+#[error("the database connection string is not valid: {reason}; expected postgres://user:password@host:port/dbname or key=value pairs (host=... dbname=...)")]
 pub struct UrlError {
-    /// The string with its password hidden.
-    pub url: String,
-    /// What is wrong with it.
+    /// What is wrong with it, in migrun's words and the names of parameters only.
     pub reason: String,
 }
 
@@ -32,18 +31,94 @@ pub struct TlsParams {
     pub sslrootcert: Option<String>,
 }
 
+/// libpq's parameter names: the only words of a failed string an error may repeat.
+const PARAMETERS: [&str; 24] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "tcp_user_timeout",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "channel_binding",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "replication",
+];
+
+/// The driver's reason with every quoted fragment of the input dropped, except parameter names.
+fn sanitize(reason: &str) -> String {
+    let mut out = String::new();
+    let mut parts = reason.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut quoted = true;
+    for part in parts {
+        match (quoted, PARAMETERS.contains(&part)) {
+            (true, true) => out.push_str(&format!("`{part}`")),
+            (true, false) => out.push_str("(a value not shown)"),
+            (false, _) => out.push_str(part),
+        }
+        quoted = !quoted;
+    }
+    out
+}
+
+/// Why `text` (already trimmed) is not a connection string, judged by its shape before the
+/// driver sees it; `None` when the driver should judge.
+fn shape_problem(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    if let Some((scheme, _)) = lower.split_once("://") {
+        return match scheme {
+            "postgres" | "postgresql" => None,
+            _ => Some("the scheme is not postgres:// or postgresql://"),
+        };
+    }
+    if lower.starts_with("postgres") {
+        return Some("it starts like a URL, but the scheme is not followed by ://");
+    }
+    if !text.contains('=') {
+        return Some("it is neither a URL nor key=value pairs");
+    }
+    None
+}
+
 impl DatabaseUrl {
-    /// Accepts `postgres://` / `postgresql://` URLs and libpq `key=value` strings.
+    /// Accepts `postgres://` / `postgresql://` URLs and libpq `key=value` strings. Whitespace
+    /// around the string (a copy from a console, a trailing newline) is dropped.
     pub fn parse(raw: String) -> Result<(DatabaseUrl, tokio_postgres::Config, TlsParams), UrlError> {
-        let url = DatabaseUrl { raw };
+        let trimmed = raw.trim();
+        let url = DatabaseUrl { raw: if trimmed.len() == raw.len() { raw } else { trimmed.to_string() } };
+        if let Some(reason) = shape_problem(&url.raw) {
+            return Err(UrlError { reason: reason.to_string() });
+        }
         let (rest, tls) = take_tls_params(&url.raw);
         if let Some(mode) = tls.sslmode.as_deref().filter(|m| SslMode::parse(m).is_none()) {
-            let reason = format!("sslmode `{mode}` is not one of {MODES}");
-            return Err(UrlError { url: url.to_string(), reason });
+            let shown = if mode.len() <= 12 && mode.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                mode
+            } else {
+                "(not shown)"
+            };
+            let reason = format!("sslmode `{shown}` is not one of {MODES}");
+            return Err(UrlError { reason });
         }
         match rest.parse::<tokio_postgres::Config>() {
             Ok(config) => Ok((url, config, tls)),
-            Err(e) => Err(UrlError { url: url.to_string(), reason: error_chain(&e) }),
+            Err(e) => Err(UrlError { reason: sanitize(&error_chain(&e)) }),
         }
     }
 }
@@ -307,11 +382,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn invalid_url_error_hides_the_password() {
+    fn invalid_url_error_names_the_part_never_the_text() {
         let error = DatabaseUrl::parse("postgres://app:hunter2@db/app?connect_timeout=soon".into()).err().unwrap();
         let message = error.to_string();
-        assert!(message.contains("connect_timeout") && message.contains("app:***@db"), "{message}");
-        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("invalid value for option `connect_timeout`"), "{message}");
+        assert!(!message.contains("hunter2") && !message.contains("db/app"), "{message}");
+        for (bad, says) in [
+            ("postgres:/app:hunter2@h/x", "not followed by ://"),
+            ("postgres;//app:hunter2@h/x", "not followed by ://"),
+            ("postgresql//app:hunter2@h/x", "not followed by ://"),
+            ("postgres:app:hunter2@h/x", "not followed by ://"),
+            ("hunter2", "neither a URL nor key=value"),
+            ("mysql://app:hunter2@h/x", "scheme is not postgres://"),
+            ("hunter2=x y", "unknown option (a value not shown)"),
+            ("host=h port=hunter2", "invalid value for option `port`"),
+            ("host=h password='hunter2", "unterminated"),
+            (" postgres://app:hunter2@h/x?hunter2=1 ", "unknown option (a value not shown)"),
+            ("postgres://app:hunter2@h:99999999/x", "invalid"),
+            ("postgres://app:hunter2@h/x?sslmode=hunter2", "sslmode `hunter2`"),
+        ] {
+            let message = DatabaseUrl::parse(bad.into()).err().unwrap_or_else(|| panic!("{bad} parsed")).to_string();
+            assert!(message.contains(says), "{bad}: {message}");
+            if !says.contains("hunter2") {
+                assert!(!message.contains("hunter2"), "{bad}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_dropped() {
+        let (url, config, _) = DatabaseUrl::parse("  postgres://app:pw@db/app\n".into()).unwrap();
+        assert_eq!(url.expose(), "postgres://app:pw@db/app");
+        assert_eq!(config.get_dbname(), Some("app"));
     }
 
     #[test]
