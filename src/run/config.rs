@@ -200,6 +200,9 @@ pub enum ConfigError {
     /// The connection string does not parse.
     #[error(transparent)]
     Url(#[from] UrlError),
+    /// The result file cannot be written (checked before anything is done).
+    #[error("--result-file / MIGRUN_RESULT_FILE: cannot write {path}: {reason}; nothing was done")]
+    ResultFile { path: String, reason: String },
     /// A secret reference does not parse.
     #[error(transparent)]
     Secret(#[from] SecretError),

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use self::config::{Command, Env, Reporting};
+use self::config::{Command, ConfigError, Env, Reporting};
 use self::error::Error;
 use self::outcome::{Progress, Reporter};
 use crate::cli::Cli;
@@ -43,6 +43,12 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         Ok(config) => config,
         Err(e) => return reporter.finish(&Progress::default(), Err(e.into())),
     };
+    if let Some(path) = &reporting.result_file {
+        if let Err(reason) = outcome::check_result_file(path) {
+            let e = ConfigError::ResultFile { path: path.display().to_string(), reason };
+            return reporter.finish(&Progress::default(), Err(e.into()));
+        }
+    }
     hub.set_grace(config.shutdown_grace);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -293,6 +293,28 @@ fn human(event: &ResultEvent) -> String {
     line
 }
 
+/// Whether the result file can be written, found out before the run does anything: a run
+/// whose result cannot be recorded fails (exit 1), and that should not come after migrating.
+/// Leaves nothing behind: a file created for the check is removed.
+pub fn check_result_file(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("it is a directory".into());
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!("the directory {} does not exist", parent.display()));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new().append(true).create(true).open(path).map_err(|e| e.to_string())?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 fn write_file(event: &ResultEvent, path: &Path) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(event).map_err(std::io::Error::other)?;
     std::fs::write(path, json)

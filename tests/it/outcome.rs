@@ -10,21 +10,33 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
 }
 
 #[test]
-fn a_result_file_that_cannot_be_written_fails_the_run_and_the_event_says_so() {
+fn a_result_file_that_cannot_be_written_is_found_before_anything_is_done() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for path in [dir.path().join("missing/result.json"), dir.path().to_path_buf()] {
+    let cases =
+        [(dir.path().join("missing/result.json"), "does not exist"), (dir.path().to_path_buf(), "it is a directory")];
+    for (path, says) in cases {
         let db = TestDb::new();
         let run = db.migrun().dir(&example_sql()).args(["up", "--result-file"]).args([&path]).run();
-        run.assert_code(1);
+        run.assert_code(2);
         let result = run.result();
-        assert_eq!(result["exit_code"], 1, "{result}");
-        assert_eq!(result["outcome"], "internal_error", "{result}");
-        assert_eq!(result["retryable"], false, "{result}");
-        assert!(result["error"].as_str().unwrap_or_default().contains("cannot write the result file"), "{result}");
-        // The migrations themselves were applied, and the event still lists them.
-        assert_eq!(run.applied_files().len(), 4, "{result}");
-        assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 4);
+        assert_eq!(result["outcome"], "invalid_input", "{result}");
+        let error = result["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("--result-file / MIGRUN_RESULT_FILE: cannot write") && error.contains(says),
+            "{error}"
+        );
+        assert!(!run.stderr.contains("\"connected\""), "no connection was made");
+        assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'migrun_history'"), 0);
     }
+    // A writable path passes the check, and a run that fails later still writes its result.
+    let fresh = dir.path().join("fresh.json");
+    let run = Migrun::new()
+        .env("DATABASE_URL", "postgres://x@127.0.0.1:1/x")
+        .args(["up", "--dir", "/nonexistent", "--result-file"])
+        .args([&fresh])
+        .run();
+    run.assert_code(2);
+    assert!(fresh.exists(), "the failed run's result is written");
 }
 
 #[test]
