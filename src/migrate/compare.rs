@@ -62,9 +62,29 @@ pub struct Comparison<'m> {
     pub missing: Vec<u64>,
 }
 
+/// `--target` names no version it could stop at.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("--target {target}: no migration file has this version (nearest: {}); give the version of a file", nearest(.below, .above))]
+    NoSuchVersion { target: u64, below: Option<u64>, above: Option<u64> },
+    #[error("--target {target} is below the highest applied version {highest}: nothing would be applied, and migrun does not roll back; give {highest} or higher")]
+    BelowApplied { target: u64, highest: u64 },
+}
+
+fn nearest(below: &Option<u64>, above: &Option<u64>) -> String {
+    match (below, above) {
+        (Some(b), Some(a)) => format!("{b} below, {a} above"),
+        (Some(b), None) => format!("{b} below, none above"),
+        (None, Some(a)) => format!("none below, {a} above"),
+        (None, None) => "no versioned files at all".to_string(),
+    }
+}
+
 /// The history does not match the files.
 #[derive(Debug, thiserror::Error)]
 pub enum MismatchError {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; also, "))]
+    Several(Vec<MismatchError>),
     #[error("{} applied migration(s) were edited since: {}; restore the files (or run with --allow-drift to only warn)", .0.len(), drift_list(.0))]
     Drift(Vec<Drift>),
     #[error("the database has version(s) {} that {dir} does not; deploy an image with those files, or run with --allow-missing", join(.versions))]
@@ -155,19 +175,23 @@ impl Comparison<'_> {
                 current: e.migration.checksum.clone(),
             })
             .collect();
+        // Every class in one run: fixing them one run at a time is a deploy each.
+        let mut problems = Vec::new();
         if !drift.is_empty() {
             if !policy.allow_drift {
-                return Err(MismatchError::Drift(drift));
-            }
-            for d in &drift {
-                tracing::warn!(file = %d.file, recorded = %d.recorded, current = %d.current, "applied migration was edited (allowed by --allow-drift)");
+                problems.push(MismatchError::Drift(drift));
+            } else {
+                for d in &drift {
+                    tracing::warn!(file = %d.file, recorded = %d.recorded, current = %d.current, "applied migration was edited (allowed by --allow-drift)");
+                }
             }
         }
         if !self.missing.is_empty() {
             if !policy.allow_missing {
-                return Err(MismatchError::Missing { versions: self.missing.clone(), dir: dir.to_string() });
+                problems.push(MismatchError::Missing { versions: self.missing.clone(), dir: dir.to_string() });
+            } else {
+                tracing::warn!(versions = ?self.missing, "database has versions these files do not (allowed by --allow-missing)");
             }
-            tracing::warn!(versions = ?self.missing, "database has versions these files do not (allowed by --allow-missing)");
         }
         let out_of_order: Vec<u64> = self
             .entries
@@ -176,15 +200,38 @@ impl Comparison<'_> {
             .filter_map(|e| e.migration.version())
             .collect();
         if !out_of_order.is_empty() && !policy.allow_out_of_order {
-            let highest = self
-                .entries
-                .iter()
-                .filter(|e| e.recorded_checksum.is_some())
-                .filter_map(|e| e.migration.version())
-                .chain(self.missing.iter().copied())
-                .max()
-                .unwrap_or_default();
-            return Err(MismatchError::OutOfOrder { versions: out_of_order, highest });
+            problems.push(MismatchError::OutOfOrder { versions: out_of_order, highest: self.highest_applied() });
+        }
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(MismatchError::Several(problems)),
+        }
+    }
+
+    /// The highest version the database has applied (0 for none).
+    fn highest_applied(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| e.recorded_checksum.is_some() && e.state != FileState::Unfinished)
+            .filter_map(|e| e.migration.version())
+            .chain(self.missing.iter().copied())
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// `--target` must name a version a file has, at or above what is applied: anything else
+    /// would quietly apply nothing.
+    pub fn check_target(&self, target: u64) -> Result<(), TargetError> {
+        let versions: Vec<u64> = self.entries.iter().filter_map(|e| e.migration.version()).collect();
+        if !versions.contains(&target) {
+            let below = versions.iter().copied().filter(|v| *v < target).max();
+            let above = versions.iter().copied().filter(|v| *v > target).min();
+            return Err(TargetError::NoSuchVersion { target, below, above });
+        }
+        let highest = self.highest_applied();
+        if target < highest {
+            return Err(TargetError::BelowApplied { target, highest });
         }
         Ok(())
     }

@@ -200,6 +200,11 @@ pub enum ConfigError {
     /// The connection string does not parse.
     #[error(transparent)]
     Url(#[from] UrlError),
+    /// `--target` is not a version.
+    #[error(
+        "--target: `{value}` is not a migration version; expected the digits of a file's version (e.g. 20261125120000)"
+    )]
+    Target { value: String },
     /// The result file cannot be written (checked before anything is done).
     #[error("--result-file / MIGRUN_RESULT_FILE: cannot write {path}: {reason}; nothing was done")]
     ResultFile { path: String, reason: String },
@@ -513,16 +518,7 @@ fn connection(inputs: &Inputs) -> Result<ConnectionSpec, ConfigError> {
 }
 
 fn version(value: Option<String>) -> Result<Option<u64>, ConfigError> {
-    value
-        .map(|text| {
-            text.trim().parse().map_err(|_| ConfigError::Invalid {
-                flag: "--target",
-                env: "-",
-                value: text.clone(),
-                expected: "a migration version (digits)",
-            })
-        })
-        .transpose()
+    value.map(|text| text.trim().parse().map_err(|_| ConfigError::Target { value: truncate(&text, 40) })).transpose()
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -46,6 +46,9 @@ pub async fn plan(
     session.close().await;
     let comparison = compare::compare(&migrations, &rows?);
     comparison.validate(config.policy, &config.dir.display().to_string())?;
+    if let Some(target) = up_to {
+        comparison.check_target(target)?;
+    }
     let steps = comparison.steps(up_to);
     progress.pending_before = Some(steps.len());
     print_stdout(&listing::plan(&steps, &config.session, json))
@@ -196,6 +199,9 @@ pub async fn migrate(
     };
     let comparison = compare::compare(migrations, &rows);
     comparison.validate(config.policy, &config.dir.display().to_string())?;
+    if let Some(target) = up_to {
+        comparison.check_target(target)?;
+    }
     let steps = comparison.steps(up_to);
     progress.pending_before = Some(steps.len());
     tracing::info!(applied_before = rows.len(), pending = steps.len(), "history read");

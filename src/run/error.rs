@@ -6,7 +6,7 @@ use crate::db::secrets::SecretError;
 use crate::db::session::ConnectError;
 use crate::exit::ExitCode;
 use crate::migrate::apply::{ApplyError, FileFailure};
-use crate::migrate::compare::MismatchError;
+use crate::migrate::compare::{MismatchError, TargetError};
 use crate::migrate::files::FilesError;
 use crate::migrate::history::HistoryError;
 use crate::migrate::lock::LockError;
@@ -37,6 +37,9 @@ pub enum Error {
     /// The history does not match the files.
     #[error(transparent)]
     Mismatch(#[from] MismatchError),
+    /// `--target` names no version to stop at.
+    #[error(transparent)]
+    Target(#[from] TargetError),
     /// Applying a file failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -61,7 +64,7 @@ impl Error {
     /// The exit code of this failure, as the README's table lists it.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Usage(_) | Error::Files(_) => ExitCode::Usage,
+            Error::Usage(_) | Error::Files(_) | Error::Target(_) => ExitCode::Usage,
             Error::Config(ConfigError::Secret(e)) | Error::EnvSecret(e) => secret(e),
             Error::Config(_) => ExitCode::Usage,
             Error::Connect(e) => connect(e),
@@ -209,6 +212,9 @@ mod tests {
                 7,
             ),
             (MismatchError::OutOfOrder { versions: vec![1], highest: 2 }.into(), 7),
+            (MismatchError::Several(vec![MismatchError::OutOfOrder { versions: vec![1], highest: 2 }]).into(), 7),
+            (TargetError::NoSuchVersion { target: 4, below: Some(3), above: None }.into(), 2),
+            (TargetError::BelowApplied { target: 1, highest: 3 }.into(), 2),
             (ApplyError::Failed { failure: file(said("42703")), in_transaction: true }.into(), 6),
             (ApplyError::LockRetries { failure: file(said("55P03")), attempts: 11 }.into(), 8),
             (ApplyError::Lost { failure: file(lost()), in_transaction: true }.into(), 4),

@@ -129,3 +129,52 @@ fn unfinished_concurrent_index_is_dropped_and_rebuilt_on_rerun() {
     );
     assert_eq!(db.query_strings("SELECT state FROM migrun_history"), vec!["applied"]);
 }
+
+#[test]
+fn every_history_problem_is_reported_in_one_run() {
+    let db = TestDb::new();
+    let dir = fixture_copy("ordering");
+    up(&db, dir.path(), &[]).assert_code(0);
+    // Drift (2 edited), missing (9 removed), out of order (5 added below the highest).
+    std::fs::write(dir.path().join("0002_second.sql"), "SELECT 'edited';\n").expect("edit");
+    std::fs::remove_file(dir.path().join("9_ninth.sql")).expect("remove");
+    std::fs::write(dir.path().join("5_fifth.sql"), "CREATE TABLE fifth (id int);\n").expect("add");
+    for command in ["up", "status"] {
+        let run = db.migrun().dir(dir.path()).args([command]).run();
+        run.assert_code(7);
+        let error = run.result()["error"].as_str().unwrap_or_default().to_string();
+        for part in ["were edited", "version(s) 9", "pending version(s) 5"] {
+            assert!(error.contains(part), "{command}: {part} in {error}");
+        }
+    }
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'fifth'"), 0);
+}
+
+#[test]
+fn a_target_that_names_no_file_or_lies_below_the_history_is_refused() {
+    let db = TestDb::new();
+    let sql = example_sql();
+    for (args, says) in [
+        (vec!["up", "--target", "7"], "--target 7: no migration file has this version (nearest: 3 below, none above)"),
+        (
+            vec!["plan", "--target", "0"],
+            "--target 0: no migration file has this version (nearest: none below, 1 above)",
+        ),
+        (vec!["up", "--target", "abc"], "--target: `abc` is not a migration version"),
+    ] {
+        let run = db.migrun().dir(&sql).args(&args).run();
+        run.assert_code(2);
+        let error = run.result()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.starts_with(says), "{args:?}: {error}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'users'"), 0);
+    db.migrun().dir(&sql).args(["up", "--target", "3"]).run().assert_code(0);
+    let run = db.migrun().dir(&sql).args(["up", "--target", "2"]).run();
+    run.assert_code(2);
+    assert!(
+        run.result()["error"].as_str().unwrap_or_default().contains("below the highest applied version 3"),
+        "{}",
+        run.stderr
+    );
+    db.migrun().dir(&sql).args(["up", "--target", "3"]).run().assert_code(0);
+}
