@@ -14,6 +14,19 @@ pub struct Millis(pub u64);
 /// The accepted syntax, for messages.
 pub const SYNTAX: &str = "a whole number with an optional unit: ms, s, min, h, d (e.g. 0, 500ms, 5s, 10min)";
 
+/// What a duration that did not parse needs, for messages: the limit when the text is a
+/// duration Postgres cannot take, the syntax otherwise.
+pub fn expected(text: &str) -> &'static str {
+    let text = text.trim();
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let well_formed = !number.is_empty() && matches!(unit.trim_start(), "" | "ms" | "s" | "min" | "h" | "d");
+    match well_formed {
+        true => "at most 2147483647ms (24d 20h 31min 23s): Postgres takes no longer timeout; use 0 for none",
+        false => SYNTAX,
+    }
+}
+
 impl Millis {
     /// `None` for anything Postgres would not take as a timeout.
     pub fn parse(text: &str) -> Option<Millis> {
@@ -65,6 +78,14 @@ impl fmt::Display for Millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn says_the_limit_for_a_duration_too_long_and_the_syntax_otherwise() {
+        assert!(expected("25d").starts_with("at most 2147483647ms"));
+        assert!(expected("99999999999h").starts_with("at most"));
+        assert_eq!(expected("soon"), SYNTAX);
+        assert_eq!(expected("5 minutes"), SYNTAX);
+    }
 
     #[test]
     fn parses_postgres_units() {

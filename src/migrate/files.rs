@@ -395,7 +395,9 @@ fn apply_directive(directives: &mut Directives, directive: &str, file: &str, lin
         line,
         expected: expected.into(),
     };
-    let timeout = |value: Option<&str>| value.and_then(Millis::parse).ok_or_else(|| bad_value(duration::SYNTAX));
+    let timeout = |value: Option<&str>| {
+        value.and_then(Millis::parse).ok_or_else(|| bad_value(duration::expected(value.unwrap_or_default())))
+    };
     match name {
         "no-transaction" => {
             if value.is_some() {

@@ -192,7 +192,7 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Not a duration.
-    #[error("{flag} / {env}: `{value}` is not a duration; expected {}", duration::SYNTAX)]
+    #[error("{flag} / {env}: `{value}` is not a usable duration; expected {}", duration::expected(.value))]
     Duration { flag: &'static str, env: &'static str, value: String },
     /// Not a valid value.
     #[error("{flag} / {env}: `{value}` is not valid; expected {expected}")]
@@ -614,7 +614,10 @@ mod tests {
     #[test]
     fn invalid_settings_name_flag_and_variable() {
         let duration = error(&["up"], &[URL, ("MIGRUN_LOCK_WAIT", "forever")]);
-        assert!(duration.starts_with("--lock-wait / MIGRUN_LOCK_WAIT: `forever` is not a duration"), "{duration}");
+        assert!(
+            duration.starts_with("--lock-wait / MIGRUN_LOCK_WAIT: `forever` is not a usable duration"),
+            "{duration}"
+        );
         let table = error(&["up", "--table", "a.b.c"], &[URL]);
         assert!(table.starts_with("--table / MIGRUN_TABLE: `a.b.c` is not valid"), "{table}");
         let sslmode = error(&["up"], &[URL, ("MIGRUN_SSLMODE", "verify_full")]);

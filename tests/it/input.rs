@@ -25,6 +25,10 @@ fn invalid_files_exit_2_naming_the_file_before_any_statement() {
             &[("0001_a.sql", b"-- migrun:lock-timeout=soon\nSELECT 1;")],
             "0001_a.sql: directive `lock-timeout=soon` (line 1) needs",
         ),
+        (
+            &[("0001_a.sql", b"-- migrun:lock-timeout=25d\nSELECT 1;")],
+            "0001_a.sql: directive `lock-timeout=25d` (line 1) needs at most 2147483647ms",
+        ),
         (&[("0001_a.sql", b"SELECT '\xff';")], "0001_a.sql: not valid UTF-8 (line 1)"),
         (&[("0001_a.sql", b"  -- nothing here\n")], "0001_a.sql: holds no SQL statement"),
         (&[("0001_a.sql", b"\xff\xfeS\0E\0L\0")], "0001_a.sql: is UTF-16 (little-endian byte-order mark)"),
@@ -63,7 +67,12 @@ fn missing_directory_exits_2() {
 #[test]
 fn invalid_settings_exit_2_naming_flag_and_variable() {
     let cases: &[(&str, &str, &str)] = &[
-        ("MIGRUN_LOCK_WAIT", "ten minutes", "--lock-wait / MIGRUN_LOCK_WAIT: `ten minutes` is not a duration"),
+        ("MIGRUN_LOCK_WAIT", "ten minutes", "--lock-wait / MIGRUN_LOCK_WAIT: `ten minutes` is not a usable duration"),
+        (
+            "MIGRUN_LOCK_TIMEOUT",
+            "25d",
+            "--lock-timeout / MIGRUN_LOCK_TIMEOUT: `25d` is not a usable duration; expected at most 2147483647ms",
+        ),
         ("MIGRUN_TABLE", "a;b", "--table / MIGRUN_TABLE: `a;b` is not valid"),
         ("MIGRUN_LOCK_RETRIES", "-1", "--lock-retries / MIGRUN_LOCK_RETRIES"),
         ("DATABASE_URL", "", "no database given: set one of DATABASE_URL / --database-url"),
