@@ -98,6 +98,8 @@ pub enum FilesError {
     UnknownDirective { file: String, directive: String, line: usize },
     #[error("{file}: directive `{directive}` (line {line}) needs {expected}")]
     BadDirectiveValue { file: String, directive: String, line: usize, expected: String },
+    #[error("{file}: `{text}` (line {line}) looks like a migrun directive but is not read as one; write it as `-- migrun:<directive>`, lower case, with the colon (one of {KNOWN_DIRECTIVES}), or reword the comment")]
+    DirectiveLike { file: String, text: String, line: usize },
     #[error("{file}: directive `{directive}` given twice (line {line})")]
     RepeatedDirective { file: String, directive: String, line: usize },
     #[error("{file}: directive `{directive}` (line {line}) comes after the first statement; move it to the comment lines at the top of the file")]
@@ -360,27 +362,44 @@ fn normalize(mut bytes: Vec<u8>) -> Result<String, usize> {
 fn parse_directives(sql: &str, path: &Path) -> Result<Directives, FilesError> {
     let mut directives = Directives::default();
     let mut in_header = true;
+    let mut in_block_comment = false;
+    let file = || path.display().to_string();
     for (index, line) in sql.lines().enumerate() {
         let line_no = index + 1;
         let trimmed = line.trim();
+        // `/* ... */` comments are comments in the header too; a directive there is not read.
+        if in_block_comment || (in_header && trimmed.starts_with("/*")) {
+            let body = trimmed.trim_start_matches("/*").trim_start_matches('*').trim();
+            in_block_comment = !trimmed.contains("*/");
+            if in_header && looks_like_directive(body) {
+                return Err(FilesError::DirectiveLike { file: file(), text: trimmed.into(), line: line_no });
+            }
+            continue;
+        }
         let comment = trimmed.strip_prefix("--").map(str::trim);
         if in_header && !trimmed.is_empty() && comment.is_none() {
             in_header = false;
         }
-        let Some(directive) = comment.and_then(|c| c.strip_prefix(DIRECTIVE_PREFIX)) else {
+        let Some(comment) = comment else { continue };
+        let Some(directive) = comment.strip_prefix(DIRECTIVE_PREFIX) else {
+            if in_header && looks_like_directive(comment) {
+                return Err(FilesError::DirectiveLike { file: file(), text: trimmed.into(), line: line_no });
+            }
             continue;
         };
         let directive = directive.trim();
         if !in_header {
-            return Err(FilesError::MisplacedDirective {
-                file: path.display().to_string(),
-                directive: directive.into(),
-                line: line_no,
-            });
+            return Err(FilesError::MisplacedDirective { file: file(), directive: directive.into(), line: line_no });
         }
-        apply_directive(&mut directives, directive, &path.display().to_string(), line_no)?;
+        apply_directive(&mut directives, directive, &file(), line_no)?;
     }
     Ok(directives)
+}
+
+/// A leading comment that starts with `migrun` in any case and is not written as a directive
+/// (`-- migrun:name`): a typo that would silently change how the file runs.
+fn looks_like_directive(comment: &str) -> bool {
+    comment.get(..6).is_some_and(|start| start.eq_ignore_ascii_case("migrun"))
 }
 
 fn apply_directive(directives: &mut Directives, directive: &str, file: &str, line: usize) -> Result<(), FilesError> {

@@ -26,6 +26,22 @@ fn invalid_files_exit_2_naming_the_file_before_any_statement() {
             "0001_a.sql: directive `lock-timeout=soon` (line 1) needs",
         ),
         (
+            &[("0001_a.sql", b"-- MIGRUN:no-transaction\nSELECT 1;")],
+            "0001_a.sql: `-- MIGRUN:no-transaction` (line 1) looks like a migrun directive",
+        ),
+        (
+            &[("0001_a.sql", b"-- header\n-- migrun no-transaction\nSELECT 1;")],
+            "0001_a.sql: `-- migrun no-transaction` (line 2) looks like a migrun directive",
+        ),
+        (
+            &[("0001_a.sql", b"/* migrun:no-transaction */\nSELECT 1;")],
+            "0001_a.sql: `/* migrun:no-transaction */` (line 1) looks like a migrun directive",
+        ),
+        (
+            &[("0001_a.sql", b"/*\n * Adds an index.\n * Migrun:no-transaction\n */\nSELECT 1;")],
+            "0001_a.sql: `* Migrun:no-transaction` (line 3) looks like a migrun directive",
+        ),
+        (
             &[("0001_a.sql", b"-- migrun:lock-timeout=25d\nSELECT 1;")],
             "0001_a.sql: directive `lock-timeout=25d` (line 1) needs at most 2147483647ms",
         ),
@@ -253,4 +269,13 @@ fn a_statement_that_cannot_run_in_a_transaction_says_how_to_fix_the_file() {
             None => assert!(!error.contains("which migrun does not read"), "{error}"),
         }
     }
+}
+
+#[test]
+fn a_block_comment_before_the_directives_is_a_comment() {
+    let db = TestDb::new();
+    let file = "/*\n * Builds the index without blocking writes.\n */\n-- migrun:no-transaction\nCREATE TABLE t (x int);\nCREATE INDEX CONCURRENTLY t_x ON t (x);\n";
+    let dir = sql_dir(&[("0001_index.sql", file)]);
+    db.migrun().dir(dir.path()).args(["up"]).run().assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM pg_class WHERE relname = 't_x'"), 1);
 }
