@@ -73,6 +73,9 @@ const PROTECT_17: &str = "SET transaction_timeout = 0";
 /// and the session user alone, hence the two statements before it.
 const RESTORE: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
 
+/// How often a connection that keeps failing says so.
+const RETRY_REPORT_EVERY: Duration = Duration::from_secs(10);
+
 /// What the server said about itself when the session started.
 #[derive(Debug, Clone, Default)]
 struct ServerFacts {
@@ -236,6 +239,7 @@ async fn connect(
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut attempts = 0;
+    let mut last_report: Option<Instant> = None;
     loop {
         attempts += 1;
         let remaining = timeout.saturating_sub(started.elapsed());
@@ -283,7 +287,29 @@ async fn connect(
                 reason: failure.to_string(),
             });
         }
-        tracing::warn!(server = %server, attempt = attempts, error = %failure, retry_in_ms = delay.as_millis() as u64, "database not reachable yet; retrying");
+        // The reason once, then a short line every 10 s: a wrong port on a laptop should not
+        // print a warning per attempt for a minute.
+        match last_report {
+            None => tracing::warn!(
+                server = %server,
+                error = %failure,
+                retry_for_s = timeout.as_secs(),
+                "database not reachable yet; retrying for up to {}s (--connect-timeout / MIGRUN_CONNECT_TIMEOUT)",
+                timeout.as_secs()
+            ),
+            Some(at) if at.elapsed() >= RETRY_REPORT_EVERY => tracing::warn!(
+                server = %server,
+                attempt = attempts,
+                waited_s = started.elapsed().as_secs(),
+                "still not reachable; retrying"
+            ),
+            Some(_) => {
+                tracing::debug!(server = %server, attempt = attempts, error = %failure, "database not reachable yet");
+                shutdown.sleep(delay).await?;
+                continue;
+            }
+        }
+        last_report = Some(Instant::now());
         shutdown.sleep(delay).await?;
     }
 }

@@ -156,13 +156,18 @@ fn unreachable_database_is_retried_until_connect_timeout_then_exits_4() {
     let run = Migrun::new()
         .env("DATABASE_URL", &unreachable_url())
         .dir(&example_sql())
-        .args(["up", "--connect-timeout", "1s"])
+        .args(["up", "--connect-timeout", "2s"])
         .run();
     run.assert_code(4);
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(run.result()["outcome"], "database_unreachable");
-    assert!(run.stderr.contains("retrying"), "{}", run.stderr);
-    assert!(run.stderr.contains("Connection refused"), "{}", run.stderr);
+    assert!(run.result()["error"].as_str().unwrap_or_default().contains("attempts"), "{}", run.stderr);
+    // The reason once, saying for how long and which setting changes it; not a line per attempt.
+    let warnings: Vec<serde_json::Value> = run.events().into_iter().filter(|e| e["level"] == "WARN").collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    let first = warnings[0]["message"].as_str().unwrap_or_default();
+    assert!(first.contains("retrying for up to 2s (--connect-timeout / MIGRUN_CONNECT_TIMEOUT)"), "{first}");
+    assert!(warnings[0]["error"].as_str().unwrap_or_default().contains("Connection refused"), "{}", run.stderr);
 }
 
 #[test]
