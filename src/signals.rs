@@ -11,12 +11,38 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
+use signal_hook::consts::{
+    SIGALRM, SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGIO, SIGPROF, SIGQUIT, SIGTERM, SIGTSTP, SIGURG, SIGUSR1, SIGUSR2,
+    SIGVTALRM, SIGWINCH, SIGXCPU, SIGXFSZ,
+};
 use signal_hook::iterator::Signals;
 use tokio::sync::watch;
 
-/// Signals forwarded to the child of `exec`.
-pub const FORWARDED: [i32; 7] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
+/// Signals forwarded to the child of `exec`: every catchable one, as tini does, except SIGCHLD
+/// (the supervisor's own), the synchronous faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT,
+/// SIGTRAP, SIGSYS: about migrun itself), SIGPIPE (migrun's own writes), and SIGTTIN/SIGTTOU
+/// (terminal job control of migrun's own group). An unhandled one would kill migrun and
+/// orphan the child.
+pub const FORWARDED: [i32; 18] = [
+    SIGTERM,
+    SIGINT,
+    SIGHUP,
+    SIGQUIT,
+    SIGUSR1,
+    SIGUSR2,
+    SIGWINCH,
+    SIGALRM,
+    SIGCONT,
+    SIGTSTP,
+    SIGURG,
+    SIGIO,
+    SIGPROF,
+    SIGVTALRM,
+    SIGXCPU,
+    SIGXFSZ,
+    libc::SIGPWR,
+    libc::SIGSTKFLT,
+];
 
 /// A run was stopped by this signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +63,9 @@ pub fn name(signal: &i32) -> String {
         SIGUSR2 => "SIGUSR2".into(),
         SIGWINCH => "SIGWINCH".into(),
         SIGCHLD => "SIGCHLD".into(),
+        SIGALRM => "SIGALRM".into(),
+        SIGCONT => "SIGCONT".into(),
+        SIGTSTP => "SIGTSTP".into(),
         n => format!("signal {n}"),
     }
 }

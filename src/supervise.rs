@@ -46,6 +46,7 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
     if spec.dies_with_parent {
         die_with_parent(&mut command);
     }
+    let terminal = own_process_group(&mut command);
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => return spawn_failure(&program, &e),
@@ -56,6 +57,15 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
     let exported: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
     tracing::info!(command = %program, pid, pid1 = std::process::id() == 1, exported = ?exported, "started");
     started(pid);
+    let exit = supervise(pid, hub);
+    if terminal {
+        take_back_terminal();
+    }
+    exit
+}
+
+/// Forwards signals to the child until it exits; returns its exit code.
+fn supervise(pid: libc::pid_t, hub: &SignalHub) -> ExitCode {
     loop {
         match hub.next() {
             Some(SIGCHLD) => {
@@ -71,6 +81,51 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
                 unsafe { libc::kill(pid, signal) };
             }
         }
+    }
+}
+
+/// The child leads a process group of its own, and when stdin is a terminal its group becomes
+/// the terminal's foreground group, as tini does: a Ctrl-C then reaches the child once, from
+/// the terminal, instead of once from the terminal and once more forwarded by migrun (which
+/// shared its group). Returns whether stdin is a terminal.
+fn own_process_group(command: &mut Command) -> bool {
+    // SAFETY: isatty on our own stdin.
+    let terminal = unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+    // SAFETY: setpgid, getpid, sigprocmask and tcsetpgrp are async-signal-safe, as pre_exec
+    // requires.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if terminal {
+                // A background group that takes the terminal gets SIGTTOU unless it blocks it.
+                let mut block: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut block);
+                libc::sigaddset(&mut block, libc::SIGTTOU);
+                let mut previous: libc::sigset_t = std::mem::zeroed();
+                libc::sigprocmask(libc::SIG_BLOCK, &block, &mut previous);
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+                libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+            }
+            Ok(())
+        });
+    }
+    terminal
+}
+
+/// Gives the terminal back to migrun's group once the child is gone (for the result line and
+/// the shell after it).
+fn take_back_terminal() {
+    // SAFETY: signal mask changes on this thread and tcsetpgrp on our own stdin.
+    unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGTTOU);
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut previous);
+        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
     }
 }
 
@@ -94,14 +149,42 @@ fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// 127 when the command does not exist, 126 when it cannot be executed, as shells do.
+/// 127 when the command does not exist, 126 when it cannot be executed (a missing `#!`
+/// interpreter included), as shells do.
 fn spawn_failure(program: &str, error: &std::io::Error) -> ExitCode {
-    let (code, what) = match error.kind() {
-        ErrorKind::NotFound => (127, "command not found; check CMD and PATH"),
-        _ => (126, "cannot execute; check that it is an executable file"),
+    let (code, what) = match (error.kind(), find_program(program)) {
+        // The file is there, so what is missing is its interpreter.
+        (ErrorKind::NotFound, Some(path)) => match interpreter(&path) {
+            Some(interpreter) => {
+                (126, format!("bad interpreter {interpreter}: no such file; fix the #! line or install it"))
+            }
+            None => (126, "cannot execute; check that it is an executable file".to_string()),
+        },
+        (ErrorKind::NotFound, None) => (127, "command not found; check CMD and PATH".to_string()),
+        _ => (126, "cannot execute; check that it is an executable file".to_string()),
     };
     tracing::error!(command = %program, error = %error, exit_code = code, "{program}: {what}");
     ExitCode::Child(code)
+}
+
+/// Where the command is: the path itself when it has a `/`, else the first match on PATH.
+fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    if program.contains('/') {
+        let path = std::path::PathBuf::from(program);
+        return path.is_file().then_some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
+
+/// The interpreter a script's `#!` line names.
+fn interpreter(path: &std::path::Path) -> Option<String> {
+    let mut head = [0u8; 256];
+    let n = std::io::Read::read(&mut std::fs::File::open(path).ok()?, &mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|b| *b == b'\n').unwrap_or(line.len())];
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_string)
 }
 
 fn wait_for(pid: libc::pid_t) -> ExitCode {

@@ -26,6 +26,15 @@ fn exec_forwards_every_signal_to_the_child_and_exits_with_its_code() {
         (libc::SIGUSR1, "USR1"),
         (libc::SIGUSR2, "USR2"),
         (libc::SIGWINCH, "WINCH"),
+        // Not handled before: each of these killed migrun and orphaned the child.
+        (libc::SIGALRM, "ALRM"),
+        (libc::SIGURG, "URG"),
+        (libc::SIGPROF, "PROF"),
+        (libc::SIGVTALRM, "VTALRM"),
+        (libc::SIGXCPU, "XCPU"),
+        (libc::SIGXFSZ, "XFSZ"),
+        (libc::SIGPWR, "PWR"),
+        (libc::SIGIO, "IO"),
     ];
     for (signal, name) in forwarded {
         send(live.pid(), signal);
@@ -60,6 +69,20 @@ fn exec_reports_missing_and_unexecutable_commands_as_shells_do() {
     std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").expect("write");
     let run = Migrun::new().args(["exec", "--no-db", "--"]).args([&not_executable]).run();
     run.assert_code(126);
+    // A script whose interpreter is missing: the script is there, its #! line is wrong.
+    let bad_interpreter = dir.path().join("tool.sh");
+    std::fs::write(&bad_interpreter, "#!/usr/bin/no-such-shell -e\nexit 0\n").expect("write");
+    std::fs::set_permissions(&bad_interpreter, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let run = Migrun::new().args(["exec", "--no-db", "--"]).args([&bad_interpreter]).run();
+    run.assert_code(126);
+    assert!(run.stderr.contains("bad interpreter /usr/bin/no-such-shell"), "{}", run.stderr);
+    // Found on PATH the same way.
+    let run = Migrun::new()
+        .env("PATH", &format!("{}:/usr/bin:/bin", dir.path().display()))
+        .args(["exec", "--no-db", "--", "tool.sh"])
+        .run();
+    run.assert_code(126);
+    assert!(run.stderr.contains("bad interpreter /usr/bin/no-such-shell"), "{}", run.stderr);
 }
 
 #[test]
@@ -211,4 +234,30 @@ fn exec_lock_forwards_sigterm_to_the_tool_and_releases_the_lock() {
     let run = live.finish();
     run.assert_code(143);
     assert_eq!(db.count(crate::locking::ADVISORY_LOCKS_HERE), 0);
+}
+
+#[test]
+fn one_ctrl_c_in_a_terminal_reaches_the_child_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("signals.log");
+    for _ in 0..5 {
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(dir.path().join("signals.log.stop"));
+        let status = std::process::Command::new("python3")
+            .arg(fixture("child").join("ctrl_c.py"))
+            .arg(env!("CARGO_BIN_EXE_migrun"))
+            .arg(&out)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("MIGRUN_LOG_FORMAT", "json")
+            .status()
+            .expect("run the terminal helper");
+        assert_eq!(status.code(), Some(7), "migrun exits with the child's code");
+        assert_eq!(
+            lines(&out).iter().filter(|l| *l == "INT").count(),
+            1,
+            "one keypress, one SIGINT: {:?}",
+            lines(&out)
+        );
+    }
 }
