@@ -90,6 +90,8 @@ pub enum SecretError {
     NotAnObject { name: String },
     #[error("secret {name}: key `{key}` is not a valid environment variable name (letters, digits, _; not starting with a digit)")]
     BadVariableName { name: String, key: String },
+    #[error("secret {name}: the value of key `{key}` holds a NUL byte, which no environment variable can carry")]
+    NulInValue { name: String, key: String },
     #[error("secret {name}{}: not a usable connection string: {reason}", key_suffix(.key))]
     NotUsable { name: String, key: Option<String>, reason: String },
 }
@@ -191,6 +193,9 @@ pub async fn env_from(secret: &SecretRef) -> Result<Vec<(String, String)>, Secre
             serde_json::Value::Bool(b) => b.to_string(),
             _ => return Err(SecretError::KeyNotAString { name, key }),
         };
+        if value.contains('\0') {
+            return Err(SecretError::NulInValue { name, key });
+        }
         vars.push((key, value));
     }
     let keys: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();

@@ -200,6 +200,9 @@ pub enum ConfigError {
     /// The connection string does not parse.
     #[error(transparent)]
     Url(#[from] UrlError),
+    /// A secret's key would replace the connection `exec --lock` hands its command.
+    #[error("--env-from-secret: key `{key}` would replace the connection migrun hands the command under exec --lock (DATABASE_URL and PG* come from migrun's own connection); remove the key from the secret, or drop --lock")]
+    ReservedSecretKey { key: String },
     /// `--target` is not a version.
     #[error(
         "--target: `{value}` is not a migration version; expected the digits of a file's version (e.g. 20261125120000)"

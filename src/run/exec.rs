@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::config::{Config, ExecMode};
+use super::config::{Config, ConfigError, ExecMode};
 use super::database;
 use super::error::Error;
 use super::outcome::{Progress, Reporter};
@@ -198,7 +198,9 @@ async fn hold_lock(
         if apply_sql {
             database::migrate(config, &locked, &migrations, None, identity, progress, shutdown, prefetched).await?;
         }
-        secret_env(env_from).await
+        let vars = secret_env(env_from).await?;
+        check_lock_contract(&vars)?;
+        Ok(vars)
     }
     .await;
     match prepared {
@@ -208,12 +210,34 @@ async fn hold_lock(
 }
 
 /// `--env-from-secret`: fetched after the database step, right before the command starts.
+/// A secret's keys win over the inherited environment (later secrets over earlier ones); every
+/// key that overrides a variable is logged by name, never by value.
 async fn secret_env(secrets: &[SecretRef]) -> Result<Vec<(String, String)>, Error> {
-    let mut vars = Vec::new();
+    let mut vars: Vec<(String, String)> = Vec::new();
     for secret in secrets {
-        vars.extend(secrets::env_from(secret).await.map_err(Error::EnvSecret)?);
+        for (key, value) in secrets::env_from(secret).await.map_err(Error::EnvSecret)? {
+            let earlier = vars.iter().position(|(k, _)| *k == key);
+            if earlier.is_some() || std::env::var_os(&key).is_some() {
+                let over = if earlier.is_some() { "an earlier secret's key" } else { "the environment" };
+                tracing::warn!(secret = %secret.name(), key = %key, "a secret's key overrides {over}");
+            }
+            if let Some(at) = earlier {
+                vars.remove(at);
+            }
+            vars.push((key, value));
+        }
     }
     Ok(vars)
+}
+
+/// Under `exec --lock` migrun hands the command its own connection (DATABASE_URL and the
+/// libpq variables): a secret may not replace it, or the command would migrate another
+/// database than the one whose lock migrun holds.
+fn check_lock_contract(vars: &[(String, String)]) -> Result<(), ConfigError> {
+    match vars.iter().find(|(key, _)| key == "DATABASE_URL" || key.starts_with("PG")) {
+        Some((key, _)) => Err(ConfigError::ReservedSecretKey { key: key.clone() }),
+        None => Ok(()),
+    }
 }
 
 /// What a wrapped tool needs to reach the same database with the same care: the connection as

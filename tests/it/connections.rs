@@ -345,3 +345,72 @@ fn exec_exports_a_json_secret_as_environment_variables() {
     assert!(run.stderr.contains("key `not-a-name` is not a valid environment variable name"), "{}", run.stderr);
     assert!(!run.stdout.contains("must-not-run"));
 }
+
+#[test]
+fn secret_keys_that_collide_are_logged_and_the_lock_contract_is_kept() {
+    // A key that overrides the environment wins, and is named (never its value).
+    let name = unique("override-env");
+    secret(&name, r#"{"HOME":"/srv/app-home-91c2"}"#);
+    register_secret("/srv/app-home-91c2");
+    let mut m = Migrun::new();
+    m.env("HOME", "/root");
+    with_moto(&mut m).args([
+        "exec",
+        "--no-db",
+        "--env-from-secret",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        r#"test "$HOME" = /srv/app-home-91c2"#,
+    ]);
+    let run = m.run();
+    run.assert_code(0);
+    let warning = run.events().into_iter().find(|e| e["level"] == "WARN").expect("a warning");
+    assert_eq!(warning["key"], "HOME", "{}", run.stderr);
+    assert!(warning["message"].as_str().unwrap_or_default().contains("overrides the environment"), "{warning}");
+
+    // A NUL byte cannot go into an environment variable: exit 3 naming the key.
+    let nul = unique("nul-env");
+    secret(&nul, r#"{"TOKEN":"abc\u0000def"}"#);
+    let mut m = Migrun::new();
+    with_moto(&mut m).args(["exec", "--no-db", "--env-from-secret", &nul, "--", "sh", "-c", "echo must-not-run"]);
+    let run = m.run();
+    run.assert_code(3);
+    assert!(
+        run.result()["error"].as_str().unwrap_or_default().contains("key `TOKEN` holds a NUL byte"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("must-not-run"));
+
+    // Under exec --lock, DATABASE_URL and PG* are migrun's to set: refused, exit 2.
+    let db = TestDb::new();
+    for key in ["DATABASE_URL", "PGHOST", "PGPASSWORD"] {
+        let reserved = unique("reserved-env");
+        secret(&reserved, &format!(r#"{{"{key}":"elsewhere"}}"#));
+        let mut m = db.migrun();
+        with_moto(&mut m).args([
+            "exec",
+            "--lock",
+            "--no-sql",
+            "--env-from-secret",
+            &reserved,
+            "--",
+            "sh",
+            "-c",
+            "echo must-not-run",
+        ]);
+        let run = m.run();
+        run.assert_code(2);
+        assert!(
+            run.result()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("key `{key}` would replace the connection")),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stdout.contains("must-not-run"));
+    }
+}
