@@ -4,6 +4,7 @@ mod harness;
 mod services;
 
 mod apply;
+mod bad_input;
 mod commands;
 mod connections;
 mod exec;
