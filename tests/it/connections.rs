@@ -414,3 +414,23 @@ fn secret_keys_that_collide_are_logged_and_the_lock_contract_is_kept() {
         assert!(!run.stdout.contains("must-not-run"));
     }
 }
+
+#[test]
+fn a_secret_value_that_does_not_parse_is_never_echoed() {
+    let db = TestDb::new();
+    let value = "sv-Q7x9!k2";
+    register_secret(value);
+    for (shape, text) in [
+        ("a=b-like", format!("{value}=x")),
+        ("URL with a leading space and a query", format!(" postgres://app:{value}@127.0.0.1:1/x?{value}=1")),
+        ("one slash", format!("postgres:/app:{value}@h/x")),
+        ("bare", value.to_string()),
+    ] {
+        let name = unique("unusable");
+        secret(&name, &format!(r#"{{"url":{}}}"#, serde_json::Value::String(text)));
+        let run = up_with(&db, |m| m.env("MIGRUN_SECRET_ID", &name).env("MIGRUN_SECRET_KEY", "url"));
+        run.assert_code(3);
+        let error = run.result()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains("not a usable connection string"), "{shape}: {error}");
+    }
+}
