@@ -314,6 +314,7 @@ impl<'a> Applier<'a> {
         if !after.lock_held {
             return Err(ApplyError::LockLost { failure: self.no_position(migration), applied: false });
         }
+        self.writer.watch(migration);
         // One round trip: if the row fails, the transaction is aborted and COMMIT rolls it back.
         let (recorded, committed) =
             join(self.writer.record(migration, RowState::Applied, Some(ms)), self.client.batch_execute("COMMIT")).await;
@@ -375,6 +376,7 @@ impl<'a> Applier<'a> {
             self.client.batch_execute(&self.restore).await.map_err(|e| self.db_failure(migration, &e, false))?;
             return Err(ApplyError::OpenTransaction(self.no_position(migration)));
         }
+        self.writer.watch(migration);
         // The statements ran: record that, whatever comes next.
         self.writer
             .mark_applied(migration, id, ms)

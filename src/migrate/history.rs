@@ -273,34 +273,60 @@ impl<'a> History<'a> {
              RETURNING id",
             self.table.sql()
         );
-        let types = [
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-        ];
-        let insert = self.client.prepare_typed(&sql, &types).await.map_err(self.error("prepare the insert"))?;
-        Ok(HistoryWriter { client: self.client, table: self.table, identity, insert })
+        let insert = self.client.prepare_typed(&sql, &INSERT_TYPES).await.map_err(self.error("prepare the insert"))?;
+        let insert = std::cell::RefCell::new(insert);
+        Ok(HistoryWriter { client: self.client, table: self.table, identity, insert, sql, stale: Default::default() })
     }
 }
+
+/// The insert's parameter types.
+const INSERT_TYPES: [Type; 12] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
 
 /// Records applied files.
 pub struct HistoryWriter<'a> {
     client: &'a Client,
     table: &'a HistoryTable,
     identity: &'a Identity,
-    insert: Statement,
+    insert: std::cell::RefCell<Statement>,
+    sql: String,
+    /// A file may have run `DEALLOCATE`: prepare the insert again before its next use.
+    stale: std::cell::Cell<bool>,
 }
 
 impl HistoryWriter<'_> {
+    /// Notes that `migration` may deallocate the prepared insert (its text says `DEALLOCATE`),
+    /// so the next record prepares it again.
+    pub fn watch(&self, migration: &Migration) {
+        if migration.sql.to_ascii_lowercase().contains("deallocate") {
+            self.stale.set(true);
+        }
+    }
+
+    async fn insert(&self) -> Result<Statement, HistoryError> {
+        if self.stale.replace(false) {
+            let fresh = self
+                .client
+                .prepare_typed(&self.sql, &INSERT_TYPES)
+                .await
+                .map_err(|e| self.error("prepare the insert", e))?;
+            *self.insert.borrow_mut() = fresh;
+        }
+        Ok(self.insert.borrow().clone())
+    }
+
     /// The table written to.
     pub fn table(&self) -> &HistoryTable {
         self.table
@@ -324,10 +350,11 @@ impl HistoryWriter<'_> {
             RowState::Started => "started",
         };
         let identity = self.identity;
+        let insert = self.insert().await?;
         let row = self
             .client
             .query_one(
-                &self.insert,
+                &insert,
                 &[
                     &version,
                     &migration.description,

@@ -178,3 +178,19 @@ fn a_history_write_that_fails_is_blamed_on_migrun_never_on_a_line_of_the_file() 
     assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'c'"), 1);
     assert_eq!(db.query_strings("SELECT state FROM migrun_history WHERE version = 2"), vec!["started"]);
 }
+
+#[test]
+fn a_file_that_deallocates_prepared_statements_does_not_break_the_next_record() {
+    let db = TestDb::new();
+    let dir = sql_dir(&[
+        ("0001_a.sql", "-- migrun:no-transaction\nCREATE TABLE a (x int);\nDEALLOCATE ALL;"),
+        ("0002_b.sql", "CREATE TABLE b (x int);"),
+        ("0003_c.sql", "DEALLOCATE ALL;\nCREATE TABLE c (x int);"),
+        ("0004_d.sql", "CREATE TABLE d (x int);"),
+    ]);
+    db.migrun().dir(dir.path()).args(["up"]).run().assert_code(0);
+    assert_eq!(
+        db.query_strings("SELECT string_agg(version || ' ' || state, ', ' ORDER BY version) FROM migrun_history"),
+        vec!["1 applied, 2 applied, 3 applied, 4 applied"]
+    );
+}
