@@ -87,6 +87,10 @@ pub enum CommandArgs {
     New {
         /// Letters, digits and _ (e.g. add_users_email).
         description: String,
+        /// Continue the folder's integer numbering (0001, 0002, ...) with its padding, instead
+        /// of a UTC timestamp.
+        #[arg(long)]
+        sequential: bool,
     },
 }
 

@@ -65,6 +65,8 @@ pub enum Command {
     New {
         /// The new file's description.
         description: String,
+        /// Number it after the folder's highest integer version, with its padding.
+        sequential: bool,
     },
 }
 
@@ -483,7 +485,7 @@ fn command_of(inputs: &Inputs, command: CommandArgs) -> Result<Command, ConfigEr
             };
             Command::Exec { mode, command, env_from }
         }
-        CommandArgs::New { description } => Command::New { description },
+        CommandArgs::New { description, sequential } => Command::New { description, sequential },
     })
 }
 

@@ -71,7 +71,7 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         }
         Command::Status { json } => runtime.block_on(database::status(&config, *json, &mut progress, &shutdown)),
         Command::Wait { timeout } => runtime.block_on(database::wait(&config, *timeout, &shutdown)),
-        Command::New { description } => new_file(&config.dir, description),
+        Command::New { description, sequential } => new_file(&config.dir, description, *sequential),
         Command::Exec { mode, command, env_from } => {
             return exec::exec(&config, exec::Request { mode: *mode, command, env_from }, runtime, hub, &reporter)
         }
@@ -108,8 +108,12 @@ fn usage_error(error: &clap::Error, args: &[OsString], env: Env, started: Instan
 }
 
 /// `new`: creates the file and prints its path.
-fn new_file(dir: &Path, description: &str) -> Result<(), Error> {
-    let path = files::create_new(dir, description, &Utc::now().compact())?;
+fn new_file(dir: &Path, description: &str, sequential: bool) -> Result<(), Error> {
+    let numbering = match sequential {
+        true => files::Numbering::Sequential,
+        false => files::Numbering::Timestamp(Utc::now().compact()),
+    };
+    let path = files::create_new(dir, description, numbering)?;
     print_stdout(&format!("{}\n", path.display()))?;
     tracing::info!(file = %path.display(), "created");
     Ok(())

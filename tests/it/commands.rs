@@ -92,6 +92,27 @@ fn new_creates_a_timestamped_file_that_must_be_filled_in() {
 }
 
 #[test]
+fn new_never_repeats_a_version_and_can_number_sequentially() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Five files in (nearly always) the same second: five versions.
+    let names: Vec<String> = (0..5)
+        .map(|i| {
+            let run = Migrun::new().dir(dir.path()).args(["new", &format!("step_{i}")]).run();
+            run.assert_code(0);
+            file_name(run.stdout.trim())
+        })
+        .collect();
+    let mut versions: Vec<&str> = names.iter().map(|n| n.split('_').next().unwrap_or_default()).collect();
+    versions.dedup();
+    assert_eq!(versions.len(), 5, "{names:?}");
+    let sequential = tempfile::tempdir().expect("dir");
+    std::fs::write(sequential.path().join("0007_seven.sql"), "SELECT 7;").expect("write");
+    let run = Migrun::new().dir(sequential.path()).args(["new", "--sequential", "eight"]).run();
+    run.assert_code(0);
+    assert_eq!(file_name(run.stdout.trim()), "0008_eight.sql");
+}
+
+#[test]
 fn result_file_holds_the_result_event() {
     let db = TestDb::new();
     let dir = tempfile::tempdir().expect("dir");
