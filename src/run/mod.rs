@@ -102,7 +102,12 @@ fn usage_error(error: &clap::Error, args: &[OsString], env: Env, started: Instan
     }
     let identity = Identity::new(&reporting.host, reporting.release.clone(), None);
     let text = error.render().to_string();
-    let first_line = text.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ").to_string();
+    let mut first_line =
+        text.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ").to_string();
+    // clap's "tip: a similar subcommand exists: 'status'" becomes part of the one line.
+    if let Some(tip) = text.lines().find_map(|l| l.trim().strip_prefix("tip: ")) {
+        first_line.push_str(&format!("; {tip}"));
+    }
     let reporter = Reporter::new(reporting, identity, started);
     reporter.finish(&Progress::default(), Err(Error::Usage(format!("{first_line} (see migrun --help)"))))
 }

@@ -146,3 +146,16 @@ fn json_logs_have_one_event_per_line_with_named_fields() {
         "{applied}"
     );
 }
+
+#[test]
+fn a_typo_in_a_command_or_flag_gets_a_suggestion() {
+    for (args, says) in [
+        (vec!["stauts"], "unrecognized subcommand 'stauts'; a similar subcommand exists: 'status'"),
+        (vec!["up", "--dryrun"], "unexpected argument '--dryrun' found; a similar argument exists: '--dry-run'"),
+    ] {
+        let run = Migrun::new().args(&args).run();
+        run.assert_code(2);
+        let message = run.result()["message"].as_str().unwrap_or_default().to_string();
+        assert!(message.starts_with(says), "{args:?}: {message}");
+    }
+}
