@@ -163,6 +163,10 @@ pub struct Options {
     /// exec fail, exit 2: a wrong --dir is not an up-to-date schema). [env: MIGRUN_ALLOW_EMPTY]
     #[arg(long, global = true)]
     pub allow_empty: bool,
+    /// Read variables from this dotenv file (KEY=VALUE lines) for a local run; variables already
+    /// set win. Never read unless given.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     /// Log format on stderr; auto = json unless stderr is a terminal. [env: MIGRUN_LOG_FORMAT] [default: auto]
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormatArg>,

@@ -15,6 +15,7 @@ mod backoff;
 mod cli;
 mod clock;
 mod db;
+mod dotenv;
 mod duration;
 mod exit;
 mod identity;

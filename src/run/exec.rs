@@ -30,6 +30,8 @@ pub struct Request<'a> {
     pub command: &'a [OsString],
     /// Secrets whose keys become the command's environment.
     pub env_from: &'a [SecretRef],
+    /// Variables from `--env-file` that the environment does not set (lowest precedence).
+    pub inherited: &'a [(String, String)],
 }
 
 /// Runs `exec` to its end and returns the exit code.
@@ -49,7 +51,8 @@ pub fn exec(
             Ok(held) => held,
             Err(e) => return reporter.finish(&progress, Err(e)),
         };
-        let mut env = child_env(config, locked.session());
+        let mut env = request.inherited.to_vec();
+        env.extend(child_env(config, locked.session()));
         env.extend(secret_env);
         let spec = ChildSpec { dies_with_parent: true, ..child(request.command, env) };
         let (pid_tx, pid_rx) = mpsc::channel();
@@ -81,7 +84,7 @@ pub fn exec(
         secret_env(request.env_from).await
     });
     let env = match prepared {
-        Ok(env) => env,
+        Ok(secret_env) => request.inherited.iter().cloned().chain(secret_env).collect(),
         Err(e) => return reporter.finish(&progress, Err(e)),
     };
     // Closed before the child starts: the supervisor holds no database connection.

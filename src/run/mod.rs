@@ -34,6 +34,14 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e, &args, env, started),
     };
+    // --env-file: the file's variables under the real environment's, for the settings and for
+    // exec's command alike.
+    let env_file = match cli.options.env_file.as_deref().map(crate::dotenv::read).transpose() {
+        Ok(vars) => vars.unwrap_or_default(),
+        Err(e) => return usage_error_text(&e.to_string(), &args, env, started),
+    };
+    let from_file = |name: &str| env(name).or_else(|| env_file.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+    let env: Env = if env_file.is_empty() { env } else { &from_file };
     let (reporting, config) = config::resolve(cli, env);
     crate::log::init(reporting.format, reporting.level);
     let reporter =
@@ -73,7 +81,11 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         Command::Wait { timeout } => runtime.block_on(database::wait(&config, *timeout, &shutdown)),
         Command::New { description, sequential } => new_file(&config.dir, description, *sequential),
         Command::Exec { mode, command, env_from } => {
-            return exec::exec(&config, exec::Request { mode: *mode, command, env_from }, runtime, hub, &reporter)
+            // The command sees the file's variables too (those the environment does not set).
+            let inherited: Vec<(String, String)> =
+                env_file.iter().filter(|(k, _)| std::env::var_os(k).is_none()).cloned().collect();
+            let request = exec::Request { mode: *mode, command, env_from, inherited: &inherited };
+            return exec::exec(&config, request, runtime, hub, &reporter);
         }
     };
     // The process exits next: no need to wait for the idle file-reading thread to wind down.
@@ -90,6 +102,15 @@ fn set_abort_line(hub: &SignalHub, reporter: &Reporter) {
 
 /// A command line clap cannot parse still ends with a result event (and the result file),
 /// in the format the command line or environment asked for; `--help` and `--version` just print.
+/// A command line that cannot be used for a reason of migrun's own: the same result event as
+/// clap's errors.
+fn usage_error_text(text: &str, args: &[OsString], env: Env, started: Instant) -> ExitCode {
+    let reporting = Reporting::from_args(args, env);
+    let identity = Identity::new(&reporting.host, reporting.release.clone(), None);
+    let reporter = Reporter::new(reporting, identity, started);
+    reporter.finish(&Progress::default(), Err(Error::Usage(text.to_string())))
+}
+
 fn usage_error(error: &clap::Error, args: &[OsString], env: Env, started: Instant) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {

@@ -159,3 +159,46 @@ fn a_typo_in_a_command_or_flag_gets_a_suggestion() {
         assert!(message.starts_with(says), "{args:?}: {message}");
     }
 }
+
+#[test]
+fn env_file_supplies_settings_for_a_local_run_and_the_environment_wins() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let env_file = dir.path().join(".env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "# local settings\nexport DATABASE_URL=\"{}\"\nMIGRUN_DIR={}\nMIGRUN_TABLE=from_file_history\nAPP_GREETING='hello from the file'\n",
+            db.url(),
+            example_sql().display()
+        ),
+    )
+    .expect("write .env");
+    // Not read unless given.
+    Migrun::new().args(["up"]).run().assert_code(2);
+    // The file's settings, with the environment's MIGRUN_TABLE winning over the file's.
+    let run = Migrun::new().env("MIGRUN_TABLE", "env_history").args(["up", "--env-file"]).arg_path(&env_file).run();
+    run.assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM env_history"), 4);
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'from_file_history'"), 0);
+    // exec's command sees the file's variables.
+    let run = Migrun::new()
+        .args(["exec", "--no-db", "--env-file"])
+        .arg_path(&env_file)
+        .args(["--", "sh", "-c", r#"test "$APP_GREETING" = "hello from the file""#])
+        .run();
+    run.assert_code(0);
+    // A line that is not KEY=VALUE is named by number, never shown.
+    std::fs::write(&env_file, format!("DATABASE_URL={}\npostgres://app:{}@h/x\n", db.url(), encode(PASSWORD)))
+        .expect("write");
+    let run = Migrun::new().args(["up", "--env-file"]).arg_path(&env_file).run();
+    run.assert_code(2);
+    let error = run.result()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("line 2 is not KEY=VALUE"), "{error}");
+    let missing = Migrun::new().args(["up", "--env-file", "/nonexistent/.env"]).run();
+    missing.assert_code(2);
+    assert!(missing.result()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("--env-file /nonexistent/.env: cannot read"));
+}
