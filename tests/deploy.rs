@@ -28,6 +28,18 @@ fn end_to_end_story_without_docker() {
 }
 
 #[test]
+fn the_demo_never_touches_the_database_in_the_callers_environment() {
+    // A DATABASE_URL in the shell (here: nothing listens there) is ignored: the demo runs on its
+    // own throwaway server.
+    run("scripts/demo", |c| {
+        c.env("MIGRUN_BIN", env!("CARGO_BIN_EXE_migrun"))
+            .env("DATABASE_URL", "postgres://someone@127.0.0.1:1/their_app")
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", "1")
+    });
+}
+
+#[test]
 fn shell_scripts_are_shellcheck_clean() {
     let scripts = [
         ".ci/run",
