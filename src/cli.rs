@@ -52,6 +52,26 @@ pub enum CommandArgs {
         #[arg(long, value_name = "DURATION")]
         wait_timeout: Option<String>,
     },
+    /// Fix the history by hand, under the lock, one named file at a time, with an audit row:
+    /// accept an intentional edit of an applied file, or settle a no-transaction file's
+    /// `started` row. Give exactly one of the three flags.
+    Repair {
+        /// Record the current checksum of the applied file with this version (an edit on purpose).
+        #[arg(long, value_name = "VERSION")]
+        accept_checksum: Option<String>,
+        /// Remove the `started` row with this version: the no-transaction file runs again.
+        #[arg(long, value_name = "VERSION")]
+        forget_started: Option<String>,
+        /// Mark the `started` row with this version applied: someone finished the file by hand.
+        #[arg(long, value_name = "VERSION")]
+        mark_applied: Option<String>,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Container entrypoint: wait for (or apply) the migrations, then run CMD as a supervised
     /// child: signals forwarded, zombies reaped, its exit code passed on.
     Exec {

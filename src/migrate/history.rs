@@ -69,6 +69,11 @@ impl HistoryTable {
         }
     }
 
+    /// The table next to this one whose name ends in `suffix` (`migrun_history_repairs`).
+    pub fn with_suffix(&self, suffix: &str) -> HistoryTable {
+        HistoryTable { schema: self.schema.clone(), name: format!("{}{suffix}", self.name) }
+    }
+
     /// The quoted name to put in SQL text (identifiers cannot be bind parameters).
     pub fn sql(&self) -> String {
         match &self.schema {

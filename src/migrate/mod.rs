@@ -7,5 +7,6 @@ pub mod compare;
 pub mod files;
 pub mod history;
 pub mod lock;
+pub mod repair;
 pub mod split;
 pub mod wait;

@@ -23,6 +23,7 @@ use crate::log::LogFormat;
 use crate::migrate::apply::RetryPolicy;
 use crate::migrate::compare::Policy;
 use crate::migrate::history::HistoryTable;
+use crate::migrate::repair::RepairAction;
 
 /// The environment as a run sees it.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -61,6 +62,15 @@ pub enum Command {
         /// Secrets whose keys become the command's environment.
         env_from: Vec<SecretRef>,
     },
+    /// Fix one history row by hand.
+    Repair {
+        /// What to fix.
+        action: RepairAction,
+        /// Only print what would change.
+        dry_run: bool,
+        /// Print JSON.
+        json: bool,
+    },
     /// Create a new migration file.
     New {
         /// The new file's description.
@@ -97,6 +107,7 @@ impl Command {
             Command::Plan { .. } => "plan",
             Command::Status { .. } => "status",
             Command::Wait { .. } => "wait",
+            Command::Repair { .. } => "repair",
             Command::Exec { .. } => "exec",
             Command::New { .. } => "new",
         }
@@ -205,6 +216,12 @@ pub enum ConfigError {
     /// A secret's key would replace the connection `exec --lock` hands its command.
     #[error("--env-from-secret: key `{key}` would replace the connection migrun hands the command under exec --lock (DATABASE_URL and PG* come from migrun's own connection); remove the key from the secret, or drop --lock")]
     ReservedSecretKey { key: String },
+    /// `repair`'s version is not a number.
+    #[error("repair: `{value}` is not a version; expected the digits of a history row's version")]
+    RepairVersion { value: String },
+    /// `repair` needs exactly one thing to repair.
+    #[error("repair: give exactly one of --accept-checksum VERSION, --forget-started VERSION, --mark-applied VERSION")]
+    RepairAction,
     /// `--target` is not a version.
     #[error(
         "--target: `{value}` is not a migration version; expected the digits of a file's version (e.g. 20261125120000)"
@@ -249,6 +266,7 @@ pub fn command_name(command: &CommandArgs) -> &'static str {
         CommandArgs::Up { dry_run: true, .. } | CommandArgs::Plan { .. } => "plan",
         CommandArgs::Status { .. } => "status",
         CommandArgs::Wait { .. } => "wait",
+        CommandArgs::Repair { .. } => "repair",
         CommandArgs::Exec { .. } => "exec",
         CommandArgs::New { .. } => "new",
     }
@@ -463,6 +481,15 @@ fn command_of(inputs: &Inputs, command: CommandArgs) -> Result<Command, ConfigEr
         CommandArgs::Plan { target, json } => Command::Plan { up_to: version(target)?, json },
         CommandArgs::Status { json } => Command::Status { json },
         CommandArgs::Wait { wait_timeout: flag } => Command::Wait { timeout: wait_timeout(&flag)? },
+        CommandArgs::Repair { accept_checksum, forget_started, mark_applied, dry_run, json } => {
+            let action = match (accept_checksum, forget_started, mark_applied) {
+                (Some(v), None, None) => RepairAction::AcceptChecksum(repair_version(&v)?),
+                (None, Some(v), None) => RepairAction::ForgetStarted(repair_version(&v)?),
+                (None, None, Some(v)) => RepairAction::MarkApplied(repair_version(&v)?),
+                _ => return Err(ConfigError::RepairAction),
+            };
+            Command::Repair { action, dry_run, json }
+        }
         CommandArgs::Exec { migrate, wait: _, no_db, lock, no_sql, wait_timeout: flag, env_from_secret, command } => {
             let env_from = if env_from_secret.is_empty() {
                 inputs
@@ -520,6 +547,10 @@ fn connection(inputs: &Inputs) -> Result<ConnectionSpec, ConfigError> {
     };
     let sslrootcert = options.sslrootcert.clone().or_else(|| inputs.var("MIGRUN_SSLROOTCERT").map(PathBuf::from));
     Ok(ConnectionSpec { source, tls: TlsOverrides { sslmode, sslrootcert }, libpq })
+}
+
+fn repair_version(text: &str) -> Result<u64, ConfigError> {
+    text.trim().parse().map_err(|_| ConfigError::RepairVersion { value: truncate(text, 40) })
 }
 
 fn version(value: Option<String>) -> Result<Option<u64>, ConfigError> {

@@ -18,6 +18,7 @@ use crate::migrate::compare;
 use crate::migrate::files::{self, Migration};
 use crate::migrate::history::{History, HistoryError, HistoryRow};
 use crate::migrate::lock::{LockTarget, LockedSession};
+use crate::migrate::repair::{self, RepairAction};
 use crate::migrate::wait;
 use crate::signals::Shutdown;
 
@@ -71,6 +72,45 @@ pub async fn wait(config: &Config, timeout: Duration, shutdown: &Shutdown) -> Re
     let waited = wait_ready(config, &session, &migrations, timeout, shutdown).await;
     session.close().await;
     waited
+}
+
+/// What `repair` was asked to do.
+pub struct RepairRequest {
+    /// The one row to fix.
+    pub action: RepairAction,
+    /// Print only.
+    pub dry_run: bool,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// `repair`: under the lock, checks the named row against the files, prints the change, and
+/// makes it (with its audit row) unless `--dry-run`.
+pub async fn repair(
+    config: &Config,
+    identity: &Identity,
+    request: RepairRequest,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let (session, migrations) = open_with_files(config, shutdown).await?;
+    let (locked, prefetched) = lock(config, session, shutdown).await?;
+    let result = async {
+        let history = History::new(&locked.session().client, locked.table());
+        let rows = match prefetched {
+            Some(read) => read?,
+            None => history.read().await?,
+        }
+        .unwrap_or_default();
+        let change = repair::plan(request.action, &migrations, &rows)?;
+        if !request.dry_run {
+            repair::apply(&locked.session().client, locked.table(), &change, identity).await?;
+            tracing::info!(action = change.action, version = change.version, "history repaired");
+        }
+        print_stdout(&listing::repair(&change, request.dry_run, request.json))
+    }
+    .await;
+    let changed = result.is_ok() && !request.dry_run;
+    locked.release_after(result, changed).await
 }
 
 /// Waits on an open session (also `exec --wait`).

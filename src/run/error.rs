@@ -10,6 +10,7 @@ use crate::migrate::compare::{MismatchError, TargetError};
 use crate::migrate::files::FilesError;
 use crate::migrate::history::HistoryError;
 use crate::migrate::lock::LockError;
+use crate::migrate::repair::RepairError;
 use crate::migrate::wait::WaitError;
 use crate::signals::Interrupted;
 
@@ -37,6 +38,9 @@ pub enum Error {
     /// The history does not match the files.
     #[error(transparent)]
     Mismatch(#[from] MismatchError),
+    /// `repair` was refused or failed.
+    #[error(transparent)]
+    Repair(#[from] RepairError),
     /// `--target` names no version to stop at.
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -73,6 +77,8 @@ impl Error {
             Error::Mismatch(_) => ExitCode::HistoryMismatch,
             Error::Apply(e) => apply(e),
             Error::Wait(e) => wait(e),
+            Error::Repair(RepairError::Write(e)) => history(e),
+            Error::Repair(_) => ExitCode::Usage,
             Error::Interrupted(stop) => signal(stop),
             Error::Output(_) | Error::Internal(_) => ExitCode::Internal,
         }

@@ -131,3 +131,22 @@ pub fn plan(steps: &[&ComparedFile], session: &SessionSettings, json: bool) -> S
     }
     out
 }
+
+/// What `repair` changed (or would change).
+pub fn repair(change: &crate::migrate::repair::Change, dry_run: bool, json: bool) -> String {
+    if json {
+        let value = serde_json::json!({ "dry_run": dry_run, "change": change });
+        return format!("{value}\n");
+    }
+    let what = change.file.clone().unwrap_or_else(|| format!("version {}", change.version));
+    let verb = if dry_run { "would" } else { "did" };
+    let detail = match &change.new_checksum {
+        Some(new) => format!("checksum {} -> {}", short(&change.old_checksum), short(new)),
+        None => format!("row with checksum {}", short(&change.old_checksum)),
+    };
+    format!("repair {verb} {}: {what} (version {}), {detail}\n", change.action, change.version)
+}
+
+fn short(checksum: &str) -> &str {
+    checksum.get(..12).unwrap_or(checksum)
+}

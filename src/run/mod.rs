@@ -79,6 +79,10 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         }
         Command::Status { json } => runtime.block_on(database::status(&config, *json, &mut progress, &shutdown)),
         Command::Wait { timeout } => runtime.block_on(database::wait(&config, *timeout, &shutdown)),
+        Command::Repair { action, dry_run, json } => {
+            let request = database::RepairRequest { action: *action, dry_run: *dry_run, json: *json };
+            runtime.block_on(database::repair(&config, reporter.identity(), request, &shutdown))
+        }
         Command::New { description, sequential } => new_file(&config.dir, description, *sequential),
         Command::Exec { mode, command, env_from } => {
             // The command sees the file's variables too (those the environment does not set).

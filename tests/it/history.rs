@@ -178,3 +178,52 @@ fn a_target_that_names_no_file_or_lies_below_the_history_is_refused() {
     );
     db.migrun().dir(&sql).args(["up", "--target", "3"]).run().assert_code(0);
 }
+
+#[test]
+fn repair_accepts_an_intentional_edit_and_settles_started_rows_with_an_audit() {
+    let db = TestDb::new();
+    let dir = fixture_copy("ordering");
+    up(&db, dir.path(), &[]).assert_code(0);
+    let recorded = db.query_strings("SELECT checksum FROM migrun_history WHERE version = 2").remove(0);
+    std::fs::write(
+        dir.path().join("0002_second.sql"),
+        "INSERT INTO applied_order (version) VALUES (2); -- a comment\n",
+    )
+    .expect("edit");
+    up(&db, dir.path(), &[]).assert_code(7);
+    // A dry run says what it would do and changes nothing.
+    let dry = db.migrun().dir(dir.path()).args(["repair", "--accept-checksum", "2", "--dry-run", "--json"]).run();
+    dry.assert_code(0);
+    let printed: serde_json::Value = serde_json::from_str(dry.stdout.trim()).expect("json");
+    assert_eq!(printed["dry_run"], true);
+    assert_eq!(printed["change"]["old_checksum"], recorded.as_str());
+    up(&db, dir.path(), &[]).assert_code(7);
+    // The repair records the file's checksum, and an audit row keeps the old one.
+    let run = db.migrun().dir(dir.path()).args(["repair", "--accept-checksum", "2"]).run();
+    run.assert_code(0);
+    assert!(run.stdout.starts_with("repair did accept-checksum: "), "{}", run.stdout);
+    up(&db, dir.path(), &[]).assert_code(0);
+    assert_eq!(
+        db.query_strings("SELECT action || ' ' || version || ' ' || old_checksum FROM migrun_history_repairs"),
+        vec![format!("accept-checksum 2 {recorded}")]
+    );
+    // Nothing else is ever repaired: a version without a row, and two flags at once, are refused.
+    db.migrun().dir(dir.path()).args(["repair", "--accept-checksum", "77"]).run().assert_code(2);
+    db.migrun()
+        .dir(dir.path())
+        .args(["repair", "--accept-checksum", "2", "--forget-started", "9"])
+        .run()
+        .assert_code(2);
+    db.migrun().dir(dir.path()).args(["repair", "--forget-started", "2"]).run().assert_code(2);
+
+    // A no-transaction file's `started` row, finished by hand: marked applied.
+    db.client()
+        .batch_execute("INSERT INTO migrun_history (version, description, kind, checksum, state, applied_by, migrun_version) VALUES (30, 'manual', 'versioned', 'x', 'started', 'someone', '0')")
+        .expect("started row");
+    db.migrun().dir(dir.path()).args(["repair", "--mark-applied", "30"]).run().assert_code(0);
+    assert_eq!(db.query_strings("SELECT state FROM migrun_history WHERE version = 30"), vec!["applied"]);
+    db.client().batch_execute("UPDATE migrun_history SET state = 'started' WHERE version = 30").expect("again");
+    db.migrun().dir(dir.path()).args(["repair", "--forget-started", "30"]).run().assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM migrun_history WHERE version = 30"), 0);
+    assert_eq!(db.count("SELECT count(*) FROM migrun_history_repairs"), 3);
+}
