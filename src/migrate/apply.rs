@@ -86,7 +86,7 @@ pub enum ApplyError {
     OpenTransaction(FileFailure),
     #[error("{}: released migrun's advisory lock (pg_advisory_unlock_all(), DISCARD ALL, or an unlock of its key); {}; remove that statement from the file", .failure.file, if *.applied { "its statements ran and are recorded, but the run stops: another run may have started meanwhile" } else { "the file was rolled back" })]
     LockLost { failure: FileFailure, applied: bool },
-    #[error("{}: {}", .failure.file, unrecorded_text(.error, .in_transaction, .row))]
+    #[error("{}: {}", .failure.file, unrecorded_text(.error, .in_transaction, .row, .failure.version))]
     Unrecorded { failure: Box<FileFailure>, error: Box<HistoryError>, in_transaction: bool, row: Option<(String, i64)> },
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -117,15 +117,23 @@ fn foreign_marker(sql: &str) -> Option<&'static str> {
     })
 }
 
-fn unrecorded_text(error: &HistoryError, in_transaction: &bool, row: &Option<(String, i64)>) -> String {
+fn unrecorded_text(
+    error: &HistoryError,
+    in_transaction: &bool,
+    row: &Option<(String, i64)>,
+    version: &Option<u64>,
+) -> String {
     if *in_transaction {
         return format!("ran, but recording it failed, so the file was rolled back: {error}");
     }
-    let recover = match row {
-        Some((table, id)) => format!(
+    let recover = match (version, row) {
+        (Some(version), _) => {
+            format!("; if it cannot run twice, fix the cause and run `migrun repair --mark-applied {version}`")
+        }
+        (None, Some((table, id))) => format!(
             "; if it cannot run twice, fix the cause and run UPDATE {table} SET state = 'applied' WHERE id = {id}"
         ),
-        None => String::new(),
+        (None, None) => String::new(),
     };
     format!("every statement succeeded, but marking the file applied failed: {error}; its history row stays 'started', so the next run runs the file again{recover}")
 }
