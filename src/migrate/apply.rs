@@ -86,7 +86,7 @@ pub enum ApplyError {
     OpenTransaction(FileFailure),
     #[error("{}: released migrun's advisory lock (pg_advisory_unlock_all(), DISCARD ALL, or an unlock of its key); {}; remove that statement from the file", .failure.file, if *.applied { "its statements ran and are recorded, but the run stops: another run may have started meanwhile" } else { "the file was rolled back" })]
     LockLost { failure: FileFailure, applied: bool },
-    #[error("{}: {}", .failure.file, unrecorded_text(.error, .in_transaction, .row, .failure.version))]
+    #[error("{}: {}", .failure.file, unrecorded_text(.error, .in_transaction, .row, &.failure.version))]
     Unrecorded { failure: Box<FileFailure>, error: Box<HistoryError>, in_transaction: bool, row: Option<(String, i64)> },
     #[error(transparent)]
     History(#[from] HistoryError),
