@@ -38,6 +38,8 @@ pub enum FileState {
     Drifted,
     /// A repeatable file whose checksum differs from the last applied one.
     Changed,
+    /// Not applied, and it holds no statement yet (listed by `status` and `plan` only).
+    Empty,
 }
 
 /// One migration file and what the history says of it.
@@ -141,6 +143,7 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[HistoryRow]) -> Compa
                 MigrationKind::Repeatable => last_repeatable.get(migration.description.as_str()).copied(),
             };
             let state = match (migration.kind, row) {
+                (_, None) if migration.empty => FileState::Empty,
                 (MigrationKind::Versioned(_), Some(r)) if r.state == RowState::Started => FileState::Unfinished,
                 (MigrationKind::Versioned(_), Some(r)) if r.checksum != migration.checksum => FileState::Drifted,
                 (MigrationKind::Versioned(v), None) if highest.is_some_and(|h| v < h) => FileState::OutOfOrder,
@@ -279,6 +282,7 @@ mod tests {
             sql: "SELECT 1".into(),
             checksum: checksum.into(),
             directives: Directives::default(),
+            empty: false,
         }
     }
 

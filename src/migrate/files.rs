@@ -47,6 +47,9 @@ pub struct Migration {
     pub checksum: String,
     /// The directives of the file's header.
     pub directives: Directives,
+    /// It holds no statement yet (a fresh `new`): only `status` and `plan` load such a file,
+    /// to list it; everything that could run or wait for it refuses it.
+    pub empty: bool,
 }
 
 impl Migration {
@@ -147,15 +150,24 @@ fn read_file(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
     Ok(buffer.as_slice().to_vec())
 }
 
+/// How much emptiness a command accepts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Accept {
+    /// A directory without migration files.
+    pub empty_dir: bool,
+    /// Files without statements (listed as empty; read-only commands only).
+    pub empty_files: bool,
+}
+
 /// Reads every migration in `dir`: versioned ones by version, then repeatable ones by name.
-/// No migration file at all is an error unless `allow_empty`.
-pub fn load(dir: &Path, allow_empty: bool) -> Result<Vec<Migration>, FilesError> {
+/// No migration file at all, or a file without statements, is an error unless accepted.
+pub fn load(dir: &Path, accept: Accept) -> Result<Vec<Migration>, FilesError> {
     let mut found = list(dir)?;
-    if found.is_empty() && !allow_empty {
+    if found.is_empty() && !accept.empty_dir {
         return Err(FilesError::NoMigrations { dir: dir.display().to_string() });
     }
     found.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-    let migrations = read_all(found)?;
+    let migrations = read_all(found, accept.empty_files)?;
     for pair in migrations.windows(2) {
         if let (MigrationKind::Versioned(v), MigrationKind::Versioned(w)) = (pair[0].kind, pair[1].kind) {
             if v == w {
@@ -240,13 +252,13 @@ fn sql_files_under(dir: &Path) -> Vec<String> {
 
 /// Reads the files in order, on two threads when there are many: every deploy reads every
 /// file, and on a virtual machine the system calls per file are most of a no-op run's cost.
-fn read_all(found: Vec<(PathBuf, MigrationKind, String)>) -> Result<Vec<Migration>, FilesError> {
+fn read_all(found: Vec<(PathBuf, MigrationKind, String)>, empty_files: bool) -> Result<Vec<Migration>, FilesError> {
     const PARALLEL_FROM: usize = 64;
     let read = |files: Vec<(PathBuf, MigrationKind, String)>| -> Result<Vec<Migration>, FilesError> {
         let mut buffer = Vec::with_capacity(64 * 1024);
         files
             .into_iter()
-            .map(|(path, kind, description)| read_migration(path, kind, description, &mut buffer))
+            .map(|(path, kind, description)| read_migration(path, kind, description, &mut buffer, empty_files))
             .collect()
     };
     if found.len() < PARALLEL_FROM {
@@ -297,6 +309,7 @@ fn read_migration(
     kind: MigrationKind,
     description: String,
     buffer: &mut Vec<u8>,
+    empty_files: bool,
 ) -> Result<Migration, FilesError> {
     // The name for messages is made only when there is a message: every deploy reads every file.
     let file = || path.display().to_string();
@@ -314,6 +327,10 @@ fn read_migration(
         if sql.contains('\r') {
             return Err(FilesError::CrLineEndings { file: file() });
         }
+        if empty_files {
+            let directives = parse_directives(&sql, &path)?;
+            return Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives, empty: true });
+        }
         return Err(FilesError::Empty { file: file() });
     }
     let directives = parse_directives(&sql, &path)?;
@@ -328,7 +345,7 @@ fn read_migration(
             return Err(FilesError::TransactionControl { file: file(), line, statement: statement.text.to_string() });
         }
     }
-    Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives })
+    Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives, empty: false })
 }
 
 /// The 1-based line of byte `offset`.

@@ -52,7 +52,10 @@ pub async fn plan(
     }
     let steps = comparison.steps(up_to);
     progress.pending_before = Some(steps.len());
-    print_stdout(&listing::plan(&steps, &config.session, json))
+    // Files that hold no statement yet are shown, after what would run: `up` refuses them.
+    let empty = comparison.entries.iter().filter(|e| e.state == compare::FileState::Empty);
+    let shown: Vec<_> = steps.iter().copied().chain(empty).collect();
+    print_stdout(&listing::plan(&shown, &config.session, json))
 }
 
 /// `status`: prints every file's state; fails (exit 7) when the history does not match.
@@ -134,10 +137,11 @@ pub async fn wait_ready(
 /// that is already open is closed politely.
 pub async fn open_with_files(config: &Config, shutdown: &Shutdown) -> Result<(Session, Vec<Migration>), Error> {
     let dir = config.dir.clone();
-    // Showing an empty directory is fine; calling its schema up to date or ready is not.
-    let allow_empty =
-        config.policy.allow_empty || matches!(config.command, Command::Plan { .. } | Command::Status { .. });
-    let files = tokio::task::spawn_blocking(move || files::load(&dir, allow_empty));
+    // Showing an empty directory or a fresh empty file is fine; calling the schema up to date
+    // or ready, or applying an empty file, is not.
+    let read_only = matches!(config.command, Command::Plan { .. } | Command::Status { .. });
+    let accept = files::Accept { empty_dir: config.policy.allow_empty || read_only, empty_files: read_only };
+    let files = tokio::task::spawn_blocking(move || files::load(&dir, accept));
     let connecting = open(config, shutdown);
     tokio::pin!(files, connecting);
     let (session, migrations) = tokio::select! {

@@ -34,11 +34,16 @@ fn state_word(state: FileState) -> &'static str {
         FileState::Unfinished => "unfinished (runs again)",
         FileState::Drifted => "DRIFTED (edited after apply)",
         FileState::Changed => "changed (re-applies)",
+        FileState::Empty => "empty (holds no statement yet; up refuses it)",
     }
 }
 
 fn pending(comparison: &Comparison) -> usize {
-    comparison.entries.iter().filter(|e| !matches!(e.state, FileState::Applied | FileState::Drifted)).count()
+    comparison
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.state, FileState::Applied | FileState::Drifted | FileState::Empty))
+        .count()
 }
 
 /// `status`: every file with its state, as a table or JSON.

@@ -202,3 +202,32 @@ fn env_file_supplies_settings_for_a_local_run_and_the_environment_wins() {
         .unwrap_or_default()
         .starts_with("--env-file /nonexistent/.env: cannot read"));
 }
+
+#[test]
+fn a_fresh_empty_file_is_listed_by_status_and_plan_and_refused_by_up() {
+    let db = TestDb::new();
+    let dir = sql_dir(&[("0001_a.sql", "CREATE TABLE a (x int);")]);
+    db.migrun().dir(dir.path()).args(["up"]).run().assert_code(0);
+    let created = Migrun::new().dir(dir.path()).args(["new", "--sequential", "b"]).run();
+    created.assert_code(0);
+    let status = db.migrun().dir(dir.path()).args(["status", "--json"]).run();
+    status.assert_code(0);
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("json");
+    assert_eq!(report["files"][1]["state"], "empty", "{report}");
+    assert_eq!(report["pending"], 0, "{report}");
+    let plan = db.migrun().dir(dir.path()).args(["plan"]).run();
+    plan.assert_code(0);
+    assert!(
+        plan.stdout.contains("0002_b.sql") && plan.stdout.contains("empty (holds no statement yet"),
+        "{}",
+        plan.stdout
+    );
+    let up = db.migrun().dir(dir.path()).args(["up"]).run();
+    up.assert_code(2);
+    assert!(
+        up.result()["error"].as_str().unwrap_or_default().contains("0002_b.sql: holds no SQL statement"),
+        "{}",
+        up.stderr
+    );
+    db.migrun().dir(dir.path()).args(["wait", "--wait-timeout", "1s"]).run().assert_code(2);
+}
