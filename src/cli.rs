@@ -72,6 +72,45 @@ pub enum CommandArgs {
         #[arg(long)]
         json: bool,
     },
+    /// Adopt a database whose schema already exists: record versioned files as applied without
+    /// running them, up to VERSION or as another tool's history table says (--from). Only on
+    /// a database whose migrun history is empty; under the lock.
+    Baseline {
+        /// Record every versioned file up to and including this version.
+        #[arg(value_name = "VERSION")]
+        version: Option<String>,
+        /// Read what is applied from this tool's history table: sqlx, flyway, golang-migrate,
+        /// dbmate, diesel, prisma, rails, alembic (with VERSION: the migrun version of its head).
+        #[arg(long, value_name = "TOOL")]
+        from: Option<String>,
+        /// The other tool's history table, when it is not the tool's default name.
+        #[arg(long, value_name = "TABLE", requires = "from")]
+        from_table: Option<String>,
+        /// Record the versions both sides have even when the other tool's history and the
+        /// files differ (the differences are listed).
+        #[arg(long, requires = "from")]
+        ignore_differences: bool,
+        /// Print what would be recorded; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write another tool's migration folder as migrun files (up migrations only; bodies byte
+    /// for byte; each tool's no-transaction marker becomes `-- migrun:no-transaction`). No
+    /// database.
+    Convert {
+        /// The tool whose folder it is: sqlx, flyway, golang-migrate, dbmate, diesel, prisma.
+        #[arg(long, value_name = "TOOL")]
+        from: String,
+        /// The other tool's migrations folder.
+        #[arg(value_name = "DIR")]
+        source: PathBuf,
+        /// Where to write the migrun files (created; must be empty).
+        #[arg(value_name = "OUT")]
+        out: PathBuf,
+    },
     /// Container entrypoint: wait for (or apply) the migrations, then run CMD as a supervised
     /// child: signals forwarded, zombies reaped, its exit code passed on.
     Exec {

@@ -2,6 +2,9 @@
 //! user story, shell hygiene, and the static binary the Dockerfile builds (run in an empty
 //! chroot). Each runs a script of the repository and checks its exit status.
 
+#[path = "tools.rs"]
+mod tools;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -39,6 +42,18 @@ fn the_demo_never_touches_the_database_in_the_callers_environment() {
     });
 }
 
+/// The README promises one test command; CI runs exactly it.
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
+    let command = readme.lines().find(|l| l.contains("# the test suite")).expect("the README's test command");
+    let command = command.split('#').next().unwrap_or_default().trim();
+    assert_eq!(command, "scripts/test");
+    assert_eq!(ci.lines().rfind(|l| !l.trim().is_empty()).map(str::trim), Some(command));
+}
+
 #[test]
 fn shell_scripts_are_shellcheck_clean() {
     let scripts = [
@@ -46,13 +61,14 @@ fn shell_scripts_are_shellcheck_clean() {
         "scripts/build-static",
         "scripts/check-static-binary",
         "scripts/demo",
+        "scripts/test",
         "integration/e2e.sh",
         "integration/example-app/app.sh",
         "integration/ecs/run-migration.sh",
         "integration/ecs/test-run-migration.sh",
         "integration/ecs/testdata/aws",
     ];
-    let output = Command::new("shellcheck")
+    let output = Command::new(tools::tool("shellcheck"))
         .args(scripts)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

@@ -53,6 +53,8 @@ pub struct ComparedFile<'m> {
     pub recorded_checksum: Option<String>,
     /// When it was applied, if it was.
     pub applied_at: Option<Timestamp>,
+    /// Recorded without running it: `baseline`, or the tool it was adopted from.
+    pub adopted_from: Option<String>,
 }
 
 /// The files, each with its state, and the versions only the history has.
@@ -157,6 +159,7 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[HistoryRow]) -> Compa
                 state,
                 recorded_checksum: row.map(|r| r.checksum.clone()),
                 applied_at: row.filter(|r| r.state == RowState::Applied).map(|r| r.applied_at),
+                adopted_from: row.and_then(|r| r.adopted_from.clone()),
             }
         })
         .collect();
@@ -293,6 +296,7 @@ mod tests {
             checksum: checksum.into(),
             state,
             applied_at: Timestamp(0),
+            adopted_from: None,
         }
     }
 

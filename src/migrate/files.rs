@@ -281,7 +281,7 @@ fn read_all(found: Vec<(PathBuf, MigrationKind, String)>, empty_files: bool) -> 
 
 /// `0001_init.sql` → (Versioned(1), "init"); `R__views.sql` → (Repeatable, "views"); else
 /// what is wrong with the name.
-fn parse_name(name: &str) -> Result<(MigrationKind, String), &'static str> {
+pub fn parse_name(name: &str) -> Result<(MigrationKind, String), &'static str> {
     let stem = name.strip_suffix(".sql").ok_or("not .sql")?;
     let valid_description = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if let Some(description) = stem.strip_prefix("R__") {

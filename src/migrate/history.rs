@@ -119,6 +119,9 @@ pub struct HistoryRow {
     pub state: RowState,
     /// When it was applied (or started).
     pub applied_at: Timestamp,
+    /// `None` when migrun ran the file; otherwise where the row came from without running it:
+    /// `baseline` (`migrun baseline <version>`) or the tool it was adopted from (`flyway`).
+    pub adopted_from: Option<String>,
 }
 
 /// The history table cannot be used.
@@ -211,7 +214,8 @@ impl<'a> History<'a> {
                 release text,
                 ecs_task_arn text,
                 image text,
-                image_digest text
+                image_digest text,
+                adopted_from text
             )",
             self.table.sql()
         )
@@ -221,11 +225,26 @@ impl<'a> History<'a> {
     /// planning a SELECT (opening the table's indexes, estimating its size, sorting) costs more
     /// than reading 200 rows. Binary, so nothing is formatted on the server; rows are sorted by
     /// id here.
-    fn copy_sql(&self) -> String {
+    fn copy_sql(&self, columns: Columns) -> String {
+        let adopted = match columns {
+            Columns::Current => ", adopted_from",
+            Columns::BeforeAdoption => "",
+        };
         format!(
-            "COPY {} (id, version, description, checksum, state, applied_at) TO STDOUT (FORMAT binary)",
+            "COPY {} (id, version, description, checksum, state, applied_at{adopted}) TO STDOUT (FORMAT binary)",
             self.table.sql()
         )
+    }
+
+    /// Reads the table's rows; a table made before `adopted_from` existed (no baseline was ever
+    /// recorded in it) is read without it, at the cost of a second round trip.
+    async fn copy_rows(&self) -> Result<Vec<u8>, tokio_postgres::Error> {
+        match self.copy(&self.copy_sql(Columns::Current)).await {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
+                self.copy(&self.copy_sql(Columns::BeforeAdoption)).await
+            }
+            read => read,
+        }
     }
 
     async fn copy(&self, sql: &str) -> Result<Vec<u8>, tokio_postgres::Error> {
@@ -239,7 +258,7 @@ impl<'a> History<'a> {
 
     /// Reads the table; `None` when it does not exist yet. Read only.
     pub async fn read(&self) -> Result<Option<Vec<HistoryRow>>, HistoryError> {
-        match self.copy(&self.copy_sql()).await {
+        match self.copy_rows().await {
             Ok(data) => self.rows(&data).map(Some),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
             Err(e) => Err(self.error("read it")(e)),
@@ -251,8 +270,7 @@ impl<'a> History<'a> {
     /// can fail.
     pub async fn create_and_read(&self) -> Result<Vec<HistoryRow>, HistoryError> {
         let create = self.create_sql();
-        let copy = self.copy_sql();
-        let (created, read) = join(self.client.batch_execute(&create), self.copy(&copy)).await;
+        let (created, read) = join(self.client.batch_execute(&create), self.copy_rows()).await;
         created.map_err(self.error("create it"))?;
         let data = read.map_err(self.error("read it"))?;
         tracing::info!(history_table = %self.table, "history table created");
@@ -282,6 +300,67 @@ impl<'a> History<'a> {
         let insert = std::cell::RefCell::new(insert);
         Ok(HistoryWriter { client: self.client, table: self.table, identity, insert, sql, stale: Default::default() })
     }
+}
+
+impl History<'_> {
+    /// Records versioned files as applied without running them (`baseline`), in one
+    /// transaction: creates the table if needed, adds `adopted_from` to a table made by an
+    /// earlier release, and writes every row, or nothing. Call with the lock held.
+    pub async fn adopt(
+        &self,
+        files: &[(u64, &str, &str)],
+        adopted_from: &str,
+        identity: &Identity,
+    ) -> Result<(), HistoryError> {
+        let table = self.table.sql();
+        let prepare =
+            format!("BEGIN; {}; ALTER TABLE {table} ADD COLUMN IF NOT EXISTS adopted_from text", self.create_sql());
+        let versions: Vec<i64> = files.iter().map(|(v, _, _)| *v as i64).collect();
+        let descriptions: Vec<&str> = files.iter().map(|(_, d, _)| *d).collect();
+        let checksums: Vec<&str> = files.iter().map(|(_, _, c)| *c).collect();
+        let insert = format!(
+            "INSERT INTO {table} (version, description, kind, checksum, state, applied_by, migrun_version, release, ecs_task_arn, image, image_digest, adopted_from)
+             SELECT v, d, 'versioned', c, 'applied', $4, $5, $6, $7, $8, $9, $10
+             FROM unnest($1::bigint[], $2::text[], $3::text[]) AS f(v, d, c) ORDER BY v"
+        );
+        let result = async {
+            self.client.batch_execute(&prepare).await.map_err(self.error("prepare it for a baseline"))?;
+            let id = identity;
+            self.client
+                .execute(
+                    &insert,
+                    &[
+                        &versions,
+                        &descriptions,
+                        &checksums,
+                        &id.applied_by,
+                        &MIGRUN_VERSION,
+                        &id.release,
+                        &id.ecs_task_arn,
+                        &id.image,
+                        &id.image_digest,
+                        &adopted_from,
+                    ],
+                )
+                .await
+                .map_err(self.error("record the baseline"))?;
+            self.client.batch_execute("COMMIT").await.map_err(self.error("commit the baseline"))
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+}
+
+/// The columns a read asks for.
+#[derive(Clone, Copy)]
+enum Columns {
+    /// Every column migrun reads.
+    Current,
+    /// A table created by a release before `adopted_from` was added.
+    BeforeAdoption,
 }
 
 /// The insert's parameter types.
@@ -423,11 +502,11 @@ fn parse_copy(data: &[u8]) -> Result<Vec<(i64, HistoryRow)>, String> {
     input.take(usize::try_from(extension).map_err(|_| "bad header".to_string())?)?;
     let mut rows = Vec::new();
     loop {
-        match input.int(2)? {
+        let columns = match input.int(2)? {
             -1 => return Ok(rows),
-            6 => {}
+            n @ (6 | 7) => n,
             n => return Err(format!("{n} columns")),
-        }
+        };
         let id = input.field()?.ok_or("no id")?;
         let version = input.field()?;
         let description = input.text()?;
@@ -437,8 +516,9 @@ fn parse_copy(data: &[u8]) -> Result<Vec<(i64, HistoryRow)>, String> {
             _ => RowState::Applied,
         };
         let applied_at = Timestamp(input.field()?.ok_or("no applied_at")?);
+        let adopted_from = if columns == 7 { input.optional_text()? } else { None };
         let version = version.map(|v| u64::try_from(v).map_err(|_| format!("version {v}"))).transpose()?;
-        rows.push((id, HistoryRow { version, description, checksum, state, applied_at }));
+        rows.push((id, HistoryRow { version, description, checksum, state, applied_at, adopted_from }));
     }
 }
 
@@ -486,6 +566,14 @@ impl<'a> CopyReader<'a> {
     fn text(&mut self) -> Result<String, String> {
         let bytes = self.bytes()?.ok_or("a text column is null")?;
         String::from_utf8(bytes.to_vec()).map_err(|_| "not UTF-8".to_string())
+    }
+
+    /// A `text` field that may be null.
+    fn optional_text(&mut self) -> Result<Option<String>, String> {
+        match self.bytes()? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| "not UTF-8".to_string()),
+        }
     }
 }
 

@@ -2,8 +2,11 @@
 //! table, comparing the two, the advisory lock, applying, and waiting until ready. Works on a
 //! database session; knows nothing about where the connection came from or about commands.
 
+pub mod adopt;
 pub mod apply;
+pub mod baseline;
 pub mod compare;
+pub mod convert;
 pub mod files;
 pub mod history;
 pub mod lock;

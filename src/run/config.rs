@@ -20,8 +20,10 @@ use crate::db::url::{DatabaseUrl, UrlError};
 use crate::duration::{self, Millis};
 use crate::identity::{self, MIGRUN_VERSION};
 use crate::log::LogFormat;
+use crate::migrate::adopt::{Tool, TOOL_NAMES};
 use crate::migrate::apply::RetryPolicy;
 use crate::migrate::compare::Policy;
+use crate::migrate::convert::{ConvertFrom, CONVERT_NAMES};
 use crate::migrate::history::HistoryTable;
 use crate::migrate::repair::RepairAction;
 
@@ -71,6 +73,26 @@ pub enum Command {
         /// Print JSON.
         json: bool,
     },
+    /// Record files as applied without running them.
+    Baseline {
+        /// Up to a version, or from another tool's history.
+        source: BaselineSource,
+        /// Record what both sides have even when they differ.
+        ignore_differences: bool,
+        /// Only print what would be recorded.
+        dry_run: bool,
+        /// Print JSON.
+        json: bool,
+    },
+    /// Write another tool's folder as migrun files.
+    Convert {
+        /// The tool whose folder it is.
+        tool: ConvertFrom,
+        /// Its folder.
+        source: PathBuf,
+        /// Where the migrun files go.
+        out: PathBuf,
+    },
     /// Create a new migration file.
     New {
         /// The new file's description.
@@ -78,6 +100,15 @@ pub enum Command {
         /// Number it after the folder's highest integer version, with its padding.
         sequential: bool,
     },
+}
+
+/// What `baseline` records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaselineSource {
+    /// Every versioned file up to this version.
+    UpTo(u64),
+    /// What another tool's history table says (Alembic: up to `up_to`).
+    Tool { tool: Tool, table: String, up_to: Option<u64> },
 }
 
 /// What `exec` does with the database before it starts the command.
@@ -108,6 +139,8 @@ impl Command {
             Command::Status { .. } => "status",
             Command::Wait { .. } => "wait",
             Command::Repair { .. } => "repair",
+            Command::Baseline { .. } => "baseline",
+            Command::Convert { .. } => "convert",
             Command::Exec { .. } => "exec",
             Command::New { .. } => "new",
         }
@@ -222,6 +255,15 @@ pub enum ConfigError {
     /// `repair` needs exactly one thing to repair.
     #[error("repair: give exactly one of --accept-checksum VERSION, --forget-started VERSION, --mark-applied VERSION")]
     RepairAction,
+    /// `baseline`'s version is not a number.
+    #[error("baseline: `{value}` is not a version; expected the digits of a migration file's version")]
+    BaselineVersion { value: String },
+    /// `baseline` needs a version, a tool, or (Alembic) both.
+    #[error("baseline: {0}")]
+    BaselineSource(&'static str),
+    /// `--from` names no tool migrun knows.
+    #[error("{command} --from: `{value}` is not a tool migrun knows; expected one of {expected}")]
+    UnknownTool { command: &'static str, value: String, expected: &'static str },
     /// `--target` is not a version.
     #[error(
         "--target: `{value}` is not a migration version; expected the digits of a file's version (e.g. 20261125120000)"
@@ -267,6 +309,8 @@ pub fn command_name(command: &CommandArgs) -> &'static str {
         CommandArgs::Status { .. } => "status",
         CommandArgs::Wait { .. } => "wait",
         CommandArgs::Repair { .. } => "repair",
+        CommandArgs::Baseline { .. } => "baseline",
+        CommandArgs::Convert { .. } => "convert",
         CommandArgs::Exec { .. } => "exec",
         CommandArgs::New { .. } => "new",
     }
@@ -423,7 +467,7 @@ fn config(inputs: &Inputs, command: CommandArgs, host: &str) -> Result<Config, C
         application_name: truncate(&format!("migrun/{MIGRUN_VERSION} {host}"), 63),
     };
     let connection = match &command {
-        Command::New { .. } | Command::Exec { mode: ExecMode::NoDb, .. } => None,
+        Command::New { .. } | Command::Convert { .. } | Command::Exec { mode: ExecMode::NoDb, .. } => None,
         _ => Some(connection(inputs)?),
     };
     let retries_text = inputs.text(&options.lock_retries, "MIGRUN_LOCK_RETRIES").unwrap_or_else(|| "10".to_string());
@@ -511,6 +555,42 @@ fn command_of(inputs: &Inputs, command: CommandArgs) -> Result<Command, ConfigEr
                 (false, false) => ExecMode::Wait { timeout: wait_timeout(&flag)? },
             };
             Command::Exec { mode, command, env_from }
+        }
+        CommandArgs::Baseline { version, from, from_table, ignore_differences, dry_run, json } => {
+            let version = version
+                .map(|v| v.trim().parse().map_err(|_| ConfigError::BaselineVersion { value: truncate(&v, 40) }))
+                .transpose()?;
+            let source = match (from, version) {
+                (None, Some(version)) => BaselineSource::UpTo(version),
+                (None, None) => {
+                    return Err(ConfigError::BaselineSource(
+                        "give the VERSION the database is at, or --from TOOL to read another tool's history",
+                    ))
+                }
+                (Some(name), up_to) => {
+                    let tool = Tool::parse(name.trim()).ok_or_else(|| ConfigError::UnknownTool {
+                        command: "baseline",
+                        value: truncate(&name, 40),
+                        expected: TOOL_NAMES,
+                    })?;
+                    if up_to.is_some() && tool != Tool::Alembic {
+                        return Err(ConfigError::BaselineSource(
+                            "give either VERSION or --from TOOL (only --from alembic takes a VERSION: the one its head corresponds to)",
+                        ));
+                    }
+                    let table = from_table.unwrap_or_else(|| tool.default_table().to_string());
+                    BaselineSource::Tool { tool, table, up_to }
+                }
+            };
+            Command::Baseline { source, ignore_differences, dry_run, json }
+        }
+        CommandArgs::Convert { from, source, out } => {
+            let tool = ConvertFrom::parse(from.trim()).ok_or_else(|| ConfigError::UnknownTool {
+                command: "convert",
+                value: truncate(&from, 40),
+                expected: CONVERT_NAMES,
+            })?;
+            Command::Convert { tool, source, out }
         }
         CommandArgs::New { description, sequential } => Command::New { description, sequential },
     })

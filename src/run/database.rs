@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use futures_util::future::join;
 
-use super::config::{Command, Config, ConfigError};
+use super::config::{BaselineSource, Command, Config, ConfigError};
 use super::error::Error;
 use super::listing;
 use super::outcome::Progress;
 use super::print_stdout;
 use crate::db::session::{self, Session};
 use crate::identity::Identity;
+use crate::migrate::adopt;
 use crate::migrate::apply::Applier;
+use crate::migrate::baseline;
 use crate::migrate::compare;
 use crate::migrate::files::{self, Migration};
 use crate::migrate::history::{History, HistoryError, HistoryRow};
@@ -110,6 +112,64 @@ pub async fn repair(
             tracing::info!(action = change.action, version = change.version, "history repaired");
         }
         print_stdout(&listing::repair(&change, request.dry_run, request.json))
+    }
+    .await;
+    let changed = result.is_ok() && !request.dry_run;
+    locked.release_after(result, changed).await
+}
+
+/// What `baseline` was asked to do.
+pub struct BaselineRequest<'a> {
+    /// Up to a version, or from another tool's history.
+    pub source: &'a BaselineSource,
+    /// Record what both sides have even when they differ.
+    pub ignore_differences: bool,
+    /// Print only.
+    pub dry_run: bool,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// `baseline`: under the lock, checks that migrun's history is empty, works out the versions
+/// to record (reading the other tool's table, which is left as it is), prints them, and
+/// records them in one transaction unless `--dry-run`.
+pub async fn baseline(
+    config: &Config,
+    identity: &Identity,
+    request: BaselineRequest<'_>,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let (session, migrations) = open_with_files(config, shutdown).await?;
+    let (locked, prefetched) = lock(config, session, shutdown).await?;
+    let result = async {
+        let client = &locked.session().client;
+        let history = History::new(client, locked.table());
+        let rows = match prefetched {
+            Some(read) => read?,
+            None => history.read().await?,
+        }
+        .unwrap_or_default();
+        let source = match request.source {
+            BaselineSource::UpTo(version) => baseline::Source::UpTo(*version),
+            BaselineSource::Tool { tool, table, up_to } => {
+                let read = adopt::read(client, *tool, table).await?;
+                baseline::Source::Tool { tool: *tool, history: read, up_to: *up_to }
+            }
+        };
+        let table = locked.table().to_string();
+        let plan = baseline::plan(&source, &migrations, &rows, &table, request.ignore_differences)?;
+        if !request.dry_run {
+            let files: Vec<(u64, &str, &str)> =
+                plan.record.iter().map(|r| (r.version, r.description.as_str(), r.checksum.as_str())).collect();
+            history.adopt(&files, &plan.adopted_from, identity).await?;
+            tracing::info!(
+                adopted_from = %plan.adopted_from,
+                recorded = plan.record.len(),
+                highest = plan.record.last().map(|r| r.version),
+                "baseline recorded"
+            );
+        }
+        print_stdout(&listing::baseline(&plan, request.dry_run, request.json))
     }
     .await;
     let changed = result.is_ok() && !request.dry_run;

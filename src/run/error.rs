@@ -5,8 +5,11 @@ use crate::db::endpoint::EndpointError;
 use crate::db::secrets::SecretError;
 use crate::db::session::ConnectError;
 use crate::exit::ExitCode;
+use crate::migrate::adopt::AdoptError;
 use crate::migrate::apply::{ApplyError, FileFailure};
+use crate::migrate::baseline::BaselineError;
 use crate::migrate::compare::{MismatchError, TargetError};
+use crate::migrate::convert::ConvertError;
 use crate::migrate::files::FilesError;
 use crate::migrate::history::HistoryError;
 use crate::migrate::lock::LockError;
@@ -41,6 +44,15 @@ pub enum Error {
     /// `repair` was refused or failed.
     #[error(transparent)]
     Repair(#[from] RepairError),
+    /// `baseline` was refused or failed.
+    #[error(transparent)]
+    Baseline(#[from] BaselineError),
+    /// `baseline --from`: the other tool's table cannot be adopted.
+    #[error(transparent)]
+    Adopt(#[from] AdoptError),
+    /// `convert` was refused or failed.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
     /// `--target` names no version to stop at.
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -79,6 +91,12 @@ impl Error {
             Error::Wait(e) => wait(e),
             Error::Repair(RepairError::Write(e)) => history(e),
             Error::Repair(_) => ExitCode::Usage,
+            Error::Baseline(BaselineError::History(e)) => history(e),
+            Error::Baseline(_) => ExitCode::Usage,
+            Error::Adopt(AdoptError::Read { failure, .. }) if failure.connection_lost() => ExitCode::Connect,
+            Error::Adopt(AdoptError::Read { .. }) => ExitCode::Internal,
+            Error::Adopt(_) => ExitCode::Usage,
+            Error::Convert(_) => ExitCode::Usage,
             Error::Interrupted(stop) => signal(stop),
             Error::Output(_) | Error::Internal(_) => ExitCode::Internal,
         }

@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use crate::db::session::SessionSettings;
+use crate::migrate::baseline::BaselinePlan;
 use crate::migrate::compare::{ComparedFile, Comparison, FileState};
+use crate::migrate::convert::Conversion;
 
 #[derive(Serialize)]
 struct StatusRow<'a> {
@@ -16,6 +18,9 @@ struct StatusRow<'a> {
     recorded_checksum: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     applied_at: Option<String>,
+    /// Recorded without running it: `baseline`, or the tool it was adopted from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adopted_from: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -35,6 +40,15 @@ fn state_word(state: FileState) -> &'static str {
         FileState::Drifted => "DRIFTED (edited after apply)",
         FileState::Changed => "changed (re-applies)",
         FileState::Empty => "empty (holds no statement yet; up refuses it)",
+    }
+}
+
+/// The state as `status` prints it; a row recorded without running its file says so.
+fn shown_state(entry: &ComparedFile) -> String {
+    match (entry.state, entry.adopted_from.as_deref()) {
+        (FileState::Applied, Some("baseline")) => "applied (baselined)".to_string(),
+        (FileState::Applied, Some(tool)) => format!("applied (adopted from {tool})"),
+        (state, _) => state_word(state).to_string(),
     }
 }
 
@@ -61,6 +75,7 @@ pub fn status(comparison: &Comparison, json: bool) -> String {
                     checksum: &e.migration.checksum,
                     recorded_checksum: e.recorded_checksum.as_deref().filter(|c| *c != e.migration.checksum),
                     applied_at: e.applied_at.map(|t| t.to_string()),
+                    adopted_from: e.adopted_from.as_deref(),
                 })
                 .collect(),
             missing: &comparison.missing,
@@ -70,12 +85,12 @@ pub fn status(comparison: &Comparison, json: bool) -> String {
     }
     let mut out = String::new();
     let width = comparison.entries.iter().map(|e| e.migration.display_path().len()).max().unwrap_or(4).max(4);
-    out.push_str(&format!("{:<width$}  {:<28}  {:<20}  checksum\n", "file", "state", "applied at"));
+    out.push_str(&format!("{:<width$}  {:<30}  {:<20}  checksum\n", "file", "state", "applied at"));
     for e in &comparison.entries {
         out.push_str(&format!(
-            "{:<width$}  {:<28}  {:<20}  {}\n",
+            "{:<width$}  {:<30}  {:<20}  {}\n",
             e.migration.display_path(),
-            state_word(e.state),
+            shown_state(e),
             e.applied_at.map_or_else(|| "-".to_string(), |t| t.to_string()),
             &e.migration.checksum[..12],
         ));
@@ -154,4 +169,64 @@ pub fn repair(change: &crate::migrate::repair::Change, dry_run: bool, json: bool
 
 fn short(checksum: &str) -> &str {
     checksum.get(..12).unwrap_or(checksum)
+}
+
+/// What `baseline` recorded (or would record), and what it noticed.
+pub fn baseline(plan: &BaselinePlan, dry_run: bool, json: bool) -> String {
+    if json {
+        let value = serde_json::json!({ "dry_run": dry_run, "baseline": plan });
+        return format!("{value}\n");
+    }
+    let verb = if dry_run { "would record" } else { "recorded" };
+    let source = match plan.adopted_from.as_str() {
+        "baseline" => String::new(),
+        tool => format!(" (from {tool}'s history)"),
+    };
+    let mut out = format!("baseline {verb} {} file(s) as applied without running them{source}:\n", plan.record.len());
+    for r in &plan.record {
+        out.push_str(&format!("  {}  {}\n", r.file, short(&r.checksum)));
+    }
+    if let Some(head) = &plan.alembic_head {
+        out.push_str(&format!(
+            "alembic head {head}: taken to be the version named; alembic keeps no earlier history\n"
+        ));
+    }
+    let listed = [
+        ("applied by the other tool, no file (not recorded)", plan.tool_only.iter().map(u64::to_string).collect()),
+        ("files the other tool never applied (not recorded; up runs them)", plan.never_applied.clone()),
+        ("versions that are not whole numbers (not recorded)", plan.unmappable.clone()),
+        ("rows the other tool does not count as applied", plan.ignored.clone()),
+        ("pending: the next up runs them", plan.pending.clone()),
+    ];
+    for (what, items) in listed.iter().filter(|(_, items): &&(&str, Vec<String>)| !items.is_empty()) {
+        out.push_str(&format!("{what}: {}\n", items.join(", ")));
+    }
+    if plan.repeatables_run_next > 0 {
+        out.push_str(&format!(
+            "{} repeatable file(s) not recorded: the next up runs them\n",
+            plan.repeatables_run_next
+        ));
+    }
+    out
+}
+
+/// What `convert` wrote.
+pub fn convert(conversion: &Conversion, out_dir: &str) -> String {
+    let mut out = String::new();
+    for file in &conversion.files {
+        let marker = if file.no_transaction { "  (-- migrun:no-transaction)" } else { "" };
+        out.push_str(&format!("{} -> {out_dir}/{}{marker}\n", file.from, file.to));
+    }
+    out.push_str(&format!("{} file(s) written to {out_dir}", conversion.files.len()));
+    if conversion.down_skipped > 0 {
+        out.push_str(&format!(
+            "; {} down migration(s) not converted (migrun rolls forward: undo a change with a new file)",
+            conversion.down_skipped
+        ));
+    }
+    out.push('\n');
+    for skipped in &conversion.skipped {
+        out.push_str(&format!("skipped {skipped}\n"));
+    }
+    out
 }

@@ -22,6 +22,7 @@ use crate::cli::Cli;
 use crate::clock::Utc;
 use crate::exit::ExitCode;
 use crate::identity::{self, Identity};
+use crate::migrate::convert::ConvertFrom;
 use crate::migrate::files;
 use crate::signals::SignalHub;
 
@@ -83,6 +84,16 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
             let request = database::RepairRequest { action: *action, dry_run: *dry_run, json: *json };
             runtime.block_on(database::repair(&config, reporter.identity(), request, &shutdown))
         }
+        Command::Baseline { source, ignore_differences, dry_run, json } => {
+            let request = database::BaselineRequest {
+                source,
+                ignore_differences: *ignore_differences,
+                dry_run: *dry_run,
+                json: *json,
+            };
+            runtime.block_on(database::baseline(&config, reporter.identity(), request, &shutdown))
+        }
+        Command::Convert { tool, source, out } => convert(*tool, source, out),
         Command::New { description, sequential } => new_file(&config.dir, description, *sequential),
         Command::Exec { mode, command, env_from } => {
             // The command sees the file's variables too (those the environment does not set).
@@ -147,6 +158,13 @@ fn new_file(dir: &Path, description: &str, sequential: bool) -> Result<(), Error
     print_stdout(&format!("{}\n", path.display()))?;
     tracing::info!(file = %path.display(), "created");
     Ok(())
+}
+
+/// `convert`: writes the other tool's folder as migrun files and lists them.
+fn convert(tool: ConvertFrom, source: &Path, out: &Path) -> Result<(), Error> {
+    let conversion = crate::migrate::convert::convert(tool, source, out)?;
+    tracing::info!(files = conversion.files.len(), down_skipped = conversion.down_skipped, out = %out.display(), "converted");
+    print_stdout(&listing::convert(&conversion, &out.display().to_string()))
 }
 
 /// stdout may be a closed pipe (`migrun status | head`): an error, not a panic.

@@ -64,6 +64,7 @@ static SERVER: OnceLock<Server> = OnceLock::new();
 
 pub fn server() -> &'static Server {
     SERVER.get_or_init(|| {
+        crate::tools::check();
         let server = match std::env::var("MIGRUN_TEST_DATABASE_URL") {
             Ok(url) => external_server(&url),
             Err(_) => {
@@ -97,6 +98,11 @@ fn external_server(url: &str) -> Server {
         port: config.get_ports().first().copied().unwrap_or(5432),
         user: config.get_user().unwrap_or("postgres").to_string(),
     }
+}
+
+/// An external tool the tests run (see tests/tools.rs).
+pub fn tool(name: &str) -> std::path::PathBuf {
+    crate::tools::tool(name)
 }
 
 /// Sends a real signal to a process the test started (and has not reaped).

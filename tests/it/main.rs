@@ -2,7 +2,10 @@
 
 mod harness;
 mod services;
+#[path = "../tools.rs"]
+mod tools;
 
+mod adopt;
 mod apply;
 mod bad_input;
 mod commands;

