@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// migrun's command line.
 #[derive(Debug, Parser)]
@@ -16,6 +16,32 @@ pub struct Cli {
     /// Options every command takes.
     #[command(flatten)]
     pub options: Options,
+}
+
+impl Cli {
+    /// The help of a command that never connects (`new`, `convert`) when `args` ask for it:
+    /// only the options it reads, not the connection and run options every other command
+    /// takes. `None` for anything else (clap prints the full help).
+    pub fn short_help(args: &[std::ffi::OsString]) -> Option<String> {
+        let words: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
+        if !words.iter().any(|w| *w == "--help" || *w == "-h") || words.contains(&"--") {
+            return None;
+        }
+        let keep: &[&str] = match words.iter().find(|w| !w.starts_with('-')) {
+            Some(&"new") => &["dir", "log_format", "log_level", "result_file"],
+            Some(&"convert") => &["log_format", "log_level", "result_file"],
+            _ => return None,
+        };
+        let name = if keep.contains(&"dir") { "new" } else { "convert" };
+        let kept: Vec<clap::Arg> = Options::augment_args(clap::Command::new("options"))
+            .get_arguments()
+            .filter(|a| keep.contains(&a.get_id().as_str()))
+            .map(|a| a.clone().global(false))
+            .collect();
+        let mut sub = Cli::command().find_subcommand(name)?.clone().args(kept).bin_name(format!("migrun {name}"));
+        let help = if words.contains(&"--help") { sub.render_long_help() } else { sub.render_help() };
+        Some(help.to_string())
+    }
 }
 
 /// The subcommands and their own flags.

@@ -31,6 +31,10 @@ use crate::signals::SignalHub;
 /// supervising `exec`'s command.
 pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     let started = Instant::now();
+    if let Some(help) = Cli::short_help(&args) {
+        let _ = print_stdout(&help);
+        return ExitCode::Success;
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e, &args, env, started),

@@ -231,3 +231,18 @@ fn a_fresh_empty_file_is_listed_by_status_and_plan_and_refused_by_up() {
     );
     db.migrun().dir(dir.path()).args(["wait", "--wait-timeout", "1s"]).run().assert_code(2);
 }
+
+#[test]
+fn help_of_a_command_without_a_database_lists_only_what_it_reads() {
+    for (command, own) in [("new", "--sequential"), ("convert", "--from")] {
+        for flag in ["--help", "-h"] {
+            let run = crate::harness::Migrun::new().args([command, flag]).run();
+            run.assert_code(0);
+            assert!(run.stdout.contains(own) && run.stdout.contains("--log-format"), "{}", run.stdout);
+            assert!(!run.stdout.contains("--database-url") && !run.stdout.contains("--lock-timeout"), "{}", run.stdout);
+        }
+    }
+    assert!(crate::harness::Migrun::new().args(["new", "--help"]).run().stdout.contains("--dir"));
+    let up = crate::harness::Migrun::new().args(["up", "--help"]).run();
+    assert!(up.stdout.contains("--database-url") && up.stdout.contains("--lock-timeout"), "{}", up.stdout);
+}
