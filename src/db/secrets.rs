@@ -125,6 +125,41 @@ impl RdsSecret {
     }
 }
 
+/// The SDK trusts the system's CA certificates only; an app image without them (distroless,
+/// scratch, a slim image without ca-certificates) could not reach Secrets Manager. Then the
+/// HTTPS client trusts the Mozilla roots compiled into migrun instead, as migrun's own
+/// Postgres TLS does. `None` when the system has certificates (the SDK's default client).
+fn bundled_roots_client() -> Option<aws_sdk_secretsmanager::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls;
+    if !rustls_native_certs::load_native_certs().certs.is_empty() {
+        return None;
+    }
+    let store = tls::TrustStore::empty().with_native_roots(false).with_pem_certificate(bundled_roots_pem());
+    let context = tls::TlsContext::builder().with_trust_store(store).build().ok()?;
+    tracing::info!("no system CA certificates found: Secrets Manager's TLS trusts migrun's bundled Mozilla roots");
+    let client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https();
+    Some(client)
+}
+
+/// The bundled roots as one PEM text.
+pub fn bundled_roots_pem() -> String {
+    use base64::Engine;
+    let mut pem = String::new();
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem
+}
+
 /// Fetches the secret string once.
 pub async fn fetch(secret: &SecretRef) -> Result<String, SecretError> {
     let name = secret.name().to_string();
@@ -137,6 +172,9 @@ pub async fn fetch(secret: &SecretRef) -> Result<String, SecretError> {
     );
     if let Some(region) = &secret.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(client) = bundled_roots_client() {
+        loader = loader.http_client(client);
     }
     let client = aws_sdk_secretsmanager::Client::new(&loader.load().await);
     let response = client
@@ -244,6 +282,18 @@ pub fn interpret(secret: &SecretRef, text: &str) -> Result<SecretValue, SecretEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bundled_roots_are_whole_pem_certificates() {
+        use rustls::pki_types::pem::PemObject;
+        let pem = bundled_roots_pem();
+        let parsed: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("valid PEM");
+        assert_eq!(parsed.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        assert!(parsed.len() > 100, "{} roots", parsed.len());
+        assert_eq!(parsed[0].as_ref(), webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref());
+    }
 
     #[test]
     fn parses_ecs_value_from_references() {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::harness::*;
-use crate::services::{moto, serve_json, tls_server};
+use crate::services::{moto, moto_https, serve_json, tls_server};
 
 /// AWS settings for moto: dummy keys, a region, no instance-metadata probing.
 fn with_moto(m: &mut Migrun) -> &mut Migrun {
@@ -433,4 +433,40 @@ fn a_secret_value_that_does_not_parse_is_never_echoed() {
         let error = run.result()["error"].as_str().unwrap_or_default().to_string();
         assert!(error.contains("not a usable connection string"), "{shape}: {error}");
     }
+}
+
+/// Secrets Manager over HTTPS: the SDK trusts the system's CA certificates; with none (an app
+/// image without ca-certificates) it trusts migrun's bundled Mozilla roots instead of nothing.
+#[test]
+fn secrets_manager_tls_trusts_the_system_store_else_the_bundled_roots() {
+    let db = TestDb::new();
+    let https = moto_https();
+    let name = unique("over-https");
+    register_secret(&db.password_url(PASSWORD));
+    https.create_secret(&name, &db.password_url(PASSWORD));
+    let ca = https.ca.as_ref().expect("a CA");
+    let no_dir = tempfile::tempdir().expect("temp dir");
+    let run_with = |cert_file: &Path| {
+        let mut m = Migrun::new();
+        with_moto(&mut m)
+            .env("AWS_ENDPOINT_URL", &https.endpoint)
+            .env("SSL_CERT_FILE", &cert_file.display().to_string())
+            .env("SSL_CERT_DIR", &no_dir.path().display().to_string())
+            .env("MIGRUN_SECRET_ID", &name)
+            .dir(&example_sql())
+            .args(["status"]);
+        m.run()
+    };
+    // The system store (here: the test CA) is used when it has certificates.
+    let trusted = run_with(ca);
+    trusted.assert_code(0);
+    assert!(!trusted.stderr.contains("bundled Mozilla roots"), "{}", trusted.stderr);
+    // No system certificates: the bundled roots, which do not hold the test CA, so the
+    // handshake is refused (exit 3, the secret named), not skipped.
+    let empty = no_dir.path().join("empty.pem");
+    std::fs::write(&empty, "").expect("empty bundle");
+    let bundled = run_with(&empty);
+    assert!(bundled.stderr.contains("bundled Mozilla roots"), "{}", bundled.stderr);
+    bundled.assert_code(3);
+    assert!(bundled.result()["error"].as_str().unwrap_or_default().contains(&name), "{}", bundled.stderr);
 }

@@ -247,6 +247,8 @@ fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
 /// moto's server, standing in for Secrets Manager.
 pub struct Moto {
     pub endpoint: String,
+    /// The CA that signed its certificate, when it serves HTTPS.
+    pub ca: Option<PathBuf>,
 }
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
@@ -263,7 +265,28 @@ pub fn moto() -> &'static Moto {
         command.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]);
         spawn_owned(command, None);
         wait_until(Duration::from_secs(30), "moto answers", || http_get(port, "/moto-api/").is_some());
-        Moto { endpoint: format!("http://127.0.0.1:{port}") }
+        Moto { endpoint: format!("http://127.0.0.1:{port}"), ca: None }
+    })
+}
+
+static MOTO_HTTPS: OnceLock<Moto> = OnceLock::new();
+
+/// A second moto serving HTTPS with a certificate for 127.0.0.1 signed by a test CA.
+pub fn moto_https() -> &'static Moto {
+    MOTO_HTTPS.get_or_init(|| {
+        moto();
+        let dir = tempfile::Builder::new().prefix("migrun-test-moto-certs-").tempdir().expect("temp dir").keep();
+        let (ca, _) = make_certificates(&dir);
+        let port = free_port();
+        let mut command = Command::new("python3");
+        command.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string(), "-c"]);
+        command.arg(dir.join("server.crt")).arg("-k").arg(dir.join("server.key"));
+        spawn_owned(command, None);
+        let moto = Moto { endpoint: format!("https://127.0.0.1:{port}"), ca: Some(ca) };
+        wait_until(Duration::from_secs(30), "moto answers over HTTPS", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        moto
     })
 }
 
@@ -271,10 +294,11 @@ impl Moto {
     /// Creates a secret through boto3 and returns its ARN.
     pub fn create_secret(&self, name: &str, value: &str) -> String {
         let script = "import boto3, sys\n\
-                      c = boto3.client('secretsmanager', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\n\
+                      c = boto3.client('secretsmanager', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test', verify=sys.argv[4] if sys.argv[4] else None)\n\
                       print(c.create_secret(Name=sys.argv[2], SecretString=sys.argv[3])['ARN'])\n";
+        let ca = self.ca.as_ref().map(|c| c.display().to_string()).unwrap_or_default();
         let out =
-            Command::new("python3").args(["-c", script, &self.endpoint, name, value]).output().expect("run boto3");
+            Command::new("python3").args(["-c", script, &self.endpoint, name, value, &ca]).output().expect("run boto3");
         assert!(out.status.success(), "create_secret: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
