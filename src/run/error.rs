@@ -117,7 +117,7 @@ fn signal(stop: &Interrupted) -> ExitCode {
 
 fn secret(e: &SecretError) -> ExitCode {
     match e {
-        SecretError::BadReference { .. } => ExitCode::Usage,
+        SecretError::BadReference { .. } | SecretError::NotBuilt { .. } => ExitCode::Usage,
         _ => ExitCode::Secret,
     }
 }
