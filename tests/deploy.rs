@@ -42,6 +42,96 @@ fn the_demo_never_touches_the_database_in_the_callers_environment() {
     });
 }
 
+/// Every workflow, the project's and the example, passes actionlint.
+#[test]
+fn workflows_pass_actionlint() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut workflows: Vec<std::path::PathBuf> = Vec::new();
+    for dir in [".github/workflows", "integration/github-actions"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("workflow folder") {
+            workflows.push(entry.expect("entry").path());
+        }
+    }
+    assert!(workflows.len() >= 3, "{workflows:?}");
+    let output = Command::new(tools::tool("actionlint")).args(&workflows).output().expect("run actionlint");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The compose file is valid Compose (the compose-spec schema, vendored), and every service
+/// it names exists; one image build serves every service that runs migrun.
+#[test]
+fn compose_file_follows_the_compose_spec() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(tools::tool("check-jsonschema"))
+        .args(["--schemafile", "integration/schema/compose-spec.json", "integration/compose.yml"])
+        .current_dir(root)
+        .output()
+        .expect("run check-jsonschema");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let compose = std::fs::read_to_string(root.join("integration/compose.yml")).expect("compose.yml");
+    let services: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ").filter(|l| !l.starts_with(' ') && !l.starts_with('#')))
+        .filter_map(|l| l.strip_suffix(':'))
+        .collect();
+    assert!(services.contains(&"migrate") && services.contains(&"migrate-from-secret"), "{services:?}");
+    for line in compose.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for named in ["migrate-from-secret", "migrate", "postgres", "secretsmanager", "create-secret", "app"] {
+            if line.trim() == format!("{named}:") || line.trim() == format!("- {named}") {
+                assert!(services.contains(&named), "{named} is referenced but not a service");
+            }
+        }
+    }
+    assert_eq!(compose.matches("build:").count(), 1, "the image is built more than once");
+    assert!(compose.contains(":5432\""), "Postgres is not published to the host");
+}
+
+/// A file the task definition points migrun at is in the image, and the README's bake-in
+/// snippet copies it into the app image.
+#[test]
+fn the_task_definitions_files_are_in_the_image() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let task: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("integration/ecs/task-definition.json")).expect("task definition"),
+    )
+    .expect("task definition JSON");
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let env = task["containerDefinitions"][0]["environment"].as_array().expect("environment");
+    let paths: Vec<&str> = env.iter().filter_map(|v| v["value"].as_str()).filter(|v| v.starts_with("/etc/")).collect();
+    assert!(!paths.is_empty());
+    for path in paths {
+        assert!(dockerfile.contains(&format!("/out{path}")), "the Dockerfile does not put {path} in the image");
+        assert!(
+            readme.contains(&format!("COPY --from=migrun {path} {path}")),
+            "the README's snippet does not copy {path}"
+        );
+    }
+    for policy in
+        ["ci-role-policy.json", "ci-oidc-trust-policy.json", "task-role-policy.json", "execution-role-policy.json"]
+    {
+        let text = std::fs::read_to_string(root.join("integration/ecs").join(policy)).expect("policy");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{policy}: {e}"));
+        assert_eq!(value["Version"], "2012-10-17", "{policy}");
+    }
+    let ci = std::fs::read_to_string(root.join("integration/ecs/ci-role-policy.json")).expect("ci policy");
+    for action in
+        ["iam:PassRole", "ecs:RunTask", "ecs:DescribeTasks", "ecs:RegisterTaskDefinition", "logs:GetLogEvents"]
+    {
+        assert!(ci.contains(&format!("\"{action}\"")), "the CI role policy lacks {action}");
+    }
+}
+
 /// The README promises one test command; CI runs exactly it.
 #[test]
 fn ci_runs_the_readme_test_command() {
@@ -65,6 +155,7 @@ fn shell_scripts_are_shellcheck_clean() {
         "integration/e2e.sh",
         "integration/example-app/app.sh",
         "integration/ecs/run-migration.sh",
+        "integration/ecs/wait-service-stable.sh",
         "integration/ecs/test-run-migration.sh",
         "integration/ecs/testdata/aws",
     ];

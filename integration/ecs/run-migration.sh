@@ -5,20 +5,30 @@
 #   run-migration.sh --cluster prod --task-definition backend:42 \
 #       --subnets subnet-a,subnet-b --security-groups sg-1 [--container app] \
 #       [--command '["up"]'] [--public-ip DISABLED] [--timeout 3600] \
+#       [--launch-type FARGATE | --capacity-provider-strategy capacityProvider=FARGATE_SPOT,weight=1] \
 #       [--log-group /ecs/backend --log-stream-prefix backend]
 #
-# It polls describe-tasks itself (the CLI's tasks-stopped waiter gives up after 10 minutes),
-# prints the container's CloudWatch log stream at the end, and fails with the reason when the
-# task never ran (failures[], capacity, image pull) or stopped without an exit code.
+# Without --launch-type or --capacity-provider-strategy the task runs on the cluster's default
+# capacity provider strategy. It polls describe-tasks itself (the CLI's tasks-stopped waiter
+# gives up after 10 minutes), retrying a failed describe-tasks call until the deadline instead
+# of abandoning a running migration, and prints the container's CloudWatch log stream at the end.
+#
+# Its own exit codes stay clear of migrun's (0-9, 128+signal):
+#   64  bad arguments                     (fix the call)
+#   75  the task never ran, or stopped without an exit code: failures[], capacity, image pull,
+#       secrets (nothing was migrated; safe to retry)
+#   124 still running at --timeout       (the task keeps running; look at it before retrying)
 set -euo pipefail
 
 cluster="" task_definition="" subnets="" security_groups="" container="app"
 command='["up"]' public_ip="DISABLED" timeout=3600 poll="${POLL_SECONDS:-6}"
-log_group="" log_stream_prefix=""
+log_group="" log_stream_prefix="" launch_type="" capacity_provider_strategy=""
 
-die() { echo "run-migration: $*" >&2; exit 1; }
+usage_error() { echo "run-migration: $*" >&2; exit 64; }
+not_run() { echo "run-migration: $*" >&2; exit 75; }
 
 while (($#)); do
+    (($# >= 2)) || usage_error "$1 needs a value (see the header of this script)"
     case "$1" in
         --cluster) cluster="$2" ;;
         --task-definition) task_definition="$2" ;;
@@ -30,37 +40,53 @@ while (($#)); do
         --timeout) timeout="$2" ;;
         --log-group) log_group="$2" ;;
         --log-stream-prefix) log_stream_prefix="$2" ;;
-        *) die "unknown option $1 (see the header of this script)" ;;
+        --launch-type) launch_type="$2" ;;
+        --capacity-provider-strategy) capacity_provider_strategy="$2" ;;
+        *) usage_error "unknown option $1 (see the header of this script)" ;;
     esac
     shift 2
 done
 if [ -z "$cluster" ] || [ -z "$task_definition" ] || [ -z "$subnets" ] || [ -z "$security_groups" ]; then
-    die "--cluster, --task-definition, --subnets and --security-groups are required"
+    usage_error "--cluster, --task-definition, --subnets and --security-groups are required"
 fi
+if [ -n "$launch_type" ] && [ -n "$capacity_provider_strategy" ]; then
+    usage_error "give --launch-type or --capacity-provider-strategy, not both"
+fi
+placement=()
+[ -z "$launch_type" ] || placement=(--launch-type "$launch_type")
+[ -z "$capacity_provider_strategy" ] || placement=(--capacity-provider-strategy "$capacity_provider_strategy")
 
 network=$(jq -cn --arg subnets "$subnets" --arg groups "$security_groups" --arg ip "$public_ip" \
     '{awsvpcConfiguration: {subnets: ($subnets | split(",")), securityGroups: ($groups | split(",")), assignPublicIp: $ip}}')
 overrides=$(jq -cn --arg name "$container" --argjson command "$command" \
-    '{containerOverrides: [{name: $name, command: $command}]}')
+    '{containerOverrides: [{name: $name, command: $command}]}') || usage_error "--command is not a JSON list: $command"
 
+# run-task is not retried: a call that failed after ECS accepted it would start a second task.
 started=$(aws ecs run-task --cluster "$cluster" --task-definition "$task_definition" \
-    --launch-type FARGATE --network-configuration "$network" --overrides "$overrides" \
-    --started-by migrun --output json)
+    "${placement[@]}" --network-configuration "$network" --overrides "$overrides" \
+    --started-by migrun --output json) || not_run "run-task failed (see the error above); nothing was started"
 
 failures=$(jq -r '[.failures[]? | "\(.arn // "task"): \(.reason)\(if .detail then " (\(.detail))" else "" end)"] | join("; ")' <<<"$started")
-[ -z "$failures" ] || die "the task did not start: $failures"
+[ -z "$failures" ] || not_run "the task did not start: $failures"
 task_arn=$(jq -r '.tasks[0].taskArn // empty' <<<"$started")
-[ -n "$task_arn" ] || die "run-task returned no task"
+[ -n "$task_arn" ] || not_run "run-task returned no task"
 echo "run-migration: started $task_arn"
 
 deadline=$(($(date +%s) + timeout))
 status="" described=""
 while :; do
-    described=$(aws ecs describe-tasks --cluster "$cluster" --tasks "$task_arn" --output json)
-    status=$(jq -r '.tasks[0].lastStatus // "UNKNOWN"' <<<"$described")
-    echo "run-migration: $status"
-    [ "$status" = "STOPPED" ] && break
-    (($(date +%s) < deadline)) || die "still $status after ${timeout}s; the task keeps running: $task_arn"
+    # A failed call (throttling, a network blip) is not the task's failure: keep watching.
+    if described=$(aws ecs describe-tasks --cluster "$cluster" --tasks "$task_arn" --output json); then
+        status=$(jq -r '.tasks[0].lastStatus // "UNKNOWN"' <<<"$described")
+        echo "run-migration: $status"
+        [ "$status" = "STOPPED" ] && break
+    else
+        echo "run-migration: describe-tasks failed; trying again (the task keeps running)" >&2
+    fi
+    if (($(date +%s) >= deadline)); then
+        echo "run-migration: still ${status:-unknown} after ${timeout}s; the task keeps running: $task_arn" >&2
+        exit 124
+    fi
     sleep "$poll"
 done
 
@@ -76,6 +102,6 @@ container_reason=$(jq -r --arg name "$container" '.tasks[0].containers[]? | sele
 exit_code=$(jq -r --arg name "$container" '.tasks[0].containers[]? | select(.name == $name) | .exitCode // empty' <<<"$described")
 # A container that never ran (image pull, secrets, capacity) has no exit code: that is a
 # failure, never a success.
-[ -n "$exit_code" ] || die "container $container has no exit code: ${container_reason:-$reason}"
+[ -n "$exit_code" ] || not_run "container $container has no exit code: ${container_reason:-$reason}"
 echo "run-migration: container $container exited $exit_code${reason:+ ($reason)}"
 exit "$exit_code"
