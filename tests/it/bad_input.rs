@@ -147,6 +147,33 @@ const CASES: &[Case] = &[
     Case { input: "`CREATE INDEX CONCURRENTLY` in a transactional file", exit: 6, says: "sql/0001_a.sql: CREATE INDEX CONCURRENTLY cannot run inside a transaction block (SQLSTATE 25001)", left: "the file rolled back; the history table", run: |db| online(db, &[("0001_a.sql", "CREATE TABLE a (x int);\nCREATE INDEX CONCURRENTLY a_x ON a (x);")], &["up"]) },
     Case { input: "a no-transaction file that leaves `BEGIN` open", exit: 6, says: "sql/0001_a.sql: left a transaction open", left: "statements before `BEGIN`; the row `started`", run: |db| online(db, &[("0001_a.sql", "-- migrun:no-transaction\nBEGIN;\nCREATE TABLE a (x int);")], &["up"]) },
     Case { input: "a file calling `pg_advisory_unlock_all()`", exit: 6, says: "sql/0001_a.sql: released migrun's advisory lock", left: "the file rolled back; the history table", run: |db| online(db, &[("0001_a.sql", "SELECT pg_advisory_unlock_all();")], &["up"]) },
+    Case { input: "`baseline` with neither a version nor `--from`", exit: 2, says: "baseline: give the VERSION the database is at, or --from TOOL", left: NOTHING, run: |_| setting(&["baseline"], &[]) },
+    Case { input: "`baseline --from liquibase`", exit: 2, says: "baseline --from: `liquibase` is not a tool migrun knows; expected one of sqlx, flyway", left: NOTHING, run: |_| setting(&["baseline", "--from", "liquibase"], &[]) },
+    Case { input: "`baseline 3 --from flyway` (a version with another tool than Alembic)", exit: 2, says: "baseline: give either VERSION or --from TOOL", left: NOTHING, run: |_| setting(&["baseline", "3", "--from", "flyway"], &[]) },
+    Case { input: "`baseline` naming a version no file has", exit: 2, says: "baseline: no versioned migration file has version 7", left: "nothing recorded (the history table is not created)", run: |db| online(db, &[("0001_a.sql", "CREATE TABLE a (x int);")], &["baseline", "7", "--table", "bl_nofile"]) },
+    Case { input: "`baseline` on a history that has rows", exit: 2, says: "baseline: history table public.bl_full already has 1 row(s)", left: "nothing recorded", run: |db| {
+        let dir = sql_dir(&[("0001_a.sql", "SELECT 1;")]);
+        db.migrun().dir(dir.path()).args(["up", "--table", "bl_full"]).run().assert_code(0);
+        let run = db.migrun().dir(dir.path()).args(["baseline", "1", "--table", "bl_full"]).run();
+        (run, dir.path().display().to_string())
+    } },
+    Case { input: "`baseline --from flyway` without Flyway's table", exit: 2, says: "baseline --from flyway: table flyway_schema_history does not exist", left: "nothing recorded", run: |db| online(db, &[("0001_a.sql", "SELECT 1;")], &["baseline", "--from", "flyway", "--table", "bl_flyway"]) },
+    Case { input: "`convert --from rails` (Ruby migrations)", exit: 2, says: "convert --from: `rails` is not a tool migrun knows; expected one of sqlx, flyway, golang-migrate, dbmate, diesel, prisma", left: NOTHING, run: |_| {
+        let run = Migrun::new().args(["convert", "--from", "rails", "db/migrate", "sql"]).run();
+        (run, String::new())
+    } },
+    Case { input: "`convert` into a folder that holds files", exit: 2, says: "convert: sql already exists and is not an empty directory", left: "nothing written", run: |_| {
+        let source = sql_dir(&[("V1__a.sql", "SELECT 1;")]);
+        let out = sql_dir(&[("0001_mine.sql", "SELECT 1;")]);
+        let run = Migrun::new().args(["convert", "--from", "flyway"]).arg_path(source.path()).arg_path(out.path()).run();
+        (run, out.path().display().to_string())
+    } },
+    Case { input: "`convert` of a dotted Flyway version (`V1.1__x.sql`)", exit: 2, says: "convert: 1 cannot become migrun files: V1.1__x.sql: version `1.1` is not a whole number", left: "nothing written", run: |_| {
+        let source = sql_dir(&[("V1.1__x.sql", "SELECT 1;")]);
+        let out = tempfile::tempdir().expect("dir");
+        let run = Migrun::new().args(["convert", "--from", "flyway"]).arg_path(source.path()).arg_path(&out.path().join("sql")).run();
+        (run, String::new())
+    } },
     Case { input: "`exec` of a command that does not exist", exit: 127, says: "the command exited with 127", left: NOTHING, run: |_| {
         let run = Migrun::new().args(["exec", "--no-db", "--", "/nonexistent/app"]).run();
         (run, String::new())
