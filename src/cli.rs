@@ -137,6 +137,33 @@ pub enum CommandArgs {
         #[arg(value_name = "OUT")]
         out: PathBuf,
     },
+    /// Check every migration file before it ships, without a database: Postgres's own parser,
+    /// and rules for rollouts where the old app version keeps running against the new schema.
+    /// Exit 10 on errors (and on warnings with --strict).
+    Lint {
+        /// human, json, or sarif (GitHub code scanning).
+        #[arg(long, value_name = "FORMAT", default_value = "human")]
+        format: String,
+        /// Fail on warnings too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run the folder against a scratch Postgres and report what it really does: the locks each
+    /// statement takes on existing tables, table rewrites, whether no-transaction files survive
+    /// an interruption, and (--from) whether upgrading gives the same schema as installing.
+    Verify {
+        /// The previous release's migrations folder: apply it first, then this one, and compare
+        /// with installing from empty.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Print the JSON report on stdout instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Fail (exit 10) when a statement takes an ACCESS EXCLUSIVE or SHARE-class lock on an
+        /// existing table, or rewrites one.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Container entrypoint: wait for (or apply) the migrations, then run CMD as a supervised
     /// child: signals forwarded, zombies reaped, its exit code passed on.
     Exec {

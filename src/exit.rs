@@ -26,6 +26,15 @@ pub enum ExitCode {
     LockRetries,
     /// `--wait` gave up before the schema was ready.
     WaitTimeout,
+    /// `lint` found errors (or warnings, with `--strict`); `verify --strict` measured locks
+    /// or rewrites on existing tables.
+    Findings,
+    /// `verify`: a no-transaction file fails, or leaves another schema, when run again after
+    /// an interruption (or a repeatable file when run twice).
+    NotRerunnable,
+    /// `verify --from`: upgrading from the previous folder gives another schema than
+    /// installing from empty.
+    UpgradeDiffers,
     /// Interrupted by a signal (128 + signal number, as shells report it).
     Signal(i32),
     /// `exec`: the child's own exit status (128 + N when signal N killed it; 127 command not
@@ -55,6 +64,9 @@ impl ExitCode {
             ExitCode::HistoryMismatch => 7,
             ExitCode::LockRetries => 8,
             ExitCode::WaitTimeout => 9,
+            ExitCode::Findings => 10,
+            ExitCode::NotRerunnable => 11,
+            ExitCode::UpgradeDiffers => 12,
             ExitCode::Signal(signal) => 128 + signal,
             ExitCode::Child(code) => code,
         }
@@ -73,6 +85,9 @@ impl ExitCode {
             ExitCode::HistoryMismatch => "history_mismatch",
             ExitCode::LockRetries => "lock_retries_exhausted",
             ExitCode::WaitTimeout => "wait_timeout",
+            ExitCode::Findings => "findings",
+            ExitCode::NotRerunnable => "not_rerunnable",
+            ExitCode::UpgradeDiffers => "upgrade_differs",
             ExitCode::Signal(_) => "interrupted",
             ExitCode::Child(_) => "child_failed",
         }
@@ -108,6 +123,9 @@ mod tests {
             (ExitCode::HistoryMismatch, 7),
             (ExitCode::LockRetries, 8),
             (ExitCode::WaitTimeout, 9),
+            (ExitCode::Findings, 10),
+            (ExitCode::NotRerunnable, 11),
+            (ExitCode::UpgradeDiffers, 12),
             (ExitCode::Signal(2), 130),
             (ExitCode::Signal(15), 143),
         ];
@@ -119,7 +137,7 @@ mod tests {
     #[test]
     fn the_readme_table_lists_every_code_with_its_outcome() {
         let readme = include_str!("../README.md");
-        let table = &readme[readme.find("## Exit codes").expect("an exit-code section")..];
+        let table = &readme[readme.find("# Exit codes").expect("an exit-code section")..];
         let rows: Vec<(String, String)> = table
             .lines()
             .skip_while(|l| !l.starts_with("| code"))
@@ -141,6 +159,9 @@ mod tests {
             ExitCode::HistoryMismatch,
             ExitCode::LockRetries,
             ExitCode::WaitTimeout,
+            ExitCode::Findings,
+            ExitCode::NotRerunnable,
+            ExitCode::UpgradeDiffers,
         ];
         for exit in all {
             let row = rows.iter().find(|(code, _)| *code == exit.code().to_string());

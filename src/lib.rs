@@ -2,6 +2,7 @@
 //!
 //! Layers, each importing only from those below it:
 //! - `run`: the command layer (configuration, one dispatch, the result event, exit codes);
+//! - `check`: proving migrations before they ship (`lint`, `verify`);
 //! - `migrate`: the migration domain (files, history, comparison, lock, apply, wait);
 //! - `db`: database access (connection sources, TLS, secrets, sessions, Postgres failures);
 //! - leaves: `cli`, `exit`, `log`, `signals`, `supervise`, `identity`, `duration`, `clock`,
@@ -12,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 mod backoff;
+mod check;
 mod cli;
 mod clock;
 mod db;

@@ -1,12 +1,14 @@
 //! The house rule of `src/`: layers you can see from the folder listing, and an import never
-//! points from a lower layer to a higher one (`run` > `migrate` > `db` > the leaf modules).
+//! points from a lower layer to a higher one (`run` > `check` > `migrate` > `db` > the leaf
+//! modules).
 
 use std::path::{Path, PathBuf};
 
 /// The layer of a top-level module; every other top-level module is a leaf (0).
 fn layer(module: &str) -> u8 {
     match module {
-        "run" => 3,
+        "run" => 4,
+        "check" => 3,
         "migrate" => 2,
         "db" => 1,
         _ => 0,

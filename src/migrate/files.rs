@@ -405,6 +405,11 @@ fn parse_directives(sql: &str, path: &Path) -> Result<Directives, FilesError> {
             continue;
         };
         let directive = directive.trim();
+        // `-- migrun:allow <rule> <reason>` marks the next statement for `migrun lint`; it
+        // changes nothing about how the file runs, so it may stand anywhere.
+        if directive == "allow" || directive.starts_with("allow ") {
+            continue;
+        }
         if !in_header {
             return Err(FilesError::MisplacedDirective { file: file(), directive: directive.into(), line: line_no });
         }

@@ -93,6 +93,25 @@ pub enum Command {
         /// Where the migrun files go.
         out: PathBuf,
     },
+    /// Check the files offline.
+    Lint {
+        /// How to print the findings.
+        format: LintFormat,
+        /// Warnings fail too.
+        strict: bool,
+    },
+    /// Run the files against a scratch Postgres and measure them.
+    Verify {
+        /// The previous release's folder, for the upgrade path.
+        from: Option<PathBuf>,
+        /// Print the JSON report.
+        json: bool,
+        /// Locks and rewrites on existing tables fail the run.
+        strict: bool,
+        /// A server to create scratch databases on, instead of starting one
+        /// (`--database-url` only: never the ambient DATABASE_URL).
+        server_url: Option<String>,
+    },
     /// Create a new migration file.
     New {
         /// The new file's description.
@@ -100,6 +119,14 @@ pub enum Command {
         /// Number it after the folder's highest integer version, with its padding.
         sequential: bool,
     },
+}
+
+/// `lint --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LintFormat {
+    Human,
+    Json,
+    Sarif,
 }
 
 /// What `baseline` records.
@@ -141,6 +168,8 @@ impl Command {
             Command::Repair { .. } => "repair",
             Command::Baseline { .. } => "baseline",
             Command::Convert { .. } => "convert",
+            Command::Lint { .. } => "lint",
+            Command::Verify { .. } => "verify",
             Command::Exec { .. } => "exec",
             Command::New { .. } => "new",
         }
@@ -311,6 +340,8 @@ pub fn command_name(command: &CommandArgs) -> &'static str {
         CommandArgs::Repair { .. } => "repair",
         CommandArgs::Baseline { .. } => "baseline",
         CommandArgs::Convert { .. } => "convert",
+        CommandArgs::Lint { .. } => "lint",
+        CommandArgs::Verify { .. } => "verify",
         CommandArgs::Exec { .. } => "exec",
         CommandArgs::New { .. } => "new",
     }
@@ -467,7 +498,11 @@ fn config(inputs: &Inputs, command: CommandArgs, host: &str) -> Result<Config, C
         application_name: truncate(&format!("migrun/{MIGRUN_VERSION} {host}"), 63),
     };
     let connection = match &command {
-        Command::New { .. } | Command::Convert { .. } | Command::Exec { mode: ExecMode::NoDb, .. } => None,
+        Command::New { .. }
+        | Command::Convert { .. }
+        | Command::Lint { .. }
+        | Command::Verify { .. }
+        | Command::Exec { mode: ExecMode::NoDb, .. } => None,
         _ => Some(connection(inputs)?),
     };
     let retries_text = inputs.text(&options.lock_retries, "MIGRUN_LOCK_RETRIES").unwrap_or_else(|| "10".to_string());
@@ -591,6 +626,25 @@ fn command_of(inputs: &Inputs, command: CommandArgs) -> Result<Command, ConfigEr
                 expected: CONVERT_NAMES,
             })?;
             Command::Convert { tool, source, out }
+        }
+        CommandArgs::Lint { format, strict } => {
+            let format = match format.trim().to_ascii_lowercase().as_str() {
+                "human" => LintFormat::Human,
+                "json" => LintFormat::Json,
+                "sarif" => LintFormat::Sarif,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        flag: "--format",
+                        env: "(none)",
+                        value: truncate(&format, 40),
+                        expected: "human, json or sarif",
+                    })
+                }
+            };
+            Command::Lint { format, strict }
+        }
+        CommandArgs::Verify { from, json, strict } => {
+            Command::Verify { from, json, strict, server_url: inputs.options.database_url.clone() }
         }
         CommandArgs::New { description, sequential } => Command::New { description, sequential },
     })

@@ -68,6 +68,21 @@ pub enum Error {
     /// A stop was requested.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
+    /// `lint` / `verify --strict` found what fails the run.
+    #[error("{0}")]
+    Findings(String),
+    /// `verify`: no scratch server could be had.
+    #[error("{0}")]
+    Verify(String),
+    /// `verify`: a file fails on an empty database.
+    #[error("{0}")]
+    VerifyFailed(String),
+    /// `verify`: a file is not safe to run again after an interruption.
+    #[error("{0}")]
+    NotRerunnable(String),
+    /// `verify --from`: the upgrade path gives another schema.
+    #[error("{0}")]
+    UpgradeDiffers(String),
     /// stdout could not be written.
     #[error("{0}")]
     Output(String),
@@ -98,6 +113,11 @@ impl Error {
             Error::Adopt(_) => ExitCode::Usage,
             Error::Convert(_) => ExitCode::Usage,
             Error::Interrupted(stop) => signal(stop),
+            Error::Findings(_) => ExitCode::Findings,
+            Error::Verify(_) => ExitCode::Usage,
+            Error::VerifyFailed(_) => ExitCode::MigrationFailed,
+            Error::NotRerunnable(_) => ExitCode::NotRerunnable,
+            Error::UpgradeDiffers(_) => ExitCode::UpgradeDiffers,
             Error::Output(_) | Error::Internal(_) => ExitCode::Internal,
         }
     }

@@ -1,6 +1,7 @@
 //! The command layer: parse the command line, resolve the configuration once, do the command
 //! (one dispatch), and end with one result event whose exit code is the process's.
 
+mod check;
 mod config;
 mod database;
 mod error;
@@ -98,6 +99,16 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
             runtime.block_on(database::baseline(&config, reporter.identity(), request, &shutdown))
         }
         Command::Convert { tool, source, out } => convert(*tool, source, out),
+        Command::Lint { format, strict } => check::lint(&config, *format, *strict),
+        Command::Verify { from, json, strict, server_url } => {
+            let request = check::VerifyRequest {
+                from: from.as_deref(),
+                json: *json,
+                strict: *strict,
+                server_url: server_url.as_deref(),
+            };
+            runtime.block_on(check::verify(&config, request, &shutdown))
+        }
         Command::New { description, sequential } => new_file(&config.dir, description, *sequential),
         Command::Exec { mode, command, env_from } => {
             // The command sees the file's variables too (those the environment does not set).

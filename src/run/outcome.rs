@@ -213,6 +213,11 @@ impl Reporter {
             (None, "wait") => "schema ready".to_string(),
             (None, "new") => "migration file created".to_string(),
             (None, "exec") => "the command exited 0".to_string(),
+            (None, "lint") => "no lint errors".to_string(),
+            (None, "verify") => "verified".to_string(),
+            (None, "baseline") => "baseline done".to_string(),
+            (None, "convert") => "folder converted".to_string(),
+            (None, "repair") => "repair done".to_string(),
             (None, _) if count == 0 => "schema is up to date; nothing to apply".to_string(),
             (None, _) => format!("applied {count} migration(s)"),
         };

@@ -1,0 +1,11 @@
+//! Proving migrations before they ship: `lint` reads the files with Postgres's own parser and
+//! checks them against rules for rollouts where the old app keeps running; `verify` runs them
+//! against a scratch Postgres and measures what they do. Above the migration domain (it reads
+//! files and applies them), below the commands.
+
+pub mod lint;
+pub mod parse;
+pub mod rules;
+pub mod schema;
+pub mod scratch;
+pub mod verify;

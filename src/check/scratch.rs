@@ -1,0 +1,221 @@
+//! A Postgres to experiment on: a throwaway cluster started from the local server binaries
+//! (`initdb`, `postgres`; as the `postgres` user when run as root, since Postgres refuses
+//! root), or a server someone named, on which migrun only creates and drops databases of its
+//! own.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::db::tls::{self, SslMode, TlsSettings};
+use crate::db::url::DatabaseUrl;
+
+/// The scratch server could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ScratchError {
+    #[error("verify: no Postgres server binaries (initdb) on PATH or in /usr/lib/postgresql/*/bin; install the PostgreSQL server package, or name a server with --database-url")]
+    NoBinaries,
+    #[error("verify: cannot start a scratch Postgres: {0}")]
+    Start(String),
+    #[error("verify: {0}")]
+    Server(String),
+    #[error("verify: database {0} on the server you named already has tables; name a server's maintenance database (postgres): migrun creates and drops scratch databases of its own there")]
+    NotEmpty(String),
+}
+
+/// A server to create scratch databases on.
+pub struct Server {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    /// Whether migrun may touch the catalogs (to fake an interrupted index build).
+    pub superuser: bool,
+    cluster: Option<Cluster>,
+}
+
+/// A throwaway cluster: stopped and removed when dropped.
+struct Cluster {
+    dir: PathBuf,
+    postgres: Child,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // SIGINT: Postgres's fast shutdown.
+        // SAFETY: signalling the child this process started and has not reaped.
+        unsafe { libc::kill(self.postgres.id() as libc::pid_t, libc::SIGINT) };
+        let _ = self.postgres.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Server {
+    /// Starts a throwaway cluster from the local binaries.
+    pub async fn start() -> Result<Server, ScratchError> {
+        let bin = server_binaries().ok_or(ScratchError::NoBinaries)?;
+        let started = Instant::now();
+        let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("migrun-verify-{}-{unique}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| ScratchError::Start(format!("{}: {e}", dir.display())))?;
+        let owner = as_postgres_user(&dir)?;
+        let run = |program: &str| {
+            let mut command = Command::new(bin.join(program));
+            if let Some((uid, gid)) = owner {
+                command.uid(uid).gid(gid);
+            }
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            command
+        };
+        let data = dir.join("data");
+        let initdb = run("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .map_err(|e| ScratchError::Start(format!("initdb: {e}")))?;
+        if !initdb.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(ScratchError::Start(format!("initdb: {}", String::from_utf8_lossy(&initdb.stderr).trim())));
+        }
+        let port = free_port().map_err(|e| ScratchError::Start(format!("no free port: {e}")))?;
+        let postgres = run("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=50", "-p", &port.to_string(), "-k"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| ScratchError::Start(format!("postgres: {e}")))?;
+        let cluster = Cluster { dir, postgres };
+        let mut config = tokio_postgres::Config::new();
+        config.host("127.0.0.1").port(port).user("postgres").dbname("postgres");
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let tls = tls::connector(&TlsSettings { mode: SslMode::Disable, root_cert: None })
+            .map_err(|e| ScratchError::Start(e.to_string()))?;
+        let server = Server { config, tls, superuser: true, cluster: Some(cluster) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match server.connect("postgres").await {
+                Ok(_) => break,
+                Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => return Err(ScratchError::Start(format!("the server did not accept connections: {e}"))),
+            }
+        }
+        tracing::info!(port, start_ms = started.elapsed().as_millis() as u64, "scratch Postgres started");
+        Ok(server)
+    }
+
+    /// A server someone named; its database must hold no tables (it is only used to create
+    /// migrun's own scratch databases).
+    pub async fn at(url: &str) -> Result<Server, ScratchError> {
+        let (_, config, params) =
+            DatabaseUrl::parse(url.to_string()).map_err(|e| ScratchError::Server(e.to_string()))?;
+        let mode = params.sslmode.as_deref().and_then(SslMode::parse).unwrap_or(SslMode::Prefer);
+        let settings = TlsSettings { mode, root_cert: params.sslrootcert.map(PathBuf::from) };
+        let tls = tls::connector(&settings).map_err(|e| ScratchError::Server(e.to_string()))?;
+        let mut config = config;
+        config.ssl_mode(mode.for_driver());
+        let dbname = config.get_dbname().unwrap_or("postgres").to_string();
+        let mut server = Server { config, tls, superuser: false, cluster: None };
+        let client = server.connect(&dbname).await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
+                        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+                &[],
+            )
+            .await
+            .map_err(|e| ScratchError::Server(e.to_string()))?;
+        if row.get::<_, i64>(0) > 0 {
+            return Err(ScratchError::NotEmpty(dbname));
+        }
+        server.superuser = row.get(1);
+        Ok(server)
+    }
+
+    /// A session on database `dbname`.
+    pub async fn connect(&self, dbname: &str) -> Result<Client, ScratchError> {
+        let mut config = self.config.clone();
+        config.dbname(dbname).application_name("migrun verify");
+        let (client, connection) = config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| ScratchError::Server(crate::db::failure::error_chain(&e)))?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// Creates database `name` (a copy of `template`, when given).
+    pub async fn create(&self, name: &str, template: Option<&str>) -> Result<(), ScratchError> {
+        let admin = self.connect(self.maintenance()).await?;
+        let sql = match template {
+            Some(template) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\" STRATEGY FILE_COPY"),
+            None => format!("CREATE DATABASE \"{name}\" TEMPLATE template0"),
+        };
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| ScratchError::Server(format!("{sql}: {}", crate::db::failure::error_chain(&e))))
+    }
+
+    /// Drops database `name`, ending its sessions.
+    pub async fn drop_database(&self, name: &str) {
+        if let Ok(admin) = self.connect(self.maintenance()).await {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+        }
+    }
+
+    fn maintenance(&self) -> &str {
+        match &self.cluster {
+            Some(_) => "postgres",
+            None => self.config.get_dbname().unwrap_or("postgres"),
+        }
+    }
+}
+
+/// `initdb`'s directory: on PATH, else the newest /usr/lib/postgresql/<major>/bin.
+fn server_binaries() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(dir) = std::env::split_paths(&path).find(|d| d.join("initdb").is_file()) {
+        return Some(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// As root, the cluster belongs to `postgres` (Postgres refuses to run as root).
+fn as_postgres_user(dir: &Path) -> Result<Option<(u32, u32)>, ScratchError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = std::ffi::CString::new("postgres").map_err(|e| ScratchError::Start(e.to_string()))?;
+    // SAFETY: a valid NUL-terminated name; the returned record is read at once, before any
+    // other call that could reuse it.
+    let (uid, gid) = unsafe {
+        let entry = libc::getpwnam(name.as_ptr());
+        if entry.is_null() {
+            return Err(ScratchError::Start(
+                "running as root needs a `postgres` user to run the scratch server as".into(),
+            ));
+        }
+        ((*entry).pw_uid, (*entry).pw_gid)
+    };
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .map_err(|e| ScratchError::Start(format!("chown {}: {e}", dir.display())))?;
+    Ok(Some((uid, gid)))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

@@ -1,0 +1,495 @@
+//! `migrun verify`: the folder run against a scratch Postgres, measured.
+//!
+//! 1. Every file from empty, statement by statement: the locks each statement takes on tables
+//!    that existed before its file (read from `pg_locks` inside its transaction), whether it
+//!    rewrote one (its relfilenode changed), and how long it took.
+//! 2. Interruption: each no-transaction file is started from the state before it, cut after
+//!    each prefix of its statements (and with an INVALID index where a `CREATE INDEX
+//!    CONCURRENTLY` was cut), then run again as `up` would; it must succeed and leave the same
+//!    schema as the uninterrupted run. Repeatable files must run twice.
+//! 3. With a previous release's folder: that folder first, then this one, as `up` would; the
+//!    schema must equal the one from empty.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::parse::position;
+use super::schema;
+use super::scratch::{ScratchError, Server};
+use crate::db::failure::PgFailure;
+use crate::migrate::files::{Migration, MigrationKind};
+use crate::migrate::split;
+
+/// Lock modes that block the live app's writes (or everything).
+const BLOCKING: [&str; 4] = ["ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"];
+
+/// A lock one statement took on a table that existed before its file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lock {
+    pub table: String,
+    pub mode: String,
+}
+
+/// What one statement did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub file: String,
+    pub line: usize,
+    /// The statement's first line.
+    pub statement: String,
+    pub duration_ms: f64,
+    /// The strongest lock per existing table, in the order taken.
+    pub locks: Vec<Lock>,
+    /// Existing tables it rewrote.
+    pub rewritten: Vec<String>,
+    /// False when it cannot run in a transaction (CONCURRENTLY, VACUUM): its locks were not read.
+    pub locks_measured: bool,
+}
+
+impl Measured {
+    /// Whether it blocks the live app: a blocking lock on, or a rewrite of, an existing table.
+    pub fn blocking(&self) -> bool {
+        !self.rewritten.is_empty() || self.locks.iter().any(|l| BLOCKING.contains(&l.mode.as_str()))
+    }
+}
+
+/// One interruption (or second run) tried.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rerun {
+    pub file: String,
+    /// What was tried: `after 2 of 3 statements`, `index users_email left INVALID`, `run twice`.
+    pub case: String,
+    /// None when the file succeeded and left the uninterrupted schema.
+    pub problem: Option<String>,
+}
+
+/// The upgrade path compared with installing from empty.
+#[derive(Debug, Clone, Serialize)]
+pub struct Upgrade {
+    pub from: String,
+    /// Schema lines only in the from-empty schema (`-`) or only in the upgraded one (`+`).
+    pub differences: Vec<String>,
+}
+
+/// A file that failed from empty.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failed {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Everything verify measured.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub files: usize,
+    pub statements: Vec<Measured>,
+    pub reruns: Vec<Rerun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<Upgrade>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Failed>,
+    /// Whether an interrupted index build was faked (needs a superuser).
+    pub invalid_index_cases: bool,
+    pub duration_ms: u64,
+}
+
+impl VerifyReport {
+    /// The statements that block the live app.
+    pub fn blocking(&self) -> impl Iterator<Item = &Measured> {
+        self.statements.iter().filter(|s| s.blocking())
+    }
+}
+
+/// The scratch databases of one run, dropped at its end.
+struct Databases<'a> {
+    server: &'a Server,
+    prefix: String,
+    next: usize,
+    created: Vec<String>,
+}
+
+impl<'a> Databases<'a> {
+    async fn create(&mut self, template: Option<&str>) -> Result<String, ScratchError> {
+        self.next += 1;
+        let name = format!("{}_{}", self.prefix, self.next);
+        self.server.create(&name, template).await?;
+        self.created.push(name.clone());
+        Ok(name)
+    }
+
+    async fn drop_all(&mut self) {
+        for name in self.created.drain(..).rev() {
+            self.server.drop_database(&name).await;
+        }
+    }
+}
+
+/// Verifies `migrations` (in `up` order) on `server`; `from` is the previous release's folder.
+pub async fn verify(
+    server: &Server,
+    migrations: &[Migration],
+    from: Option<(&str, &[Migration])>,
+) -> Result<VerifyReport, ScratchError> {
+    let started = Instant::now();
+    let prefix = format!("migrun_verify_{}_{}", std::process::id(), started.elapsed().subsec_nanos() % 100_000);
+    let mut databases = Databases { server, prefix, next: 0, created: Vec::new() };
+    let result = run(&mut databases, migrations, from).await;
+    databases.drop_all().await;
+    let mut report = result?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// A no-transaction file to interrupt: a copy of the database before it, and the schema after.
+struct Interruptible<'m> {
+    migration: &'m Migration,
+    before: String,
+    after: BTreeSet<String>,
+}
+
+async fn run(
+    databases: &mut Databases<'_>,
+    migrations: &[Migration],
+    from: Option<(&str, &[Migration])>,
+) -> Result<VerifyReport, ScratchError> {
+    let server = databases.server;
+    let mut report =
+        VerifyReport { files: migrations.len(), invalid_index_cases: server.superuser, ..Default::default() };
+    let work = databases.create(None).await?;
+    let mut client = server.connect(&work).await?;
+    let mut interruptible = Vec::new();
+    for migration in migrations {
+        let statements = split::split(&migration.sql);
+        let cut = migration.directives.no_transaction
+            && (statements.len() > 1 || statements.iter().any(|s| split::concurrent_index_name(s.text).is_some()));
+        let before = if cut {
+            // A template must have no sessions: close ours while the copy is made.
+            drop(client);
+            let copy = databases.create(Some(&work)).await?;
+            client = server.connect(&work).await?;
+            Some(copy)
+        } else {
+            None
+        };
+        match measure_file(&client, migration).await {
+            Ok(measured) => report.statements.extend(measured),
+            Err(failed) => {
+                report.failed = Some(failed);
+                return Ok(report);
+            }
+        }
+        if let Some(before) = before {
+            let after = schema::read(&client).await.map_err(server_error)?;
+            interruptible.push(Interruptible { migration, before, after });
+        }
+    }
+    let from_empty = schema::read(&client).await.map_err(server_error)?;
+    for migration in migrations.iter().filter(|m| m.kind == MigrationKind::Repeatable) {
+        let problem = match run_as_up(&client, migration).await {
+            Err(e) => Some(format!("the second run failed: {e}")),
+            Ok(()) => differences_text(&from_empty, &schema::read(&client).await.map_err(server_error)?),
+        };
+        report.reruns.push(Rerun { file: migration.display_path(), case: "run twice".into(), problem });
+    }
+    drop(client);
+    for file in &interruptible {
+        report.reruns.extend(interrupt(databases, file).await?);
+    }
+    if let Some((from_dir, previous)) = from {
+        let upgraded = databases.create(None).await?;
+        let client = server.connect(&upgraded).await?;
+        let mut differences = Vec::new();
+        for migration in upgrade_order(previous, migrations) {
+            if let Err(e) = run_as_up(&client, migration).await {
+                differences.push(format!("! {}: {e}", migration.display_path()));
+                break;
+            }
+        }
+        if differences.is_empty() {
+            differences = schema::differences(&from_empty, &schema::read(&client).await.map_err(server_error)?);
+        }
+        report.upgrade = Some(Upgrade { from: from_dir.to_string(), differences });
+    }
+    Ok(report)
+}
+
+/// The previous folder as `up` ran it, then this folder as `up` would run it next: versions
+/// it does not have yet, and repeatable files whose text changed.
+fn upgrade_order<'m>(previous: &'m [Migration], current: &'m [Migration]) -> Vec<&'m Migration> {
+    let versions: HashSet<u64> = previous.iter().filter_map(Migration::version).collect();
+    let repeatables: HashMap<&str, &str> = previous
+        .iter()
+        .filter(|m| m.kind == MigrationKind::Repeatable)
+        .map(|m| (m.description.as_str(), m.checksum.as_str()))
+        .collect();
+    let pending = current.iter().filter(|m| match m.version() {
+        Some(v) => !versions.contains(&v),
+        None => repeatables.get(m.description.as_str()) != Some(&m.checksum.as_str()),
+    });
+    previous.iter().chain(pending).collect()
+}
+
+/// Every cut of one no-transaction file, each on a fresh copy of the database before it.
+async fn interrupt(databases: &mut Databases<'_>, file: &Interruptible<'_>) -> Result<Vec<Rerun>, ScratchError> {
+    let server = databases.server;
+    let statements = split::split(&file.migration.sql);
+    let mut cases: Vec<(String, usize, Option<String>)> =
+        (1..statements.len()).map(|i| (format!("after {i} of {} statements", statements.len()), i, None)).collect();
+    if server.superuser {
+        for (i, statement) in statements.iter().enumerate() {
+            if let Some(index) = split::concurrent_index_name(statement.text) {
+                cases.push((format!("index {index} left INVALID by an interrupted build"), i, Some(index)));
+            }
+        }
+    }
+    let mut reruns = Vec::new();
+    for (case, prefix, invalid_index) in cases {
+        let name = databases.create(Some(&file.before)).await?;
+        let client = server.connect(&name).await?;
+        let problem = match cut_and_rerun(&client, file.migration, prefix, invalid_index.as_deref()).await {
+            Err(e) => Some(e),
+            Ok(()) => differences_text(&file.after, &schema::read(&client).await.map_err(server_error)?),
+        };
+        drop(client);
+        server.drop_database(&name).await;
+        databases.created.retain(|n| *n != name);
+        reruns.push(Rerun { file: file.migration.display_path(), case, problem });
+    }
+    server.drop_database(&file.before).await;
+    databases.created.retain(|n| *n != file.before);
+    Ok(reruns)
+}
+
+async fn cut_and_rerun(
+    client: &Client,
+    migration: &Migration,
+    prefix: usize,
+    invalid_index: Option<&str>,
+) -> Result<(), String> {
+    let statements = split::split(&migration.sql);
+    for statement in &statements[..prefix] {
+        client
+            .batch_execute(statement.text)
+            .await
+            .map_err(|e| format!("setting up the cut failed: {}", failure(&e)))?;
+    }
+    if let Some(index) = invalid_index {
+        client
+            .batch_execute(statements[prefix].text)
+            .await
+            .map_err(|e| format!("building the index to cut failed: {}", failure(&e)))?;
+        client
+            .execute(
+                "UPDATE pg_index SET indisvalid = false WHERE indexrelid = (SELECT c.oid FROM pg_class c WHERE c.relname = $1 AND c.relkind = 'i' AND c.relnamespace = ANY (SELECT oid FROM pg_namespace WHERE nspname = ANY (current_schemas(false))) LIMIT 1)",
+                &[&index],
+            )
+            .await
+            .map_err(|e| format!("marking the index INVALID failed: {}", failure(&e)))?;
+    }
+    run_as_up(client, migration).await.map_err(|e| format!("the run after the interruption failed: {e}"))
+}
+
+/// Runs `migration` as `up` does: a transactional file in one transaction; a no-transaction
+/// file statement by statement, dropping an INVALID index of the same name before each
+/// `CREATE INDEX CONCURRENTLY`.
+async fn run_as_up(client: &Client, migration: &Migration) -> Result<(), String> {
+    if !migration.directives.no_transaction {
+        let sql = format!("BEGIN;\n{}\n;COMMIT", migration.sql);
+        let result = client.batch_execute(&sql).await;
+        if result.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        return result.map_err(|e| failure(&e));
+    }
+    for statement in split::split(&migration.sql) {
+        if let Some(index) = split::concurrent_index_name(statement.text) {
+            drop_invalid_index(client, &index).await.map_err(|e| failure(&e))?;
+        }
+        client.batch_execute(statement.text).await.map_err(|e| failure(&e))?;
+    }
+    Ok(())
+}
+
+async fn drop_invalid_index(client: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE NOT i.indisvalid AND c.relname = $1 AND n.nspname = ANY (current_schemas(false))",
+            &[&name],
+        )
+        .await?;
+    for row in rows {
+        client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", row.get::<_, String>(0))).await?;
+    }
+    Ok(())
+}
+
+/// Tables before a file: oid → (name, relfilenode).
+type Tables = HashMap<u32, (String, u32)>;
+
+const TABLES_SQL: &str = "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relfilenode::oid
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
+
+async fn tables(client: &Client) -> Result<Tables, tokio_postgres::Error> {
+    let rows = client.query(TABLES_SQL, &[]).await?;
+    Ok(rows.iter().map(|r| (r.get::<_, u32>(0), (r.get::<_, String>(1), r.get::<_, u32>(2)))).collect())
+}
+
+/// Applies one file statement by statement, each inside a transaction (the file's own, or
+/// one per statement for a no-transaction file) so that its locks can be read before they are
+/// released.
+async fn measure_file(client: &Client, migration: &Migration) -> Result<Vec<Measured>, Failed> {
+    let file = migration.display_path();
+    let fail = |line: Option<usize>, message: String| Failed { file: file.clone(), line, message };
+    let before = tables(client).await.map_err(|e| fail(None, failure(&e)))?;
+    let oids: Vec<u32> = before.keys().copied().collect();
+    // Relfilenodes as the previous statement left them: a change is this statement's rewrite.
+    let mut current = before.clone();
+    let transactional = !migration.directives.no_transaction;
+    let mut measured = Vec::new();
+    let mut held: HashMap<u32, usize> = HashMap::new();
+    if transactional {
+        client.batch_execute("BEGIN").await.map_err(|e| fail(None, failure(&e)))?;
+    }
+    for statement in split::split(&migration.sql) {
+        let (line, _) = position(&migration.sql, statement.offset);
+        let first_line = statement.text.trim().lines().next().unwrap_or_default().chars().take(120).collect();
+        let mut entry = Measured {
+            file: file.clone(),
+            line,
+            statement: first_line,
+            duration_ms: 0.0,
+            locks: Vec::new(),
+            rewritten: Vec::new(),
+            locks_measured: true,
+        };
+        if !transactional {
+            client.batch_execute("BEGIN").await.map_err(|e| fail(Some(line), failure(&e)))?;
+            held.clear();
+        }
+        let started = Instant::now();
+        let mut result = client.batch_execute(statement.text).await;
+        if !transactional {
+            if let Err(e) = &result {
+                if e.code() == Some(&tokio_postgres::error::SqlState::ACTIVE_SQL_TRANSACTION) {
+                    // Cannot run in a transaction (CONCURRENTLY, VACUUM): run it as `up` does.
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    entry.locks_measured = false;
+                    if let Some(index) = split::concurrent_index_name(statement.text) {
+                        let _ = drop_invalid_index(client, &index).await;
+                    }
+                    result = client.batch_execute(statement.text).await;
+                }
+            }
+        }
+        entry.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Err(e) = result {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(fail(Some(line), failure(&e)));
+        }
+        if entry.locks_measured {
+            read_locks(client, &oids, &before, &mut held, &mut entry)
+                .await
+                .map_err(|e| fail(Some(line), failure(&e)))?;
+        }
+        rewrites(client, &mut current, &mut entry).await.map_err(|e| fail(Some(line), failure(&e)))?;
+        if !transactional && entry.locks_measured {
+            client.batch_execute("COMMIT").await.map_err(|e| fail(Some(line), failure(&e)))?;
+        }
+        measured.push(entry);
+    }
+    if transactional {
+        client.batch_execute("COMMIT").await.map_err(|e| fail(None, failure(&e)))?;
+    }
+    Ok(measured)
+}
+
+/// Locks newly taken (or strengthened) on the file's existing tables, and their rewrites.
+async fn read_locks(
+    client: &Client,
+    oids: &[u32],
+    before: &Tables,
+    held: &mut HashMap<u32, usize>,
+    entry: &mut Measured,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT l.relation, l.mode FROM pg_locks l
+             WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted AND l.relation = ANY ($1)",
+            &[&oids],
+        )
+        .await?;
+    let mut strongest: HashMap<u32, (usize, String)> = HashMap::new();
+    for row in rows {
+        let (oid, mode): (u32, String) = (row.get(0), row.get(1));
+        let rank = rank(&mode);
+        if strongest.get(&oid).is_none_or(|(r, _)| rank > *r) {
+            strongest.insert(oid, (rank, mode));
+        }
+    }
+    let mut taken: Vec<(String, String)> = Vec::new();
+    for (oid, (rank, mode)) in strongest {
+        if held.get(&oid).is_none_or(|r| rank > *r) {
+            held.insert(oid, rank);
+            taken.push((before.get(&oid).map(|(name, _)| name.clone()).unwrap_or_default(), mode));
+        }
+    }
+    taken.sort();
+    entry.locks = taken.into_iter().map(|(table, mode)| Lock { table, mode }).collect();
+    Ok(())
+}
+
+/// The existing tables whose relfilenode changed since `current`, which is then brought up
+/// to date.
+async fn rewrites(client: &Client, current: &mut Tables, entry: &mut Measured) -> Result<(), tokio_postgres::Error> {
+    let now = tables(client).await?;
+    let mut rewritten: Vec<String> = current
+        .iter()
+        .filter(|(oid, (_, node))| now.get(oid).is_some_and(|(_, n)| n != node && *node != 0))
+        .map(|(_, (name, _))| name.clone())
+        .collect();
+    rewritten.sort();
+    entry.rewritten = rewritten;
+    for (oid, (_, node)) in current.iter_mut() {
+        if let Some((_, n)) = now.get(oid) {
+            *node = *n;
+        }
+    }
+    Ok(())
+}
+
+/// Lock modes from weakest to strongest.
+fn rank(mode: &str) -> usize {
+    const ORDER: [&str; 8] = [
+        "AccessShareLock",
+        "RowShareLock",
+        "RowExclusiveLock",
+        "ShareUpdateExclusiveLock",
+        "ShareLock",
+        "ShareRowExclusiveLock",
+        "ExclusiveLock",
+        "AccessExclusiveLock",
+    ];
+    ORDER.iter().position(|m| *m == mode).unwrap_or(0)
+}
+
+fn differences_text(expected: &BTreeSet<String>, actual: &BTreeSet<String>) -> Option<String> {
+    let differences = schema::differences(expected, actual);
+    (!differences.is_empty())
+        .then(|| format!("the schema differs from the uninterrupted run: {}", differences.join("; ")))
+}
+
+fn failure(e: &tokio_postgres::Error) -> String {
+    PgFailure::from_pg(e).to_string()
+}
+
+fn server_error(e: tokio_postgres::Error) -> ScratchError {
+    ScratchError::Server(failure(&e))
+}

@@ -1,0 +1,245 @@
+//! `lint` and `verify`: load the files, check them, print the report (human, JSON, SARIF), and
+//! turn what was found into the run's outcome.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::config::{Config, LintFormat};
+use super::error::Error;
+use super::print_stdout;
+use crate::check::lint::{self, Report};
+use crate::check::rules::{Severity, RULES};
+use crate::check::scratch::Server;
+use crate::check::verify;
+use crate::migrate::files::{self, Accept, Migration};
+use crate::signals::Shutdown;
+
+/// Reads the folder as `up` would (bad names and directives are still exit 2).
+pub fn load(dir: &Path) -> Result<Vec<Migration>, Error> {
+    Ok(files::load(dir, Accept { empty_dir: false, empty_files: true })?)
+}
+
+/// `lint`: prints the findings; exit 10 when any is an error (or any at all, `strict`).
+pub fn lint(config: &Config, format: LintFormat, strict: bool) -> Result<(), Error> {
+    let migrations = load(&config.dir)?;
+    let report = lint::lint(&migrations);
+    let text = match format {
+        LintFormat::Human => human(&report),
+        LintFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        LintFormat::Sarif => format!("{}\n", serde_json::to_string_pretty(&sarif(&report)).unwrap_or_default()),
+    };
+    print_stdout(&text)?;
+    let errors = report.findings.iter().filter(|f| f.severity == Severity::Error).count();
+    let warnings = report.findings.len() - errors;
+    tracing::info!(
+        files = report.files,
+        statements = report.statements,
+        errors,
+        warnings,
+        allowed = report.allowed.len(),
+        "linted"
+    );
+    match report.failing(strict) {
+        0 => Ok(()),
+        _ => Err(Error::Findings(format!(
+            "lint: {errors} error(s), {warnings} warning(s) in {} file(s){}",
+            report.files,
+            if strict && errors == 0 { " (--strict: warnings fail)" } else { "" }
+        ))),
+    }
+}
+
+fn human(report: &Report) -> String {
+    let mut out = String::new();
+    for f in &report.findings {
+        let level = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        out.push_str(&format!(
+            "{}:{}:{}: {level} [{}] {}\n    fix: {}\n",
+            f.file, f.line, f.column, f.rule, f.message, f.fix
+        ));
+    }
+    for a in &report.allowed {
+        out.push_str(&format!("{}:{}: allowed [{}]: {}\n", a.file, a.line, a.rule, a.reason));
+    }
+    let errors = report.findings.iter().filter(|f| f.severity == Severity::Error).count();
+    out.push_str(&format!(
+        "{} file(s), {} statement(s): {errors} error(s), {} warning(s), {} allowed\n",
+        report.files,
+        report.statements,
+        report.findings.len() - errors,
+        report.allowed.len()
+    ));
+    out
+}
+
+/// SARIF 2.1.0, as GitHub code scanning reads it.
+fn sarif(report: &Report) -> serde_json::Value {
+    let level = |s: Severity| match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    let rules: Vec<serde_json::Value> = RULES
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "shortDescription": { "text": r.reason },
+                "help": { "text": r.fix },
+                "defaultConfiguration": { "level": level(r.severity) },
+            })
+        })
+        .collect();
+    let results: Vec<serde_json::Value> = report
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "ruleId": f.rule,
+                "level": level(f.severity),
+                "message": { "text": format!("{} Fix: {}", f.message, f.fix) },
+                "locations": [{ "physicalLocation": {
+                    "artifactLocation": { "uri": f.file },
+                    "region": { "startLine": f.line, "startColumn": f.column },
+                }}],
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": { "driver": { "name": "migrun", "informationUri": "https://github.com/migrun/migrun", "version": crate::identity::MIGRUN_VERSION, "rules": rules } },
+            "results": results,
+        }],
+    })
+}
+
+/// What `verify` was asked to do.
+pub struct VerifyRequest<'a> {
+    pub from: Option<&'a Path>,
+    pub json: bool,
+    pub strict: bool,
+    pub server_url: Option<&'a str>,
+}
+
+/// `verify`: runs the folder on a scratch Postgres, prints the report, and fails by class: a
+/// file that fails from empty (6), a file that cannot run again after an interruption (11),
+/// an upgrade path that gives another schema (12), and with `--strict` blocking locks or
+/// rewrites of existing tables (10).
+pub async fn verify(config: &Config, request: VerifyRequest<'_>, _shutdown: &Shutdown) -> Result<(), Error> {
+    let migrations = load(&config.dir)?;
+    let previous = match request.from {
+        Some(dir) => Some(load(dir)?),
+        None => None,
+    };
+    let server = match request.server_url {
+        Some(url) => Server::at(url).await,
+        None => Server::start().await,
+    }
+    .map_err(|e| Error::Verify(e.to_string()))?;
+    let from = request.from.zip(previous.as_deref()).map(|(dir, m)| (dir.to_str().unwrap_or("previous folder"), m));
+    let report = verify::verify(&server, &migrations, from).await.map_err(|e| Error::Verify(e.to_string()))?;
+    drop(server);
+    let text = match request.json {
+        true => format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        false => summary(&report),
+    };
+    print_stdout(&text)?;
+    let blocking = report.blocking().count();
+    let not_rerunnable: Vec<&verify::Rerun> = report.reruns.iter().filter(|r| r.problem.is_some()).collect();
+    tracing::info!(
+        files = report.files,
+        statements = report.statements.len(),
+        blocking,
+        reruns = report.reruns.len(),
+        not_rerunnable = not_rerunnable.len(),
+        duration_ms = report.duration_ms,
+        "verified"
+    );
+    if let Some(failed) = &report.failed {
+        let at = failed.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        return Err(Error::VerifyFailed(format!(
+            "verify: {}{at} fails on an empty database: {}",
+            failed.file, failed.message
+        )));
+    }
+    if let Some(first) = not_rerunnable.first() {
+        return Err(Error::NotRerunnable(format!(
+            "verify: {} case(s) not safe to run again; first: {} ({}): {}",
+            not_rerunnable.len(),
+            first.file,
+            first.case,
+            first.problem.as_deref().unwrap_or_default()
+        )));
+    }
+    if let Some(upgrade) = report.upgrade.as_ref().filter(|u| !u.differences.is_empty()) {
+        return Err(Error::UpgradeDiffers(format!(
+            "verify: upgrading from {} gives another schema than installing from empty ({} difference(s); first: {})",
+            upgrade.from,
+            upgrade.differences.len(),
+            upgrade.differences[0]
+        )));
+    }
+    if request.strict && blocking > 0 {
+        return Err(Error::Findings(format!(
+            "verify --strict: {blocking} statement(s) lock or rewrite existing tables"
+        )));
+    }
+    Ok(())
+}
+
+fn summary(report: &verify::VerifyReport) -> String {
+    let mut out = String::new();
+    for s in report.blocking() {
+        let locks: Vec<String> = s.locks.iter().map(|l| format!("{} on {}", l.mode, l.table)).collect();
+        let rewrite =
+            if s.rewritten.is_empty() { String::new() } else { format!("; rewrites {}", s.rewritten.join(", ")) };
+        out.push_str(&format!(
+            "{}:{}: {} ({:.1} ms): {}{rewrite}\n",
+            s.file,
+            s.line,
+            s.statement,
+            s.duration_ms,
+            locks.join(", ")
+        ));
+    }
+    for r in &report.reruns {
+        match &r.problem {
+            None => out.push_str(&format!("{}: {}: ok\n", r.file, r.case)),
+            Some(problem) => out.push_str(&format!("{}: {}: NOT SAFE: {problem}\n", r.file, r.case)),
+        }
+    }
+    if let Some(upgrade) = &report.upgrade {
+        match upgrade.differences.is_empty() {
+            true => out.push_str(&format!("upgrade from {}: same schema as from empty\n", upgrade.from)),
+            false => {
+                out.push_str(&format!(
+                    "upgrade from {}: {} difference(s) from installing from empty:\n",
+                    upgrade.from,
+                    upgrade.differences.len()
+                ));
+                for d in &upgrade.differences {
+                    out.push_str(&format!("  {d}\n"));
+                }
+            }
+        }
+    }
+    if let Some(failed) = &report.failed {
+        out.push_str(&format!("{}: FAILED from empty: {}\n", failed.file, failed.message));
+    }
+    out.push_str(&format!(
+        "{} file(s), {} statement(s) in {} ms: {} lock or rewrite existing tables; {} interruption case(s), {} not safe{}\n",
+        report.files,
+        report.statements.len(),
+        report.duration_ms,
+        report.blocking().count(),
+        report.reruns.len(),
+        report.reruns.iter().filter(|r| r.problem.is_some()).count(),
+        if report.invalid_index_cases { "" } else { " (INVALID-index cases skipped: not a superuser)" }
+    ));
+    out
+}
