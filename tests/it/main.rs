@@ -14,6 +14,7 @@ mod exec;
 mod exit_codes;
 mod history;
 mod input;
+mod lint;
 mod integrity;
 mod interrupt;
 mod locking;
