@@ -20,12 +20,7 @@ pub fn labelled() -> Vec<Case> {
     for line in text.lines() {
         if let Some(header) = line.strip_prefix("-- case: ") {
             let (rules, what) = header.split_once('|').expect("-- case: <rules> | <what>");
-            let expected = rules
-                .split(',')
-                .map(str::trim)
-                .filter(|r| *r != "safe")
-                .map(str::to_string)
-                .collect();
+            let expected = rules.split(',').map(str::trim).filter(|r| *r != "safe").map(str::to_string).collect();
             cases.push(Case { expected, what: what.trim().to_string(), files: vec![String::new()] });
         } else if let Some(case) = cases.last_mut() {
             if line == "-- file" {
@@ -52,7 +47,12 @@ fn case_dir(case: &Case) -> tempfile::TempDir {
 
 fn rules_of(run: &Run) -> BTreeSet<String> {
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
-    report["findings"].as_array().expect("findings").iter().filter_map(|f| f["rule"].as_str().map(str::to_string)).collect()
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["rule"].as_str().map(str::to_string))
+        .collect()
 }
 
 #[test]
@@ -105,10 +105,14 @@ fn every_rule_fires_on_its_unsafe_forms_and_stays_quiet_on_safe_ones() {
 
 #[test]
 fn a_parse_error_names_the_file_line_and_column_like_postgres() {
-    let dir = sql_dir(&[("0001_a.sql", "CREATE TABLE a (id int);\n"), ("0002_b.sql", "SELECT 1;\nALTER TABLE a ADD COLUMN;\n")]);
+    let dir = sql_dir(&[
+        ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("0002_b.sql", "SELECT 1;\nALTER TABLE a ADD COLUMN;\n"),
+    ]);
     let run = lint(dir.path(), &[]);
     run.assert_code(10);
-    let expected = format!("{}:2:25: error [parse-error] syntax error at or near \";\"", dir.path().join("0002_b.sql").display());
+    let expected =
+        format!("{}:2:25: error [parse-error] syntax error at or near \";\"", dir.path().join("0002_b.sql").display());
     assert!(run.stdout.starts_with(&expected), "{}", run.stdout);
     assert_eq!(run.result()["outcome"], "findings");
 }
@@ -121,12 +125,19 @@ fn warnings_pass_unless_strict_and_allow_needs_a_reason() {
     assert!(run.stdout.contains("warning [rename-column] users.a to b"), "{}", run.stdout);
     assert!(run.stdout.contains("fix: expand/contract"), "{}", run.stdout);
     lint(dir.path(), &["--strict"]).assert_code(10);
-    let allowed = sql_dir(&[("0001_a.sql", "-- migrun:allow rename-column nothing reads column a since v41\nALTER TABLE users RENAME COLUMN a TO b;\n")]);
+    let allowed = sql_dir(&[(
+        "0001_a.sql",
+        "-- migrun:allow rename-column nothing reads column a since v41\nALTER TABLE users RENAME COLUMN a TO b;\n",
+    )]);
     let run = lint(allowed.path(), &["--strict"]);
     run.assert_code(0);
     assert!(run.stdout.contains("allowed [rename-column]: nothing reads column a since v41"), "{}", run.stdout);
     // The directive does not disturb `up`: it is a comment to the file loader.
-    Migrun::new().dir(allowed.path()).env("DATABASE_URL", "postgres://x@127.0.0.1:1/x").args(["plan", "--connect-timeout", "0"]).run();
+    Migrun::new()
+        .dir(allowed.path())
+        .env("DATABASE_URL", "postgres://x@127.0.0.1:1/x")
+        .args(["plan", "--connect-timeout", "0"])
+        .run();
 }
 
 #[test]
@@ -144,7 +155,9 @@ fn sarif_output_is_what_code_scanning_reads() {
     assert_eq!(result["level"], "error");
     let region = &result["locations"][0]["physicalLocation"]["region"];
     assert_eq!((region["startLine"].as_u64(), region["startColumn"].as_u64()), (Some(1), Some(1)));
-    assert!(result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].as_str().is_some_and(|u| u.ends_with("0001_a.sql")));
+    assert!(result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("0001_a.sql")));
     lint(dir.path(), &["--format", "xml"]).assert_code(2);
 }
 

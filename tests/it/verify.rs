@@ -1,0 +1,198 @@
+//! `migrun verify` against scratch Postgres servers it starts itself (and the test server,
+//! named with --database-url): measured locks and rewrites, interruption safety, the upgrade
+//! path, and the exit code of each failure class.
+
+use crate::harness::{server, sql_dir, Migrun, Run, TestDb};
+
+fn verify(dir: &std::path::Path, args: &[&str]) -> Run {
+    Migrun::new().dir(dir).arg_path(std::path::Path::new("verify")).args(args).run()
+}
+
+fn report(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}\n{}", run.stdout, run.stderr))
+}
+
+/// A live table with rows, then a release that locks and rewrites it, and a table made and
+/// indexed in one file (new: nothing to report).
+fn release() -> tempfile::TempDir {
+    sql_dir(&[
+        ("0001_users.sql", "CREATE TABLE users (id int, email text);\nINSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 500) g;\n"),
+        (
+            "0002_release.sql",
+            "CREATE INDEX users_email ON users (email);\nALTER TABLE users ALTER COLUMN id TYPE bigint;\nALTER TABLE users ADD COLUMN note text;\n",
+        ),
+        ("0003_new_table.sql", "CREATE TABLE tags (id int);\nCREATE INDEX tags_id ON tags (id);\nALTER TABLE tags ALTER COLUMN id TYPE bigint;\n"),
+        ("0004_index.sql", "-- migrun:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_id ON users (id);\n"),
+    ])
+}
+
+#[test]
+fn verify_measures_the_locks_and_rewrites_of_each_statement_on_existing_tables() {
+    let dir = release();
+    let run = verify(dir.path(), &["--json"]);
+    run.assert_code(0);
+    let report = report(&run);
+    let statements = report["statements"].as_array().expect("statements");
+    let find = |file: &str, line: u64| {
+        statements
+            .iter()
+            .find(|s| s["file"].as_str().is_some_and(|f| f.ends_with(file)) && s["line"] == line)
+            .unwrap_or_else(|| panic!("{file}:{line} in {statements:?}"))
+    };
+    let index = find("0002_release.sql", 1);
+    assert_eq!(index["locks"][0]["table"], "public.users");
+    assert_eq!(index["locks"][0]["mode"], "ShareLock");
+    assert_eq!(index["rewritten"].as_array().map(Vec::len), Some(0));
+    let retype = find("0002_release.sql", 2);
+    assert_eq!(retype["locks"][0]["mode"], "AccessExclusiveLock");
+    assert_eq!(retype["rewritten"][0], "public.users");
+    // ADD COLUMN without a default: AccessExclusive (already held: not reported again), no rewrite.
+    let add = find("0002_release.sql", 3);
+    assert_eq!(add["rewritten"].as_array().map(Vec::len), Some(0));
+    // A table created in the same file is not an existing table.
+    for line in 1..=3 {
+        let s = find("0003_new_table.sql", line);
+        assert_eq!(s["locks"].as_array().map(Vec::len), Some(0), "{s}");
+        assert_eq!(s["rewritten"].as_array().map(Vec::len), Some(0), "{s}");
+    }
+    // CONCURRENTLY runs outside a transaction: said, not guessed.
+    assert_eq!(find("0004_index.sql", 2)["locks_measured"], false);
+    // The summary names them; --strict fails on them.
+    let summary = verify(dir.path(), &[]);
+    assert!(
+        summary.stdout.contains("0002_release.sql:2: ALTER TABLE users ALTER COLUMN id TYPE bigint"),
+        "{}",
+        summary.stdout
+    );
+    assert!(
+        summary.stdout.contains("AccessExclusiveLock on public.users; rewrites public.users"),
+        "{}",
+        summary.stdout
+    );
+    let strict = verify(dir.path(), &["--strict"]);
+    strict.assert_code(10);
+    assert_eq!(strict.result()["outcome"], "findings");
+}
+
+#[test]
+fn verify_finds_a_no_transaction_file_that_cannot_run_again_after_an_interruption() {
+    let unsafe_file = sql_dir(&[
+        ("0001_users.sql", "CREATE TABLE users (id int, email text);\n"),
+        (
+            "0002_backfill.sql",
+            "-- migrun:no-transaction\nCREATE TABLE IF NOT EXISTS audit (id int PRIMARY KEY);\nINSERT INTO audit VALUES (1);\nCREATE INDEX CONCURRENTLY users_email ON users (email);\n",
+        ),
+    ]);
+    let run = verify(unsafe_file.path(), &["--json"]);
+    run.assert_code(11);
+    assert_eq!(run.result()["outcome"], "not_rerunnable");
+    let reruns = report(&run)["reruns"].as_array().expect("reruns").clone();
+    let problem = |case: &str| {
+        reruns
+            .iter()
+            .find(|r| r["case"].as_str().is_some_and(|c| c.starts_with(case)))
+            .and_then(|r| r["problem"].as_str().map(str::to_string))
+    };
+    // Cut after the INSERT: the INSERT runs again and hits the primary key.
+    assert!(problem("after 2 of 3").is_some_and(|p| p.contains("duplicate key")), "{reruns:?}");
+    // Cut inside the index build: an INVALID index is left; without IF NOT EXISTS the
+    // CREATE fails... after migrun drops the INVALID index, as `up` does, it is built again.
+    assert!(reruns.iter().any(|r| r["case"].as_str().is_some_and(|c| c.contains("INVALID"))), "{reruns:?}");
+
+    let idempotent = sql_dir(&[
+        ("0001_users.sql", "CREATE TABLE users (id int, email text);\n"),
+        (
+            "0002_backfill.sql",
+            "-- migrun:no-transaction\nCREATE TABLE IF NOT EXISTS audit (id int PRIMARY KEY);\nINSERT INTO audit VALUES (1) ON CONFLICT DO NOTHING;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);\n",
+        ),
+        ("R__view.sql", "CREATE OR REPLACE VIEW emails AS SELECT email FROM users;\n"),
+    ]);
+    let run = verify(idempotent.path(), &["--json"]);
+    run.assert_code(0);
+    let reruns = report(&run)["reruns"].as_array().expect("reruns").clone();
+    assert_eq!(reruns.len(), 4, "2 cuts, 1 INVALID index, 1 repeatable run twice: {reruns:?}");
+    assert!(reruns.iter().all(|r| r["problem"].is_null()), "{reruns:?}");
+
+    // A repeatable file that cannot run twice.
+    let repeatable = sql_dir(&[
+        ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("R__view.sql", "CREATE VIEW v AS SELECT id FROM a;\n"),
+    ]);
+    let run = verify(repeatable.path(), &[]);
+    run.assert_code(11);
+    assert!(run.stdout.contains("R__view.sql: run twice: NOT SAFE"), "{}", run.stdout);
+}
+
+#[test]
+fn verify_from_the_previous_release_finds_an_upgrade_path_difference() {
+    let previous = sql_dir(&[
+        ("0001_users.sql", "CREATE TABLE users (id int);\n"),
+        ("0002_email.sql", "ALTER TABLE users ADD COLUMN email text;\n"),
+    ]);
+    // The same release again, plus a new file: upgrading gives the same schema.
+    let next = sql_dir(&[
+        ("0001_users.sql", "CREATE TABLE users (id int);\n"),
+        ("0002_email.sql", "ALTER TABLE users ADD COLUMN email text;\n"),
+        ("0003_name.sql", "ALTER TABLE users ADD COLUMN name text;\n"),
+    ]);
+    let run = verify(next.path(), &["--from", &previous.path().display().to_string()]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("same schema as from empty"), "{}", run.stdout);
+    // An applied file edited in the new release: databases that ran the old one differ.
+    let edited = sql_dir(&[
+        ("0001_users.sql", "CREATE TABLE users (id int);\n"),
+        ("0002_email.sql", "ALTER TABLE users ADD COLUMN email varchar(320) NOT NULL DEFAULT '';\n"),
+        ("0003_name.sql", "ALTER TABLE users ADD COLUMN name text;\n"),
+    ]);
+    let run = verify(edited.path(), &["--from", &previous.path().display().to_string(), "--json"]);
+    run.assert_code(12);
+    assert_eq!(run.result()["outcome"], "upgrade_differs");
+    let differences = report(&run)["upgrade"]["differences"].as_array().expect("differences").clone();
+    assert!(
+        differences
+            .iter()
+            .any(|d| d == "- column public.users.email character varying(320) not null default ''::character varying"),
+        "{differences:?}"
+    );
+    assert!(differences.iter().any(|d| d == "+ column public.users.email text"), "{differences:?}");
+}
+
+#[test]
+fn verify_on_a_named_server_uses_scratch_databases_of_its_own() {
+    let db = TestDb::new();
+    let dir = release();
+    let run = verify(dir.path(), &["--database-url", &db.url()]);
+    run.assert_code(0);
+    // Nothing is left behind on the server, and the named database was not touched.
+    let mut admin = server().connect("postgres");
+    let left: i64 = admin
+        .query_one("SELECT count(*) FROM pg_database WHERE datname LIKE 'migrun_verify_%'", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), 0);
+    // A database that has tables is refused: it looks like an application's.
+    db.client().batch_execute("CREATE TABLE app_data (id int)").expect("table");
+    let refused = verify(dir.path(), &["--database-url", &db.url()]);
+    refused.assert_code(2);
+    assert!(
+        refused.result()["error"].as_str().unwrap_or_default().contains("already has tables"),
+        "{}",
+        refused.stderr
+    );
+    // The ambient DATABASE_URL is never used for scratch databases.
+    let ambient = Migrun::new().dir(dir.path()).env("DATABASE_URL", &db.url()).args(["verify"]).run();
+    ambient.assert_code(0);
+}
+
+#[test]
+fn a_file_that_fails_from_empty_is_a_migration_failure() {
+    let dir = sql_dir(&[
+        ("0001_a.sql", "CREATE TABLE a (id int);\n"),
+        ("0002_b.sql", "SELECT 1;\nALTER TABLE missing ADD COLUMN x int;\n"),
+    ]);
+    let run = verify(dir.path(), &[]);
+    run.assert_code(6);
+    let error = run.result()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("0002_b.sql (line 2) fails on an empty database") && error.contains("42P01"), "{error}");
+}
