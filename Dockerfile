@@ -26,9 +26,10 @@ RUN mkdir -p /out/etc/ssl/certs \
     && echo 'migrun:x:65532:65532:migrun:/:/sbin/nologin' > /out/etc/passwd \
     && printf '127.0.0.1 localhost\n::1 localhost\n' > /out/etc/hosts
 
+# libclang-dev: bindgen generates the bindings of libpg_query (Postgres's parser, for `lint`).
 FROM rust:1.95.0-slim-bookworm AS build
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev make \
+    && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev make libclang-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -561,6 +561,14 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_rule() {
+        let readme = include_str!("../../README.md");
+        for rule in RULES {
+            assert!(readme.contains(&format!("| `{}` |", rule.id)), "{} is not in the README's rules table", rule.id);
+        }
+    }
+
+    #[test]
     fn every_rule_has_a_unique_id_a_reason_and_a_fix() {
         let mut ids = HashSet::new();
         for rule in RULES {
