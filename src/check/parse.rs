@@ -148,3 +148,54 @@ mod tests {
         assert_eq!((failure.line, failure.column), (Some(2), Some(14)));
     }
 }
+
+#[cfg(test)]
+mod splitter_agreement {
+    //! `up` splits no-transaction files with its own lexer (`migrate::split`); lint uses
+    //! Postgres's parser. They must agree on where statements start. Runs on the repository's
+    //! SQL, and on any folder named in MIGRUN_SPLIT_CORPUS (how the lexer was measured against
+    //! 342 real files).
+    use std::path::Path;
+
+    fn sql_files(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sql_files(&path, found);
+            } else if path.extension().is_some_and(|e| e == "sql") {
+                found.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_lexer_and_the_parser_agree_on_statement_starts() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        sql_files(&root.join("sql"), &mut files);
+        sql_files(&root.join("tests/fixtures"), &mut files);
+        if let Some(extra) = std::env::var_os("MIGRUN_SPLIT_CORPUS") {
+            sql_files(Path::new(&extra), &mut files);
+        }
+        let mut compared = 0;
+        let mut disagree = Vec::new();
+        for file in &files {
+            let Ok(sql) = std::fs::read_to_string(file) else { continue };
+            let Ok(parsed) = super::parse(&sql) else { continue };
+            let ours: Vec<(usize, usize)> = crate::migrate::split::split(&sql)
+                .iter()
+                .map(|s| {
+                    let skipped = super::leading_noise(s.text);
+                    super::position(&sql, s.offset + skipped)
+                })
+                .collect();
+            let theirs: Vec<(usize, usize)> = parsed.iter().map(|s| (s.line, s.column)).collect();
+            compared += theirs.len();
+            if ours != theirs {
+                disagree.push(format!("{}: lexer {ours:?}, parser {theirs:?}", file.display()));
+            }
+        }
+        assert!(compared > 50, "only {compared} statements compared");
+        assert!(disagree.is_empty(), "{} file(s) split differently:\n{}", disagree.len(), disagree.join("\n"));
+    }
+}
