@@ -141,9 +141,9 @@ pub enum CommandArgs {
     /// and rules for rollouts where the old app version keeps running against the new schema.
     /// Exit 10 on errors (and on warnings with --strict).
     Lint {
-        /// human, json, or sarif (GitHub code scanning).
-        #[arg(long, value_name = "FORMAT", default_value = "human")]
-        format: String,
+        /// How to print the findings.
+        #[arg(long, value_enum, default_value_t = LintFormatArg::Human)]
+        format: LintFormatArg,
         /// Fail on warnings too.
         #[arg(long)]
         strict: bool,
@@ -312,4 +312,15 @@ pub enum LogLevelArg {
     Info,
     /// Everything.
     Debug,
+}
+
+/// `lint --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LintFormatArg {
+    /// file:line:column, rule, message and fix
+    Human,
+    /// One JSON report
+    Json,
+    /// SARIF 2.1.0, for GitHub code scanning
+    Sarif,
 }

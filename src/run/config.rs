@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, CommandArgs, LogFormatArg, LogLevelArg, Options};
+use crate::cli::{Cli, CommandArgs, LintFormatArg, LogFormatArg, LogLevelArg, Options};
 use crate::db::endpoint::{ConnectionSpec, Source, TlsOverrides};
 use crate::db::libpq::LibpqVars;
 use crate::db::secrets::{SecretError, SecretRef};
@@ -628,18 +628,10 @@ fn command_of(inputs: &Inputs, command: CommandArgs) -> Result<Command, ConfigEr
             Command::Convert { tool, source, out }
         }
         CommandArgs::Lint { format, strict } => {
-            let format = match format.trim().to_ascii_lowercase().as_str() {
-                "human" => LintFormat::Human,
-                "json" => LintFormat::Json,
-                "sarif" => LintFormat::Sarif,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        flag: "--format",
-                        env: "(none)",
-                        value: truncate(&format, 40),
-                        expected: "human, json or sarif",
-                    })
-                }
+            let format = match format {
+                LintFormatArg::Human => LintFormat::Human,
+                LintFormatArg::Json => LintFormat::Json,
+                LintFormatArg::Sarif => LintFormat::Sarif,
             };
             Command::Lint { format, strict }
         }

@@ -174,6 +174,8 @@ const CASES: &[Case] = &[
         let run = Migrun::new().args(["convert", "--from", "flyway"]).arg_path(source.path()).arg_path(&out.path().join("sql")).run();
         (run, String::new())
     } },
+    Case { input: "`lint --format xml`", exit: 2, says: "invalid value 'xml' for '--format <FORMAT>'", left: NOTHING, run: |_| setting(&["lint", "--format", "xml"], &[]) },
+    Case { input: "`verify --from` a folder that does not exist", exit: 2, says: "/nonexistent/sql: cannot read the migrations directory", left: "nothing: no server was started", run: |_| (setting(&["verify", "--from", "/nonexistent/sql"], &[]).0, String::new()) },
     Case { input: "`exec` of a command that does not exist", exit: 127, says: "the command exited with 127", left: NOTHING, run: |_| {
         let run = Migrun::new().args(["exec", "--no-db", "--", "/nonexistent/app"]).run();
         (run, String::new())
