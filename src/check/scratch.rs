@@ -80,7 +80,18 @@ impl Server {
             return Err(ScratchError::Start(format!("initdb: {}", String::from_utf8_lossy(&initdb.stderr).trim())));
         }
         let port = free_port().map_err(|e| ScratchError::Start(format!("no free port: {e}")))?;
-        let postgres = run("postgres")
+        let mut postgres = run("postgres");
+        // The server must not outlive migrun (killed, or aborted after a second signal):
+        // SIGINT, Postgres's fast shutdown, when the thread that started it ends (the main
+        // thread, which ends with the process).
+        // SAFETY: prctl is async-signal-safe, as pre_exec requires.
+        unsafe {
+            postgres.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        let postgres = postgres
             .arg("-D")
             .arg(&data)
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])

@@ -196,3 +196,26 @@ fn a_file_that_fails_from_empty_is_a_migration_failure() {
     let error = run.result()["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("0002_b.sql (line 2) fails on an empty database") && error.contains("42P01"), "{error}");
 }
+
+/// The scratch server never outlives migrun, even when migrun is SIGKILLed.
+#[test]
+fn the_scratch_server_dies_with_a_killed_verify() {
+    use crate::harness::{send, wait_until, LiveRun};
+    let dir = sql_dir(&[("0001_slow.sql", "SELECT pg_sleep(60);\n")]);
+    let mut live = LiveRun::start(Migrun::new().dir(dir.path()).args(["verify"]).spawn());
+    live.wait_for_line("scratch Postgres started", std::time::Duration::from_secs(30));
+    let marker = format!("migrun-verify-{}-", live.pid());
+    let servers = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&marker))
+            .count()
+    };
+    assert!(servers() > 0, "no scratch server found");
+    send(live.pid(), libc::SIGKILL);
+    wait_until(std::time::Duration::from_secs(20), "the scratch server is gone", || servers() == 0);
+    let _ = live.finish();
+}
