@@ -372,8 +372,16 @@ fn check_new_column(table: &str, column: &ColumnDef, hit: &mut impl FnMut(&'stat
         hit(&NOT_NULL_WITHOUT_DEFAULT, format!("{table}.{}", column.colname));
     }
     for constraint in constraints {
-        if matches!(kind(constraint), ConstrType::ConstrPrimary | ConstrType::ConstrUnique) {
-            hit(&UNIQUE_WITHOUT_INDEX, format!("{table}.{}", column.colname));
+        match kind(constraint) {
+            ConstrType::ConstrPrimary | ConstrType::ConstrUnique => {
+                hit(&UNIQUE_WITHOUT_INDEX, format!("{table}.{}", column.colname))
+            }
+            // Validated against every row, under the ADD COLUMN's ACCESS EXCLUSIVE lock (a
+            // foreign key by a query over the whole table, even when the column is all NULL).
+            ConstrType::ConstrForeign | ConstrType::ConstrCheck if !constraint.skip_validation => {
+                hit(&CONSTRAINT_NOT_VALID, format!("{table}.{}", column.colname))
+            }
+            _ => {}
         }
     }
 }
