@@ -3,8 +3,11 @@
 //! against a scratch Postgres and measures what they do. Above the migration domain (it reads
 //! files and applies them), below the commands.
 
+#[cfg(feature = "lint")]
 pub mod lint;
+#[cfg(feature = "lint")]
 pub mod parse;
+#[cfg(feature = "lint")]
 pub mod rules;
 pub mod schema;
 pub mod scratch;

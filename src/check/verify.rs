@@ -16,7 +16,6 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::parse::position;
 use super::schema;
 use super::scratch::{ScratchError, Server};
 use crate::db::failure::PgFailure;
@@ -359,7 +358,7 @@ async fn measure_file(client: &Client, migration: &Migration) -> Result<Vec<Meas
         client.batch_execute("BEGIN").await.map_err(|e| fail(None, failure(&e)))?;
     }
     for statement in split::split(&migration.sql) {
-        let (line, _) = position(&migration.sql, statement.offset);
+        let line = migration.sql[..statement.offset.min(migration.sql.len())].matches('\n').count() + 1;
         let first_line = statement.text.trim().lines().next().unwrap_or_default().chars().take(120).collect();
         let mut entry = Measured {
             file: file.clone(),

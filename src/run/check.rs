@@ -3,12 +3,15 @@
 
 use std::path::Path;
 
+#[cfg(feature = "lint")]
 use serde_json::json;
 
 use super::config::{Config, LintFormat};
 use super::error::Error;
 use super::print_stdout;
+#[cfg(feature = "lint")]
 use crate::check::lint::{self, Report};
+#[cfg(feature = "lint")]
 use crate::check::rules::{Severity, RULES};
 use crate::check::scratch::Server;
 use crate::check::verify;
@@ -20,7 +23,16 @@ pub fn load(dir: &Path) -> Result<Vec<Migration>, Error> {
     Ok(files::load(dir, Accept { empty_dir: false, empty_files: true })?)
 }
 
+/// This build has no parser (`--no-default-features`, as `scripts/demo` builds).
+#[cfg(not(feature = "lint"))]
+pub fn lint(_config: &Config, _format: LintFormat, _strict: bool) -> Result<(), Error> {
+    Err(Error::Usage(
+        "lint: this migrun was built without Postgres's parser (cargo feature `lint`); use a release build".into(),
+    ))
+}
+
 /// `lint`: prints the findings; exit 10 when any is an error (or any at all, `strict`).
+#[cfg(feature = "lint")]
 pub fn lint(config: &Config, format: LintFormat, strict: bool) -> Result<(), Error> {
     let migrations = load(&config.dir)?;
     let report = lint::lint(&migrations);
@@ -50,6 +62,7 @@ pub fn lint(config: &Config, format: LintFormat, strict: bool) -> Result<(), Err
     }
 }
 
+#[cfg(feature = "lint")]
 fn human(report: &Report) -> String {
     let mut out = String::new();
     for f in &report.findings {
@@ -77,6 +90,7 @@ fn human(report: &Report) -> String {
 }
 
 /// SARIF 2.1.0, as GitHub code scanning reads it.
+#[cfg(feature = "lint")]
 fn sarif(report: &Report) -> serde_json::Value {
     let level = |s: Severity| match s {
         Severity::Error => "error",
