@@ -164,6 +164,12 @@ pub enum CommandArgs {
         #[arg(long)]
         strict: bool,
     },
+    /// Migrate many databases or schemas from identical workers: each target under its own lock
+    /// and history; work shared through advisory locks in a coordination database.
+    Fanout {
+        #[command(subcommand)]
+        action: FanoutAction,
+    },
     /// Container entrypoint: wait for (or apply) the migrations, then run CMD as a supervised
     /// child: signals forwarded, zombies reaped, its exit code passed on.
     Exec {
@@ -323,4 +329,65 @@ pub enum LintFormatArg {
     Json,
     /// SARIF 2.1.0, for GitHub code scanning
     Sarif,
+}
+
+/// `fanout up` / `fanout status`.
+#[derive(Debug, Subcommand)]
+pub enum FanoutAction {
+    /// Bring every target up to date.
+    Up {
+        #[command(flatten)]
+        targets: TargetArgs,
+        /// Targets this worker migrates at once.
+        #[arg(long, value_name = "C", default_value_t = 4)]
+        concurrency: u32,
+        /// At most this many of migrun's connections to any one server, across every worker
+        /// (the coordination sessions included).
+        #[arg(long, value_name = "K")]
+        max_conns_per_server: Option<u32>,
+        /// Migrate these first (N targets, or P% of them, by a stable hash) and stop everything
+        /// if one fails.
+        #[arg(long, value_name = "N|P%")]
+        canary: Option<String>,
+        /// Stop taking targets when more than this share (0 to 1) of this worker's targets
+        /// failed, over at least 20.
+        #[arg(long, value_name = "R")]
+        max_failure_rate: Option<f64>,
+        /// The run's id: workers with the same id share the work; a re-run with it skips what
+        /// it recorded. Default: from the target list and the files.
+        #[arg(long, value_name = "ID")]
+        run_id: Option<String>,
+        /// Take no new target after this long (then exit 16, incomplete).
+        #[arg(long, value_name = "DURATION")]
+        deadline: Option<String>,
+        /// Migrate only this target (one item of a Step Functions Distributed Map).
+        #[arg(long, value_name = "TARGET")]
+        only: Option<String>,
+        /// Migrate targets this run recorded as failed again.
+        #[arg(long)]
+        retry_failed: bool,
+    },
+    /// Every target's state, read only.
+    Status {
+        #[command(flatten)]
+        targets: TargetArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the targets come from.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// file:PATH (a URL or schema:NAME per line), secret:ARN[:KEY] (a JSON list), or sql:URL
+    /// (with --targets-query).
+    #[arg(long, value_name = "SRC")]
+    pub targets: String,
+    /// With sql:URL: a query returning one target per row.
+    #[arg(long, value_name = "SQL")]
+    pub targets_query: Option<String>,
+    /// The coordination database (default: DATABASE_URL, else the first database target).
+    #[arg(long, value_name = "URL")]
+    pub coord_url: Option<String>,
 }

@@ -35,6 +35,14 @@ pub enum ExitCode {
     /// `verify --from`: upgrading from the previous folder gives another schema than
     /// installing from empty.
     UpgradeDiffers,
+    /// `fanout`: some targets failed; the others are current.
+    PartialFailure,
+    /// `fanout`: a canary target failed; no other target was touched.
+    CanaryFailed,
+    /// `fanout`: this worker stopped taking targets: too many of its targets failed.
+    FailureRateExceeded,
+    /// `fanout`: the deadline passed or targets are still claimed or untouched. Safe to retry.
+    Incomplete,
     /// Interrupted by a signal (128 + signal number, as shells report it).
     Signal(i32),
     /// `exec`: the child's own exit status (128 + N when signal N killed it; 127 command not
@@ -67,6 +75,10 @@ impl ExitCode {
             ExitCode::Findings => 10,
             ExitCode::NotRerunnable => 11,
             ExitCode::UpgradeDiffers => 12,
+            ExitCode::PartialFailure => 13,
+            ExitCode::CanaryFailed => 14,
+            ExitCode::FailureRateExceeded => 15,
+            ExitCode::Incomplete => 16,
             ExitCode::Signal(signal) => 128 + signal,
             ExitCode::Child(code) => code,
         }
@@ -88,6 +100,10 @@ impl ExitCode {
             ExitCode::Findings => "findings",
             ExitCode::NotRerunnable => "not_rerunnable",
             ExitCode::UpgradeDiffers => "upgrade_differs",
+            ExitCode::PartialFailure => "partial_failure",
+            ExitCode::CanaryFailed => "canary_failed",
+            ExitCode::FailureRateExceeded => "failure_rate_exceeded",
+            ExitCode::Incomplete => "incomplete",
             ExitCode::Signal(_) => "interrupted",
             ExitCode::Child(_) => "child_failed",
         }
@@ -101,6 +117,7 @@ impl ExitCode {
                 | ExitCode::LockWait
                 | ExitCode::LockRetries
                 | ExitCode::WaitTimeout
+                | ExitCode::Incomplete
                 | ExitCode::Signal(_)
         )
     }
@@ -126,6 +143,10 @@ mod tests {
             (ExitCode::Findings, 10),
             (ExitCode::NotRerunnable, 11),
             (ExitCode::UpgradeDiffers, 12),
+            (ExitCode::PartialFailure, 13),
+            (ExitCode::CanaryFailed, 14),
+            (ExitCode::FailureRateExceeded, 15),
+            (ExitCode::Incomplete, 16),
             (ExitCode::Signal(2), 130),
             (ExitCode::Signal(15), 143),
         ];
@@ -162,6 +183,10 @@ mod tests {
             ExitCode::Findings,
             ExitCode::NotRerunnable,
             ExitCode::UpgradeDiffers,
+            ExitCode::PartialFailure,
+            ExitCode::CanaryFailed,
+            ExitCode::FailureRateExceeded,
+            ExitCode::Incomplete,
         ];
         for exit in all {
             let row = rows.iter().find(|(code, _)| *code == exit.code().to_string());

@@ -3,6 +3,7 @@
 //! Layers, each importing only from those below it:
 //! - `run`: the command layer (configuration, one dispatch, the result event, exit codes);
 //! - `check`: proving migrations before they ship (`lint`, `verify`);
+//! - `fleet`: many targets (their sources, and the coordination database workers share);
 //! - `migrate`: the migration domain (files, history, comparison, lock, apply, wait);
 //! - `db`: database access (connection sources, TLS, secrets, sessions, Postgres failures);
 //! - leaves: `cli`, `exit`, `log`, `signals`, `supervise`, `identity`, `duration`, `clock`,
@@ -20,6 +21,7 @@ mod db;
 mod dotenv;
 mod duration;
 mod exit;
+mod fleet;
 mod identity;
 mod log;
 mod migrate;

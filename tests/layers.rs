@@ -1,6 +1,6 @@
 //! The house rule of `src/`: layers you can see from the folder listing, and an import never
-//! points from a lower layer to a higher one (`run` > `check` > `migrate` > `db` > the leaf
-//! modules).
+//! points from a lower layer to a higher one (`run` > `check`, `fleet` > `migrate` > `db` > the
+//! leaf modules).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 fn layer(module: &str) -> u8 {
     match module {
         "run" => 4,
-        "check" => 3,
+        "check" | "fleet" => 3,
         "migrate" => 2,
         "db" => 1,
         _ => 0,

@@ -10,7 +10,7 @@ use super::tls::{SslMode, TlsSettings, MODES};
 use super::url::{first_host, to_url, DatabaseUrl, TlsParams};
 
 /// Where the connection comes from, in the order of precedence.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Source {
     /// `--database-url` / `DATABASE_URL` holding a connection string.
     Url { url: DatabaseUrl, config: Box<tokio_postgres::Config>, tls: TlsParams },
@@ -41,7 +41,7 @@ pub struct TlsOverrides {
 }
 
 /// Everything configured about the connection, before any secret is fetched.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnectionSpec {
     /// Where the connection string (or its parts) comes from.
     pub source: Source,

@@ -55,6 +55,11 @@ impl HistoryTable {
         HistoryTable { schema: Some(schema.to_string()), name: self.name.clone() }
     }
 
+    /// The table's own name, without its schema.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The schema given in the name, if any.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()

@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, CommandArgs, LintFormatArg, LogFormatArg, LogLevelArg, Options};
+use crate::cli::{Cli, CommandArgs, FanoutAction, LintFormatArg, LogFormatArg, LogLevelArg, Options, TargetArgs};
 use crate::db::endpoint::{ConnectionSpec, Source, TlsOverrides};
 use crate::db::libpq::LibpqVars;
 use crate::db::secrets::{SecretError, SecretRef};
@@ -31,7 +31,7 @@ use crate::migrate::repair::RepairAction;
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// What the run does, with its own settings.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Command {
     /// Apply pending migrations, up to a version if given.
     Up {
@@ -112,6 +112,8 @@ pub enum Command {
         /// (`--database-url` only: never the ambient DATABASE_URL).
         server_url: Option<String>,
     },
+    /// Migrate (or show) many targets.
+    Fanout(Box<FanoutRequest>),
     /// Create a new migration file.
     New {
         /// The new file's description.
@@ -119,6 +121,29 @@ pub enum Command {
         /// Number it after the folder's highest integer version, with its padding.
         sequential: bool,
     },
+}
+
+/// `fanout up` / `fanout status`, as typed (the targets are read when the run starts).
+#[derive(Debug, Clone)]
+pub struct FanoutRequest {
+    pub status_only: bool,
+    pub json: bool,
+    pub source: String,
+    pub targets_query: Option<String>,
+    pub coord_url: Option<String>,
+    pub concurrency: u32,
+    pub max_conns_per_server: Option<u32>,
+    pub canary: Option<String>,
+    pub max_failure_rate: Option<f64>,
+    pub run_id: Option<String>,
+    pub deadline: Option<Duration>,
+    pub only: Option<String>,
+    pub retry_failed: bool,
+    /// The base database of `schema:` targets (DATABASE_URL / --database-url), as typed.
+    pub base_url: Option<String>,
+    /// TLS settings and libpq's variables, for every target's connection.
+    pub tls: TlsOverrides,
+    pub libpq: LibpqVars,
 }
 
 /// `lint --format`.
@@ -170,6 +195,8 @@ impl Command {
             Command::Convert { .. } => "convert",
             Command::Lint { .. } => "lint",
             Command::Verify { .. } => "verify",
+            Command::Fanout(request) if request.status_only => "fanout status",
+            Command::Fanout(_) => "fanout up",
             Command::Exec { .. } => "exec",
             Command::New { .. } => "new",
         }
@@ -235,7 +262,7 @@ impl Reporting {
 }
 
 /// Every setting of a run, parsed and validated.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// What to do.
     pub command: Command,
@@ -342,6 +369,8 @@ pub fn command_name(command: &CommandArgs) -> &'static str {
         CommandArgs::Convert { .. } => "convert",
         CommandArgs::Lint { .. } => "lint",
         CommandArgs::Verify { .. } => "verify",
+        CommandArgs::Fanout { action: FanoutAction::Status { .. } } => "fanout status",
+        CommandArgs::Fanout { .. } => "fanout up",
         CommandArgs::Exec { .. } => "exec",
         CommandArgs::New { .. } => "new",
     }
@@ -502,6 +531,7 @@ fn config(inputs: &Inputs, command: CommandArgs, host: &str) -> Result<Config, C
         | Command::Convert { .. }
         | Command::Lint { .. }
         | Command::Verify { .. }
+        | Command::Fanout(_)
         | Command::Exec { mode: ExecMode::NoDb, .. } => None,
         _ => Some(connection(inputs)?),
     };
@@ -638,7 +668,81 @@ fn command_of(inputs: &Inputs, command: CommandArgs) -> Result<Command, ConfigEr
         CommandArgs::Verify { from, json, strict } => {
             Command::Verify { from, json, strict, server_url: inputs.options.database_url.clone() }
         }
+        CommandArgs::Fanout { action } => Command::Fanout(Box::new(fanout_request(inputs, action)?)),
         CommandArgs::New { description, sequential } => Command::New { description, sequential },
+    })
+}
+
+fn fanout_request(inputs: &Inputs, action: FanoutAction) -> Result<FanoutRequest, ConfigError> {
+    let base_url = inputs.text(&inputs.options.database_url, "DATABASE_URL");
+    let tls = tls_overrides(inputs)?;
+    let libpq = LibpqVars::read(inputs.env);
+    let request = |targets: TargetArgs, status_only: bool, json: bool| FanoutRequest {
+        status_only,
+        json,
+        source: targets.targets,
+        targets_query: targets.targets_query,
+        coord_url: targets.coord_url,
+        concurrency: 4,
+        max_conns_per_server: None,
+        canary: None,
+        max_failure_rate: None,
+        run_id: None,
+        deadline: None,
+        only: None,
+        retry_failed: false,
+        base_url: base_url.clone(),
+        tls: tls.clone(),
+        libpq: libpq.clone(),
+    };
+    Ok(match action {
+        FanoutAction::Status { targets, json } => request(targets, true, json),
+        FanoutAction::Up {
+            targets,
+            concurrency,
+            max_conns_per_server,
+            canary,
+            max_failure_rate,
+            run_id,
+            deadline,
+            only,
+            retry_failed,
+        } => {
+            let invalid = |flag: &'static str, value: String, expected: &'static str| ConfigError::Invalid {
+                flag,
+                env: "(none)",
+                value: truncate(&value, 40),
+                expected,
+            };
+            if concurrency == 0 {
+                return Err(invalid("--concurrency", "0".into(), "at least 1"));
+            }
+            if max_conns_per_server == Some(0) {
+                return Err(invalid("--max-conns-per-server", "0".into(), "at least 1"));
+            }
+            if let Some(rate) = max_failure_rate.filter(|r| !(0.0..=1.0).contains(r)) {
+                return Err(invalid("--max-failure-rate", rate.to_string(), "a share between 0 and 1"));
+            }
+            let deadline = match deadline {
+                Some(text) => Some(
+                    Millis::parse(&text)
+                        .ok_or(ConfigError::Duration { flag: "--deadline", env: "(none)", value: text.clone() })?
+                        .as_duration(),
+                ),
+                None => None,
+            };
+            FanoutRequest {
+                concurrency,
+                max_conns_per_server,
+                canary,
+                max_failure_rate,
+                run_id,
+                deadline,
+                only,
+                retry_failed,
+                ..request(targets, false, false)
+            }
+        }
     })
 }
 
@@ -662,6 +766,12 @@ fn connection(inputs: &Inputs) -> Result<ConnectionSpec, ConfigError> {
     } else {
         return Err(ConfigError::NoDatabase);
     };
+    Ok(ConnectionSpec { source, tls: tls_overrides(inputs)?, libpq })
+}
+
+/// `--sslmode` and `--sslrootcert` (or their variables): they win over every source.
+fn tls_overrides(inputs: &Inputs) -> Result<TlsOverrides, ConfigError> {
+    let options = inputs.options;
     let sslmode = match inputs.text(&options.sslmode, "MIGRUN_SSLMODE") {
         Some(text) => Some(SslMode::parse(&text).ok_or(ConfigError::Invalid {
             flag: "--sslmode",
@@ -672,7 +782,7 @@ fn connection(inputs: &Inputs) -> Result<ConnectionSpec, ConfigError> {
         None => None,
     };
     let sslrootcert = options.sslrootcert.clone().or_else(|| inputs.var("MIGRUN_SSLROOTCERT").map(PathBuf::from));
-    Ok(ConnectionSpec { source, tls: TlsOverrides { sslmode, sslrootcert }, libpq })
+    Ok(TlsOverrides { sslmode, sslrootcert })
 }
 
 fn repair_version(text: &str) -> Result<u64, ConfigError> {

@@ -325,3 +325,14 @@ async fn read_history(config: &Config, session: &Session) -> Result<Vec<HistoryR
     identified?;
     Ok(rows?.unwrap_or_default())
 }
+
+/// How many files `up` would run on the configured database (0: current); an error when the
+/// history does not match the files or the database cannot be read. Read only.
+pub async fn pending(config: &Config, shutdown: &Shutdown) -> Result<usize, Error> {
+    let (session, migrations) = open_with_files(config, shutdown).await?;
+    let rows = read_history(config, &session).await;
+    session.close().await;
+    let comparison = compare::compare(&migrations, &rows?);
+    comparison.validate(config.policy, &config.dir.display().to_string())?;
+    Ok(comparison.steps(None).len())
+}

@@ -83,6 +83,15 @@ pub enum Error {
     /// `verify --from`: the upgrade path gives another schema.
     #[error("{0}")]
     UpgradeDiffers(String),
+    /// `fanout`: the run ended with this class (partial, canary, failure rate, incomplete).
+    #[error("{1}")]
+    Fanout(ExitCode, String),
+    /// `fanout`: the targets cannot be read.
+    #[error(transparent)]
+    Targets(#[from] crate::fleet::targets::TargetsError),
+    /// `fanout`: the coordination database failed.
+    #[error(transparent)]
+    Coord(#[from] crate::fleet::coord::CoordError),
     /// stdout could not be written.
     #[error("{0}")]
     Output(String),
@@ -114,6 +123,10 @@ impl Error {
             Error::Convert(_) => ExitCode::Usage,
             Error::Interrupted(stop) => signal(stop),
             Error::Findings(_) => ExitCode::Findings,
+            Error::Fanout(exit, _) => *exit,
+            Error::Targets(_) => ExitCode::Usage,
+            Error::Coord(e) if e.failure.connection_lost() => ExitCode::Connect,
+            Error::Coord(_) => ExitCode::Internal,
             Error::Verify(_) => ExitCode::Usage,
             Error::VerifyFailed(_) => ExitCode::MigrationFailed,
             Error::NotRerunnable(_) => ExitCode::NotRerunnable,

@@ -6,6 +6,7 @@ mod config;
 mod database;
 mod error;
 mod exec;
+mod fanout;
 mod listing;
 mod outcome;
 
@@ -99,6 +100,12 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
             runtime.block_on(database::baseline(&config, reporter.identity(), request, &shutdown))
         }
         Command::Convert { tool, source, out } => convert(*tool, source, out),
+        Command::Fanout(request) if request.status_only => {
+            runtime.block_on(fanout::status(&config, request, &shutdown))
+        }
+        Command::Fanout(request) => {
+            runtime.block_on(fanout::up(&config, request, reporter.identity(), &mut progress, &shutdown))
+        }
         Command::Lint { format, strict } => check::lint(&config, *format, *strict),
         Command::Verify { from, json, strict, server_url } => {
             let request = check::VerifyRequest {

@@ -23,6 +23,10 @@ pub struct Progress {
     pub applied: Vec<AppliedFile>,
     /// How many files were pending when the run started, once known.
     pub pending_before: Option<usize>,
+    /// `fanout`: the run's counts, on the result line.
+    pub fanout: Option<serde_json::Value>,
+    /// `fanout`: every target's outcome, in the result file only (the line stays small).
+    pub targets: Option<serde_json::Value>,
 }
 
 /// The most applied files the result line lists: the first and last this many. The result
@@ -97,6 +101,10 @@ struct ResultEvent<'a> {
     image: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image_digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fanout: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    targets: Option<&'a serde_json::Value>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -177,6 +185,8 @@ impl Reporter {
     fn write(&self, progress: &Progress, ending: Ending) -> ExitCode {
         let applied = Some(progress.applied.as_slice());
         let mut event = self.event(applied, progress.pending_before, &ending);
+        event.fanout = progress.fanout.as_ref();
+        event.targets = progress.targets.as_ref();
         let mut exit = ending.exit;
         if let Some(path) = &self.reporting.result_file {
             // The file gets every applied file and every text in full.
@@ -189,9 +199,11 @@ impl Reporter {
                     exit = ExitCode::Internal;
                     let failed = Ending { exit, error: Some(error), failure: None };
                     event = self.event(applied, progress.pending_before, &failed);
+                    event.fanout = progress.fanout.as_ref();
                 }
             }
         }
+        event.targets = None;
         let line = self.render(&event);
         // One write, so the line cannot interleave with anything else; a closed stderr is not
         // worth a panic.
@@ -214,6 +226,7 @@ impl Reporter {
             (None, "new") => "migration file created".to_string(),
             (None, "exec") => "the command exited 0".to_string(),
             (None, "lint") => "no lint errors".to_string(),
+            (None, "fanout up" | "fanout status") => "every target is current".to_string(),
             (None, "verify") => "verified".to_string(),
             (None, "baseline") => "baseline done".to_string(),
             (None, "convert") => "folder converted".to_string(),
@@ -244,6 +257,8 @@ impl Reporter {
             ecs_task_arn: identity.ecs_task_arn.as_deref(),
             image: identity.image.as_deref(),
             image_digest: identity.image_digest.as_deref(),
+            fanout: None,
+            targets: None,
         }
     }
 
@@ -362,7 +377,7 @@ mod tests {
                 duration_ms: 12,
             })
             .collect();
-        let progress = Progress { applied: files, pending_before: Some(10_001) };
+        let progress = Progress { applied: files, pending_before: Some(10_001), ..Progress::default() };
         let huge = "x".repeat(100_000);
         let pg = PgFailure { detail: Some(huge.clone()), hint: Some(huge.clone()), ..PgFailure::other(&huge) };
         let failure = FileFailure::new_for_test("sql/99999999999999_last.sql", pg);
@@ -383,7 +398,7 @@ mod tests {
         assert_eq!(full["applied"].as_array().map(Vec::len), Some(10_000));
         assert_eq!(full["error"].as_str().map(str::len), Some(100_000));
         // A short run lists every file and omits nothing.
-        let few = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(1) };
+        let few = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(1), ..Progress::default() };
         let parsed = json(&reporter, &few, &Ending { exit: ExitCode::Success, error: None, failure: None });
         assert_eq!(parsed["applied"].as_array().map(Vec::len), Some(1));
         assert!(parsed.get("applied_omitted").is_none());
@@ -392,7 +407,8 @@ mod tests {
     #[test]
     fn success_says_what_was_applied() {
         let reporter = reporter(LogFormat::Json);
-        let progress = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(1) };
+        let progress =
+            Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(1), ..Progress::default() };
         let event = json(&reporter, &progress, &Ending { exit: ExitCode::Success, error: None, failure: None });
         assert_eq!(event["event"], "result");
         assert_eq!(event["outcome"], "success");
@@ -414,7 +430,8 @@ mod tests {
         let failure =
             FileFailure { file: "sql/0002_b.sql".into(), version: Some(2), pg, line: Some(4), column: Some(12) };
         let error: Error = ApplyError::Failed { failure, in_transaction: true }.into();
-        let progress = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(2) };
+        let progress =
+            Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(2), ..Progress::default() };
         let ending = Ending { exit: error.exit_code(), error: Some(error.to_string()), failure: error.file_failure() };
         let event = json(&reporter, &progress, &ending);
         assert_eq!(event["outcome"], "migration_failed");
@@ -456,7 +473,8 @@ mod tests {
     #[test]
     fn the_human_line_lists_what_was_applied_before_a_failure() {
         let reporter = reporter(LogFormat::Human);
-        let progress = Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(2) };
+        let progress =
+            Progress { applied: vec![applied("sql/0001_a.sql")], pending_before: Some(2), ..Progress::default() };
         let ending =
             Ending { exit: ExitCode::MigrationFailed, error: Some("sql/0002_b.sql: boom".into()), failure: None };
         let line = reporter.render(&reporter.event(Some(&progress.applied), None, &ending));

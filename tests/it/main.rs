@@ -12,6 +12,7 @@ mod commands;
 mod connections;
 mod exec;
 mod exit_codes;
+mod fanout;
 mod history;
 mod input;
 mod integrity;

@@ -1,0 +1,217 @@
+//! Work distribution through Postgres: a run table in a coordination database, and claims made
+//! with session-level advisory locks there. A worker's claims die with its session, so a killed
+//! worker's targets go back to the others; nothing depends on an engine's index being unique.
+//!
+//! Keys: claims `(hashtext(run), hashtext(target))`; connection slots
+//! `(hashtext('slots ' || server), n)` for n < K. Two-int advisory locks, apart from the
+//! one-bigint lock each target's own migration takes in its own database.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
+
+use crate::db::failure::PgFailure;
+
+/// The run table.
+const TABLE: &str = "migrun_fanout";
+
+/// A target's recorded outcome in this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recorded {
+    pub target: String,
+    /// `success`, or the exit outcome (`migration_failed`, ...).
+    pub outcome: String,
+    pub exit_code: i32,
+    pub worker: String,
+    /// Recorded after this worker started (by it or a peer of this wave), not by an earlier
+    /// invocation of the run.
+    pub fresh: bool,
+}
+
+/// The coordination database on one session.
+pub struct Coordinator {
+    client: Client,
+    run: String,
+    worker: String,
+    /// When this worker started, by the coordination server's clock.
+    since: std::time::SystemTime,
+    /// Slots this session holds, by server: advisory locks are re-entrant within a session, so
+    /// the session itself must not take one of its own slots again.
+    held: std::cell::RefCell<HashMap<String, Vec<i32>>>,
+}
+
+/// A statement on the coordination database failed.
+#[derive(Debug, thiserror::Error)]
+#[error("coordination database: cannot {action}: {failure}")]
+pub struct CoordError {
+    pub action: &'static str,
+    pub failure: PgFailure,
+}
+
+fn failed(action: &'static str) -> impl Fn(tokio_postgres::Error) -> CoordError {
+    move |e| CoordError { action, failure: PgFailure::from_pg(&e) }
+}
+
+impl Coordinator {
+    /// Creates the run table if needed (once, under a transaction-level lock: concurrent
+    /// `CREATE TABLE IF NOT EXISTS` can fail).
+    pub async fn open(client: Client, run: &str, worker: &str) -> Result<Coordinator, CoordError> {
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('migrun fanout table'));
+                 CREATE TABLE IF NOT EXISTS {TABLE} (
+                     run_id text NOT NULL, target text NOT NULL, outcome text NOT NULL, exit_code int NOT NULL,
+                     versions text, duration_ms bigint, sqlstate text, message text, worker text NOT NULL,
+                     attempts int NOT NULL DEFAULT 1, updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                     PRIMARY KEY (run_id, target));
+                 COMMIT"
+            ))
+            .await
+            .map_err(failed("create the run table"))?;
+        let since = client
+            .query_typed_one("SELECT pg_catalog.clock_timestamp()", &[])
+            .await
+            .map_err(failed("read the clock"))?
+            .get(0);
+        Ok(Coordinator { client, run: run.to_string(), worker: worker.to_string(), since, held: Default::default() })
+    }
+
+    /// Claims `target` for this worker: true when no other session holds it.
+    pub async fn try_claim(&self, target: &str) -> Result<bool, CoordError> {
+        let row = self
+            .client
+            .query_typed_one(
+                "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))",
+                &[(&self.run, Type::TEXT), (&target, Type::TEXT)],
+            )
+            .await
+            .map_err(failed("claim a target"))?;
+        Ok(row.get(0))
+    }
+
+    /// Gives a claim back.
+    pub async fn release(&self, target: &str) -> Result<(), CoordError> {
+        self.client
+            .query_typed(
+                "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
+                &[(&self.run, Type::TEXT), (&target, Type::TEXT)],
+            )
+            .await
+            .map_err(failed("release a target"))?;
+        Ok(())
+    }
+
+    /// Takes one of the `limit` connection slots of `server`; `None` when all are taken.
+    pub async fn try_slot(&self, server: &str, limit: u32) -> Result<Option<i32>, CoordError> {
+        let mine: Vec<i32> = self.held.borrow().get(server).cloned().unwrap_or_default();
+        let row = self
+            .client
+            .query_typed_one(
+                "SELECT (SELECT n FROM generate_series(0, $2 - 1) AS n
+                         WHERE n <> ALL ($3) AND pg_try_advisory_lock(hashtext('slots ' || $1), n) LIMIT 1)",
+                &[(&server, Type::TEXT), (&(limit as i32), Type::INT4), (&mine, Type::INT4_ARRAY)],
+            )
+            .await
+            .map_err(failed("take a connection slot"))?;
+        let slot: Option<i32> = row.get(0);
+        if let Some(slot) = slot {
+            self.held.borrow_mut().entry(server.to_string()).or_default().push(slot);
+        }
+        Ok(slot)
+    }
+
+    /// Gives a connection slot back.
+    pub async fn release_slot(&self, server: &str, slot: i32) -> Result<(), CoordError> {
+        if let Some(slots) = self.held.borrow_mut().get_mut(server) {
+            slots.retain(|s| *s != slot);
+        }
+        self.client
+            .query_typed(
+                "SELECT pg_advisory_unlock(hashtext('slots ' || $1), $2)",
+                &[(&server, Type::TEXT), (&slot, Type::INT4)],
+            )
+            .await
+            .map_err(failed("release a connection slot"))?;
+        Ok(())
+    }
+
+    /// Every outcome recorded in this run so far, by target.
+    pub async fn recorded(&self) -> Result<HashMap<String, Recorded>, CoordError> {
+        let rows = self
+            .client
+            .query_typed(
+                &format!("SELECT target, outcome, exit_code, worker, updated_at >= $2 FROM {TABLE} WHERE run_id = $1"),
+                &[(&self.run, Type::TEXT), (&self.since, Type::TIMESTAMPTZ)],
+            )
+            .await
+            .map_err(failed("read the run table"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let recorded = Recorded {
+                    target: r.get(0),
+                    outcome: r.get(1),
+                    exit_code: r.get(2),
+                    worker: r.get(3),
+                    fresh: r.get(4),
+                };
+                (recorded.target.clone(), recorded)
+            })
+            .collect())
+    }
+
+    /// Records `target`'s outcome (a later attempt overwrites an earlier one).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record(
+        &self,
+        target: &str,
+        outcome: &str,
+        exit_code: i32,
+        versions: &str,
+        duration_ms: i64,
+        sqlstate: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<(), CoordError> {
+        self.client
+            .query_typed(
+                &format!(
+                    "INSERT INTO {TABLE} (run_id, target, outcome, exit_code, versions, duration_ms, sqlstate, message, worker)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (run_id, target) DO UPDATE SET outcome = EXCLUDED.outcome, exit_code = EXCLUDED.exit_code,
+                         versions = EXCLUDED.versions, duration_ms = EXCLUDED.duration_ms, sqlstate = EXCLUDED.sqlstate,
+                         message = EXCLUDED.message, worker = EXCLUDED.worker, attempts = {TABLE}.attempts + 1, updated_at = clock_timestamp()"
+                ),
+                &[
+                    (&self.run, Type::TEXT),
+                    (&target, Type::TEXT),
+                    (&outcome, Type::TEXT),
+                    (&exit_code, Type::INT4),
+                    (&versions, Type::TEXT),
+                    (&duration_ms, Type::INT8),
+                    (&sqlstate, Type::TEXT),
+                    (&message, Type::TEXT),
+                    (&self.worker, Type::TEXT),
+                ],
+            )
+            .await
+            .map_err(failed("record an outcome"))?;
+        Ok(())
+    }
+
+    /// Free connections on the coordination server: max_connections minus those in use
+    /// (superuser-reserved ones left out).
+    pub async fn free_connections(&self) -> Result<i64, CoordError> {
+        let row = self
+            .client
+            .query_typed_one(
+                "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+                        - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int",
+                &[],
+            )
+            .await
+            .map_err(failed("read max_connections"))?;
+        Ok(i64::from(row.get::<_, i32>(0)))
+    }
+}

@@ -1,0 +1,588 @@
+//! `fanout up` and `fanout status`: every target brought up to date (or shown), each in its own
+//! session with its own lock, history and result, by identical workers that share the work
+//! through a coordination database (see `fleet::coord`).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde_json::json;
+
+use super::config::{Command, Config, FanoutRequest};
+use super::database;
+use super::error::Error;
+use super::outcome::Progress;
+use super::print_stdout;
+use crate::db::endpoint::{ConnectionSpec, Source};
+use crate::db::secrets::{self, SecretRef};
+use crate::db::url::DatabaseUrl;
+use crate::exit::ExitCode;
+use crate::fleet::coord::{Coordinator, Recorded};
+use crate::fleet::targets::{self, Target, TargetKind};
+use crate::identity::Identity;
+use crate::migrate::history::HistoryTable;
+use crate::signals::Shutdown;
+
+/// How often a worker says how far the run is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// The failure rate is judged over at least this many of a worker's targets.
+const FAILURE_RATE_FLOOR: usize = 20;
+
+/// Reads the targets from their source, once.
+async fn load(config: &Config, request: &FanoutRequest, shutdown: &Shutdown) -> Result<Vec<Target>, Error> {
+    let source = request.source.trim();
+    let base = request.base_url.as_deref();
+    let unreadable = |reason: String| targets::TargetsError::Unreadable { origin: source.to_string(), reason };
+    let text = if let Some(path) = source.strip_prefix("file:") {
+        std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?
+    } else if let Some(reference) = source.strip_prefix("secret:") {
+        let secret =
+            SecretRef::parse(reference, None).map_err(|e| Error::Config(super::config::ConfigError::Secret(e)))?;
+        let value = secrets::fetch(&secret).await.map_err(Error::EnvSecret)?;
+        secret_lines(&value).map_err(unreadable)?
+    } else if let Some(url) = source.strip_prefix("sql:") {
+        let query = request
+            .targets_query
+            .as_deref()
+            .ok_or_else(|| unreadable("sql: needs --targets-query, a query returning one target per row".into()))?;
+        let mut catalog = config.clone();
+        catalog.connection = Some(spec(request, url)?);
+        let session = database::open(&catalog, shutdown).await?;
+        let rows = session.client.query(query, &[]).await;
+        session.close().await;
+        let rows = rows.map_err(|e| unreadable(crate::db::failure::PgFailure::from_pg(&e).to_string()))?;
+        rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()).collect::<Vec<_>>().join("\n")
+    } else {
+        return Err(targets::TargetsError::BadSource(source.to_string()).into());
+    };
+    let mut list = targets::parse(source, &text, base)?;
+    if let Some(only) = &request.only {
+        list.retain(|t| &t.id == only);
+        if list.is_empty() {
+            return Err(targets::TargetsError::NotATarget(only.clone()).into());
+        }
+    }
+    Ok(list)
+}
+
+/// A secret's targets: a JSON list of target lines, or `{"template": "...{id}...", "ids": [...]}`.
+fn secret_lines(value: &str) -> Result<String, String> {
+    let parsed: serde_json::Value =
+        serde_json::from_str(value).map_err(|_| "the secret is not JSON (a list of targets)".to_string())?;
+    let strings = |v: &serde_json::Value| -> Result<Vec<String>, String> {
+        v.as_array()
+            .ok_or("expected a JSON list")?
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| "a list item is not a string".to_string()))
+            .collect()
+    };
+    match &parsed {
+        serde_json::Value::Array(_) => Ok(strings(&parsed)?.join("\n")),
+        serde_json::Value::Object(object) => {
+            let template =
+                object.get("template").and_then(|t| t.as_str()).ok_or("expected a list, or {\"template\", \"ids\"}")?;
+            let ids = strings(object.get("ids").unwrap_or(&serde_json::Value::Null))?;
+            Ok(ids.iter().map(|id| template.replace("{id}", id)).collect::<Vec<_>>().join("\n"))
+        }
+        _ => Err("expected a JSON list of targets".into()),
+    }
+}
+
+/// A connection to `url` with the run's TLS settings and libpq variables.
+fn spec(request: &FanoutRequest, url: &str) -> Result<ConnectionSpec, Error> {
+    let (url, config, tls) = DatabaseUrl::parse(url.to_string()).map_err(super::config::ConfigError::from)?;
+    Ok(ConnectionSpec {
+        source: Source::Url { url, config: Box::new(config), tls },
+        tls: request.tls.clone(),
+        libpq: request.libpq.clone(),
+    })
+}
+
+/// The configuration of one target's run: its connection; for a schema, `search_path` set to it
+/// (a start-up option, so every file starts there) and the history table inside it (which
+/// gives it a lock of its own).
+fn target_config(config: &Config, request: &FanoutRequest, target: &Target) -> Result<Config, Error> {
+    let mut own = config.clone();
+    own.command = Command::Up { up_to: None };
+    match &target.kind {
+        TargetKind::Database(url) => own.connection = Some(spec(request, url)?),
+        TargetKind::Schema(schema) => {
+            let base = request.base_url.as_deref().unwrap_or_default();
+            let mut connection = spec(request, base)?;
+            if let Source::Url { config: pg, .. } = &mut connection.source {
+                let options = pg.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+                pg.options(format!("{options}-c search_path={schema}"));
+            }
+            own.connection = Some(connection);
+            own.history_table = HistoryTable::parse(&format!("{schema}.{}", config.history_table.name()))
+                .unwrap_or_else(|| config.history_table.clone());
+            own.lock_key = None;
+        }
+    }
+    Ok(own)
+}
+
+/// One target's outcome.
+struct Done {
+    exit: ExitCode,
+    versions: Vec<u64>,
+    ms: i64,
+    sqlstate: Option<String>,
+    message: Option<String>,
+}
+
+async fn migrate(
+    config: &Config,
+    request: &FanoutRequest,
+    target: &Target,
+    identity: &Identity,
+    shutdown: &Shutdown,
+) -> Done {
+    let started = Instant::now();
+    let mut progress = Progress::default();
+    let result = match target_config(config, request, target) {
+        Ok(own) => database::up(&own, identity, None, &mut progress, shutdown).await,
+        Err(e) => Err(e),
+    };
+    let versions = progress.applied.iter().filter_map(|a| a.version).collect();
+    let ms = started.elapsed().as_millis() as i64;
+    match result {
+        Ok(()) => Done { exit: ExitCode::Success, versions, ms, sqlstate: None, message: None },
+        Err(e) => Done {
+            exit: e.exit_code(),
+            versions,
+            ms,
+            sqlstate: e.file_failure().and_then(|f| f.pg.sqlstate.clone()),
+            message: Some(e.to_string()),
+        },
+    }
+}
+
+/// The canary's size: N targets, or P% of them (at least one).
+fn canary_size(text: Option<&str>, total: usize) -> Result<usize, Error> {
+    let Some(text) = text.map(str::trim) else { return Ok(0) };
+    let bad = || Error::Usage(format!("--canary: `{text}` is not a count (5) or a share (2%)"));
+    let size = match text.strip_suffix('%') {
+        Some(percent) => {
+            let p: f64 = percent.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(bad());
+            }
+            ((total as f64) * p / 100.0).ceil() as usize
+        }
+        None => text.parse().map_err(|_| bad())?,
+    };
+    Ok(size.clamp(usize::from(total > 0), total))
+}
+
+/// Where this worker starts in the shared order: an engine's index, when there is one, spreads
+/// the first pass (fewer collisions); it is never needed for correctness.
+fn first_pass_offset(total: usize) -> usize {
+    let index = ["JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.trim().parse::<usize>().ok());
+    let size = std::env::var("AWS_BATCH_JOB_ARRAY_SIZE").ok().and_then(|s| s.trim().parse::<usize>().ok());
+    match (index, size) {
+        (Some(i), Some(n)) if n > 0 && total > 0 => i * total / n % total,
+        (Some(i), _) if total > 0 => i.wrapping_mul(7919) % total,
+        _ => 0,
+    }
+}
+
+/// A worker: the targets, the coordination session, and what it did.
+struct Worker<'a> {
+    config: &'a Config,
+    request: &'a FanoutRequest,
+    identity: &'a Identity,
+    shutdown: &'a Shutdown,
+    targets: &'a [Target],
+    coord: &'a Coordinator,
+    deadline: Option<Instant>,
+    started: Instant,
+    processed: usize,
+    failed: usize,
+    stopped: Option<ExitCode>,
+    last_progress: Instant,
+}
+
+impl Worker<'_> {
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether a target needs nothing more from this worker: done since it started (by it or
+    /// a peer), or failed in an earlier invocation of the run (tried again with
+    /// `--retry-failed`). A target current from an earlier invocation is visited again: one
+    /// connection, and a no-op when nothing changed.
+    fn finished(&self, recorded: Option<&Recorded>) -> bool {
+        match recorded {
+            Some(r) if r.fresh => true,
+            Some(r) if r.outcome != "success" => !self.request.retry_failed,
+            _ => false,
+        }
+    }
+
+    /// Works through `indices` until each is recorded in this run (by this worker or another),
+    /// the deadline passes, or this worker stops taking targets.
+    async fn work(&mut self, indices: &[usize]) -> Result<(), Error> {
+        let mut recorded = self.coord.recorded().await?;
+        let mut queue: VecDeque<(usize, u8)> = indices.iter().map(|i| (*i, 0)).collect();
+        let mut in_flight = FuturesUnordered::new();
+        let mut running: HashMap<usize, Instant> = HashMap::new();
+        loop {
+            while in_flight.len() < self.request.concurrency as usize && self.stopped.is_none() && !self.past_deadline()
+            {
+                let Some((index, attempt)) = queue.pop_front() else { break };
+                let target = &self.targets[index];
+                // Claims are re-entrant within this worker's session: never take one twice.
+                if running.contains_key(&index) {
+                    continue;
+                }
+                let retry_now = attempt > 0;
+                if !retry_now && self.finished(recorded.get(&target.id)) {
+                    continue;
+                }
+                if !self.coord.try_claim(&target.id).await? {
+                    continue; // another worker has it; checked again when the queue runs dry
+                }
+                // Another worker may have finished it between the read and the claim.
+                recorded = self.coord.recorded().await?;
+                if !retry_now && self.finished(recorded.get(&target.id)) {
+                    self.coord.release(&target.id).await?;
+                    continue;
+                }
+                // All of the server's slots taken: give the claim back and let the targets in
+                // flight (which hold slots) finish; never wait here while they cannot run.
+                let Some(slot) = self.try_slot(&target.server).await? else {
+                    self.coord.release(&target.id).await?;
+                    queue.push_front((index, attempt));
+                    break;
+                };
+                running.insert(index, Instant::now());
+                let (config, request, identity, shutdown) = (self.config, self.request, self.identity, self.shutdown);
+                in_flight.push(async move {
+                    let done = migrate(config, request, target, identity, shutdown).await;
+                    (index, attempt, slot, done)
+                });
+            }
+            if self.last_progress.elapsed() >= PROGRESS_EVERY {
+                self.progress(&recorded, &running);
+            }
+            let Some((index, attempt, slot, done)) = in_flight.next().await else {
+                // Nothing running here: done, or waiting for targets other workers hold.
+                if self.stopped.is_some() || self.past_deadline() {
+                    return Ok(());
+                }
+                if !queue.is_empty() {
+                    // Waiting for a connection slot other workers hold.
+                    self.shutdown.sleep(Duration::from_millis(50)).await?;
+                    continue;
+                }
+                recorded = self.coord.recorded().await?;
+                let open: Vec<usize> =
+                    indices.iter().copied().filter(|i| !self.finished(recorded.get(&self.targets[*i].id))).collect();
+                if open.is_empty() || self.stopped.is_some() || self.past_deadline() {
+                    return Ok(());
+                }
+                if self.last_progress.elapsed() >= PROGRESS_EVERY {
+                    self.progress(&recorded, &running);
+                }
+                self.shutdown.sleep(Duration::from_millis(200)).await?;
+                queue.extend(open.into_iter().map(|i| (i, 0)));
+                continue;
+            };
+            let target = &self.targets[index];
+            running.remove(&index);
+            if let Some(slot) = slot {
+                self.coord.release_slot(&target.server, slot).await?;
+            }
+            // lock_timeout exhaustion (or another run's lock) is the live workload's doing:
+            // one more try, at the end of the queue.
+            if matches!(done.exit, ExitCode::LockRetries | ExitCode::LockWait) && attempt == 0 {
+                tracing::warn!(target = %target.id, outcome = done.exit.outcome(), "requeued once");
+                self.coord.release(&target.id).await?;
+                queue.push_back((index, 1));
+                continue;
+            }
+            let versions: Vec<String> = done.versions.iter().map(u64::to_string).collect();
+            self.coord
+                .record(
+                    &target.id,
+                    done.exit.outcome(),
+                    done.exit.code(),
+                    &versions.join(","),
+                    done.ms,
+                    done.sqlstate.as_deref(),
+                    done.message.as_deref(),
+                )
+                .await?;
+            self.coord.release(&target.id).await?;
+            self.processed += 1;
+            let ok = done.exit == ExitCode::Success;
+            if !ok {
+                self.failed += 1;
+            }
+            tracing::info!(
+                target = %target.id,
+                outcome = done.exit.outcome(),
+                versions = %versions.join(","),
+                ms = done.ms,
+                sqlstate = done.sqlstate.as_deref().unwrap_or(""),
+                "target done"
+            );
+            if let Some(rate) = self.request.max_failure_rate {
+                if self.processed >= FAILURE_RATE_FLOOR && (self.failed as f64) > rate * (self.processed as f64) {
+                    tracing::error!(
+                        failed = self.failed,
+                        processed = self.processed,
+                        max_failure_rate = rate,
+                        "failure rate exceeded: this worker takes no more targets"
+                    );
+                    self.stopped = Some(ExitCode::FailureRateExceeded);
+                }
+            }
+            recorded.insert(
+                target.id.clone(),
+                Recorded {
+                    target: target.id.clone(),
+                    outcome: done.exit.outcome().into(),
+                    exit_code: done.exit.code(),
+                    worker: String::new(),
+                    fresh: true,
+                },
+            );
+        }
+    }
+
+    /// A connection slot on `server`: `Some(None)` without a limit, `None` when all are taken.
+    async fn try_slot(&self, server: &str) -> Result<Option<Option<i32>>, Error> {
+        let Some(limit) = self.request.max_conns_per_server else { return Ok(Some(None)) };
+        Ok(self.coord.try_slot(server, limit).await?.map(Some))
+    }
+
+    fn progress(&mut self, recorded: &HashMap<String, Recorded>, running: &HashMap<usize, Instant>) {
+        self.last_progress = Instant::now();
+        let total = self.targets.len();
+        let done = self.targets.iter().filter(|t| recorded.contains_key(&t.id)).count();
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / elapsed;
+        let eta_s = if rate > 0.0 { ((total - done) as f64 / rate).round() as u64 } else { 0 };
+        let slowest = running
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(i, at)| (self.targets[*i].id.as_str(), at.elapsed().as_millis() as u64));
+        tracing::info!(
+            done,
+            total,
+            rate_per_s = (rate * 10.0).round() / 10.0,
+            eta_s,
+            slowest = slowest.map(|(id, _)| id).unwrap_or(""),
+            slowest_ms = slowest.map(|(_, ms)| ms).unwrap_or(0),
+            "fanout progress"
+        );
+    }
+}
+
+/// `fanout up`.
+pub async fn up(
+    config: &Config,
+    request: &FanoutRequest,
+    identity: &Identity,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let targets = load(config, request, shutdown).await?;
+    let hash = targets::list_hash(&targets);
+    let files = super::check::load(&config.dir)?;
+    let files_hash = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for file in &files {
+            hasher.update(file.checksum.as_bytes());
+        }
+        hasher.finalize()[..4].iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let run_id = request.run_id.clone().unwrap_or_else(|| format!("run-{hash}-{files_hash}"));
+    let worker_name = format!("{}:{}", identity.applied_by, std::process::id());
+    tracing::info!(targets = targets.len(), targets_hash = %hash, run_id = %run_id, worker = %worker_name, "fanout starts");
+
+    let coord_url = request
+        .coord_url
+        .clone()
+        .or_else(|| request.base_url.clone())
+        .or_else(|| {
+            targets.iter().find_map(|t| match &t.kind {
+                TargetKind::Database(url) => Some(url.clone()),
+                TargetKind::Schema(_) => None,
+            })
+        })
+        .ok_or_else(|| Error::Usage("fanout: no coordination database: set --coord-url or DATABASE_URL".into()))?;
+    let mut coord_config = config.clone();
+    coord_config.connection = Some(spec(request, &coord_url)?);
+    let session = database::open(&coord_config, shutdown).await?;
+    let coord_server = targets::parse("--coord-url", &coord_url, None)
+        .ok()
+        .and_then(|t| t.first().map(|t| t.server.clone()))
+        .unwrap_or_default();
+    let coord = Coordinator::open(session.client, &run_id, &worker_name).await?;
+    // The coordination session is one of migrun's connections to its server too.
+    let mut coord_slot = None;
+    if let Some(limit) = request.max_conns_per_server {
+        let free = coord.free_connections().await?;
+        if i64::from(limit) > free / 2 {
+            return Err(Error::Usage(format!(
+                "fanout: --max-conns-per-server {limit} is more than half of the {free} free connections on {coord_server}; lower it"
+            )));
+        }
+        let deadline = Instant::now() + request.deadline.unwrap_or(Duration::from_secs(600));
+        loop {
+            if let Some(slot) = coord.try_slot(&coord_server, limit).await? {
+                coord_slot = Some(slot);
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Usage(format!(
+                    "fanout: no connection slot on {coord_server} (--max-conns-per-server {limit}) before the deadline"
+                )));
+            }
+            shutdown.sleep(Duration::from_millis(100)).await?;
+        }
+    }
+
+    let order = targets::stable_order(&targets);
+    let canary = if request.only.is_some() { 0 } else { canary_size(request.canary.as_deref(), targets.len())? };
+    let started = Instant::now();
+    let mut worker = Worker {
+        config,
+        request,
+        identity,
+        shutdown,
+        targets: &targets,
+        coord: &coord,
+        deadline: request.deadline.map(|d| started + d),
+        started,
+        processed: 0,
+        failed: 0,
+        stopped: None,
+        last_progress: started,
+    };
+    let mut canary_failed = false;
+    if canary > 0 {
+        worker.work(&order[..canary]).await?;
+        let recorded = coord.recorded().await?;
+        canary_failed =
+            order[..canary].iter().any(|i| recorded.get(&targets[*i].id).is_some_and(|r| r.outcome != "success"));
+    }
+    if !canary_failed {
+        let rest = &order[canary..];
+        let offset = first_pass_offset(rest.len());
+        let rotated: Vec<usize> = rest[offset..].iter().chain(&rest[..offset]).copied().collect();
+        worker.work(&rotated).await?;
+    }
+    if let Some(slot) = coord_slot {
+        coord.release_slot(&coord_server, slot).await?;
+    }
+
+    let recorded = coord.recorded().await?;
+    let succeeded = targets.iter().filter(|t| recorded.get(&t.id).is_some_and(|r| r.outcome == "success")).count();
+    let failed: Vec<&Recorded> =
+        targets.iter().filter_map(|t| recorded.get(&t.id)).filter(|r| r.outcome != "success").collect();
+    let pending = targets.len() - succeeded - failed.len();
+    progress.fanout = Some(json!({
+        "run_id": run_id,
+        "targets_hash": hash,
+        "targets": targets.len(),
+        "current": succeeded,
+        "failed": failed.len(),
+        "pending": pending,
+        "this_worker": { "processed": worker.processed, "failed": worker.failed },
+        "failed_targets": failed.iter().take(20).map(|r| json!({"target": r.target, "outcome": r.outcome})).collect::<Vec<_>>(),
+    }));
+    progress.targets = Some(json!(targets
+        .iter()
+        .map(|t| match recorded.get(&t.id) {
+            Some(r) => json!({"target": t.id, "outcome": r.outcome, "exit_code": r.exit_code, "worker": r.worker}),
+            None => json!({"target": t.id, "outcome": "pending"}),
+        })
+        .collect::<Vec<_>>()));
+    let summary =
+        format!("{succeeded}/{} current, {} failed, {pending} pending (run {run_id})", targets.len(), failed.len());
+    if canary_failed {
+        return Err(Error::Fanout(
+            ExitCode::CanaryFailed,
+            format!("fanout: a canary target failed; no other target was touched: {summary}"),
+        ));
+    }
+    if let Some(stop) = worker.stopped {
+        return Err(Error::Fanout(
+            stop,
+            format!(
+                "fanout: this worker stopped taking targets, over {} of its {} failed: {summary}",
+                worker.failed, worker.processed
+            ),
+        ));
+    }
+    if pending > 0 {
+        return Err(Error::Fanout(
+            ExitCode::Incomplete,
+            format!("fanout: incomplete (deadline, or targets still claimed): {summary}; safe to retry"),
+        ));
+    }
+    if !failed.is_empty() {
+        let listed: Vec<&str> = failed.iter().take(10).map(|r| r.target.as_str()).collect();
+        return Err(Error::Fanout(
+            ExitCode::PartialFailure,
+            format!("fanout: {summary}; failed: {}", listed.join(", ")),
+        ));
+    }
+    tracing::info!(current = succeeded, "fanout: every target is current");
+    Ok(())
+}
+
+/// `fanout status`: every target's state, read only; exit 13 unless every one is current.
+pub async fn status(config: &Config, request: &FanoutRequest, shutdown: &Shutdown) -> Result<(), Error> {
+    let targets = load(config, request, shutdown).await?;
+    let mut states = Vec::with_capacity(targets.len());
+    let mut stream = futures_util::stream::iter(targets.iter().map(|target| async move {
+        let state = match target_config(config, request, target) {
+            Ok(own) => match database::pending(&own, shutdown).await {
+                Ok(0) => ("current".to_string(), None),
+                Ok(n) => (format!("{n} pending"), None),
+                Err(e) => (e.exit_code().outcome().to_string(), Some(e.to_string())),
+            },
+            Err(e) => (e.exit_code().outcome().to_string(), Some(e.to_string())),
+        };
+        (target.id.clone(), state)
+    }))
+    .buffered(request.concurrency.max(1) as usize);
+    while let Some((id, (state, detail))) = stream.next().await {
+        states.push((id, state, detail));
+    }
+    let behind = states.iter().filter(|(_, s, _)| s != "current").count();
+    let text = if request.json {
+        let list: Vec<_> = states.iter().map(|(id, s, d)| json!({"target": id, "state": s, "detail": d})).collect();
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json!({"targets": list, "current": states.len() - behind, "behind": behind}))
+                .unwrap_or_default()
+        )
+    } else {
+        let mut out = String::new();
+        for (id, state, detail) in &states {
+            out.push_str(&format!(
+                "{id}  {state}{}\n",
+                detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+            ));
+        }
+        out.push_str(&format!("{} of {} current\n", states.len() - behind, states.len()));
+        out
+    };
+    print_stdout(&text)?;
+    match behind {
+        0 => Ok(()),
+        n => Err(Error::Fanout(
+            ExitCode::PartialFailure,
+            format!("fanout status: {n} of {} target(s) not current", states.len()),
+        )),
+    }
+}

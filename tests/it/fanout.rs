@@ -1,0 +1,317 @@
+//! `migrun fanout`: identical workers with no index share 100 databases (or schemas) through
+//! the coordination database: no double applies, none missed, a killed worker's targets taken
+//! over, per-server connection limits kept, and each failure class with its exit code.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::harness::{send, server, sql_dir, LiveRun, Migrun, Run, TestDb};
+
+/// `count` databases of their own, dropped at the end.
+struct Fleet {
+    prefix: String,
+    count: usize,
+    coord: TestDb,
+}
+
+impl Fleet {
+    fn new(count: usize) -> Fleet {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let prefix = format!("fan{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let mut admin = server().connect("postgres");
+        for i in 0..count {
+            admin.batch_execute(&format!("CREATE DATABASE {prefix}_{i}")).expect("create target database");
+        }
+        Fleet { prefix, count, coord: TestDb::new() }
+    }
+
+    fn name(&self, i: usize) -> String {
+        format!("{}_{i}", self.prefix)
+    }
+
+    fn url(&self, i: usize) -> String {
+        let s = server();
+        format!("postgres://{}@{}:{}/{}", s.user, s.host, s.port, self.name(i))
+    }
+
+    fn targets_file(&self) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("targets file");
+        let lines: Vec<String> = (0..self.count).map(|i| self.url(i)).collect();
+        std::fs::write(file.path(), format!("# tenants\n{}\n", lines.join("\n"))).expect("write targets");
+        file
+    }
+
+    fn query(&self, i: usize, sql: &str) -> Option<i64> {
+        server().connect(&self.name(i)).query_one(sql, &[]).ok().map(|r| r.get(0))
+    }
+
+    fn worker(&self, dir: &std::path::Path, targets: &std::path::Path, args: &[&str]) -> Migrun {
+        let mut m = Migrun::new();
+        m.dir(dir)
+            .args([
+                "fanout",
+                "up",
+                "--targets",
+                &format!("file:{}", targets.display()),
+                "--coord-url",
+                &self.coord.url(),
+            ])
+            .args(args);
+        m
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let mut admin = server().connect("postgres");
+        for i in 0..self.count {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name(i)));
+        }
+    }
+}
+
+/// Two files; the first counts its own runs, so a double apply shows.
+fn migrations() -> tempfile::TempDir {
+    sql_dir(&[
+        ("0001_counter.sql", "CREATE TABLE applied_once (n int);\nINSERT INTO applied_once VALUES (1);\n"),
+        ("0002_more.sql", "INSERT INTO applied_once VALUES (2);\n"),
+    ])
+}
+
+fn run_all(workers: Vec<Migrun>) -> Vec<Run> {
+    let children: Vec<_> = workers.into_iter().map(|mut w| w.spawn()).collect();
+    children.into_iter().map(|c| Run::from(c.wait_with_output().expect("worker"))).collect()
+}
+
+/// Samples migrun's sessions on the test server every 100 ms (this fleet's databases and its
+/// coordination database only), keeping the most seen at once.
+fn sample_connections(fleet: &Fleet) -> (Arc<AtomicBool>, Arc<AtomicI64>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let most = Arc::new(AtomicI64::new(0));
+    let (prefix, coord) = (format!("{}_%", fleet.prefix), fleet.coord.name.clone());
+    let (stop2, most2) = (stop.clone(), most.clone());
+    let handle = std::thread::spawn(move || {
+        let mut admin = server().connect("postgres");
+        while !stop2.load(Ordering::SeqCst) {
+            let n: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'migrun%' AND (datname LIKE $1 OR datname = $2)",
+                    &[&prefix, &coord],
+                )
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            most2.fetch_max(n, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    (stop, most, handle)
+}
+
+#[test]
+fn four_workers_share_100_databases_once_each_within_the_connection_limit() {
+    let fleet = Fleet::new(100);
+    let targets = fleet.targets_file();
+    let dir = migrations();
+    let (stop, most, sampler) = sample_connections(&fleet);
+    let k = 6;
+    let workers = (0..4)
+        .map(|_| {
+            fleet.worker(dir.path(), targets.path(), &["--concurrency", "4", "--max-conns-per-server", &k.to_string()])
+        })
+        .collect();
+    let runs = run_all(workers);
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().expect("sampler");
+    for run in &runs {
+        run.assert_code(0);
+        assert_eq!(run.result()["fanout"]["current"], 100, "{}", run.stderr.lines().last().unwrap_or_default());
+    }
+    let processed: u64 =
+        runs.iter().map(|r| r.result()["fanout"]["this_worker"]["processed"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(processed, 100, "every target migrated by exactly one worker");
+    for i in 0..fleet.count {
+        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(2), "{}", fleet.name(i));
+        assert_eq!(fleet.query(i, "SELECT count(DISTINCT version) FROM migrun_history"), Some(2));
+    }
+    let seen = most.load(Ordering::SeqCst);
+    assert!(seen > 0 && seen <= k, "at most {k} migrun connections at once, saw {seen}");
+    // Per-target lines and the same target-list hash in every worker's result.
+    let hashes: Vec<_> = runs.iter().map(|r| r.result()["fanout"]["targets_hash"].clone()).collect();
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    assert!(runs[0].stderr.contains("\"message\":\"target done\""), "{}", runs[0].stderr);
+
+    // A re-run of the same run visits each target once (one no-op each) and exits 0.
+    let again = fleet.worker(dir.path(), targets.path(), &[]).run();
+    again.assert_code(0);
+    assert_eq!(again.result()["fanout"]["this_worker"]["processed"], 100);
+    assert_eq!(fleet.query(7, "SELECT count(*) FROM applied_once"), Some(2));
+    let status = Migrun::new()
+        .dir(dir.path())
+        .args(["fanout", "status", "--targets", &format!("file:{}", targets.path().display()), "--json"])
+        .run();
+    status.assert_code(0);
+    assert!(status.stdout.contains("\"current\": 100"), "{}", status.stdout);
+}
+
+#[test]
+fn a_killed_worker_leaves_its_targets_to_the_others() {
+    let fleet = Fleet::new(40);
+    let targets = fleet.targets_file();
+    let dir = sql_dir(&[(
+        "0001_slow.sql",
+        "CREATE TABLE applied_once (n int);\nINSERT INTO applied_once VALUES (1);\nSELECT pg_sleep(0.1);\n",
+    )]);
+    let mut victim = LiveRun::start(fleet.worker(dir.path(), targets.path(), &["--concurrency", "2"]).spawn());
+    let others: Vec<_> =
+        (0..2).map(|_| fleet.worker(dir.path(), targets.path(), &["--concurrency", "2"]).spawn()).collect();
+    victim.wait_for_line("\"message\":\"target done\"", Duration::from_secs(60));
+    send(victim.pid(), libc::SIGKILL);
+    let _ = victim.finish();
+    for child in others {
+        let run = Run::from(child.wait_with_output().expect("worker"));
+        run.assert_code(0);
+        assert_eq!(run.result()["fanout"]["current"], 40);
+    }
+    for i in 0..fleet.count {
+        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(1), "{}", fleet.name(i));
+    }
+}
+
+#[test]
+fn failures_are_listed_and_each_class_has_its_exit_code() {
+    let fleet = Fleet::new(30);
+    let targets = fleet.targets_file();
+    // Broken on 5 tenants: those that have a marker table.
+    for i in [3, 8, 13, 21, 29] {
+        server().connect(&fleet.name(i)).batch_execute("CREATE TABLE broken_marker ()").expect("marker");
+    }
+    let dir = sql_dir(&[
+        ("0001_a.sql", "CREATE TABLE applied_once (n int);\n"),
+        ("0002_b.sql", "DO $$ BEGIN IF to_regclass('broken_marker') IS NOT NULL THEN RAISE EXCEPTION 'tenant is broken'; END IF; END $$;\n"),
+    ]);
+    let runs = run_all((0..2).map(|_| fleet.worker(dir.path(), targets.path(), &[])).collect());
+    for run in &runs {
+        run.assert_code(13);
+        assert_eq!(run.result()["outcome"], "partial_failure");
+        assert_eq!(run.result()["fanout"]["current"], 25);
+        let failed: Vec<String> = run.result()["fanout"]["failed_targets"]
+            .as_array()
+            .expect("failed targets")
+            .iter()
+            .filter_map(|t| t["target"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(failed.len(), 5, "{failed:?}");
+        assert!(
+            failed.iter().all(|t| [3, 8, 13, 21, 29].iter().any(|i| t.ends_with(&format!("/{}", fleet.name(*i))))),
+            "{failed:?}"
+        );
+    }
+    // The same run again skips its recorded failures; --retry-failed tries them.
+    let again = fleet.worker(dir.path(), targets.path(), &[]).run();
+    again.assert_code(13);
+    assert_eq!(again.result()["fanout"]["this_worker"]["processed"], 25);
+    let retried = fleet.worker(dir.path(), targets.path(), &["--retry-failed"]).run();
+    retried.assert_code(13);
+    assert_eq!(retried.result()["fanout"]["this_worker"]["processed"], 30);
+}
+
+#[test]
+fn a_broken_canary_stops_the_run_before_any_other_target() {
+    let fleet = Fleet::new(20);
+    let targets = fleet.targets_file();
+    let dir =
+        sql_dir(&[("0001_a.sql", "CREATE TABLE applied_once (n int);\nSELECT no_such_column FROM applied_once;\n")]);
+    let runs = run_all((0..2).map(|_| fleet.worker(dir.path(), targets.path(), &["--canary", "3"])).collect());
+    for run in &runs {
+        run.assert_code(14);
+        assert_eq!(run.result()["outcome"], "canary_failed");
+    }
+    let touched = (0..fleet.count)
+        .filter(|i| fleet.query(*i, "SELECT count(*) FROM pg_tables WHERE tablename = 'migrun_history'") == Some(1))
+        .count();
+    assert_eq!(touched, 3, "only the 3 canary targets were touched");
+}
+
+#[test]
+fn a_worker_stops_when_its_failure_rate_is_exceeded() {
+    let fleet = Fleet::new(60);
+    let targets = fleet.targets_file();
+    let dir = sql_dir(&[("0001_a.sql", "SELECT no_such_column FROM no_such_table;\n")]);
+    let runs = run_all(
+        (0..2)
+            .map(|_| fleet.worker(dir.path(), targets.path(), &["--max-failure-rate", "0.5", "--concurrency", "2"]))
+            .collect(),
+    );
+    for run in &runs {
+        run.assert_code(15);
+        let processed = run.result()["fanout"]["this_worker"]["processed"].as_u64().unwrap_or(99);
+        assert!((20..=25).contains(&processed), "stopped after {processed} targets");
+    }
+}
+
+#[test]
+fn a_deadline_ends_the_run_incomplete_and_safe_to_retry() {
+    let fleet = Fleet::new(12);
+    let targets = fleet.targets_file();
+    let dir = sql_dir(&[("0001_a.sql", "SELECT pg_sleep(0.3);\n")]);
+    let run = fleet.worker(dir.path(), targets.path(), &["--deadline", "500ms", "--concurrency", "1"]).run();
+    run.assert_code(16);
+    assert_eq!(run.result()["outcome"], "incomplete");
+    assert_eq!(run.result()["retryable"], true);
+    // Retrying finishes it.
+    fleet.worker(dir.path(), targets.path(), &["--concurrency", "4"]).run().assert_code(0);
+}
+
+#[test]
+fn schemas_of_one_database_are_targets_with_their_own_history_and_lock() {
+    let db = TestDb::new();
+    let schemas: Vec<String> = (0..40).map(|i| format!("tenant_{i}")).collect();
+    db.client()
+        .batch_execute(&schemas.iter().map(|s| format!("CREATE SCHEMA {s};")).collect::<String>())
+        .expect("schemas");
+    let targets = tempfile::NamedTempFile::new().expect("targets");
+    std::fs::write(targets.path(), schemas.iter().map(|s| format!("schema:{s}\n")).collect::<String>()).expect("write");
+    let dir = migrations();
+    let workers = (0..3)
+        .map(|_| {
+            let mut m = db.migrun();
+            m.dir(dir.path()).args(["fanout", "up", "--targets", &format!("file:{}", targets.path().display())]);
+            m
+        })
+        .collect();
+    for run in run_all(workers) {
+        run.assert_code(0);
+        assert_eq!(run.result()["fanout"]["current"], 40);
+    }
+    for schema in &schemas {
+        assert_eq!(db.count(&format!("SELECT count(*) FROM {schema}.applied_once")), 2, "{schema}");
+        assert_eq!(db.count(&format!("SELECT count(*) FROM {schema}.migrun_history")), 2, "{schema}");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'applied_once'"),
+        0
+    );
+}
+
+#[test]
+fn bad_target_lists_are_refused_before_anything_runs() {
+    let dir = migrations();
+    let empty = tempfile::NamedTempFile::new().expect("targets");
+    std::fs::write(empty.path(), "# nobody yet\n").expect("write");
+    let run = Migrun::new()
+        .dir(dir.path())
+        .args(["fanout", "up", "--targets", &format!("file:{}", empty.path().display())])
+        .run();
+    run.assert_code(2);
+    assert!(run.result()["error"].as_str().unwrap_or_default().contains("holds no target"), "{}", run.stderr);
+    Migrun::new().dir(dir.path()).args(["fanout", "up", "--targets", "ftp://x"]).run().assert_code(2);
+    let schemas = tempfile::NamedTempFile::new().expect("targets");
+    std::fs::write(schemas.path(), "schema:acme\n").expect("write");
+    let run = Migrun::new()
+        .dir(dir.path())
+        .args(["fanout", "up", "--targets", &format!("file:{}", schemas.path().display())])
+        .run();
+    run.assert_code(2);
+    assert!(run.result()["error"].as_str().unwrap_or_default().contains("need a database"), "{}", run.stderr);
+}
