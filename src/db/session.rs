@@ -136,6 +136,11 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.connection).await;
     }
 
+    /// The server process behind this session, once known (0 before).
+    pub fn backend_pid(&self) -> i32 {
+        self.backend_pid.get()
+    }
+
     /// Fails when the backend behind this connection changed, which only a transaction-pooling
     /// proxy does.
     /// The first pid seen is logged as the `connected` event, with what the server said about

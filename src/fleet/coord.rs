@@ -162,6 +162,25 @@ impl Coordinator {
             .collect())
     }
 
+    /// `target`'s recorded outcome in this run, if any (one row: read after each claim).
+    pub async fn recorded_one(&self, target: &str) -> Result<Option<Recorded>, CoordError> {
+        let rows = self
+            .client
+            .query_typed(
+                &format!("SELECT target, outcome, exit_code, worker, updated_at >= $3 FROM {TABLE} WHERE run_id = $1 AND target = $2"),
+                &[(&self.run, Type::TEXT), (&target, Type::TEXT), (&self.since, Type::TIMESTAMPTZ)],
+            )
+            .await
+            .map_err(failed("read the run table"))?;
+        Ok(rows.first().map(|r| Recorded {
+            target: r.get(0),
+            outcome: r.get(1),
+            exit_code: r.get(2),
+            worker: r.get(3),
+            fresh: r.get(4),
+        }))
+    }
+
     /// Records `target`'s outcome (a later attempt overwrites an earlier one).
     #[allow(clippy::too_many_arguments)]
     pub async fn record(
@@ -197,6 +216,25 @@ impl Coordinator {
             )
             .await
             .map_err(failed("record an outcome"))?;
+        Ok(())
+    }
+
+    /// Waits (up to a second) until server process `pid` on the coordination server has ended:
+    /// a closed session's backend lingers for a moment, and its connection slot must not be
+    /// handed on before it is gone.
+    pub async fn wait_gone(&self, pid: i32) -> Result<(), CoordError> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(1) {
+            let row = self
+                .client
+                .query_typed_one("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", &[(&pid, Type::INT4)])
+                .await
+                .map_err(failed("watch a session end"))?;
+            if !row.get::<_, bool>(0) {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         Ok(())
     }
 

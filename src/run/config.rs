@@ -296,6 +296,9 @@ pub enum ConfigError {
     /// Not a duration.
     #[error("{flag} / {env}: `{value}` is not a usable duration; expected {}", duration::expected(.value))]
     Duration { flag: &'static str, env: &'static str, value: String },
+    /// A flag without an environment variable has a value that is not valid.
+    #[error("{flag}: `{value}` is not valid; expected {expected}")]
+    Flag { flag: &'static str, value: String, expected: String },
     /// Not a valid value.
     #[error("{flag} / {env}: `{value}` is not valid; expected {expected}")]
     Invalid { flag: &'static str, env: &'static str, value: String, expected: &'static str },
@@ -708,11 +711,10 @@ fn fanout_request(inputs: &Inputs, action: FanoutAction) -> Result<FanoutRequest
             only,
             retry_failed,
         } => {
-            let invalid = |flag: &'static str, value: String, expected: &'static str| ConfigError::Invalid {
+            let invalid = |flag: &'static str, value: String, expected: &str| ConfigError::Flag {
                 flag,
-                env: "(none)",
                 value: truncate(&value, 40),
-                expected,
+                expected: expected.to_string(),
             };
             if concurrency == 0 {
                 return Err(invalid("--concurrency", "0".into(), "at least 1"));
@@ -726,7 +728,7 @@ fn fanout_request(inputs: &Inputs, action: FanoutAction) -> Result<FanoutRequest
             let deadline = match deadline {
                 Some(text) => Some(
                     Millis::parse(&text)
-                        .ok_or(ConfigError::Duration { flag: "--deadline", env: "(none)", value: text.clone() })?
+                        .ok_or_else(|| invalid("--deadline", text.clone(), duration::expected(&text)))?
                         .as_duration(),
                 ),
                 None => None,

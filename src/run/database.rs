@@ -256,6 +256,7 @@ pub async fn migrate_locked(
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let (locked, prefetched) = lock(config, session, shutdown).await?;
+    progress.backend_pid = Some(locked.session().backend_pid()).filter(|pid| *pid != 0);
     let result = migrate(config, &locked, migrations, up_to, identity, progress, shutdown, prefetched).await;
     let changed = !progress.applied.is_empty();
     locked.release_after(result, changed).await

@@ -125,6 +125,8 @@ fn target_config(config: &Config, request: &FanoutRequest, target: &Target) -> R
 /// One target's outcome.
 struct Done {
     exit: ExitCode,
+    /// The target session's server process, when it got that far.
+    backend_pid: Option<i32>,
     versions: Vec<u64>,
     ms: i64,
     sqlstate: Option<String>,
@@ -147,9 +149,17 @@ async fn migrate(
     let versions = progress.applied.iter().filter_map(|a| a.version).collect();
     let ms = started.elapsed().as_millis() as i64;
     match result {
-        Ok(()) => Done { exit: ExitCode::Success, versions, ms, sqlstate: None, message: None },
+        Ok(()) => Done {
+            exit: ExitCode::Success,
+            backend_pid: progress.backend_pid,
+            versions,
+            ms,
+            sqlstate: None,
+            message: None,
+        },
         Err(e) => Done {
             exit: e.exit_code(),
+            backend_pid: progress.backend_pid,
             versions,
             ms,
             sqlstate: e.file_failure().and_then(|f| f.pg.sqlstate.clone()),
@@ -185,6 +195,13 @@ fn first_pass_offset(total: usize) -> usize {
     match (index, size) {
         (Some(i), Some(n)) if n > 0 && total > 0 => i * total / n % total,
         (Some(i), _) if total > 0 => i.wrapping_mul(7919) % total,
+        // No index: a start of its own (from the process id and the clock), so identical
+        // workers do not all race for the same next target.
+        _ if total > 0 => {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            (std::process::id() as usize).wrapping_mul(2654435761).wrapping_add(nanos as usize) % total
+        }
         _ => 0,
     }
 }
@@ -197,6 +214,8 @@ struct Worker<'a> {
     shutdown: &'a Shutdown,
     targets: &'a [Target],
     coord: &'a Coordinator,
+    /// `host:port` of the coordination server.
+    coord_server: &'a str,
     deadline: Option<Instant>,
     started: Instant,
     processed: usize,
@@ -246,7 +265,9 @@ impl Worker<'_> {
                     continue; // another worker has it; checked again when the queue runs dry
                 }
                 // Another worker may have finished it between the read and the claim.
-                recorded = self.coord.recorded().await?;
+                if let Some(now) = self.coord.recorded_one(&target.id).await? {
+                    recorded.insert(target.id.clone(), now);
+                }
                 if !retry_now && self.finished(recorded.get(&target.id)) {
                     self.coord.release(&target.id).await?;
                     continue;
@@ -294,6 +315,10 @@ impl Worker<'_> {
             let target = &self.targets[index];
             running.remove(&index);
             if let Some(slot) = slot {
+                // On the coordination server, the slot is free once the backend is gone.
+                if let (Some(pid), true) = (done.backend_pid, target.server == self.coord_server) {
+                    self.coord.wait_gone(pid).await?;
+                }
                 self.coord.release_slot(&target.server, slot).await?;
             }
             // lock_timeout exhaustion (or another run's lock) is the live workload's doing:
@@ -459,6 +484,7 @@ pub async fn up(
         shutdown,
         targets: &targets,
         coord: &coord,
+        coord_server: &coord_server,
         deadline: request.deadline.map(|d| started + d),
         started,
         processed: 0,

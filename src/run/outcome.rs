@@ -27,6 +27,9 @@ pub struct Progress {
     pub fanout: Option<serde_json::Value>,
     /// `fanout`: every target's outcome, in the result file only (the line stays small).
     pub targets: Option<serde_json::Value>,
+    /// The server process of the session that held the lock (`fanout` waits for it to end
+    /// before giving its connection slot to another worker).
+    pub backend_pid: Option<i32>,
 }
 
 /// The most applied files the result line lists: the first and last this many. The result

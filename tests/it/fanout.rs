@@ -79,9 +79,13 @@ fn migrations() -> tempfile::TempDir {
     ])
 }
 
+/// Runs the workers at once, each drained by a thread of its own: a worker blocked on a full
+/// stderr pipe would stall the run.
 fn run_all(workers: Vec<Migrun>) -> Vec<Run> {
     let children: Vec<_> = workers.into_iter().map(|mut w| w.spawn()).collect();
-    children.into_iter().map(|c| Run::from(c.wait_with_output().expect("worker"))).collect()
+    let waiting: Vec<_> =
+        children.into_iter().map(|c| std::thread::spawn(move || c.wait_with_output().expect("worker"))).collect();
+    waiting.into_iter().map(|t| Run::from(t.join().expect("worker thread"))).collect()
 }
 
 /// Samples migrun's sessions on the test server every 100 ms (this fleet's databases and its
@@ -168,8 +172,10 @@ fn a_killed_worker_leaves_its_targets_to_the_others() {
     victim.wait_for_line("\"message\":\"target done\"", Duration::from_secs(60));
     send(victim.pid(), libc::SIGKILL);
     let _ = victim.finish();
-    for child in others {
-        let run = Run::from(child.wait_with_output().expect("worker"));
+    let others: Vec<_> =
+        others.into_iter().map(|c| std::thread::spawn(move || c.wait_with_output().expect("worker"))).collect();
+    for other in others {
+        let run = Run::from(other.join().expect("worker thread"));
         run.assert_code(0);
         assert_eq!(run.result()["fanout"]["current"], 40);
     }
