@@ -58,6 +58,7 @@ impl Coordinator {
     /// Creates the run table if needed (once, under a transaction-level lock: concurrent
     /// `CREATE TABLE IF NOT EXISTS` can fail).
     pub async fn open(client: Client, run: &str, worker: &str) -> Result<Coordinator, CoordError> {
+        let (run, worker) = (run.to_string(), worker.to_string());
         client
             .batch_execute(&format!(
                 "BEGIN; SELECT pg_advisory_xact_lock(hashtext('migrun fanout table'));
@@ -70,12 +71,59 @@ impl Coordinator {
             ))
             .await
             .map_err(failed("create the run table"))?;
-        let since = client
-            .query_typed_one("SELECT pg_catalog.clock_timestamp()", &[])
-            .await
-            .map_err(failed("read the clock"))?
-            .get(0);
-        Ok(Coordinator { client, run: run.to_string(), worker: worker.to_string(), since, held: Default::default() })
+        // A wave: the workers running this run at the same time. A worker joining running
+        // peers takes the wave's start as its own, so what they did counts as done; a worker
+        // that finds none starts a new wave (a re-run), which visits current targets again.
+        // Members hold a shared advisory lock; joining is serialized by a transaction lock.
+        client.batch_execute("BEGIN").await.map_err(failed("join the run"))?;
+        let joined = async {
+            client
+                .query_typed("SELECT pg_advisory_xact_lock(hashtext($1), hashtext(' join'))", &[(&run, Type::TEXT)])
+                .await?;
+            client
+                .query_typed("SELECT pg_advisory_lock_shared(hashtext($1), hashtext(' members'))", &[(&run, Type::TEXT)])
+                .await?;
+            let peers: i64 = client
+                .query_typed_one(
+                    "SELECT count(*) FROM pg_locks
+                     WHERE locktype = 'advisory' AND objsubid = 2 AND granted
+                       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                       AND classid::bigint = (hashtext($1)::bigint & 4294967295)
+                       AND objid::bigint = (hashtext(' members')::bigint & 4294967295)",
+                    &[(&run, Type::TEXT)],
+                )
+                .await?
+                .get(0);
+            let wave = if peers <= 1 {
+                client
+                    .query_typed_one(
+                        &format!(
+                            "INSERT INTO {TABLE} (run_id, target, outcome, exit_code, worker) VALUES ($1, '#wave', 'wave', 0, $2)
+                             ON CONFLICT (run_id, target) DO UPDATE SET updated_at = clock_timestamp(), worker = EXCLUDED.worker
+                             RETURNING updated_at"
+                        ),
+                        &[(&run, Type::TEXT), (&worker, Type::TEXT)],
+                    )
+                    .await?
+            } else {
+                client
+                    .query_typed_one(
+                        &format!(
+                            "SELECT coalesce((SELECT updated_at FROM {TABLE} WHERE run_id = $1 AND target = '#wave'), clock_timestamp())"
+                        ),
+                        &[(&run, Type::TEXT)],
+                    )
+                    .await?
+            };
+            client.batch_execute("COMMIT").await?;
+            Ok::<std::time::SystemTime, tokio_postgres::Error>(wave.get(0))
+        }
+        .await;
+        if joined.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        let since = joined.map_err(failed("join the run"))?;
+        Ok(Coordinator { client, run, worker, since, held: Default::default() })
     }
 
     /// Claims `target` for this worker: true when no other session holds it.
@@ -142,7 +190,7 @@ impl Coordinator {
         let rows = self
             .client
             .query_typed(
-                &format!("SELECT target, outcome, exit_code, worker, updated_at >= $2 FROM {TABLE} WHERE run_id = $1"),
+                &format!("SELECT target, outcome, exit_code, worker, updated_at >= $2 FROM {TABLE} WHERE run_id = $1 AND target <> '#wave'"),
                 &[(&self.run, Type::TEXT), (&self.since, Type::TIMESTAMPTZ)],
             )
             .await

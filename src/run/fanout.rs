@@ -444,35 +444,39 @@ pub async fn up(
         .ok_or_else(|| Error::Usage("fanout: no coordination database: set --coord-url or DATABASE_URL".into()))?;
     let mut coord_config = config.clone();
     coord_config.connection = Some(spec(request, &coord_url)?);
-    let session = database::open(&coord_config, shutdown).await?;
     let coord_server = targets::parse("--coord-url", &coord_url, None)
         .ok()
         .and_then(|t| t.first().map(|t| t.server.clone()))
         .unwrap_or_default();
-    let coord = Coordinator::open(session.client, &run_id, &worker_name).await?;
-    // The coordination session is one of migrun's connections to its server too.
-    let mut coord_slot = None;
-    if let Some(limit) = request.max_conns_per_server {
-        let free = coord.free_connections().await?;
-        if i64::from(limit) > free / 2 {
-            return Err(Error::Usage(format!(
-                "fanout: --max-conns-per-server {limit} is more than half of the {free} free connections on {coord_server}; lower it"
-            )));
-        }
-        let deadline = Instant::now() + request.deadline.unwrap_or(Duration::from_secs(600));
-        loop {
-            if let Some(slot) = coord.try_slot(&coord_server, limit).await? {
-                coord_slot = Some(slot);
-                break;
-            }
-            if Instant::now() >= deadline {
+    // The coordination session is one of migrun's connections to its server too, so it holds
+    // a slot. Without a free one, the session is closed again while this worker waits: an
+    // idle session must not push the server past K.
+    let slot_deadline = Instant::now() + request.deadline.unwrap_or(Duration::from_secs(600));
+    let mut checked = false;
+    let (coord, coord_slot) = loop {
+        let session = database::open(&coord_config, shutdown).await?;
+        let coord = Coordinator::open(session.client, &run_id, &worker_name).await?;
+        let Some(limit) = request.max_conns_per_server else { break (coord, None) };
+        if !checked {
+            let free = coord.free_connections().await?;
+            if i64::from(limit) > free / 2 {
                 return Err(Error::Usage(format!(
-                    "fanout: no connection slot on {coord_server} (--max-conns-per-server {limit}) before the deadline"
+                    "fanout: --max-conns-per-server {limit} is more than half of the {free} free connections on {coord_server}; lower it"
                 )));
             }
-            shutdown.sleep(Duration::from_millis(100)).await?;
+            checked = true;
         }
-    }
+        if let Some(slot) = coord.try_slot(&coord_server, limit).await? {
+            break (coord, Some(slot));
+        }
+        drop(coord);
+        if Instant::now() >= slot_deadline {
+            return Err(Error::Usage(format!(
+                "fanout: no connection slot on {coord_server} (--max-conns-per-server {limit}) before the deadline"
+            )));
+        }
+        shutdown.sleep(Duration::from_millis(200 + u64::from(std::process::id() % 100))).await?;
+    };
 
     let order = targets::stable_order(&targets);
     let canary = if request.only.is_some() { 0 } else { canary_size(request.canary.as_deref(), targets.len())? };
