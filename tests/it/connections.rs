@@ -470,3 +470,22 @@ fn secrets_manager_tls_trusts_the_system_store_else_the_bundled_roots() {
     bundled.assert_code(3);
     assert!(bundled.result()["error"].as_str().unwrap_or_default().contains(&name), "{}", bundled.stderr);
 }
+
+/// `fanout --targets secret:...`: the tenant list from Secrets Manager, as a list or as ids with
+/// a URL template.
+#[test]
+fn fanout_reads_its_targets_from_a_secret() {
+    let tenants: Vec<TestDb> = (0..3).map(|_| TestDb::new()).collect();
+    let first = &tenants[0];
+    let template = first.url().replace(&first.name, "{id}");
+    let names: Vec<String> = tenants.iter().map(|t| format!("\"{}\"", t.name)).collect();
+    let arn = secret(&unique("tenants"), &format!(r#"{{"template":"{template}","ids":[{}]}}"#, names.join(",")));
+    let mut m = Migrun::new();
+    with_moto(&mut m).dir(&example_sql()).args(["fanout", "up", "--targets", &format!("secret:{arn}")]);
+    let run = m.run();
+    run.assert_code(0);
+    assert_eq!(run.result()["fanout"]["current"], 3);
+    for tenant in &tenants {
+        assert_eq!(tenant.count("SELECT count(*) FROM migrun_history"), 4);
+    }
+}

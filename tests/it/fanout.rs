@@ -327,3 +327,41 @@ fn bad_target_lists_are_refused_before_anything_runs() {
     run.assert_code(2);
     assert!(run.result()["error"].as_str().unwrap_or_default().contains("need a database"), "{}", run.stderr);
 }
+
+#[test]
+fn targets_come_from_a_catalog_query_too() {
+    let fleet = Fleet::new(5);
+    let catalog = TestDb::new();
+    let urls: Vec<String> = (0..fleet.count).map(|i| format!("('{}')", fleet.url(i))).collect();
+    catalog
+        .client()
+        .batch_execute(&format!(
+            "CREATE TABLE tenants (url text); INSERT INTO tenants VALUES {}, ('# a comment row')",
+            urls.join(", ")
+        ))
+        .expect("catalog");
+    let dir = migrations();
+    let run = Migrun::new()
+        .dir(dir.path())
+        .args([
+            "fanout",
+            "up",
+            "--targets",
+            &format!("sql:{}", catalog.url()),
+            "--targets-query",
+            "SELECT url FROM tenants",
+        ])
+        .args(["--coord-url", &fleet.coord.url()])
+        .run();
+    run.assert_code(0);
+    assert_eq!(run.result()["fanout"]["current"], 5);
+    for i in 0..fleet.count {
+        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(2));
+    }
+    // Without the query, sql: is refused before anything runs.
+    Migrun::new()
+        .dir(dir.path())
+        .args(["fanout", "up", "--targets", &format!("sql:{}", catalog.url())])
+        .run()
+        .assert_code(2);
+}
