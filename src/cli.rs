@@ -345,6 +345,11 @@ pub enum FanoutAction {
         /// (the coordination sessions included).
         #[arg(long, value_name = "K")]
         max_conns_per_server: Option<u32>,
+        /// How many workers the engine starts (default: AWS_BATCH_JOB_ARRAY_SIZE). With K, W of
+        /// the coordination server's K slots are kept for the workers' coordination sessions,
+        /// so a worker joining late never finds the server full.
+        #[arg(long, value_name = "W")]
+        workers: Option<u32>,
         /// Migrate these first (N targets, or P% of them, by a stable hash) and stop everything
         /// if one fails.
         #[arg(long, value_name = "N|P%")]

@@ -3,7 +3,8 @@
 //! worker's targets go back to the others; nothing depends on an engine's index being unique.
 //!
 //! Keys: claims `(hashtext(run), hashtext(target))`; connection slots
-//! `(hashtext('slots ' || server), n)` for n < K. Two-int advisory locks, apart from the
+//! `(hashtext('slots ' || server), n)` for n < K (on the coordination server, the first W of
+//! them kept for the workers' coordination sessions when the worker count W is known). Two-int advisory locks, apart from the
 //! one-bigint lock each target's own migration takes in its own database.
 
 use std::collections::HashMap;
@@ -55,10 +56,21 @@ fn failed(action: &'static str) -> impl Fn(tokio_postgres::Error) -> CoordError 
 }
 
 impl Coordinator {
-    /// Creates the run table if needed (once, under a transaction-level lock: concurrent
-    /// `CREATE TABLE IF NOT EXISTS` can fail).
-    pub async fn open(client: Client, run: &str, worker: &str) -> Result<Coordinator, CoordError> {
-        let (run, worker) = (run.to_string(), worker.to_string());
+    /// The coordination session, before it has joined the run (no statement sent yet).
+    pub fn new(client: Client, run: &str, worker: &str) -> Coordinator {
+        Coordinator {
+            client,
+            run: run.to_string(),
+            worker: worker.to_string(),
+            since: std::time::SystemTime::UNIX_EPOCH,
+            held: Default::default(),
+        }
+    }
+
+    /// Joins the run: creates the run table if needed (once, under a transaction-level lock:
+    /// concurrent `CREATE TABLE IF NOT EXISTS` can fail) and takes the wave's start.
+    pub async fn join(&mut self) -> Result<(), CoordError> {
+        let (client, run, worker) = (&self.client, &self.run, &self.worker);
         client
             .batch_execute(&format!(
                 "BEGIN; SELECT pg_advisory_xact_lock(hashtext('migrun fanout table'));
@@ -78,10 +90,10 @@ impl Coordinator {
         client.batch_execute("BEGIN").await.map_err(failed("join the run"))?;
         let joined = async {
             client
-                .query_typed("SELECT pg_advisory_xact_lock(hashtext($1), hashtext(' join'))", &[(&run, Type::TEXT)])
+                .query_typed("SELECT pg_advisory_xact_lock(hashtext($1), hashtext(' join'))", &[(run, Type::TEXT)])
                 .await?;
             client
-                .query_typed("SELECT pg_advisory_lock_shared(hashtext($1), hashtext(' members'))", &[(&run, Type::TEXT)])
+                .query_typed("SELECT pg_advisory_lock_shared(hashtext($1), hashtext(' members'))", &[(run, Type::TEXT)])
                 .await?;
             let peers: i64 = client
                 .query_typed_one(
@@ -90,7 +102,7 @@ impl Coordinator {
                        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                        AND classid::bigint = (hashtext($1)::bigint & 4294967295)
                        AND objid::bigint = (hashtext(' members')::bigint & 4294967295)",
-                    &[(&run, Type::TEXT)],
+                    &[(run, Type::TEXT)],
                 )
                 .await?
                 .get(0);
@@ -102,7 +114,7 @@ impl Coordinator {
                              ON CONFLICT (run_id, target) DO UPDATE SET updated_at = clock_timestamp(), worker = EXCLUDED.worker
                              RETURNING updated_at"
                         ),
-                        &[(&run, Type::TEXT), (&worker, Type::TEXT)],
+                        &[(run, Type::TEXT), (worker, Type::TEXT)],
                     )
                     .await?
             } else {
@@ -111,7 +123,7 @@ impl Coordinator {
                         &format!(
                             "SELECT coalesce((SELECT updated_at FROM {TABLE} WHERE run_id = $1 AND target = '#wave'), clock_timestamp())"
                         ),
-                        &[(&run, Type::TEXT)],
+                        &[(run, Type::TEXT)],
                     )
                     .await?
             };
@@ -122,8 +134,8 @@ impl Coordinator {
         if joined.is_err() {
             let _ = client.batch_execute("ROLLBACK").await;
         }
-        let since = joined.map_err(failed("join the run"))?;
-        Ok(Coordinator { client, run, worker, since, held: Default::default() })
+        self.since = joined.map_err(failed("join the run"))?;
+        Ok(())
     }
 
     /// Claims `target` for this worker: true when no other session holds it.
@@ -151,15 +163,20 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Takes one of the `limit` connection slots of `server`; `None` when all are taken.
-    pub async fn try_slot(&self, server: &str, limit: u32) -> Result<Option<i32>, CoordError> {
+    /// Takes one of `server`'s connection slots numbered in `slots`; `None` when all are taken.
+    pub async fn try_slot(&self, server: &str, slots: std::ops::Range<u32>) -> Result<Option<i32>, CoordError> {
         let mine: Vec<i32> = self.held.borrow().get(server).cloned().unwrap_or_default();
         let row = self
             .client
             .query_typed_one(
-                "SELECT (SELECT n FROM generate_series(0, $2 - 1) AS n
-                         WHERE n <> ALL ($3) AND pg_try_advisory_lock(hashtext('slots ' || $1), n) LIMIT 1)",
-                &[(&server, Type::TEXT), (&(limit as i32), Type::INT4), (&mine, Type::INT4_ARRAY)],
+                "SELECT (SELECT n FROM generate_series($2, $3 - 1) AS n
+                         WHERE n <> ALL ($4) AND pg_try_advisory_lock(hashtext('slots ' || $1), n) LIMIT 1)",
+                &[
+                    (&server, Type::TEXT),
+                    (&(slots.start as i32), Type::INT4),
+                    (&(slots.end as i32), Type::INT4),
+                    (&mine, Type::INT4_ARRAY),
+                ],
             )
             .await
             .map_err(failed("take a connection slot"))?;
@@ -286,14 +303,16 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Free connections on the coordination server: max_connections minus those in use
-    /// (superuser-reserved ones left out).
+    /// Free connections on the coordination server for this run: max_connections minus those
+    /// in use by others (superuser-reserved ones left out). migrun's own sessions are counted
+    /// as free, so a worker joining a busy run judges the plan as the first one did.
     pub async fn free_connections(&self) -> Result<i64, CoordError> {
         let row = self
             .client
             .query_typed_one(
                 "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
-                        - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int",
+                        - (SELECT count(*) FROM pg_stat_activity
+                           WHERE backend_type = 'client backend' AND application_name NOT LIKE 'migrun%')::int",
                 &[],
             )
             .await

@@ -133,6 +133,9 @@ pub struct FanoutRequest {
     pub coord_url: Option<String>,
     pub concurrency: u32,
     pub max_conns_per_server: Option<u32>,
+    /// The number of workers the engine starts, when known: their coordination sessions get
+    /// slots of their own.
+    pub workers: Option<u32>,
     pub canary: Option<String>,
     pub max_failure_rate: Option<f64>,
     pub run_id: Option<String>,
@@ -688,6 +691,7 @@ fn fanout_request(inputs: &Inputs, action: FanoutAction) -> Result<FanoutRequest
         coord_url: targets.coord_url,
         concurrency: 4,
         max_conns_per_server: None,
+        workers: None,
         canary: None,
         max_failure_rate: None,
         run_id: None,
@@ -704,6 +708,7 @@ fn fanout_request(inputs: &Inputs, action: FanoutAction) -> Result<FanoutRequest
             targets,
             concurrency,
             max_conns_per_server,
+            workers,
             canary,
             max_failure_rate,
             run_id,
@@ -722,6 +727,23 @@ fn fanout_request(inputs: &Inputs, action: FanoutAction) -> Result<FanoutRequest
             if max_conns_per_server == Some(0) {
                 return Err(invalid("--max-conns-per-server", "0".into(), "at least 1"));
             }
+            let workers = match (workers, inputs.var("AWS_BATCH_JOB_ARRAY_SIZE")) {
+                (Some(0), _) => return Err(invalid("--workers", "0".into(), "at least 1")),
+                (Some(w), _) => Some(w),
+                (None, Some(size)) => Some(size.trim().parse::<u32>().ok().filter(|w| *w > 0).ok_or_else(|| {
+                    invalid("AWS_BATCH_JOB_ARRAY_SIZE (--workers)", size.clone(), "a count of at least 1")
+                })?),
+                (None, None) => None,
+            };
+            if let (Some(w), Some(k)) = (workers, max_conns_per_server) {
+                if w >= k {
+                    return Err(invalid(
+                        "--workers",
+                        w.to_string(),
+                        "fewer than --max-conns-per-server: each worker's coordination session takes one of the K slots",
+                    ));
+                }
+            }
             if let Some(rate) = max_failure_rate.filter(|r| !(0.0..=1.0).contains(r)) {
                 return Err(invalid("--max-failure-rate", rate.to_string(), "a share between 0 and 1"));
             }
@@ -736,6 +758,7 @@ fn fanout_request(inputs: &Inputs, action: FanoutAction) -> Result<FanoutRequest
             FanoutRequest {
                 concurrency,
                 max_conns_per_server,
+                workers,
                 canary,
                 max_failure_rate,
                 run_id,
@@ -898,6 +921,22 @@ mod tests {
         assert!(sslmode.contains("verify_full") && sslmode.contains("verify-full"), "{sslmode}");
         let url = error(&["up"], &[("DATABASE_URL", "postgres://app:hunter2@db:port/app")]);
         assert!(url.contains("invalid value for option `port`") && !url.contains("hunter2"), "{url}");
+    }
+
+    #[test]
+    fn fanout_workers_come_from_the_flag_or_a_batch_array_and_leave_slots_for_targets() {
+        let workers = |args: &[&str], vars: &[(&str, &str)]| match config(args, vars).command {
+            Command::Fanout(request) => request.workers,
+            other => panic!("not fanout: {other:?}"),
+        };
+        let up = ["fanout", "up", "--targets", "file:t", "--max-conns-per-server", "8"];
+        assert_eq!(workers(&up, &[]), None);
+        assert_eq!(workers(&up, &[("AWS_BATCH_JOB_ARRAY_SIZE", "6")]), Some(6));
+        assert_eq!(workers(&[&up[..], &["--workers", "3"]].concat(), &[("AWS_BATCH_JOB_ARRAY_SIZE", "6")]), Some(3));
+        let full = error(&[&up[..], &["--workers", "8"]].concat(), &[]);
+        assert!(full.starts_with("--workers: `8`") && full.contains("fewer than --max-conns-per-server"), "{full}");
+        let bad = error(&up, &[("AWS_BATCH_JOB_ARRAY_SIZE", "many")]);
+        assert!(bad.contains("AWS_BATCH_JOB_ARRAY_SIZE") && bad.contains("`many`"), "{bad}");
     }
 
     #[test]

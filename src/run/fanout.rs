@@ -206,6 +206,24 @@ fn first_pass_offset(total: usize) -> usize {
     }
 }
 
+/// The slots a target session may take on its server, out of `limit`: on the coordination
+/// server, those not kept for the workers' coordination sessions.
+fn target_slots(request: &FanoutRequest, on_coord_server: bool, limit: u32) -> std::ops::Range<u32> {
+    match request.workers {
+        Some(workers) if on_coord_server => workers.min(limit)..limit,
+        _ => 0..limit,
+    }
+}
+
+/// The slots a coordination session may take: the W kept for them when the worker count is
+/// known (a late worker then always finds one), else any of the K.
+fn coord_slots(request: &FanoutRequest, limit: u32) -> std::ops::Range<u32> {
+    match request.workers {
+        Some(workers) => 0..workers.min(limit),
+        None => 0..limit,
+    }
+}
+
 /// A worker: the targets, the coordination session, and what it did.
 struct Worker<'a> {
     config: &'a Config,
@@ -382,7 +400,8 @@ impl Worker<'_> {
     /// A connection slot on `server`: `Some(None)` without a limit, `None` when all are taken.
     async fn try_slot(&self, server: &str) -> Result<Option<Option<i32>>, Error> {
         let Some(limit) = self.request.max_conns_per_server else { return Ok(Some(None)) };
-        Ok(self.coord.try_slot(server, limit).await?.map(Some))
+        let slots = target_slots(self.request, server == self.coord_server, limit);
+        Ok(self.coord.try_slot(server, slots).await?.map(Some))
     }
 
     fn progress(&mut self, recorded: &HashMap<String, Recorded>, running: &HashMap<usize, Instant>) {
@@ -449,34 +468,38 @@ pub async fn up(
         .and_then(|t| t.first().map(|t| t.server.clone()))
         .unwrap_or_default();
     // The coordination session is one of migrun's connections to its server too, so it holds
-    // a slot. Without a free one, the session is closed again while this worker waits: an
-    // idle session must not push the server past K.
+    // a slot. Without a free one, the session is closed at once (before it joins the run)
+    // while this worker waits: an idle session must not push the server past K. With the
+    // worker count known, W slots are kept for these sessions and that never happens.
     let slot_deadline = Instant::now() + request.deadline.unwrap_or(Duration::from_secs(600));
-    let mut checked = false;
-    let (coord, coord_slot) = loop {
+    // The slot is held until the session ends, never given back while it is open.
+    let mut coord = loop {
         let session = database::open(&coord_config, shutdown).await?;
-        let coord = Coordinator::open(session.client, &run_id, &worker_name).await?;
-        let Some(limit) = request.max_conns_per_server else { break (coord, None) };
-        if !checked {
-            let free = coord.free_connections().await?;
-            if i64::from(limit) > free / 2 {
-                return Err(Error::Usage(format!(
-                    "fanout: --max-conns-per-server {limit} is more than half of the {free} free connections on {coord_server}; lower it"
-                )));
-            }
-            checked = true;
-        }
-        if let Some(slot) = coord.try_slot(&coord_server, limit).await? {
-            break (coord, Some(slot));
+        let coord = Coordinator::new(session.client, &run_id, &worker_name);
+        let Some(limit) = request.max_conns_per_server else { break coord };
+        if coord.try_slot(&coord_server, coord_slots(request, limit)).await?.is_some() {
+            break coord;
         }
         drop(coord);
         if Instant::now() >= slot_deadline {
-            return Err(Error::Usage(format!(
-                "fanout: no connection slot on {coord_server} (--max-conns-per-server {limit}) before the deadline"
-            )));
+            return Err(Error::Fanout(
+                ExitCode::Incomplete,
+                format!(
+                    "fanout: no connection slot free on {coord_server} (--max-conns-per-server {limit}) before the deadline; safe to retry"
+                ),
+            ));
         }
         shutdown.sleep(Duration::from_millis(200 + u64::from(std::process::id() % 100))).await?;
     };
+    if let Some(limit) = request.max_conns_per_server {
+        let free = coord.free_connections().await?;
+        if i64::from(limit) > free / 2 {
+            return Err(Error::Usage(format!(
+                "fanout: --max-conns-per-server {limit} is more than half of the {free} free connections on {coord_server}; lower it"
+            )));
+        }
+    }
+    coord.join().await?;
 
     let order = targets::stable_order(&targets);
     let canary = if request.only.is_some() { 0 } else { canary_size(request.canary.as_deref(), targets.len())? };
@@ -508,9 +531,6 @@ pub async fn up(
         let offset = first_pass_offset(rest.len());
         let rotated: Vec<usize> = rest[offset..].iter().chain(&rest[..offset]).copied().collect();
         worker.work(&rotated).await?;
-    }
-    if let Some(slot) = coord_slot {
-        coord.release_slot(&coord_server, slot).await?;
     }
 
     let recorded = coord.recorded().await?;

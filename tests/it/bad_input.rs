@@ -178,6 +178,7 @@ const CASES: &[Case] = &[
     Case { input: "`verify --from` a folder that does not exist", exit: 2, says: "/nonexistent/sql: cannot read the migrations directory", left: "nothing: no server was started", run: |_| (setting(&["verify", "--from", "/nonexistent/sql"], &[]).0, String::new()) },
     Case { input: "`fanout up --targets tenants.txt` (no source prefix)", exit: 2, says: "--targets: `tenants.txt` is not a target source; expected file:PATH, secret:ARN[:KEY] or sql:URL", left: NOTHING, run: |_| setting(&["fanout", "up", "--targets", "tenants.txt"], &[]) },
     Case { input: "`fanout up --max-failure-rate 20` (not a share)", exit: 2, says: "--max-failure-rate: `20` is not valid; expected a share between 0 and 1", left: NOTHING, run: |_| setting(&["fanout", "up", "--targets", "file:/dev/null", "--max-failure-rate", "20"], &[]) },
+    Case { input: "`fanout up --max-conns-per-server 4 --workers 4` (no slot left for targets)", exit: 2, says: "--workers: `4` is not valid; expected fewer than --max-conns-per-server", left: NOTHING, run: |_| setting(&["fanout", "up", "--targets", "file:/dev/null", "--max-conns-per-server", "4", "--workers", "4"], &[]) },
     Case { input: "`exec` of a command that does not exist", exit: 127, says: "the command exited with 127", left: NOTHING, run: |_| {
         let run = Migrun::new().args(["exec", "--no-db", "--", "/nonexistent/app"]).run();
         (run, String::new())
