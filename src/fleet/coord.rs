@@ -303,20 +303,24 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Free connections on the coordination server for this run: max_connections minus those
-    /// in use by others (superuser-reserved ones left out). migrun's own sessions are counted
-    /// as free, so a worker joining a busy run judges the plan as the first one did.
+    /// Free connections on the coordination server for this run (see [`free_connections`]).
     pub async fn free_connections(&self) -> Result<i64, CoordError> {
-        let row = self
-            .client
-            .query_typed_one(
-                "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
-                        - (SELECT count(*) FROM pg_stat_activity
-                           WHERE backend_type = 'client backend' AND application_name NOT LIKE 'migrun%')::int",
-                &[],
-            )
-            .await
-            .map_err(failed("read max_connections"))?;
-        Ok(i64::from(row.get::<_, i32>(0)))
+        free_connections(&self.client).await
     }
+}
+
+/// Free connections on `client`'s server for a fan-out: max_connections minus those in use by
+/// others (superuser-reserved ones left out). migrun's own sessions are counted as free, so a
+/// worker joining a busy run judges the plan as the first one did.
+pub async fn free_connections(client: &Client) -> Result<i64, CoordError> {
+    let row = client
+        .query_typed_one(
+            "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+                    - (SELECT count(*) FROM pg_stat_activity
+                       WHERE backend_type = 'client backend' AND application_name NOT LIKE 'migrun%')::int",
+            &[],
+        )
+        .await
+        .map_err(failed("read max_connections"))?;
+    Ok(i64::from(row.get::<_, i32>(0)))
 }

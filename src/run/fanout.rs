@@ -17,7 +17,7 @@ use crate::db::endpoint::{ConnectionSpec, Source};
 use crate::db::secrets::{self, SecretRef};
 use crate::db::url::DatabaseUrl;
 use crate::exit::ExitCode;
-use crate::fleet::coord::{Coordinator, Recorded};
+use crate::fleet::coord::{self, Coordinator, Recorded};
 use crate::fleet::targets::{self, Target, TargetKind};
 use crate::identity::Identity;
 use crate::migrate::history::HistoryTable;
@@ -125,6 +125,9 @@ fn target_config(config: &Config, request: &FanoutRequest, target: &Target) -> R
 /// One target's outcome.
 struct Done {
     exit: ExitCode,
+    /// Its server's free connections, when this run read them: enough for K, or the refusal
+    /// (the target was then not touched).
+    server_check: Option<Result<(), String>>,
     /// The target session's server process, when it got that far.
     backend_pid: Option<i32>,
     versions: Vec<u64>,
@@ -133,17 +136,71 @@ struct Done {
     message: Option<String>,
 }
 
+impl Done {
+    /// A target left alone because its server has too few free connections for K.
+    fn refused(message: String) -> Done {
+        Done {
+            exit: ExitCode::Usage,
+            server_check: None,
+            backend_pid: None,
+            versions: Vec::new(),
+            ms: 0,
+            sqlstate: None,
+            message: Some(message),
+        }
+    }
+}
+
+/// What a target's run knows of its server's free connections.
+enum ServerCheck {
+    /// Nothing to read: no K, the coordination server (read when the worker joined), or a
+    /// server another of this worker's targets reads.
+    Known,
+    /// Read them first, on the target's own session: K must be at most half of them.
+    Read(u32),
+    /// K was too many for them: the target is left alone.
+    Refused(String),
+}
+
+/// A target's run (see [`ServerCheck`]).
 async fn migrate(
     config: &Config,
     request: &FanoutRequest,
     target: &Target,
     identity: &Identity,
     shutdown: &Shutdown,
+    check: ServerCheck,
 ) -> Done {
+    let check_limit = match check {
+        ServerCheck::Refused(refusal) => return Done::refused(refusal),
+        ServerCheck::Read(limit) => Some(limit),
+        ServerCheck::Known => None,
+    };
     let started = Instant::now();
     let mut progress = Progress::default();
+    let mut server_check = None;
     let result = match target_config(config, request, target) {
-        Ok(own) => database::up(&own, identity, None, &mut progress, shutdown).await,
+        Ok(own) => {
+            async {
+                let (session, migrations) = database::open_with_files(&own, shutdown).await?;
+                if let Some(limit) = check_limit {
+                    let refusal = match coord::free_connections(&session.client).await {
+                        Ok(free) => {
+                            let refusal = plan_refusal(limit, free, &target.server);
+                            server_check = Some(refusal.clone().map_or(Ok(()), Err));
+                            refusal.map(Error::Usage)
+                        }
+                        Err(e) => Some(Error::Coord(e)),
+                    };
+                    if let Some(refusal) = refusal {
+                        session.close().await;
+                        return Err(refusal);
+                    }
+                }
+                database::migrate_locked(&own, session, &migrations, None, identity, &mut progress, shutdown).await
+            }
+            .await
+        }
         Err(e) => Err(e),
     };
     let versions = progress.applied.iter().filter_map(|a| a.version).collect();
@@ -151,6 +208,7 @@ async fn migrate(
     match result {
         Ok(()) => Done {
             exit: ExitCode::Success,
+            server_check,
             backend_pid: progress.backend_pid,
             versions,
             ms,
@@ -159,6 +217,7 @@ async fn migrate(
         },
         Err(e) => Done {
             exit: e.exit_code(),
+            server_check,
             backend_pid: progress.backend_pid,
             versions,
             ms,
@@ -166,6 +225,15 @@ async fn migrate(
             message: Some(e.to_string()),
         },
     }
+}
+
+/// Why `--max-conns-per-server limit` is refused on `server` with `free` connections free.
+fn plan_refusal(limit: u32, free: i64, server: &str) -> Option<String> {
+    (i64::from(limit) > free / 2).then(|| {
+        format!(
+            "fanout: --max-conns-per-server {limit} is more than half of the {free} free connections on {server}; lower it"
+        )
+    })
 }
 
 /// The canary's size: N targets, or P% of them (at least one).
@@ -224,6 +292,16 @@ fn coord_slots(request: &FanoutRequest, limit: u32) -> std::ops::Range<u32> {
     }
 }
 
+/// What a worker knows of a server's free connections (with K, for servers other than the
+/// coordination one, read on the first target's own session).
+enum ServerState {
+    /// The target with this index is reading them; the server's other targets wait.
+    Checking(usize),
+    Fine,
+    /// K is too many for them: the server's targets are recorded as refused, never touched.
+    Refused(String),
+}
+
 /// A worker: the targets, the coordination session, and what it did.
 struct Worker<'a> {
     config: &'a Config,
@@ -240,6 +318,9 @@ struct Worker<'a> {
     failed: usize,
     stopped: Option<ExitCode>,
     last_progress: Instant,
+    /// Servers other than the coordination one whose free connections this worker reads or
+    /// has read.
+    servers: HashMap<String, ServerState>,
 }
 
 impl Worker<'_> {
@@ -266,6 +347,8 @@ impl Worker<'_> {
         let mut queue: VecDeque<(usize, u8)> = indices.iter().map(|i| (*i, 0)).collect();
         let mut in_flight = FuturesUnordered::new();
         let mut running: HashMap<usize, Instant> = HashMap::new();
+        // Targets waiting for their server's free connections to be read.
+        let mut deferred: Vec<(usize, u8)> = Vec::new();
         loop {
             while in_flight.len() < self.request.concurrency as usize && self.stopped.is_none() && !self.past_deadline()
             {
@@ -290,6 +373,22 @@ impl Worker<'_> {
                     self.coord.release(&target.id).await?;
                     continue;
                 }
+                match self.servers.get(&target.server) {
+                    // Too few free connections for K: recorded as refused, never connected to.
+                    Some(ServerState::Refused(refusal)) => {
+                        let refusal = ServerCheck::Refused(refusal.clone());
+                        running.insert(index, Instant::now());
+                        in_flight.push(self.start(target, refusal, index, attempt, None));
+                        continue;
+                    }
+                    // Another target is reading them: this one waits for the answer.
+                    Some(ServerState::Checking(_)) => {
+                        self.coord.release(&target.id).await?;
+                        deferred.push((index, attempt));
+                        continue;
+                    }
+                    _ => {}
+                }
                 // All of the server's slots taken: give the claim back and let the targets in
                 // flight (which hold slots) finish; never wait here while they cannot run.
                 let Some(slot) = self.try_slot(&target.server).await? else {
@@ -297,21 +396,33 @@ impl Worker<'_> {
                     queue.push_front((index, attempt));
                     break;
                 };
+                let check = match self.request.max_conns_per_server {
+                    Some(limit) if target.server != self.coord_server && !self.servers.contains_key(&target.server) => {
+                        self.servers.insert(target.server.clone(), ServerState::Checking(index));
+                        ServerCheck::Read(limit)
+                    }
+                    _ => ServerCheck::Known,
+                };
                 running.insert(index, Instant::now());
-                let (config, request, identity, shutdown) = (self.config, self.request, self.identity, self.shutdown);
-                in_flight.push(async move {
-                    let done = migrate(config, request, target, identity, shutdown).await;
-                    (index, attempt, slot, done)
-                });
+                in_flight.push(self.start(target, check, index, attempt, slot));
             }
             if self.last_progress.elapsed() >= PROGRESS_EVERY {
                 self.progress(&recorded, &running);
             }
-            let Some((index, attempt, slot, done)) = in_flight.next().await else {
+            // The next target to finish; while a slow one runs, progress still comes every 10 s.
+            let next = tokio::select! {
+                next = in_flight.next() => next,
+                () = tokio::time::sleep_until((self.last_progress + PROGRESS_EVERY).into()), if !in_flight.is_empty() => {
+                    self.progress(&recorded, &running);
+                    continue;
+                }
+            };
+            let Some((index, attempt, slot, done)) = next else {
                 // Nothing running here: done, or waiting for targets other workers hold.
                 if self.stopped.is_some() || self.past_deadline() {
                     return Ok(());
                 }
+                queue.extend(deferred.drain(..));
                 if !queue.is_empty() {
                     // Waiting for a connection slot other workers hold.
                     self.shutdown.sleep(Duration::from_millis(50)).await?;
@@ -332,6 +443,20 @@ impl Worker<'_> {
             };
             let target = &self.targets[index];
             running.remove(&index);
+            if matches!(self.servers.get(&target.server), Some(ServerState::Checking(checker)) if *checker == index) {
+                match &done.server_check {
+                    Some(Ok(())) => self.servers.insert(target.server.clone(), ServerState::Fine),
+                    Some(Err(refusal)) => {
+                        tracing::error!(server = %target.server, "{refusal}");
+                        self.servers.insert(target.server.clone(), ServerState::Refused(refusal.clone()))
+                    }
+                    // Never read (the connection failed first): the next target reads them.
+                    None => self.servers.remove(&target.server),
+                };
+                for waiting in deferred.drain(..).rev() {
+                    queue.push_front(waiting);
+                }
+            }
             if let Some(slot) = slot {
                 // On the coordination server, the slot is free once the backend is gone.
                 if let (Some(pid), true) = (done.backend_pid, target.server == self.coord_server) {
@@ -395,6 +520,22 @@ impl Worker<'_> {
                 },
             );
         }
+    }
+
+    /// A target's run, as a future that says which target (and slot) it was.
+    fn start<'t>(
+        &self,
+        target: &'t Target,
+        check: ServerCheck,
+        index: usize,
+        attempt: u8,
+        slot: Option<i32>,
+    ) -> impl std::future::Future<Output = (usize, u8, Option<i32>, Done)> + 't
+    where
+        Self: 't,
+    {
+        let (config, request, identity, shutdown) = (self.config, self.request, self.identity, self.shutdown);
+        async move { (index, attempt, slot, migrate(config, request, target, identity, shutdown, check).await) }
     }
 
     /// A connection slot on `server`: `Some(None)` without a limit, `None` when all are taken.
@@ -492,11 +633,8 @@ pub async fn up(
         shutdown.sleep(Duration::from_millis(200 + u64::from(std::process::id() % 100))).await?;
     };
     if let Some(limit) = request.max_conns_per_server {
-        let free = coord.free_connections().await?;
-        if i64::from(limit) > free / 2 {
-            return Err(Error::Usage(format!(
-                "fanout: --max-conns-per-server {limit} is more than half of the {free} free connections on {coord_server}; lower it"
-            )));
+        if let Some(refusal) = plan_refusal(limit, coord.free_connections().await?, &coord_server) {
+            return Err(Error::Usage(refusal));
         }
     }
     coord.join().await?;
@@ -518,6 +656,7 @@ pub async fn up(
         failed: 0,
         stopped: None,
         last_progress: started,
+        servers: HashMap::new(),
     };
     let mut canary_failed = false;
     if canary > 0 {

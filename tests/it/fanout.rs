@@ -211,6 +211,123 @@ fn a_worker_joining_a_full_run_stays_within_the_connection_limit() {
     }
 }
 
+/// With K, a server other than the coordination one has its free connections read on its
+/// first target's own session: a server with too few for K gets none of its targets touched
+/// (they are listed as refused), the others go on, and a lower K on a re-run takes them.
+#[test]
+fn a_server_with_too_few_free_connections_for_k_is_left_untouched() {
+    let hba = "local all all trust\nhost all all 127.0.0.1/32 trust\n";
+    let port = crate::services::start_cluster(hba, "127.0.0.1", &[("max_connections", "20".to_string())]);
+    let small = |db: &str| format!("postgres://postgres@127.0.0.1:{port}/{db}");
+    let mut admin = postgres::Client::connect(&small("postgres"), postgres::NoTls).expect("the small server");
+    for i in 0..3 {
+        admin.batch_execute(&format!("CREATE DATABASE small_{i}")).expect("create a database");
+    }
+    let fleet = Fleet::new(3);
+    let targets = tempfile::NamedTempFile::new().expect("targets");
+    let lines: Vec<String> = (0..3).map(|i| fleet.url(i)).chain((0..3).map(|i| small(&format!("small_{i}")))).collect();
+    std::fs::write(targets.path(), lines.join("\n")).expect("write targets");
+    let dir = migrations();
+
+    // 17 free connections on the small server: K = 10 is more than half of them.
+    let run = fleet.worker(dir.path(), targets.path(), &["--max-conns-per-server", "10"]).run();
+    run.assert_code(13);
+    let result = run.result();
+    assert_eq!(result["fanout"]["current"], 3, "{}", run.stderr);
+    let refused: Vec<String> = result["fanout"]["failed_targets"]
+        .as_array()
+        .expect("failed targets")
+        .iter()
+        .map(|t| format!("{} {}", t["target"].as_str().unwrap_or_default(), t["outcome"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(
+        refused.iter().all(|t| t.contains(&format!(":{port}/small_")) && t.ends_with("invalid_input")),
+        "{refused:?}"
+    );
+    assert!(run.stderr.contains(&format!("free connections on 127.0.0.1:{port}; lower it")), "{}", run.stderr);
+    for i in 0..3 {
+        let mut db = postgres::Client::connect(&small(&format!("small_{i}")), postgres::NoTls).expect("connect");
+        let tables: i64 =
+            db.query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[]).expect("count").get(0);
+        assert_eq!(tables, 0, "small_{i} was touched");
+    }
+
+    let again = fleet.worker(dir.path(), targets.path(), &["--max-conns-per-server", "5", "--retry-failed"]).run();
+    again.assert_code(0);
+    for i in 0..3 {
+        let mut db = postgres::Client::connect(&small(&format!("small_{i}")), postgres::NoTls).expect("connect");
+        let rows: i64 = db.query_one("SELECT count(*) FROM applied_once", &[]).expect("count").get(0);
+        assert_eq!(rows, 2, "small_{i}");
+    }
+}
+
+/// A target that runs out of lock retries (the live app holds its table) is tried once more at
+/// the end of the queue, not more; then it is listed, and `--result-file` has every target.
+#[test]
+fn a_target_out_of_lock_retries_is_requeued_once_then_listed() {
+    let fleet = Fleet::new(3);
+    let targets = fleet.targets_file();
+    let mut app = server().connect(&fleet.name(1));
+    app.batch_execute("CREATE TABLE busy (n int); BEGIN; LOCK TABLE busy IN ACCESS SHARE MODE")
+        .expect("hold the table");
+    let dir = sql_dir(&[(
+        "0001_busy.sql",
+        "CREATE TABLE IF NOT EXISTS busy (n int);\nALTER TABLE busy ADD COLUMN IF NOT EXISTS m int;\n",
+    )]);
+    let result_file = tempfile::NamedTempFile::new().expect("result file");
+    let run = fleet
+        .worker(dir.path(), targets.path(), &["--concurrency", "1"])
+        .args(["--lock-timeout", "50ms", "--retry-backoff", "10ms", "--lock-retries", "1"])
+        .args(["--result-file"])
+        .arg_path(result_file.path())
+        .run();
+    app.batch_execute("COMMIT").expect("let the table go");
+    run.assert_code(13);
+    let busy = format!("/{}", fleet.name(1));
+    let requeued: Vec<_> =
+        run.events().into_iter().filter(|e| e["message"] == "requeued once").map(|e| e["target"].clone()).collect();
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+    assert!(requeued[0].as_str().unwrap_or_default().ends_with(&busy), "{requeued:?}");
+    let failed = &run.result()["fanout"]["failed_targets"];
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
+    assert_eq!(failed[0]["outcome"], "lock_retries_exhausted");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(result_file.path()).expect("read")).expect("json");
+    let outcomes: Vec<(String, String)> = written["targets"]
+        .as_array()
+        .expect("every target in the result file")
+        .iter()
+        .map(|t| {
+            (
+                t["target"].as_str().unwrap_or_default().to_string(),
+                t["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    for (target, outcome) in &outcomes {
+        let expected = if target.ends_with(&busy) { "lock_retries_exhausted" } else { "success" };
+        assert_eq!(outcome, expected, "{target}");
+    }
+}
+
+/// While a slow target runs, progress still comes every 10 s, naming it and its age.
+#[test]
+fn progress_names_the_slowest_target_in_flight() {
+    let fleet = Fleet::new(1);
+    let targets = fleet.targets_file();
+    let dir = sql_dir(&[("0001_slow.sql", "SELECT pg_sleep(10.5);\n")]);
+    let run = fleet.worker(dir.path(), targets.path(), &[]).run();
+    run.assert_code(0);
+    let progress: Vec<_> = run.events().into_iter().filter(|e| e["message"] == "fanout progress").collect();
+    let during =
+        progress.iter().find(|e| e["done"] == 0).unwrap_or_else(|| panic!("no progress while it ran: {progress:?}"));
+    assert_eq!(during["total"], 1);
+    assert!(during["slowest"].as_str().unwrap_or_default().ends_with(&format!("/{}", fleet.name(0))), "{during}");
+    assert!(during["slowest_ms"].as_u64().unwrap_or(0) >= 9_900, "{during}");
+}
+
 #[test]
 fn a_killed_worker_leaves_its_targets_to_the_others() {
     let fleet = Fleet::new(40);
