@@ -311,13 +311,15 @@ impl Coordinator {
 
 /// Free connections on `client`'s server for a fan-out: max_connections minus those in use by
 /// others (superuser-reserved ones left out). migrun's own sessions are counted as free, so a
-/// worker joining a busy run judges the plan as the first one did.
+/// worker joining a busy run judges the plan as the first one did. A role without
+/// pg_read_all_stats may see other roles' sessions with empty columns: those count as in use.
 pub async fn free_connections(client: &Client) -> Result<i64, CoordError> {
     let row = client
         .query_typed_one(
             "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
                     - (SELECT count(*) FROM pg_stat_activity
-                       WHERE backend_type = 'client backend' AND application_name NOT LIKE 'migrun%')::int",
+                       WHERE coalesce(backend_type, 'client backend') = 'client backend'
+                         AND coalesce(application_name, '') NOT LIKE 'migrun%')::int",
             &[],
         )
         .await

@@ -727,18 +727,20 @@ fn fanout_request(inputs: &Inputs, action: FanoutAction) -> Result<FanoutRequest
             if max_conns_per_server == Some(0) {
                 return Err(invalid("--max-conns-per-server", "0".into(), "at least 1"));
             }
-            let workers = match (workers, inputs.var("AWS_BATCH_JOB_ARRAY_SIZE")) {
+            const FROM_BATCH: &str = "AWS_BATCH_JOB_ARRAY_SIZE (--workers)";
+            let (workers, named) = match (workers, inputs.var("AWS_BATCH_JOB_ARRAY_SIZE")) {
                 (Some(0), _) => return Err(invalid("--workers", "0".into(), "at least 1")),
-                (Some(w), _) => Some(w),
-                (None, Some(size)) => Some(size.trim().parse::<u32>().ok().filter(|w| *w > 0).ok_or_else(|| {
-                    invalid("AWS_BATCH_JOB_ARRAY_SIZE (--workers)", size.clone(), "a count of at least 1")
-                })?),
-                (None, None) => None,
+                (Some(w), _) => (Some(w), "--workers"),
+                (None, Some(size)) => {
+                    let w = size.trim().parse::<u32>().ok().filter(|w| *w > 0);
+                    (Some(w.ok_or_else(|| invalid(FROM_BATCH, size.clone(), "a count of at least 1"))?), FROM_BATCH)
+                }
+                (None, None) => (None, "--workers"),
             };
             if let (Some(w), Some(k)) = (workers, max_conns_per_server) {
                 if w >= k {
                     return Err(invalid(
-                        "--workers",
+                        named,
                         w.to_string(),
                         "fewer than --max-conns-per-server: each worker's coordination session takes one of the K slots",
                     ));
@@ -935,6 +937,8 @@ mod tests {
         assert_eq!(workers(&[&up[..], &["--workers", "3"]].concat(), &[("AWS_BATCH_JOB_ARRAY_SIZE", "6")]), Some(3));
         let full = error(&[&up[..], &["--workers", "8"]].concat(), &[]);
         assert!(full.starts_with("--workers: `8`") && full.contains("fewer than --max-conns-per-server"), "{full}");
+        let batch = error(&up, &[("AWS_BATCH_JOB_ARRAY_SIZE", "10")]);
+        assert!(batch.starts_with("AWS_BATCH_JOB_ARRAY_SIZE (--workers): `10`"), "{batch}");
         let bad = error(&up, &[("AWS_BATCH_JOB_ARRAY_SIZE", "many")]);
         assert!(bad.contains("AWS_BATCH_JOB_ARRAY_SIZE") && bad.contains("`many`"), "{bad}");
     }
