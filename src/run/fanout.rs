@@ -350,7 +350,10 @@ impl Worker<'_> {
         // Targets waiting for their server's free connections to be read.
         let mut deferred: Vec<(usize, u8)> = Vec::new();
         loop {
-            while in_flight.len() < self.request.concurrency as usize && self.stopped.is_none() && !self.past_deadline()
+            while in_flight.len() < self.request.concurrency as usize
+                && self.stopped.is_none()
+                && !self.past_deadline()
+                && self.shutdown.requested().is_none()
             {
                 let Some((index, attempt)) = queue.pop_front() else { break };
                 let target = &self.targets[index];
@@ -418,7 +421,8 @@ impl Worker<'_> {
                 }
             };
             let Some((index, attempt, slot, done)) = next else {
-                // Nothing running here: done, or waiting for targets other workers hold.
+                // Nothing running here: stopped, done, or waiting for targets other workers hold.
+                self.shutdown.check()?;
                 if self.stopped.is_some() || self.past_deadline() {
                     return Ok(());
                 }
@@ -463,6 +467,13 @@ impl Worker<'_> {
                     self.coord.wait_gone(pid).await?;
                 }
                 self.coord.release_slot(&target.server, slot).await?;
+            }
+            // Stopped by a signal, rolled back and unlocked by its own run: neither done nor the
+            // target's failure, so it is left to a peer or the next run, unrecorded.
+            if matches!(done.exit, ExitCode::Signal(_)) {
+                tracing::warn!(target = %target.id, "interrupted: left for the next run");
+                self.coord.release(&target.id).await?;
+                continue;
             }
             // lock_timeout exhaustion (or another run's lock) is the live workload's doing:
             // one more try, at the end of the queue.

@@ -328,6 +328,39 @@ fn progress_names_the_slowest_target_in_flight() {
     assert!(during["slowest_ms"].as_u64().unwrap_or(0) >= 9_900, "{during}");
 }
 
+/// SIGTERM: the worker takes no new target; the targets in flight are cancelled and rolled
+/// back, left unrecorded (not failures of theirs); it exits 143, and the same run then
+/// finishes every target, each applied once.
+#[test]
+fn a_stopped_worker_leaves_its_targets_unrecorded_for_the_next_run() {
+    let fleet = Fleet::new(8);
+    let targets = fleet.targets_file();
+    let dir = sql_dir(&[(
+        "0001_slow.sql",
+        "CREATE TABLE applied_once (n int);\nINSERT INTO applied_once VALUES (1);\nSELECT pg_sleep(1);\n",
+    )]);
+    let mut worker = LiveRun::start(fleet.worker(dir.path(), targets.path(), &["--concurrency", "2"]).spawn());
+    worker.wait_for_line("\"message\":\"target done\"", Duration::from_secs(60));
+    send(worker.pid(), libc::SIGTERM);
+    let stopped = worker.finish();
+    stopped.assert_code(143);
+    let recorded = |outcome: &str| {
+        fleet.coord.count(&format!(
+            "SELECT count(*) FROM migrun_fanout WHERE target <> '#wave' AND (outcome = 'success') = ('{outcome}' = 'success')"
+        ))
+    };
+    assert_eq!(recorded("failed"), 0, "an interrupted target was recorded as failed: {}", stopped.stderr);
+    let done = recorded("success");
+    assert!((1..8).contains(&done), "stopped after {done} of 8");
+
+    let again = fleet.worker(dir.path(), targets.path(), &[]).run();
+    again.assert_code(0);
+    assert_eq!(again.result()["fanout"]["current"], 8);
+    for i in 0..fleet.count {
+        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(1), "{}", fleet.name(i));
+    }
+}
+
 #[test]
 fn a_killed_worker_leaves_its_targets_to_the_others() {
     let fleet = Fleet::new(40);
