@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::config::{Command, Config, FanoutRequest};
 use super::database;
@@ -312,6 +313,7 @@ struct Worker<'a> {
     coord: &'a Coordinator,
     /// `host:port` of the coordination server.
     coord_server: &'a str,
+    ids: RunIds<'a>,
     deadline: Option<Instant>,
     started: Instant,
     processed: usize,
@@ -546,7 +548,9 @@ impl Worker<'_> {
         Self: 't,
     {
         let (config, request, identity, shutdown) = (self.config, self.request, self.identity, self.shutdown);
+        let span = tracing::info_span!("target", run_id = %self.ids.run_id, targets_hash = %self.ids.hash, target = %target.id);
         async move { (index, attempt, slot, migrate(config, request, target, identity, shutdown, check).await) }
+            .instrument(span)
     }
 
     /// A connection slot on `server`: `Some(None)` without a limit, `None` when all are taken.
@@ -601,7 +605,32 @@ pub async fn up(
     let run_id = request.run_id.clone().unwrap_or_else(|| format!("run-{hash}-{files_hash}"));
     let worker_name = format!("{}:{}", identity.applied_by, std::process::id());
     tracing::info!(targets = targets.len(), targets_hash = %hash, run_id = %run_id, worker = %worker_name, "fanout starts");
+    // Every line of this worker names the run and the target list (and, inside a target's
+    // run, the target: lines of targets in flight at once interleave).
+    let span = tracing::info_span!("fanout", run_id = %run_id, targets_hash = %hash);
+    let ids = RunIds { run_id: &run_id, hash: &hash, worker_name: &worker_name };
+    join_and_work(config, request, identity, progress, shutdown, &targets, ids).instrument(span).await
+}
 
+/// The run's names, for every line it writes.
+#[derive(Clone, Copy)]
+struct RunIds<'a> {
+    run_id: &'a str,
+    hash: &'a str,
+    worker_name: &'a str,
+}
+
+/// Joins the run through the coordination database, works through the targets, and sums up.
+async fn join_and_work(
+    config: &Config,
+    request: &FanoutRequest,
+    identity: &Identity,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+    targets: &[Target],
+    ids: RunIds<'_>,
+) -> Result<(), Error> {
+    let RunIds { run_id, hash, worker_name } = ids;
     let coord_url = request
         .coord_url
         .clone()
@@ -627,7 +656,7 @@ pub async fn up(
     // The slot is held until the session ends, never given back while it is open.
     let mut coord = loop {
         let session = database::open(&coord_config, shutdown).await?;
-        let coord = Coordinator::new(session.client, &run_id, &worker_name);
+        let coord = Coordinator::new(session.client, run_id, worker_name);
         let Some(limit) = request.max_conns_per_server else { break coord };
         if coord.try_slot(&coord_server, coord_slots(request, limit)).await?.is_some() {
             break coord;
@@ -650,7 +679,7 @@ pub async fn up(
     }
     coord.join().await?;
 
-    let order = targets::stable_order(&targets);
+    let order = targets::stable_order(targets);
     let canary = if request.only.is_some() { 0 } else { canary_size(request.canary.as_deref(), targets.len())? };
     let started = Instant::now();
     let mut worker = Worker {
@@ -658,9 +687,10 @@ pub async fn up(
         request,
         identity,
         shutdown,
-        targets: &targets,
+        targets,
         coord: &coord,
         coord_server: &coord_server,
+        ids,
         deadline: request.deadline.map(|d| started + d),
         started,
         processed: 0,

@@ -149,9 +149,19 @@ fn four_workers_share_100_databases_once_each_within_the_connection_limit() {
     }
     let seen = most.load(Ordering::SeqCst);
     assert!(seen > 0 && seen <= k, "at most {k} migrun connections at once, saw {seen}");
-    // Per-target lines and the same target-list hash in every worker's result.
+    // Per-target lines and the same target-list hash in every worker's result, and in every
+    // line: at the top, or in the span of the run or of the target the line comes from.
     let hashes: Vec<_> = runs.iter().map(|r| r.result()["fanout"]["targets_hash"].clone()).collect();
     assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    for event in runs.iter().flat_map(Run::events) {
+        let hash = [&event["targets_hash"], &event["span"]["targets_hash"], &event["fanout"]["targets_hash"]]
+            .into_iter()
+            .find(|h| h.is_string());
+        assert_eq!(hash, Some(&hashes[0]), "a line without the list's hash: {event}");
+        if event["message"] == "lock acquired" {
+            assert!(event["span"]["target"].as_str().is_some_and(|t| t.contains(&fleet.prefix)), "{event}");
+        }
+    }
     let lines = runs.iter().map(|r| r.stderr.matches("\"message\":\"target done\"").count()).sum::<usize>();
     assert_eq!(lines as u64, processed, "one `target done` line per target visited");
 
