@@ -293,6 +293,15 @@ fn coord_slots(request: &FanoutRequest, limit: u32) -> std::ops::Range<u32> {
     }
 }
 
+/// What became of a finished target's claim.
+enum Settled {
+    Recorded,
+    Interrupted,
+    Requeued,
+    /// The coordination database is gone: nothing could be recorded.
+    Unrecorded,
+}
+
 /// What a worker knows of a server's free connections (with K, for servers other than the
 /// coordination one, read on the first target's own session).
 enum ServerState {
@@ -351,65 +360,79 @@ impl Worker<'_> {
         let mut running: HashMap<usize, Instant> = HashMap::new();
         // Targets waiting for their server's free connections to be read.
         let mut deferred: Vec<(usize, u8)> = Vec::new();
+        // Set when the coordination database failed a statement.
+        let mut lost: Option<Error> = None;
         loop {
-            while in_flight.len() < self.request.concurrency as usize
-                && self.stopped.is_none()
-                && !self.past_deadline()
-                && self.shutdown.requested().is_none()
-            {
-                let Some((index, attempt)) = queue.pop_front() else { break };
-                let target = &self.targets[index];
-                // Claims are re-entrant within this worker's session: never take one twice.
-                if running.contains_key(&index) {
-                    continue;
-                }
-                let retry_now = attempt > 0;
-                if !retry_now && self.finished(recorded.get(&target.id)) {
-                    continue;
-                }
-                if !self.coord.try_claim(&target.id).await? {
-                    continue; // another worker has it; checked again when the queue runs dry
-                }
-                // Another worker may have finished it between the read and the claim.
-                if let Some(now) = self.coord.recorded_one(&target.id).await? {
-                    recorded.insert(target.id.clone(), now);
-                }
-                if !retry_now && self.finished(recorded.get(&target.id)) {
-                    self.coord.release(&target.id).await?;
-                    continue;
-                }
-                match self.servers.get(&target.server) {
-                    // Too few free connections for K: recorded as refused, never connected to.
-                    Some(ServerState::Refused(refusal)) => {
-                        let refusal = ServerCheck::Refused(refusal.clone());
-                        running.insert(index, Instant::now());
-                        in_flight.push(self.start(target, refusal, index, attempt, None));
+            // Take targets while there is room. A failed statement on the coordination
+            // database stops the taking; the targets in flight still finish (below).
+            let dispatched = async {
+                while lost.is_none()
+                    && in_flight.len() < self.request.concurrency as usize
+                    && self.stopped.is_none()
+                    && !self.past_deadline()
+                    && self.shutdown.requested().is_none()
+                {
+                    let Some((index, attempt)) = queue.pop_front() else { break };
+                    let target = &self.targets[index];
+                    // Claims are re-entrant within this worker's session: never take one twice.
+                    if running.contains_key(&index) {
                         continue;
                     }
-                    // Another target is reading them: this one waits for the answer.
-                    Some(ServerState::Checking(_)) => {
+                    let retry_now = attempt > 0;
+                    if !retry_now && self.finished(recorded.get(&target.id)) {
+                        continue;
+                    }
+                    if !self.coord.try_claim(&target.id).await? {
+                        continue; // another worker has it; checked again when the queue runs dry
+                    }
+                    // Another worker may have finished it between the read and the claim.
+                    if let Some(now) = self.coord.recorded_one(&target.id).await? {
+                        recorded.insert(target.id.clone(), now);
+                    }
+                    if !retry_now && self.finished(recorded.get(&target.id)) {
                         self.coord.release(&target.id).await?;
-                        deferred.push((index, attempt));
                         continue;
                     }
-                    _ => {}
-                }
-                // All of the server's slots taken: give the claim back and let the targets in
-                // flight (which hold slots) finish; never wait here while they cannot run.
-                let Some(slot) = self.try_slot(&target.server).await? else {
-                    self.coord.release(&target.id).await?;
-                    queue.push_front((index, attempt));
-                    break;
-                };
-                let check = match self.request.max_conns_per_server {
-                    Some(limit) if target.server != self.coord_server && !self.servers.contains_key(&target.server) => {
-                        self.servers.insert(target.server.clone(), ServerState::Checking(index));
-                        ServerCheck::Read(limit)
+                    match self.servers.get(&target.server) {
+                        // Too few free connections for K: recorded as refused, never connected to.
+                        Some(ServerState::Refused(refusal)) => {
+                            let refusal = ServerCheck::Refused(refusal.clone());
+                            running.insert(index, Instant::now());
+                            in_flight.push(self.start(target, refusal, index, attempt, None));
+                            continue;
+                        }
+                        // Another target is reading them: this one waits for the answer.
+                        Some(ServerState::Checking(_)) => {
+                            self.coord.release(&target.id).await?;
+                            deferred.push((index, attempt));
+                            continue;
+                        }
+                        _ => {}
                     }
-                    _ => ServerCheck::Known,
-                };
-                running.insert(index, Instant::now());
-                in_flight.push(self.start(target, check, index, attempt, slot));
+                    // All of the server's slots taken: give the claim back and let the targets in
+                    // flight (which hold slots) finish; never wait here while they cannot run.
+                    let Some(slot) = self.try_slot(&target.server).await? else {
+                        self.coord.release(&target.id).await?;
+                        queue.push_front((index, attempt));
+                        break;
+                    };
+                    let check = match self.request.max_conns_per_server {
+                        Some(limit)
+                            if target.server != self.coord_server && !self.servers.contains_key(&target.server) =>
+                        {
+                            self.servers.insert(target.server.clone(), ServerState::Checking(index));
+                            ServerCheck::Read(limit)
+                        }
+                        _ => ServerCheck::Known,
+                    };
+                    running.insert(index, Instant::now());
+                    in_flight.push(self.start(target, check, index, attempt, slot));
+                }
+                Ok::<(), Error>(())
+            }
+            .await;
+            if let Err(e) = dispatched {
+                self.lose_coordination(&mut lost, e);
             }
             if self.last_progress.elapsed() >= PROGRESS_EVERY {
                 self.progress(&recorded, &running);
@@ -425,6 +448,9 @@ impl Worker<'_> {
             let Some((index, attempt, slot, done)) = next else {
                 // Nothing running here: stopped, done, or waiting for targets other workers hold.
                 self.shutdown.check()?;
+                if let Some(e) = lost.take() {
+                    return Err(e);
+                }
                 if self.stopped.is_some() || self.past_deadline() {
                     return Ok(());
                 }
@@ -463,41 +489,26 @@ impl Worker<'_> {
                     queue.push_front(waiting);
                 }
             }
-            if let Some(slot) = slot {
-                // On the coordination server, the slot is free once the backend is gone.
-                if let (Some(pid), true) = (done.backend_pid, target.server == self.coord_server) {
-                    self.coord.wait_gone(pid).await?;
-                }
-                self.coord.release_slot(&target.server, slot).await?;
-            }
-            // Stopped by a signal, rolled back and unlocked by its own run: neither done nor the
-            // target's failure, so it is left to a peer or the next run, unrecorded.
-            if matches!(done.exit, ExitCode::Signal(_)) {
-                tracing::warn!(target = %target.id, "interrupted: left for the next run");
-                self.coord.release(&target.id).await?;
-                continue;
-            }
-            // lock_timeout exhaustion (or another run's lock) is the live workload's doing:
-            // one more try, at the end of the queue.
-            if matches!(done.exit, ExitCode::LockRetries | ExitCode::LockWait) && attempt == 0 {
-                tracing::warn!(target = %target.id, outcome = done.exit.outcome(), "requeued once");
-                self.coord.release(&target.id).await?;
-                queue.push_back((index, 1));
-                continue;
-            }
             let versions: Vec<String> = done.versions.iter().map(u64::to_string).collect();
-            self.coord
-                .record(
-                    &target.id,
-                    done.exit.outcome(),
-                    done.exit.code(),
-                    &versions.join(","),
-                    done.ms,
-                    done.sqlstate.as_deref(),
-                    done.message.as_deref(),
-                )
-                .await?;
-            self.coord.release(&target.id).await?;
+            let settled = match lost {
+                Some(_) => Settled::Unrecorded,
+                None => match self.settle(target, attempt, slot, &done, &versions).await {
+                    Ok(settled) => settled,
+                    Err(e) => {
+                        self.lose_coordination(&mut lost, e);
+                        Settled::Unrecorded
+                    }
+                },
+            };
+            match settled {
+                Settled::Interrupted => continue,
+                Settled::Requeued => {
+                    queue.push_back((index, 1));
+                    continue;
+                }
+                Settled::Unrecorded if matches!(done.exit, ExitCode::Signal(_)) => continue,
+                Settled::Recorded | Settled::Unrecorded => {}
+            }
             self.processed += 1;
             let ok = done.exit == ExitCode::Success;
             if !ok {
@@ -509,6 +520,7 @@ impl Worker<'_> {
                 versions = %versions.join(","),
                 ms = done.ms,
                 sqlstate = done.sqlstate.as_deref().unwrap_or(""),
+                recorded = matches!(settled, Settled::Recorded),
                 "target done"
             );
             if let Some(rate) = self.request.max_failure_rate {
@@ -532,6 +544,65 @@ impl Worker<'_> {
                     fresh: true,
                 },
             );
+        }
+    }
+
+    /// After a target's run: its connection slot and claim given back, and its outcome
+    /// recorded, unless it was interrupted (left for the next run) or is tried once more.
+    async fn settle(
+        &self,
+        target: &Target,
+        attempt: u8,
+        slot: Option<i32>,
+        done: &Done,
+        versions: &[String],
+    ) -> Result<Settled, Error> {
+        if let Some(slot) = slot {
+            // On the coordination server, the slot is free once the backend is gone.
+            if let (Some(pid), true) = (done.backend_pid, target.server == self.coord_server) {
+                self.coord.wait_gone(pid).await?;
+            }
+            self.coord.release_slot(&target.server, slot).await?;
+        }
+        // Stopped by a signal, rolled back and unlocked by its own run: neither done nor the
+        // target's failure, so it is left to a peer or the next run, unrecorded.
+        if matches!(done.exit, ExitCode::Signal(_)) {
+            tracing::warn!(target = %target.id, "interrupted: left for the next run");
+            self.coord.release(&target.id).await?;
+            return Ok(Settled::Interrupted);
+        }
+        // lock_timeout exhaustion (or another run's lock) is the live workload's doing:
+        // one more try, at the end of the queue.
+        if matches!(done.exit, ExitCode::LockRetries | ExitCode::LockWait) && attempt == 0 {
+            tracing::warn!(target = %target.id, outcome = done.exit.outcome(), "requeued once");
+            self.coord.release(&target.id).await?;
+            return Ok(Settled::Requeued);
+        }
+        self.coord
+            .record(
+                &target.id,
+                done.exit.outcome(),
+                done.exit.code(),
+                &versions.join(","),
+                done.ms,
+                done.sqlstate.as_deref(),
+                done.message.as_deref(),
+            )
+            .await?;
+        self.coord.release(&target.id).await?;
+        Ok(Settled::Recorded)
+    }
+
+    /// The coordination database failed a statement: this worker's claims went with its
+    /// session, so it takes no more targets; those in flight finish (each under its own lock),
+    /// unrecorded, and the next run visits them again.
+    fn lose_coordination(&self, lost: &mut Option<Error>, error: Error) {
+        if lost.is_none() {
+            tracing::error!(
+                error = %error,
+                "coordination database lost: finishing the targets in flight, taking no more"
+            );
+            *lost = Some(error);
         }
     }
 

@@ -371,6 +371,43 @@ fn a_stopped_worker_leaves_its_targets_unrecorded_for_the_next_run() {
     }
 }
 
+/// The coordination session ends mid-run (a failover, an administrator): the worker takes
+/// no more targets, lets the ones in flight finish under their own locks (unrecorded), and
+/// exits 4, retryable; the next run finishes the rest, each applied once.
+#[test]
+fn a_lost_coordination_session_lets_the_targets_in_flight_finish() {
+    let fleet = Fleet::new(8);
+    let targets = fleet.targets_file();
+    let dir = sql_dir(&[(
+        "0001_slow.sql",
+        "CREATE TABLE applied_once (n int);\nINSERT INTO applied_once VALUES (1);\nSELECT pg_sleep(1);\n",
+    )]);
+    let mut worker = LiveRun::start(fleet.worker(dir.path(), targets.path(), &["--concurrency", "2"]).spawn());
+    worker.wait_for_line("\"message\":\"target done\"", Duration::from_secs(60));
+    let ended: i64 = server()
+        .connect("postgres")
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'migrun%'",
+            &[&fleet.coord.name],
+        )
+        .expect("end the coordination session")
+        .get(0);
+    assert_eq!(ended, 1);
+    let lost = worker.finish();
+    lost.assert_code(4);
+    let said_done = lost.events().iter().filter(|e| e["message"] == "target done" && e["outcome"] == "success").count();
+    let migrated = (0..fleet.count).filter(|i| fleet.query(*i, "SELECT count(*) FROM applied_once") == Some(1)).count();
+    assert_eq!(migrated, said_done, "the targets that say done are migrated, and only those: {}", lost.stderr);
+    assert!((3..8).contains(&migrated), "the targets in flight when the session ended finished: {migrated}");
+
+    let again = fleet.worker(dir.path(), targets.path(), &[]).run();
+    again.assert_code(0);
+    assert_eq!(again.result()["fanout"]["current"], 8);
+    for i in 0..fleet.count {
+        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(1), "{}", fleet.name(i));
+    }
+}
+
 #[test]
 fn a_killed_worker_leaves_its_targets_to_the_others() {
     let fleet = Fleet::new(40);
