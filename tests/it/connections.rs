@@ -472,20 +472,31 @@ fn secrets_manager_tls_trusts_the_system_store_else_the_bundled_roots() {
 }
 
 /// `fanout --targets secret:...`: the tenant list from Secrets Manager, as a list or as ids with
-/// a URL template.
+/// a URL template. The template holds a password: no line, result or recorded message shows
+/// it, not even for a tenant that fails.
 #[test]
 fn fanout_reads_its_targets_from_a_secret() {
     let tenants: Vec<TestDb> = (0..3).map(|_| TestDb::new()).collect();
     let first = &tenants[0];
-    let template = first.url().replace(&first.name, "{id}");
-    let names: Vec<String> = tenants.iter().map(|t| format!("\"{}\"", t.name)).collect();
+    let template = first.password_url(PASSWORD).replace(&first.name, "{id}");
+    let names: Vec<String> =
+        tenants.iter().map(|t| format!("\"{}\"", t.name)).chain(["\"no_such_tenant\"".into()]).collect();
     let arn = secret(&unique("tenants"), &format!(r#"{{"template":"{template}","ids":[{}]}}"#, names.join(",")));
     let mut m = Migrun::new();
     with_moto(&mut m).dir(&example_sql()).args(["fanout", "up", "--targets", &format!("secret:{arn}")]);
+    m.args(["--coord-url", &first.url()]);
     let run = m.run();
-    run.assert_code(0);
+    run.assert_code(13);
     assert_eq!(run.result()["fanout"]["current"], 3);
+    assert!(run.result()["fanout"]["failed_targets"][0]["target"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/no_such_tenant")));
     for tenant in &tenants {
         assert_eq!(tenant.count("SELECT count(*) FROM migrun_history"), 4);
+    }
+    let recorded = first.query_strings("SELECT concat_ws(' ', target, outcome, message) FROM migrun_fanout").join("\n");
+    assert!(recorded.contains("no_such_tenant") && recorded.contains("does not exist"), "{recorded}");
+    for secret in [PASSWORD.to_string(), encode(PASSWORD)] {
+        assert!(!recorded.contains(&secret), "a password in the run table: {recorded}");
     }
 }
