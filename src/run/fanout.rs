@@ -115,8 +115,9 @@ fn target_config(config: &Config, request: &FanoutRequest, target: &Target) -> R
                 pg.options(format!("{options}-c search_path={schema}"));
             }
             own.connection = Some(connection);
+            // Never the base table: a schema's history (and its lock) must be its own.
             own.history_table = HistoryTable::parse(&format!("{schema}.{}", config.history_table.name()))
-                .unwrap_or_else(|| config.history_table.clone());
+                .ok_or_else(|| Error::Usage(format!("schema:{schema}: no history table can be named in it")))?;
             own.lock_key = None;
         }
     }
