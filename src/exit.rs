@@ -195,6 +195,15 @@ mod tests {
         let signals = rows.iter().find(|(code, _)| code == "130 / 143").map(|(_, o)| o.as_str());
         assert_eq!(signals, Some(ExitCode::Signal(15).outcome()));
         assert_eq!(rows.len(), all.len() + 1, "every row is a code migrun has: {rows:?}");
+        // The result event's `retryable`, as the README lists it.
+        let listed = readme
+            .split_once("`retryable` is `true` exactly for the codes")
+            .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(')'))
+            .map(|(list, _)| list.split(',').map(|n| n.trim().to_string()).collect::<Vec<_>>())
+            .expect("the README lists the retryable codes");
+        let mut retryable: Vec<String> = all.iter().filter(|e| e.retryable()).map(|e| e.code().to_string()).collect();
+        retryable.extend(["130".to_string(), "143".to_string()]);
+        assert_eq!(listed, retryable);
     }
 
     #[test]
