@@ -152,6 +152,7 @@ fn shell_scripts_are_shellcheck_clean() {
         "scripts/check-static-binary",
         "scripts/demo",
         "scripts/test",
+        "scripts/test-tools",
         "integration/e2e.sh",
         "integration/example-app/app.sh",
         "integration/ecs/run-migration.sh",
