@@ -2,9 +2,12 @@
 //! libpq variables, TLS), opening a session, and what Postgres said when something failed.
 //! Knows nothing about migrations.
 
+pub mod cancel;
 pub mod endpoint;
 pub mod failure;
 pub mod libpq;
+pub mod options;
+pub mod pooler;
 pub mod secrets;
 pub mod session;
 pub mod tls;

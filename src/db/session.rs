@@ -1,12 +1,15 @@
 //! Connecting to Postgres: session settings, retries at start-up, the session itself.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::endpoint::{ConnectionSpec, Endpoint, EndpointError, Source};
 use super::failure::{error_chain, PgFailure};
+use super::options::{self, Setting};
 use super::tls::{self, TlsError, TlsSettings};
 use super::url::first_host;
 use crate::backoff::Backoff;
@@ -28,6 +31,12 @@ pub enum ConnectError {
     /// The backend changed between statements: a transaction-pooling proxy.
     #[error("the connection to {server} goes through a transaction-pooling proxy (backend pid changed from {first} to {second}); advisory locks and session settings cannot work through it: point migrun at the database directly (not PgBouncer in transaction mode)")]
     TransactionPooler { server: String, first: i32, second: i32 },
+    /// A pooler hands the session's server connection to others between transactions.
+    #[error("the connection to {server} goes through a pooler in {mode} mode (PgBouncer `pool_mode = {mode}`): migrun's advisory lock and session settings need one server session for the whole run, so nothing was done; point migrun at the database directly, or at a pool in session mode")]
+    PoolMode { server: String, mode: &'static str },
+    /// The pooler refuses start-up options and these cannot be made with SET.
+    #[error("the server at {server} refuses start-up options (a pooler: PgBouncer without `ignore_startup_parameters = options`) and the connection's own options cannot be made with SET: {reason}; remove them from the connection string's `options` / PGOPTIONS, or connect to the database directly")]
+    Options { server: String, reason: String },
     /// The connection broke after it was made.
     #[error("lost the database connection: {failure}")]
     Lost { failure: PgFailure },
@@ -73,6 +82,10 @@ const PROTECT_17: &str = "SET transaction_timeout = 0";
 /// and the session user alone, hence the two statements before it.
 const RESTORE: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
 
+/// The same protection as `set_config` calls, which a SELECT can make conditional.
+const PROTECT_14_CALLS: &str = "pg_catalog.set_config('idle_session_timeout', '0', false), pg_catalog.set_config('client_connection_check_interval', '1s', false)";
+const PROTECT_17_CALLS: &str = "pg_catalog.set_config('transaction_timeout', '0', false)";
+
 /// How often a connection that keeps failing says so.
 const RETRY_REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -102,6 +115,19 @@ impl ServerFacts {
     }
 }
 
+/// What is known of the way from the session to its server backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendPath {
+    /// No statement has answered yet.
+    Unknown,
+    /// Straight to Postgres: the start-up key names the backend's own pid.
+    Direct,
+    /// Through a pooler (or proxy), how it pools not yet known.
+    Pooled,
+    /// Through a pooler that keeps one server connection for the whole session.
+    SessionPool,
+}
+
 /// A connected session and what migrun learned about it.
 pub struct Session {
     /// The driver's client, for statements.
@@ -109,10 +135,24 @@ pub struct Session {
     /// `host:port/dbname as user`, for messages.
     pub server: String,
     /// The first backend pid any statement saw (0 until then).
-    backend_pid: std::cell::Cell<i32>,
+    backend_pid: Cell<i32>,
     connection: tokio::task::JoinHandle<()>,
     /// For cancel requests, which open a connection of their own.
     tls: MakeRustlsConnect,
+    /// The configuration the session was opened with: cancel requests go to its hosts, and a
+    /// second session (to learn how a pooler pools) is opened with it.
+    config: tokio_postgres::Config,
+    /// The pid of the start-up key (BackendKeyData): the backend's own pid on a direct session.
+    key_pid: Option<i32>,
+    /// The start-up options as settings (the connection's own, then migrun's), to make with SET
+    /// where a pooler refused or dropped them; an error when they cannot be made so.
+    startup: Result<Vec<Setting>, String>,
+    /// Whether the start-up packet carried the options (false: the server refused them).
+    options_sent: bool,
+    /// What is known of the way to the backend.
+    path: Cell<BackendPath>,
+    /// TLS as resolved from every source.
+    tls_settings: TlsSettings,
     /// The connection as a child process (`exec --lock`) should get it, password included.
     pub child_url: String,
     /// The same connection as libpq variables would give it.
@@ -124,9 +164,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Asks the server to cancel the statement running on this session.
-    pub async fn cancel(&self) -> Result<(), tokio_postgres::Error> {
-        self.client.cancel_token().cancel_query(self.tls.clone()).await
+    /// Asks the server to cancel the statement running on this session, and waits (briefly)
+    /// until the server has taken the request (see `db::cancel`).
+    pub async fn cancel(&self) -> Result<(), String> {
+        super::cancel::cancel(&self.client.cancel_token(), &self.config, &self.tls).await
     }
 
     /// Ends the session politely (Terminate, then close), so the server logs no "connection
@@ -149,8 +190,10 @@ impl Session {
         let first = self.backend_pid.get();
         if first == 0 {
             self.backend_pid.set(pid);
+            let direct = self.key_pid == Some(pid);
+            self.path.set(if direct { BackendPath::Direct } else { BackendPath::Pooled });
             let facts = &self.facts;
-            tracing::info!(server = %self.server, backend_pid = pid, server_version = %facts.version, database = %self.database, user = %facts.user, "connected");
+            tracing::info!(server = %self.server, backend_pid = pid, server_version = %facts.version, database = %self.database, user = %facts.user, pooled = !direct, "connected");
             return Ok(());
         }
         if pid == first {
@@ -159,23 +202,101 @@ impl Session {
         Err(ConnectError::TransactionPooler { server: self.server.clone(), first, second: pid })
     }
 
-    /// Asks the server for the backend's pid (logged as the `connected` event). Callers
-    /// pipeline it with their first statements: it costs no round trip of its own.
-    pub async fn identify(&self) -> Result<(), ConnectError> {
-        let row = self
-            .client
-            .query_typed_one("SELECT pg_backend_pid()", &[])
-            .await
-            .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
-        self.check_backend(row.get(0))
+    /// The pid of the start-up key, as a bind parameter: 0 (no backend's pid) when unknown.
+    pub fn key_pid(&self) -> i32 {
+        self.key_pid.unwrap_or(0)
     }
 
-    /// Keeps the server from ending this session while it waits or holds the lock, and makes
-    /// it end a statement whose client is gone (PostgreSQL 14 and later; see `PROTECT_14`).
-    /// Callers pipeline it with their first statements.
-    pub async fn protect(&self) -> Result<(), ConnectError> {
-        let Some(sql) = self.protect_sql() else { return Ok(()) };
-        self.client.batch_execute(&sql).await.map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })
+    /// The TLS settings the session was opened with (for a child process's connection).
+    pub fn tls_settings(&self) -> &TlsSettings {
+        &self.tls_settings
+    }
+
+    /// The server's major version (0 when it did not say).
+    pub fn server_major(&self) -> u32 {
+        self.facts.major()
+    }
+
+    /// Whether nothing sits between the session and its backend.
+    pub fn is_direct(&self) -> bool {
+        self.path.get() == BackendPath::Direct
+    }
+
+    /// Whether the start-up packet carried the options: false when the server (a pooler)
+    /// refused them, so a child process's PGOPTIONS would be refused too.
+    pub fn options_sent(&self) -> bool {
+        self.options_sent
+    }
+
+    /// The first statement of every session, pipelined with the caller's first statements:
+    /// asks for the backend's pid (logged as the `connected` event), and on a direct session
+    /// protects it (see `PROTECT_14`). Through a pooler nothing is set yet: a setting there
+    /// would stay on a server connection that other clients get next, unless the pooler keeps
+    /// it for this session alone (`settle_pooled` finds out).
+    pub async fn start(&self) -> Result<(), ConnectError> {
+        let calls = match self.facts.major() {
+            17.. => format!("{PROTECT_14_CALLS}, {PROTECT_17_CALLS}"),
+            14..=16 => PROTECT_14_CALLS.to_string(),
+            _ => "NULL".to_string(),
+        };
+        let sql = format!(
+            "SELECT pg_catalog.pg_backend_pid(), CASE WHEN pg_catalog.pg_backend_pid() = $1 THEN pg_catalog.concat({calls}) END"
+        );
+        let key = self.key_pid();
+        let row = self
+            .client
+            .query_typed_one(&sql, &[(&key, Type::INT4)])
+            .await
+            .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
+        let pid = row.try_get(0).map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
+        self.check_backend(pid)
+    }
+
+    /// A pooled session must keep its server connection for its whole life (a pooler in
+    /// session mode) before migrun takes a lock on it: asks the pooler how it pools, then makes
+    /// migrun's settings with SET (the pooler refused or dropped them at start-up). Errors
+    /// name the pool mode that cannot work. A direct session needs nothing.
+    pub async fn settle_pooled(&self) -> Result<(), ConnectError> {
+        if self.path.get() != BackendPath::Pooled {
+            return Ok(());
+        }
+        match super::pooler::classify(self).await? {
+            super::pooler::PoolMode::Session => {}
+            mode => return Err(ConnectError::PoolMode { server: self.server.clone(), mode: mode.name() }),
+        }
+        let sets = self.startup_sql()?;
+        let protect = self.protect_sql().unwrap_or_default();
+        let sql =
+            [sets.as_str(), protect.as_str()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("; ");
+        if !sql.is_empty() {
+            self.client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| ConnectError::Lost { failure: PgFailure::from_pg(&e) })?;
+        }
+        self.path.set(BackendPath::SessionPool);
+        tracing::info!(server = %self.server, "connected through a pooler in session mode; migrun's session settings are made with SET");
+        Ok(())
+    }
+
+    /// The start-up options as one SET statement (for a session whose pooler did not apply
+    /// them).
+    fn startup_sql(&self) -> Result<String, ConnectError> {
+        match &self.startup {
+            Ok(settings) => Ok(options::set_sql(settings)),
+            Err(reason) => Err(ConnectError::Options { server: self.server.clone(), reason: reason.clone() }),
+        }
+    }
+
+    /// A second session with the same configuration, for at most `limit` (connect included):
+    /// a pooler's way of pooling shows only across sessions.
+    pub async fn sibling(&self, limit: Duration) -> Option<(Client, tokio::task::JoinHandle<()>)> {
+        let connected = tokio::time::timeout(limit, self.config.connect(self.tls.clone())).await.ok()?.ok()?;
+        let (client, connection) = connected;
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Some((client, task))
     }
 
     fn protect_sql(&self) -> Option<String> {
@@ -187,12 +308,15 @@ impl Session {
     }
 
     /// The statements that put the session back into the state migrun set up (see `RESTORE`),
-    /// protection included.
+    /// protection included. Through a session-mode pooler, `RESET ALL` goes back to the server
+    /// connection's defaults, so the start-up options are made again after it.
     pub fn restore_sql(&self) -> String {
-        match self.protect_sql() {
-            Some(protect) => format!("{RESTORE}; {protect}"),
-            None => RESTORE.to_string(),
+        let mut parts = vec![RESTORE.to_string()];
+        if self.path.get() == BackendPath::SessionPool {
+            parts.extend(self.startup_sql().ok().filter(|s| !s.is_empty()));
         }
+        parts.extend(self.protect_sql());
+        parts.join("; ")
     }
 }
 
@@ -238,7 +362,8 @@ async fn connect(
     shutdown: &Shutdown,
 ) -> Result<Session, ConnectError> {
     let mut config = resolved.config.clone();
-    apply_session_settings(&mut config, session);
+    let startup = apply_session_settings(&mut config, session);
+    let mut options_sent = true;
     let server = describe_server(&config);
     let tls = tls::connector(&resolved.tls)?;
     let started = Instant::now();
@@ -263,12 +388,19 @@ async fn connect(
                         tracing::debug!(error = %error_chain(&e), "connection ended");
                     }
                 });
+                let key_pid = super::cancel::key_pid(&client.cancel_token()).await;
                 return Ok(Session {
                     client,
                     server,
-                    backend_pid: std::cell::Cell::new(0),
+                    backend_pid: Cell::new(0),
                     connection: task,
                     tls,
+                    config: config.clone(),
+                    key_pid,
+                    startup,
+                    options_sent,
+                    path: Cell::new(BackendPath::Unknown),
+                    tls_settings: resolved.tls.clone(),
                     child_url: resolved.url_for_child.clone(),
                     child_config: resolved.config.clone(),
                     facts,
@@ -277,6 +409,13 @@ async fn connect(
             }
             Err(e) => PgFailure::from_pg(&e),
         };
+        if options_sent && refuses_options(&failure) {
+            // Said once: the next attempt goes without them.
+            tracing::warn!(server = %server, "the server refuses start-up options (a pooler: PgBouncer without `ignore_startup_parameters = options`); connecting without them, and making migrun's settings with SET once the pooler is known to keep the session's server connection");
+            config = options::without_options(&config);
+            options_sent = false;
+            continue;
+        }
         if let Some(reason) = tls_failure(&failure, &resolved.tls) {
             return Err(ConnectError::Tls { server, reason });
         }
@@ -321,16 +460,29 @@ async fn connect(
 
 /// Session settings go in the start-up packet: no extra round trip, and they hold from the
 /// first statement on. `statement_timeout` is off for migrun's own statements (a role's or
-/// database's own setting included): each migration file sets its own.
-fn apply_session_settings(config: &mut tokio_postgres::Config, session: &SessionSettings) {
-    let ours = format!(
-        "-c lock_timeout={} -c statement_timeout=0 -c idle_in_transaction_session_timeout={}",
-        session.lock_timeout.to_setting(),
-        session.idle_in_transaction_timeout.to_setting(),
-    );
-    let options = match config.get_options() {
-        Some(theirs) if !theirs.trim().is_empty() => format!("{theirs} {ours}"),
-        _ => ours,
+/// database's own setting included): each migration file sets its own. Returns the start-up
+/// options as settings (the connection's own, then migrun's), for a pooler that refuses them.
+fn apply_session_settings(
+    config: &mut tokio_postgres::Config,
+    session: &SessionSettings,
+) -> Result<Vec<Setting>, String> {
+    let ours: Vec<Setting> = vec![
+        ("lock_timeout".into(), session.lock_timeout.to_setting()),
+        ("statement_timeout".into(), "0".into()),
+        ("idle_in_transaction_session_timeout".into(), session.idle_in_transaction_timeout.to_setting()),
+    ];
+    let ours_text = ours.iter().map(|(name, value)| format!("-c {name}={value}")).collect::<Vec<_>>().join(" ");
+    let theirs = config.get_options().map(str::to_string).filter(|o| !o.trim().is_empty());
+    let startup = match &theirs {
+        Some(text) => options::parse(text).map(|mut settings| {
+            settings.extend(ours);
+            settings
+        }),
+        None => Ok(ours),
+    };
+    let options = match theirs {
+        Some(theirs) => format!("{theirs} {ours_text}"),
+        None => ours_text,
     };
     config.options(options);
     if config.get_application_name().is_none() {
@@ -342,6 +494,12 @@ fn apply_session_settings(config: &mut tokio_postgres::Config, session: &Session
     config.keepalives_interval(Duration::from_secs(5));
     config.keepalives_retries(3);
     config.tcp_user_timeout(Duration::from_secs(30));
+    startup
+}
+
+/// PgBouncer's answer to a start-up packet with `options` it was not told to ignore.
+fn refuses_options(failure: &PgFailure) -> bool {
+    failure.message.contains("unsupported startup parameter") && failure.message.contains("options")
 }
 
 /// A TLS failure is not transient: retrying a certificate that does not verify only delays the

@@ -226,6 +226,34 @@ fn key_values(raw: &str) -> Vec<(String, String, &str)> {
     pairs
 }
 
+/// `raw` with its own TLS parameters replaced by `sslmode` and `sslrootcert` (when given), in
+/// the string's own syntax: a child process that reads only the string then connects as
+/// migrun did.
+pub fn with_tls_params(raw: &str, sslmode: &str, sslrootcert: Option<&str>) -> String {
+    let (rest, _) = take_tls_params(raw);
+    if rest.contains("://") {
+        let mut pairs = vec![format!("sslmode={sslmode}")];
+        pairs.extend(sslrootcert.map(|path| format!("sslrootcert={}", percent_encode(path))));
+        let joiner = if rest.contains('?') { '&' } else { '?' };
+        return format!("{rest}{joiner}{}", pairs.join("&"));
+    }
+    let mut text = format!("{rest} sslmode={sslmode}");
+    if let Some(path) = sslrootcert {
+        text.push_str(&format!(" sslrootcert='{}'", path.replace('\\', "\\\\").replace('\'', "\\'")));
+    }
+    text.trim_start().to_string()
+}
+
+/// Percent-encodes all but unreserved characters and `/` (a path in a URL's query).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl DatabaseUrl {
     /// The string with its password, for handing to a child process; never for logs.
     pub fn expose(&self) -> &str {
@@ -380,6 +408,27 @@ pub fn to_url(config: &tokio_postgres::Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_string_carries_the_tls_settings_migrun_used() {
+        assert_eq!(
+            with_tls_params(
+                "postgres://u:p@h/db?sslmode=prefer&application_name=x",
+                "verify-full",
+                Some("/etc/ssl/rds bundle.pem")
+            ),
+            "postgres://u:p@h/db?application_name=x&sslmode=verify-full&sslrootcert=/etc/ssl/rds%20bundle.pem"
+        );
+        assert_eq!(with_tls_params("postgres://h/db", "require", None), "postgres://h/db?sslmode=require");
+        assert_eq!(
+            with_tls_params("host=h sslmode=disable dbname=d", "verify-ca", Some("/a'b.pem")),
+            "host=h dbname=d sslmode=verify-ca sslrootcert='/a\\'b.pem'"
+        );
+        let (_, config, tls) =
+            DatabaseUrl::parse(with_tls_params("host=h dbname=d", "verify-ca", Some("/x y.pem"))).unwrap();
+        assert_eq!(config.get_dbname(), Some("d"));
+        assert_eq!((tls.sslmode.as_deref(), tls.sslrootcert.as_deref()), (Some("verify-ca"), Some("/x y.pem")));
+    }
 
     #[test]
     fn invalid_url_error_names_the_part_never_the_text() {

@@ -344,7 +344,8 @@ impl<'a> Applier<'a> {
             .simple_query(&after_file_sql(&self.restore, self.locked.key()))
             .await
             .map_err(|e| self.db_failure(migration, &e, !migration.directives.no_transaction))?;
-        let row = messages.iter().find_map(|m| match m {
+        // The last row: the restore before the check may return rows of its own (set_config).
+        let row = messages.iter().rev().find_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some((row.get(0) == Some("t"), row.get(1) == Some("t"))),
             _ => None,
         });
@@ -448,8 +449,8 @@ impl<'a> Applier<'a> {
             stop = self.shutdown.wait() => stop,
         };
         tracing::warn!(signal = %signals::name(&stop.signal), "stop requested: cancelling the running statement");
-        if let Err(e) = self.db.cancel().await {
-            tracing::warn!(error = %PgFailure::from_pg(&e), "cancel request failed; the statement runs until the grace period ends");
+        if let Err(reason) = self.db.cancel().await {
+            tracing::warn!(error = %reason, "cancel request failed; the statement runs until the grace period ends");
         }
         let _ = statement.await;
         Err(Executed::Interrupted(stop))

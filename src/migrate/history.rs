@@ -4,8 +4,6 @@ use std::fmt;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use futures_util::future::join;
-use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
@@ -226,67 +224,59 @@ impl<'a> History<'a> {
         )
     }
 
-    /// `COPY` reads the table without planning a query: in the cold backend every run starts,
-    /// planning a SELECT (opening the table's indexes, estimating its size, sorting) costs more
-    /// than reading 200 rows. Binary, so nothing is formatted on the server; rows are sorted by
-    /// id here.
-    fn copy_sql(&self, columns: Columns) -> String {
-        let adopted = match columns {
-            Columns::Current => ", adopted_from",
-            Columns::BeforeAdoption => "",
-        };
-        format!(
-            "COPY {} (id, version, description, checksum, state, applied_at{adopted}) TO STDOUT (FORMAT binary)",
-            self.table.sql()
-        )
+    /// Whether the table exists, asked of the catalog: a read of a missing table would be an
+    /// ERROR in the server's log (and RDS log alerts fire on those), on every first run and
+    /// every `wait` poll of a new database.
+    pub async fn exists(&self) -> Result<bool, HistoryError> {
+        let name = self.table.sql();
+        let row = self
+            .client
+            .query_typed_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[(&name, Type::TEXT)])
+            .await
+            .map_err(self.error("look it up"))?;
+        row.try_get(0).map_err(self.error("look it up"))
     }
 
-    /// Reads the table's rows; a table made before `adopted_from` existed (no baseline was ever
-    /// recorded in it) is read without it, at the cost of a second round trip.
-    async fn copy_rows(&self) -> Result<Vec<u8>, tokio_postgres::Error> {
-        match self.copy(&self.copy_sql(Columns::Current)).await {
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN) => {
-                self.copy(&self.copy_sql(Columns::BeforeAdoption)).await
-            }
-            read => read,
-        }
-    }
-
-    async fn copy(&self, sql: &str) -> Result<Vec<u8>, tokio_postgres::Error> {
-        let mut stream = std::pin::pin!(self.client.copy_out(sql).await?);
-        let mut data = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            data.extend_from_slice(&chunk?);
-        }
-        Ok(data)
+    /// Reads every row. `*`, so that a table made by a release before `adopted_from` existed
+    /// reads without it; an unnamed statement, so that no prepared statement has to survive a
+    /// pooler between messages.
+    async fn select(&self) -> Result<Vec<HistoryRow>, HistoryError> {
+        let sql = format!("SELECT * FROM {}", self.table.sql());
+        let rows = self.client.query_typed(&sql, &[]).await.map_err(self.error("read it"))?;
+        let mut read = rows
+            .iter()
+            .map(row_of)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| HistoryError::Shape { table: self.table.to_string(), reason })?;
+        read.sort_unstable_by_key(|(id, _)| *id);
+        Ok(read.into_iter().map(|(_, row)| row).collect())
     }
 
     /// Reads the table; `None` when it does not exist yet. Read only.
     pub async fn read(&self) -> Result<Option<Vec<HistoryRow>>, HistoryError> {
-        match self.copy_rows().await {
-            Ok(data) => self.rows(&data).map(Some),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(None),
-            Err(e) => Err(self.error("read it")(e)),
+        self.read_known(None).await
+    }
+
+    /// As `read`, when whether the table exists is already known (`Some`): one round trip
+    /// less.
+    pub async fn read_known(&self, exists: Option<bool>) -> Result<Option<Vec<HistoryRow>>, HistoryError> {
+        let exists = match exists {
+            Some(known) => known,
+            None => self.exists().await?,
+        };
+        match exists {
+            true => self.select().await.map(Some),
+            false => Ok(None),
         }
     }
 
-    /// Creates the table and reads it (empty, or what a run just before us wrote), in one
-    /// round trip. Call with the advisory lock held: concurrent `CREATE TABLE IF NOT EXISTS`
-    /// can fail.
+    /// Creates the table and reads it (empty, or what a run just before us wrote). Call with
+    /// the advisory lock held: concurrent `CREATE TABLE IF NOT EXISTS` can fail. The read waits
+    /// for the create's answer, so a refused create is the one error the server logs.
     pub async fn create_and_read(&self) -> Result<Vec<HistoryRow>, HistoryError> {
-        let create = self.create_sql();
-        let (created, read) = join(self.client.batch_execute(&create), self.copy_rows()).await;
-        created.map_err(self.error("create it"))?;
-        let data = read.map_err(self.error("read it"))?;
+        self.client.batch_execute(&self.create_sql()).await.map_err(self.error("create it"))?;
         tracing::info!(history_table = %self.table, "history table created");
-        self.rows(&data)
-    }
-
-    fn rows(&self, data: &[u8]) -> Result<Vec<HistoryRow>, HistoryError> {
-        let mut read =
-            parse_copy(data).map_err(|reason| HistoryError::Shape { table: self.table.to_string(), reason })?;
-        read.sort_unstable_by_key(|(id, _)| *id);
-        Ok(read.into_iter().map(|(_, row)| row).collect())
+        self.select().await
     }
 
     /// The writer for this run. The insert, sent once per applied file, is prepared once (its
@@ -357,15 +347,6 @@ impl History<'_> {
         }
         result
     }
-}
-
-/// The columns a read asks for.
-#[derive(Clone, Copy)]
-enum Columns {
-    /// Every column migrun reads.
-    Current,
-    /// A table created by a release before `adopted_from` was added.
-    BeforeAdoption,
 }
 
 /// The insert's parameter types.
@@ -492,94 +473,34 @@ impl HistoryWriter<'_> {
     }
 }
 
-/// The signature that starts binary `COPY` data.
-const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-
-/// Rows of binary `COPY` data (id, version, description, checksum, state, applied_at), each
-/// with its id (the order rows were written in).
-fn parse_copy(data: &[u8]) -> Result<Vec<(i64, HistoryRow)>, String> {
-    let mut input = CopyReader { data, at: 0 };
-    if input.take(COPY_SIGNATURE.len())? != COPY_SIGNATURE {
-        return Err("not binary COPY data".into());
+/// One row, with its id (the order rows were written in). Every column is read by name and
+/// as possibly NULL, so a row of another shape is an error, not a panic.
+fn row_of(row: &tokio_postgres::Row) -> Result<(i64, HistoryRow), String> {
+    fn column<'r, T: tokio_postgres::types::FromSql<'r>>(
+        row: &'r tokio_postgres::Row,
+        name: &str,
+    ) -> Result<T, String> {
+        row.try_get(name).map_err(|e| format!("column {name}: {}", crate::db::failure::error_chain(&e)))
     }
-    let _flags = input.take(4)?;
-    let extension = input.int(4)?;
-    input.take(usize::try_from(extension).map_err(|_| "bad header".to_string())?)?;
-    let mut rows = Vec::new();
-    loop {
-        let columns = match input.int(2)? {
-            -1 => return Ok(rows),
-            n @ (6 | 7) => n,
-            n => return Err(format!("{n} columns")),
-        };
-        let id = input.field()?.ok_or("no id")?;
-        let version = input.field()?;
-        let description = input.text()?;
-        let checksum = input.text()?;
-        let state = match input.text()?.as_str() {
-            "started" => RowState::Started,
-            _ => RowState::Applied,
-        };
-        let applied_at = Timestamp(input.field()?.ok_or("no applied_at")?);
-        let adopted_from = if columns == 7 { input.optional_text()? } else { None };
-        let version = version.map(|v| u64::try_from(v).map_err(|_| format!("version {v}"))).transpose()?;
-        rows.push((id, HistoryRow { version, description, checksum, state, applied_at, adopted_from }));
-    }
-}
-
-/// A cursor over binary `COPY` data.
-struct CopyReader<'a> {
-    data: &'a [u8],
-    at: usize,
-}
-
-impl<'a> CopyReader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.data.len()).ok_or("truncated")?;
-        let bytes = &self.data[self.at..end];
-        self.at = end;
-        Ok(bytes)
-    }
-
-    /// A big-endian integer of 2, 4 or 8 bytes.
-    fn int(&mut self, width: usize) -> Result<i64, String> {
-        let bytes = self.take(width)?;
-        Ok(match width {
-            2 => i64::from(i16::from_be_bytes([bytes[0], bytes[1]])),
-            4 => i64::from(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])),
-            _ => i64::from_be_bytes(bytes.try_into().map_err(|_| "bad integer")?),
-        })
-    }
-
-    /// The bytes of one field; `None` for NULL.
-    fn bytes(&mut self) -> Result<Option<&'a [u8]>, String> {
-        match self.int(4)? {
-            -1 => Ok(None),
-            n => Ok(Some(self.take(usize::try_from(n).map_err(|_| "bad length")?)?)),
-        }
-    }
-
-    /// A `bigint` or `timestamptz` field.
-    fn field(&mut self) -> Result<Option<i64>, String> {
-        match self.bytes()? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(i64::from_be_bytes(bytes.try_into().map_err(|_| "not 8 bytes")?))),
-        }
-    }
-
-    /// A non-null `text` field.
-    fn text(&mut self) -> Result<String, String> {
-        let bytes = self.bytes()?.ok_or("a text column is null")?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "not UTF-8".to_string())
-    }
-
-    /// A `text` field that may be null.
-    fn optional_text(&mut self) -> Result<Option<String>, String> {
-        match self.bytes()? {
-            None => Ok(None),
-            Some(bytes) => String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| "not UTF-8".to_string()),
-        }
-    }
+    let required = |name: &str, value: Option<String>| value.ok_or_else(|| format!("column {name} is NULL"));
+    let id: i64 = column::<Option<i64>>(row, "id")?.ok_or("column id is NULL")?;
+    let version = column::<Option<i64>>(row, "version")?
+        .map(|v| u64::try_from(v).map_err(|_| format!("version {v}")))
+        .transpose()?;
+    let description = required("description", column(row, "description")?)?;
+    let checksum = required("checksum", column(row, "checksum")?)?;
+    let state = match required("state", column(row, "state")?)?.as_str() {
+        "started" => RowState::Started,
+        _ => RowState::Applied,
+    };
+    let at: std::time::SystemTime = column::<Option<_>>(row, "applied_at")?.ok_or("column applied_at is NULL")?;
+    // A table made before `adopted_from` existed has no such column.
+    let adopted_from = match row.columns().iter().any(|c| c.name() == "adopted_from") {
+        true => column(row, "adopted_from")?,
+        false => None,
+    };
+    let row = HistoryRow { version, description, checksum, state, applied_at: Timestamp::of(at), adopted_from };
+    Ok((id, row))
 }
 
 /// A `timestamptz` in Postgres's binary form: microseconds since 2000-01-01 00:00 UTC. Read
@@ -589,6 +510,17 @@ pub struct Timestamp(pub i64);
 
 /// 2000-01-01 in Unix seconds.
 const POSTGRES_EPOCH: i64 = 946_684_800;
+
+impl Timestamp {
+    /// The same instant as a `SystemTime`.
+    pub fn of(at: std::time::SystemTime) -> Timestamp {
+        let unix_micros = match at.duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_micros()).unwrap_or(i64::MAX),
+        };
+        Timestamp(unix_micros.saturating_sub(POSTGRES_EPOCH * 1_000_000))
+    }
+}
 
 /// `YYYY-MM-DDTHH:MM:SSZ`
 impl fmt::Display for Timestamp {
@@ -620,44 +552,14 @@ mod tests {
         assert_eq!(Timestamp(-1).to_string(), "1999-12-31T23:59:59Z");
     }
 
-    /// id, version, description, checksum, state, applied_at
-    type CopyRow<'a> = (i64, Option<i64>, &'a str, &'a str, &'a str, i64);
-
-    fn copy_data(rows: &[CopyRow]) -> Vec<u8> {
-        let mut data = COPY_SIGNATURE.to_vec();
-        data.extend_from_slice(&[0; 8]);
-        for (id, version, description, checksum, state, at) in rows {
-            data.extend_from_slice(&6i16.to_be_bytes());
-            let mut field = |bytes: Option<&[u8]>| match bytes {
-                Some(b) => {
-                    data.extend_from_slice(&(b.len() as i32).to_be_bytes());
-                    data.extend_from_slice(b);
-                }
-                None => data.extend_from_slice(&(-1i32).to_be_bytes()),
-            };
-            field(Some(&id.to_be_bytes()));
-            field(version.map(|v| v.to_be_bytes()).as_ref().map(|b| b.as_slice()));
-            field(Some(description.as_bytes()));
-            field(Some(checksum.as_bytes()));
-            field(Some(state.as_bytes()));
-            field(Some(&at.to_be_bytes()));
-        }
-        data.extend_from_slice(&(-1i16).to_be_bytes());
-        data
-    }
-
     #[test]
-    fn reads_binary_copy_rows() {
-        let data = copy_data(&[(2, Some(7), "b", "c2", "started", 0), (1, None, "views", "c1", "applied", 1_000_000)]);
-        let rows = parse_copy(&data).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!((rows[0].0, rows[0].1.version, rows[0].1.state), (2, Some(7), RowState::Started));
-        assert_eq!((rows[1].1.description.as_str(), rows[1].1.checksum.as_str()), ("views", "c1"));
-        assert_eq!(rows[1].1.applied_at.to_string(), "2000-01-01T00:00:01Z");
-        assert_eq!(parse_copy(&copy_data(&[])).unwrap().len(), 0);
-        for cut in [0, 5, 19, data.len() - 1] {
-            assert!(parse_copy(&data[..cut]).is_err(), "truncated at {cut}");
-        }
+    fn system_times_read_as_postgres_timestamps() {
+        assert_eq!(Timestamp::of(UNIX_EPOCH + Duration::from_secs(POSTGRES_EPOCH as u64)), Timestamp(0));
+        assert_eq!(
+            Timestamp::of(UNIX_EPOCH + Duration::from_micros(1_795_592_205_250_000)).to_string(),
+            "2026-11-25T07:36:45Z"
+        );
+        assert_eq!(Timestamp::of(UNIX_EPOCH - Duration::from_secs(1)).0, (-1 - POSTGRES_EPOCH) * 1_000_000);
     }
 
     #[test]

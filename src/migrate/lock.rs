@@ -48,25 +48,46 @@ pub enum LockError {
 
 fn holder_text(holder: &Option<Holder>) -> String {
     match holder {
-        Some(h) => format!(
-            " (held by pid {} application {:?} from {}, connected {:.0}s ago)",
-            h.pid, h.application_name, h.client_addr, h.connected_s
-        ),
+        Some(h) => format!(" (held by {})", h.describe()),
         None => String::new(),
     }
 }
 
-/// The session holding the lock, from pg_locks and pg_stat_activity.
+/// The session holding the lock, from pg_locks and pg_stat_activity. Every column but the pid
+/// may be NULL: without pg_read_all_stats (usual for RDS roles), another role's session shows
+/// no address, start or application; a backend that just ended shows nothing at all.
 #[derive(Debug, Clone, Serialize)]
 pub struct Holder {
     /// Its backend pid.
     pub pid: i32,
-    /// Its application_name.
-    pub application_name: String,
-    /// Its client address, or `local socket`.
-    pub client_addr: String,
-    /// How long it has been connected.
-    pub connected_s: f64,
+    /// Its role, when the view names it.
+    pub role: Option<String>,
+    /// Its application_name, when visible.
+    pub application_name: Option<String>,
+    /// Its client address: `local socket` for a visible session without one; `None` when
+    /// the session's details are hidden from this role.
+    pub client_addr: Option<String>,
+    /// How long it has been connected, when visible.
+    pub connected_s: Option<f64>,
+}
+
+impl Holder {
+    /// `pid 123 (role app) application "x" from 10.0.0.5, connected 12s ago`, as far as known.
+    fn describe(&self) -> String {
+        let mut text = format!("pid {}", self.pid);
+        if let Some(role) = &self.role {
+            text.push_str(&format!(" role {role}"));
+        }
+        if let Some(name) = self.application_name.as_deref().filter(|n| !n.is_empty()) {
+            text.push_str(&format!(" application {name:?}"));
+        }
+        match (&self.client_addr, self.connected_s) {
+            (Some(addr), Some(seconds)) => text.push_str(&format!(" from {addr}, connected {seconds:.0}s ago")),
+            (Some(addr), None) => text.push_str(&format!(" from {addr}")),
+            (None, _) => text.push_str(", details hidden from this role (it lacks pg_read_all_stats)"),
+        }
+        text
+    }
 }
 
 /// The default lock key for a history table: stable across versions of migrun, distinct per
@@ -89,13 +110,17 @@ pub struct LockTarget<'a> {
     pub key: Option<i64>,
 }
 
-/// The first lock attempt for an unqualified table name: the lock on the key of the likely
-/// table (`$1`: the name in `public`), and what the server knows to check the guess: the
-/// schema an unqualified CREATE TABLE would use, and the table the name resolves to (`$2`)
-/// against the one in `public` (`$3`). Function calls only: in the cold backend every run
+/// The first lock attempt: the lock on the key of the likely table (`$1`: for an unqualified
+/// name, the one in `public`), and what the server knows to check the guess: the schema an
+/// unqualified CREATE TABLE would use, and the table the name resolves to (`$2`) against the
+/// likely one (`$3`). The lock is taken only on a direct session (the backend's pid is the
+/// start-up key's, `$4`): through a pooler nothing may be locked before it is known to keep
+/// this session's server connection. Function calls only: in the cold backend every run
 /// starts, a query over the catalogs costs milliseconds to plan.
-const FIRST_TRY_SQL: &str = "SELECT pg_catalog.pg_try_advisory_lock($1), pg_catalog.pg_backend_pid(),
-    pg_catalog.current_schema()::text, pg_catalog.to_regclass($2)::oid, pg_catalog.to_regclass($3)::oid";
+const FIRST_TRY_SQL: &str =
+    "SELECT CASE WHEN pg_catalog.pg_backend_pid() = $4 THEN pg_catalog.pg_try_advisory_lock($1) END,
+    pg_catalog.pg_backend_pid(), pg_catalog.current_schema()::text,
+    pg_catalog.to_regclass($2)::oid, pg_catalog.to_regclass($3)::oid";
 
 /// SQL: whether this session holds the advisory lock `$1` (a bigint key shows in pg_locks as
 /// classid, its high 32 bits, and objid, its low 32 bits). The function under the pg_locks
@@ -118,32 +143,36 @@ pub struct LockedSession {
 impl LockedSession {
     /// Takes the lock on `session`, polling up to `wait` with backoff and jitter and saying who
     /// holds it at the first miss and every 10 s after. The first attempt travels in one round
-    /// trip with `alongside` (a history read) and the session's protection from server-side
-    /// timeouts: the server runs them in the order sent, so when the lock is taken at once,
-    /// `alongside`'s answer was read with the lock held and is returned. On any failure the
-    /// session is closed.
-    pub async fn acquire<T>(
+    /// trip with the session's first statement (its pid and protection) and says whether the
+    /// history table exists; a pooled session is first checked to keep its server connection
+    /// (see `Session::settle_pooled`). Returns the locked session and, when the lock was taken
+    /// at once, whether the history table existed. On any failure the session is closed.
+    pub async fn acquire(
         session: Session,
         target: LockTarget<'_>,
         wait: Duration,
         shutdown: &Shutdown,
-        alongside: impl AsyncFnOnce(&Session) -> T,
-    ) -> Result<(LockedSession, Option<T>), LockError> {
-        // join polls its futures in order, which sends them in order.
-        let ((protected, first_try), read) =
-            join(join(session.protect(), first_try(&session, target)), alongside(&session)).await;
-        let outcome = match protected.map_err(LockError::from).and(first_try) {
-            Err(e) => Err(e),
-            Ok(FirstTry { locked: true, key, table, alongside_held }) => {
+    ) -> Result<(LockedSession, Option<bool>), LockError> {
+        let outcome = async {
+            let (started, first) = join(session.start(), first_try(&session, target)).await;
+            started?;
+            let FirstTry { locked, key, table, table_exists } = first?;
+            let locked = match locked {
+                Some(locked) => locked,
+                None => {
+                    session.settle_pooled().await?;
+                    try_acquire(&session, key).await?
+                }
+            };
+            if locked {
                 tracing::info!(lock_key = key, history_table = %table, waited_ms = 0, "lock acquired");
-                Ok((key, table, alongside_held.then_some(read)))
+                return Ok((key, table, table_exists));
             }
-            Ok(FirstTry { locked: false, key, table, .. }) => {
-                poll(&session, key, wait, shutdown).await.map(|()| (key, table, None))
-            }
-        };
+            poll(&session, key, wait, shutdown).await.map(|()| (key, table, None))
+        }
+        .await;
         match outcome {
-            Ok((key, table, read)) => Ok((LockedSession { session, key, table }, read)),
+            Ok((key, table, exists)) => Ok((LockedSession { session, key, table }, exists)),
             Err(e) => {
                 // Not held: closing is all there is to do.
                 session.close().await;
@@ -176,8 +205,8 @@ impl LockedSession {
             .client
             .query_typed_one(&format!("SELECT {HELD_SQL}"), &[(&key, Type::INT8)])
             .await
-            .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
-        Ok(row.get(0))
+            .map_err(database(key))?;
+        row.try_get(0).map_err(database(key))
     }
 
     /// Unlocks, checking the server's answer (`false` means the session we hold it on is not
@@ -190,8 +219,9 @@ impl LockedSession {
             .query_typed_one("SELECT pg_catalog.pg_advisory_unlock($1)", &[(&key, Type::INT8)])
             .await;
         self.session.close().await;
-        let row = answer.map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
-        if !row.get::<_, bool>(0) {
+        // NULL: the server did not know the lock at all.
+        let released: Option<bool> = answer.and_then(|row| row.try_get(0)).map_err(database(key))?;
+        if released != Some(true) {
             return Err(LockError::NotHeld { key });
         }
         tracing::debug!(lock_key = key, "lock released");
@@ -201,13 +231,15 @@ impl LockedSession {
     /// Releases the lock after the work ended with `result`; the work's error wins over a
     /// failed release (which is logged: the lock then ends with the session).
     ///
-    /// A run that succeeded without changing anything (the common no-op) does not send an
-    /// unlock: it ends the session, and the server releases a session's advisory locks as its
-    /// backend exits on Terminate. That saves a round trip on every deploy, and loses nothing:
-    /// the unlock's answer only matters after work that had to run under the lock.
+    /// A run that succeeded without changing anything (the common no-op) on a direct session
+    /// does not send an unlock: it ends the session, and the server releases a session's
+    /// advisory locks as its backend exits on Terminate. That saves a round trip on every
+    /// deploy, and loses nothing: the unlock's answer only matters after work that had to run
+    /// under the lock. Through a pooler the backend outlives the session (only the pooler's
+    /// reset query would release the lock), so the unlock is always sent.
     pub async fn release_after<T, E: From<LockError>>(self, result: Result<T, E>, changed: bool) -> Result<T, E> {
         match result {
-            Ok(value) if !changed => {
+            Ok(value) if !changed && self.session.is_direct() => {
                 self.session.close().await;
                 tracing::debug!(lock_key = self.key, "lock released with the session");
                 Ok(value)
@@ -232,14 +264,19 @@ impl LockedSession {
 
 /// How the first attempt went.
 struct FirstTry {
-    /// The lock is held now.
-    locked: bool,
+    /// The lock is held now; `None` when it was not tried (a pooled session).
+    locked: Option<bool>,
     /// Its key.
     key: i64,
     /// The history table, schema-qualified as the server resolved it.
     table: HistoryTable,
-    /// The statements sent alongside the first attempt ran with this lock held.
-    alongside_held: bool,
+    /// Whether the table existed, when that was read with this lock held.
+    table_exists: Option<bool>,
+}
+
+/// A failed lock statement.
+fn database(key: i64) -> impl Fn(tokio_postgres::Error) -> LockError {
+    move |e| LockError::Database { key, failure: PgFailure::from_pg(&e) }
 }
 
 /// The first attempt. A qualified name is its own table; an unqualified one is locked as the
@@ -247,30 +284,33 @@ struct FirstTry {
 /// lock is given back and the right one tried: one more round trip, only then.
 async fn first_try(session: &Session, target: LockTarget<'_>) -> Result<FirstTry, LockError> {
     let configured = target.table;
-    if configured.schema().is_some() {
-        let key = target.key.unwrap_or_else(|| key_for(configured));
-        let locked = try_acquire(session, key).await?;
-        return Ok(FirstTry { locked, key, table: configured.clone(), alongside_held: locked });
-    }
-    let guess = configured.resolved_in("public");
+    let guess = match configured.schema() {
+        Some(_) => configured.clone(),
+        None => configured.resolved_in("public"),
+    };
     let guess_key = target.key.unwrap_or_else(|| key_for(&guess));
-    let row = session
-        .client
-        .query_typed_one(
-            FIRST_TRY_SQL,
-            &[(&guess_key, Type::INT8), (&configured.sql(), Type::TEXT), (&guess.sql(), Type::TEXT)],
-        )
-        .await
-        .map_err(|e| LockError::Database { key: guess_key, failure: PgFailure::from_pg(&e) })?;
-    session.check_backend(row.get(1))?;
-    let locked: bool = row.get(0);
+    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] = [
+        (&guess_key, Type::INT8),
+        (&configured.sql(), Type::TEXT),
+        (&guess.sql(), Type::TEXT),
+        (&session.key_pid(), Type::INT4),
+    ];
+    let row = session.client.query_typed_one(FIRST_TRY_SQL, &params).await.map_err(database(guess_key))?;
+    let column_error = database(guess_key);
+    let pid: i32 = row.try_get(1).map_err(&column_error)?;
+    session.check_backend(pid)?;
+    let locked: Option<bool> = row.try_get(0).map_err(&column_error)?;
+    let current: Option<String> = row.try_get(2).map_err(&column_error)?;
+    let found: Option<u32> = row.try_get(3).map_err(&column_error)?;
+    let likely: Option<u32> = row.try_get(4).map_err(&column_error)?;
     let unusable = |reason: String| HistoryError::Unusable { table: configured.to_string(), reason };
-    let schema = match (row.get::<_, Option<u32>>(3), row.get::<_, Option<u32>>(4)) {
-        (Some(found), Some(in_public)) if found == in_public => "public".to_string(),
-        (Some(found), _) => schema_of(session, found, guess_key).await?,
-        (None, _) => row
-            .get::<_, Option<String>>(2)
-            .ok_or_else(|| unusable("the search_path names no existing schema to create it in".into()))?,
+    let schema = match (configured.schema(), found, likely) {
+        (Some(schema), _, _) => schema.to_string(),
+        (None, Some(found), Some(likely)) if found == likely => "public".to_string(),
+        (None, Some(found), _) => schema_of(session, found, guess_key).await?,
+        (None, None, _) => {
+            current.ok_or_else(|| unusable("the search_path names no existing schema to create it in".into()))?
+        }
     };
     let table = configured.resolved_in(&schema);
     let key = target.key.unwrap_or_else(|| key_for(&table));
@@ -280,18 +320,24 @@ async fn first_try(session: &Session, target: LockTarget<'_>) -> Result<FirstTry
         ))
         .into());
     }
+    let exists = found.is_some();
     if key == guess_key {
-        return Ok(FirstTry { locked, key, table, alongside_held: locked });
+        let table_exists = (locked == Some(true)).then_some(exists);
+        return Ok(FirstTry { locked, key, table, table_exists });
     }
-    if locked {
+    if locked == Some(true) {
         session
             .client
             .query_typed_one("SELECT pg_catalog.pg_advisory_unlock($1)", &[(&guess_key, Type::INT8)])
             .await
-            .map_err(|e| LockError::Database { key: guess_key, failure: PgFailure::from_pg(&e) })?;
+            .map_err(database(guess_key))?;
     }
-    let locked = try_acquire(session, key).await?;
-    Ok(FirstTry { locked, key, table, alongside_held: false })
+    // A pooled session tries nothing before `settle_pooled`.
+    let locked = match locked {
+        Some(_) => Some(try_acquire(session, key).await?),
+        None => None,
+    };
+    Ok(FirstTry { locked, key, table, table_exists: None })
 }
 
 /// The schema of the table `oid` (an unqualified name found outside `public`).
@@ -303,8 +349,8 @@ async fn schema_of(session: &Session, oid: u32, key: i64) -> Result<String, Lock
             &[(&oid, Type::OID)],
         )
         .await
-        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
-    Ok(row.get(0))
+        .map_err(database(key))?;
+    row.try_get(0).map_err(database(key))
 }
 
 /// One more attempt; true when the lock is now held by this session.
@@ -316,9 +362,9 @@ async fn try_acquire(session: &Session, key: i64) -> Result<bool, LockError> {
             &[(&key, Type::INT8)],
         )
         .await
-        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
-    session.check_backend(row.get(1))?;
-    Ok(row.get(0))
+        .map_err(database(key))?;
+    session.check_backend(row.try_get(1).map_err(database(key))?)?;
+    row.try_get(0).map_err(database(key))
 }
 
 /// Polls for the lock after a first miss, until `wait` runs out.
@@ -353,37 +399,47 @@ fn log_waiting(key: i64, started: Instant, holder: Option<&Holder>) {
             lock_key = key,
             waited_s,
             holder_pid = h.pid,
-            holder_application = %h.application_name,
-            holder_addr = %h.client_addr,
-            holder_connected_s = h.connected_s.round() as u64,
+            holder_role = h.role.as_deref(),
+            holder_application = h.application_name.as_deref(),
+            holder_addr = h.client_addr.as_deref(),
+            holder_connected_s = h.connected_s.map(|s| s.round() as u64),
             "waiting for the lock held by another session"
         ),
         None => tracing::info!(lock_key = key, waited_s, "waiting for the lock"),
     }
 }
 
+/// The session holding lock `key` in this database. Every column is read as possibly NULL
+/// (see `Holder`); `client_addr` is told apart from a hidden one by `backend_start`, which a
+/// visible client session always has.
 async fn holder(session: &Session, key: i64) -> Result<Option<Holder>, LockError> {
     // A bigint advisory key shows in pg_locks as classid (high 32 bits) and objid (low 32 bits).
     let high = ((key as u64) >> 32) as i64;
     let low = ((key as u64) & 0xffff_ffff) as i64;
     let rows = session
         .client
-        .query(
-            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),
-                    extract(epoch FROM now() - a.backend_start)::float8
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        .query_typed(
+            "SELECT l.pid, a.usename::text, a.application_name,
+                    CASE WHEN a.backend_start IS NULL THEN NULL ELSE coalesce(pg_catalog.host(a.client_addr), 'local socket') END,
+                    extract(epoch FROM pg_catalog.now() - a.backend_start)::float8
+             FROM pg_catalog.pg_locks l LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())
                AND l.classid::bigint = $1 AND l.objid::bigint = $2",
-            &[&high, &low],
+            &[(&high, Type::INT8), (&low, Type::INT8)],
         )
         .await
-        .map_err(|e| LockError::Database { key, failure: PgFailure::from_pg(&e) })?;
-    Ok(rows.first().map(|row| Holder {
-        pid: row.get(0),
-        application_name: row.get(1),
-        client_addr: row.get(2),
-        connected_s: row.get(3),
+        .map_err(database(key))?;
+    let Some(row) = rows.first() else { return Ok(None) };
+    let column = database(key);
+    // A lock of a prepared transaction has no pid.
+    let Some(pid) = row.try_get::<_, Option<i32>>(0).map_err(&column)? else { return Ok(None) };
+    Ok(Some(Holder {
+        pid,
+        role: row.try_get(1).map_err(&column)?,
+        application_name: row.try_get(2).map_err(&column)?,
+        client_addr: row.try_get(3).map_err(&column)?,
+        connected_s: row.try_get(4).map_err(&column)?,
     }))
 }
 

@@ -18,7 +18,7 @@ use crate::migrate::apply::Applier;
 use crate::migrate::baseline;
 use crate::migrate::compare;
 use crate::migrate::files::{self, Migration};
-use crate::migrate::history::{History, HistoryError, HistoryRow};
+use crate::migrate::history::{History, HistoryRow};
 use crate::migrate::lock::{LockTarget, LockedSession};
 use crate::migrate::repair::{self, RepairAction};
 use crate::migrate::wait;
@@ -98,14 +98,10 @@ pub async fn repair(
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let (session, migrations) = open_with_files(config, shutdown).await?;
-    let (locked, prefetched) = lock(config, session, shutdown).await?;
+    let (locked, table_exists) = lock(config, session, shutdown).await?;
     let result = async {
         let history = History::new(&locked.session().client, locked.table());
-        let rows = match prefetched {
-            Some(read) => read?,
-            None => history.read().await?,
-        }
-        .unwrap_or_default();
+        let rows = history.read_known(table_exists).await?.unwrap_or_default();
         let change = repair::plan(request.action, &migrations, &rows)?;
         if !request.dry_run {
             repair::apply(&locked.session().client, locked.table(), &change, identity).await?;
@@ -140,15 +136,11 @@ pub async fn baseline(
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let (session, migrations) = open_with_files(config, shutdown).await?;
-    let (locked, prefetched) = lock(config, session, shutdown).await?;
+    let (locked, table_exists) = lock(config, session, shutdown).await?;
     let result = async {
         let client = &locked.session().client;
         let history = History::new(client, locked.table());
-        let rows = match prefetched {
-            Some(read) => read?,
-            None => history.read().await?,
-        }
-        .unwrap_or_default();
+        let rows = history.read_known(table_exists).await?.unwrap_or_default();
         let source = match request.source {
             BaselineSource::UpTo(version) => baseline::Source::UpTo(*version),
             BaselineSource::Tool { tool, table, up_to } => {
@@ -184,9 +176,7 @@ pub async fn wait_ready(
     timeout: Duration,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (protected, identified) = join(session.protect(), session.identify()).await;
-    protected?;
-    identified?;
+    session.start().await?;
     let history = History::new(&session.client, &config.history_table);
     Ok(wait::until_ready(&history, migrations, config.policy, timeout, shutdown).await?)
 }
@@ -255,33 +245,27 @@ pub async fn migrate_locked(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (locked, prefetched) = lock(config, session, shutdown).await?;
+    let (locked, table_exists) = lock(config, session, shutdown).await?;
     progress.backend_pid = Some(locked.session().backend_pid()).filter(|pid| *pid != 0);
-    let result = migrate(config, &locked, migrations, up_to, identity, progress, shutdown, prefetched).await;
+    let result = migrate(config, &locked, migrations, up_to, identity, progress, shutdown, table_exists).await;
     let changed = !progress.applied.is_empty();
     locked.release_after(result, changed).await
 }
 
-/// A history read made with the lock just taken, in the same round trip.
-pub type Prefetched = Option<Result<Option<Vec<HistoryRow>>, HistoryError>>;
-
-/// Takes the lock on `session` (see `LockedSession::acquire`), reading the history alongside.
+/// Takes the lock on `session` (see `LockedSession::acquire`); with it, whether the history
+/// table existed when the lock was taken, if the first attempt could tell.
 pub async fn lock(
     config: &Config,
     session: Session,
     shutdown: &Shutdown,
-) -> Result<(LockedSession, Prefetched), Error> {
-    let table = &config.history_table;
-    let target = LockTarget { table, key: config.lock_key };
-    Ok(LockedSession::acquire(session, target, config.lock_wait, shutdown, async |session: &Session| {
-        History::new(&session.client, table).read().await
-    })
-    .await?)
+) -> Result<(LockedSession, Option<bool>), Error> {
+    let target = LockTarget { table: &config.history_table, key: config.lock_key };
+    Ok(LockedSession::acquire(session, target, config.lock_wait, shutdown).await?)
 }
 
-/// Compares and applies, with the lock held. `prefetched` is a history read made after the
-/// lock was taken; without it the history is read now. Every statement names the history
-/// table as it resolved when the lock was taken.
+/// Compares and applies, with the lock held. `table_exists` says whether the history table
+/// existed when the lock was taken (`None`: not known, asked now). Every statement names the
+/// history table as it resolved when the lock was taken.
 #[allow(clippy::too_many_arguments)]
 pub async fn migrate(
     config: &Config,
@@ -291,14 +275,10 @@ pub async fn migrate(
     identity: &Identity,
     progress: &mut Progress,
     shutdown: &Shutdown,
-    prefetched: Prefetched,
+    table_exists: Option<bool>,
 ) -> Result<(), Error> {
     let history = History::new(&locked.session().client, locked.table());
-    let read = match prefetched {
-        Some(read) => read?,
-        None => history.read().await?,
-    };
-    let rows = match read {
+    let rows = match history.read_known(table_exists).await? {
         Some(rows) => rows,
         None => history.create_and_read().await?,
     };
@@ -318,12 +298,12 @@ pub async fn migrate(
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
 
-/// Identifies the session and reads the history in one round trip; no table means no rows.
+/// Starts the session and reads the history (the session's first statement travels with the
+/// catalog lookup); no table means no rows.
 async fn read_history(config: &Config, session: &Session) -> Result<Vec<HistoryRow>, Error> {
     let history = History::new(&session.client, &config.history_table);
-    let ((protected, identified), rows) = join(join(session.protect(), session.identify()), history.read()).await;
-    protected?;
-    identified?;
+    let (started, rows) = join(session.start(), history.read()).await;
+    started?;
     Ok(rows?.unwrap_or_default())
 }
 

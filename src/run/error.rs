@@ -158,9 +158,11 @@ fn secret(e: &SecretError) -> ExitCode {
 fn connect(e: &ConnectError) -> ExitCode {
     match e {
         ConnectError::Endpoint(EndpointError::Secret(e)) => secret(e),
-        ConnectError::Endpoint(_) | ConnectError::TransactionPooler { .. } | ConnectError::TlsSetup(_) => {
-            ExitCode::Usage
-        }
+        ConnectError::Endpoint(_)
+        | ConnectError::TransactionPooler { .. }
+        | ConnectError::PoolMode { .. }
+        | ConnectError::Options { .. }
+        | ConnectError::TlsSetup(_) => ExitCode::Usage,
         ConnectError::Unreachable { .. }
         | ConnectError::Refused { .. }
         | ConnectError::Lost { .. }

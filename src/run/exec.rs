@@ -15,7 +15,7 @@ use super::error::Error;
 use super::outcome::{Progress, Reporter};
 use crate::db::secrets::{self, SecretRef};
 use crate::db::session::Session;
-use crate::db::url::first_host;
+use crate::db::url::{first_host, with_tls_params};
 use crate::exit::ExitCode;
 use crate::identity::Identity;
 use crate::migrate::lock::{LockError, LockedSession};
@@ -244,10 +244,17 @@ fn check_lock_contract(vars: &[(String, String)]) -> Result<(), ConfigError> {
 }
 
 /// What a wrapped tool needs to reach the same database with the same care: the connection as
-/// DATABASE_URL and libpq variables, and migrun's timeouts through PGOPTIONS.
+/// DATABASE_URL and libpq variables, TLS as migrun resolved it (in the string and as
+/// PGSSLMODE/PGSSLROOTCERT, so a client that defaults to no TLS does not fall back to it), and
+/// migrun's timeouts through PGOPTIONS, with the server-side timeouts that would end a long
+/// tool run cleared (`idle_session_timeout` from 14, `transaction_timeout` from 17). A pooler
+/// that refused migrun's start-up options would refuse the tool's too: then no PGOPTIONS.
 fn child_env(config: &Config, session: &Session) -> Vec<(String, String)> {
     let pg = &session.child_config;
-    let mut env = vec![("DATABASE_URL".to_string(), session.child_url.clone())];
+    let tls = session.tls_settings();
+    let root_cert = tls.root_cert.as_ref().map(|p| p.display().to_string());
+    let url = with_tls_params(&session.child_url, tls.mode.as_str(), root_cert.as_deref());
+    let mut env = vec![("DATABASE_URL".to_string(), url)];
     if let Some(host) = first_host(pg) {
         env.push(("PGHOST".into(), host));
     }
@@ -263,11 +270,27 @@ fn child_env(config: &Config, session: &Session) -> Vec<(String, String)> {
     if let Some(dbname) = pg.get_dbname() {
         env.push(("PGDATABASE".into(), dbname.to_string()));
     }
-    let options = format!(
-        "-c lock_timeout={} -c statement_timeout={}",
-        config.session.lock_timeout.to_setting(),
-        config.session.statement_timeout.to_setting()
-    );
-    env.push(("PGOPTIONS".into(), options));
+    env.push(("PGSSLMODE".into(), tls.mode.as_str().to_string()));
+    if let Some(path) = root_cert {
+        env.push(("PGSSLROOTCERT".into(), path));
+    }
+    if !session.options_sent() {
+        tracing::warn!("the command gets no PGOPTIONS (migrun's timeouts): the server refused start-up options, and would refuse the command's too");
+        return env;
+    }
+    let mut options = vec![
+        format!("-c lock_timeout={}", config.session.lock_timeout.to_setting()),
+        format!("-c statement_timeout={}", config.session.statement_timeout.to_setting()),
+    ];
+    if session.server_major() >= 14 {
+        options.push("-c idle_session_timeout=0".into());
+    }
+    if session.server_major() >= 17 {
+        options.push("-c transaction_timeout=0".into());
+    }
+    if let Some(theirs) = pg.get_options().filter(|o| !o.trim().is_empty()) {
+        options.insert(0, theirs.to_string());
+    }
+    env.push(("PGOPTIONS".into(), options.join(" ")));
     env
 }

@@ -220,6 +220,26 @@ fn exec_lock_wraps_a_libpq_tool_with_the_lock_held_and_timeouts_passed() {
     assert!(started["exported"].as_str().unwrap_or_default().contains("PGOPTIONS"), "{started}");
 }
 
+/// The wrapped tool connects with the TLS migrun used, even if its own default (here
+/// PGSSLMODE=disable in the environment) is no TLS, through the libpq variables and through
+/// DATABASE_URL alike; the server accepts only TLS.
+#[test]
+fn exec_lock_hands_the_tool_the_tls_settings_migrun_used() {
+    let server = crate::services::tls_server();
+    let url = format!("postgres://postgres@localhost:{}/postgres", server.port);
+    let ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let script = format!("psql -X -At -c '{ssl}' && PGSSLMODE=disable psql -X -At \"$DATABASE_URL\" -c '{ssl}'");
+    let run = Migrun::new()
+        .env("DATABASE_URL", &url)
+        .env("PGSSLMODE", "disable")
+        .env("MIGRUN_SSLMODE", "verify-full")
+        .env("MIGRUN_SSLROOTCERT", &server.ca.display().to_string())
+        .args(["exec", "--lock", "--no-sql", "--lock-key", "7171", "--", "sh", "-c", &script])
+        .run();
+    run.assert_code(0);
+    assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["t", "t"], "{}", run.stderr);
+}
+
 #[test]
 fn exec_lock_forwards_sigterm_to_the_tool_and_releases_the_lock() {
     let db = TestDb::new();

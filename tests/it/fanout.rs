@@ -227,7 +227,7 @@ fn a_worker_joining_a_full_run_stays_within_the_connection_limit() {
 #[test]
 fn a_server_with_too_few_free_connections_for_k_is_left_untouched() {
     let hba = "local all all trust\nhost all all 127.0.0.1/32 trust\n";
-    let port = crate::services::start_cluster(hba, "127.0.0.1", &[("max_connections", "20".to_string())]);
+    let port = crate::services::start_cluster(hba, "127.0.0.1", &[("max_connections", "20".to_string())]).port;
     let small = |db: &str| format!("postgres://postgres@127.0.0.1:{port}/{db}");
     let mut admin = postgres::Client::connect(&small("postgres"), postgres::NoTls).expect("the small server");
     for i in 0..3 {

@@ -36,7 +36,7 @@ pub fn register_secret(value: &str) {
 
 /// Secrets no output of any test may contain.
 pub fn secrets() -> Vec<String> {
-    let mut all = vec![PASSWORD.to_string(), encode(PASSWORD)];
+    let mut all = vec![PASSWORD.to_string(), encode(PASSWORD), RDS_PASSWORD.to_string(), encode(RDS_PASSWORD)];
     if let Ok(registered) = SECRETS.lock() {
         all.extend(registered.iter().cloned());
     }
@@ -58,7 +58,17 @@ pub struct Server {
     pub host: String,
     pub port: u16,
     pub user: String,
+    /// The server's log, when the harness started the server.
+    pub log: Option<PathBuf>,
 }
+
+/// A role shaped like an RDS application or migration role: NOSUPERUSER, no
+/// pg_read_all_stats, a SCRAM password, its own `statement_timeout` and `lock_timeout`; it
+/// owns the databases made for it (`TestDb::owned_by_rds_role`).
+pub const RDS_ROLE: &str = "migrun_rds";
+pub const RDS_PASSWORD: &str = "rds-Pa55:w/rd@?";
+/// Another plain role, to hold locks that the RDS role's runs cannot see the details of.
+pub const OTHER_ROLE: &str = "migrun_other";
 
 static SERVER: OnceLock<Server> = OnceLock::new();
 
@@ -68,9 +78,9 @@ pub fn server() -> &'static Server {
         let server = match std::env::var("MIGRUN_TEST_DATABASE_URL") {
             Ok(url) => external_server(&url),
             Err(_) => {
-                let hba = format!("local all all trust\nhost all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n");
-                let port = crate::services::start_cluster(&hba, "127.0.0.1", &[]);
-                Server { host: "127.0.0.1".into(), port, user: "postgres".into() }
+                let hba = format!("local all all trust\nhost all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\nhost all {RDS_ROLE} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n");
+                let cluster = crate::services::start_cluster(&hba, "127.0.0.1", &[]);
+                Server { host: "127.0.0.1".into(), port: cluster.port, user: "postgres".into(), log: Some(cluster.log) }
             }
         };
         let mut admin = server.connect("postgres");
@@ -79,6 +89,22 @@ pub fn server() -> &'static Server {
             quote_literal(PASSWORD)
         );
         admin.batch_execute(&create_role).expect("create the password role");
+        // PostgreSQL 13 still stores md5 hashes by default; RDS roles log in with SCRAM.
+        let create_roles = format!(
+            "SET password_encryption = 'scram-sha-256';
+             DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{RDS_ROLE}') THEN
+                 CREATE ROLE {RDS_ROLE} LOGIN NOSUPERUSER NOCREATEROLE PASSWORD {};
+                 ALTER ROLE {RDS_ROLE} SET statement_timeout = '3s';
+                 ALTER ROLE {RDS_ROLE} SET lock_timeout = '500ms';
+               END IF;
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OTHER_ROLE}') THEN
+                 CREATE ROLE {OTHER_ROLE} LOGIN NOSUPERUSER;
+               END IF;
+             END $$",
+            quote_literal(RDS_PASSWORD)
+        );
+        admin.batch_execute(&create_roles).expect("create the RDS-shaped roles");
         server
     })
 }
@@ -97,6 +123,7 @@ fn external_server(url: &str) -> Server {
         host,
         port: config.get_ports().first().copied().unwrap_or(5432),
         user: config.get_user().unwrap_or("postgres").to_string(),
+        log: None,
     }
 }
 
@@ -122,10 +149,15 @@ pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bo
 
 impl Server {
     pub fn connect(&self, dbname: &str) -> postgres::Client {
+        self.connect_as(dbname, &self.user)
+    }
+
+    /// A session as `role` (trusted on loopback, or the password role).
+    pub fn connect_as(&self, dbname: &str, role: &str) -> postgres::Client {
         postgres::Config::new()
             .host(&self.host)
             .port(self.port)
-            .user(&self.user)
+            .user(role)
             .dbname(dbname)
             .application_name("migrun-test")
             .connect(postgres::NoTls)
@@ -147,9 +179,51 @@ impl TestDb {
         TestDb { name }
     }
 
+    /// A database owned by the RDS-shaped role, with a database-level
+    /// `idle_in_transaction_session_timeout` as RDS parameter groups often set.
+    pub fn owned_by_rds_role() -> TestDb {
+        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
+        let mut admin = server().connect("postgres");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {RDS_ROLE}"))
+            .expect("create the RDS role's database");
+        admin
+            .batch_execute(&format!("ALTER DATABASE {name} SET idle_in_transaction_session_timeout = '2s'"))
+            .expect("set a database-level timeout");
+        TestDb { name }
+    }
+
     pub fn url(&self) -> String {
         let s = server();
         format!("postgres://{}@{}:{}/{}", s.user, s.host, s.port, self.name)
+    }
+
+    /// As the RDS-shaped role, with its SCRAM password.
+    pub fn rds_url(&self) -> String {
+        let s = server();
+        format!("postgres://{RDS_ROLE}:{}@{}:{}/{}", encode(RDS_PASSWORD), s.host, s.port, self.name)
+    }
+
+    /// Through `pooler`, as the superuser.
+    pub fn pooled_url(&self, pooler: &crate::services::Pooler) -> String {
+        format!("postgres://{}@127.0.0.1:{}/{}", server().user, pooler.port, self.name)
+    }
+
+    /// The ERROR lines the server logged for this database, but for those `expected` names.
+    pub fn server_log_errors_except(&self, expected: &[&str]) -> Vec<String> {
+        let Some(log) = &server().log else { return Vec::new() };
+        let text = std::fs::read_to_string(log).expect("read the server log");
+        let prefix = format!("{}|", self.name);
+        text.lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains("ERROR:"))
+            .filter(|l| !expected.iter().any(|e| l.contains(e)))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The ERROR lines the server logged for this database.
+    pub fn server_log_errors(&self) -> Vec<String> {
+        self.server_log_errors_except(&[])
     }
 
     pub fn password_url(&self, password: &str) -> String {

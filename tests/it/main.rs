@@ -20,6 +20,8 @@ mod interrupt;
 mod lint;
 mod locking;
 mod outcome;
+mod platform;
+mod pooler;
 mod readiness;
 mod session_state;
 mod signals;

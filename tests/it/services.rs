@@ -34,7 +34,7 @@ extern "C" fn stop_all() {
 
 /// Starts `command` as the child of a thread that lives as long as the test binary, so
 /// PR_SET_PDEATHSIG stops it even when the binary is killed; `atexit` stops it otherwise.
-fn spawn_owned(mut command: Command, cleanup: Option<PathBuf>) -> i32 {
+fn spawn_owned(mut command: Command, cleanup: Option<PathBuf>, stderr: Option<std::fs::File>) -> i32 {
     ATEXIT.get_or_init(|| {
         // SAFETY: registering a plain extern "C" function.
         unsafe { libc::atexit(stop_all) };
@@ -48,7 +48,8 @@ fn spawn_owned(mut command: Command, cleanup: Option<PathBuf>) -> i32 {
                 Ok(())
             });
         }
-        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        let stderr = stderr.map_or_else(Stdio::null, Stdio::from);
+        let child = command.stdout(Stdio::null()).stderr(stderr).spawn();
         let _ = tx.send(child.as_ref().map(|c| c.id() as i32).map_err(|e| e.to_string()));
         // Reaped by `stop_all` (waitpid), not through this handle.
         std::mem::forget(child);
@@ -83,6 +84,18 @@ pub fn pg_bin(name: &str) -> PathBuf {
         })
 }
 
+/// The major version of the server binary `name` the tests use (`postgres (PostgreSQL) 16.4`).
+pub fn binary_major(name: &str) -> u32 {
+    let out = Command::new(pg_bin(name)).arg("--version").output().expect("run --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().last().unwrap_or_default();
+    version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read a major from {text:?}"))
+}
+
 /// Postgres refuses to run as root: run its programs as the `postgres` user when we are root.
 fn server_user() -> Option<(u32, u32)> {
     // SAFETY: plain libc calls; getpwnam's result is read before any other call could reuse it.
@@ -115,9 +128,18 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
-/// initdb + postgres with `hba` as pg_hba.conf, listening on `listen`; returns the port once
-/// it accepts connections. `settings` are extra `-c` options (ssl and its files, say).
-pub fn start_cluster(hba: &str, listen: &str, settings: &[(&str, String)]) -> u16 {
+/// A started test cluster.
+pub struct Cluster {
+    /// Its port on loopback.
+    pub port: u16,
+    /// Its server log: one line per message, each starting with `<database>|`.
+    pub log: PathBuf,
+}
+
+/// initdb + postgres with `hba` as pg_hba.conf, listening on `listen`; returns once it accepts
+/// connections. `settings` are extra `-c` options (ssl and its files, say). The binaries are
+/// the first `initdb`/`postgres` on PATH (scripts/test puts another major's first to test it).
+pub fn start_cluster(hba: &str, listen: &str, settings: &[(&str, String)]) -> Cluster {
     let user = server_user();
     let dir = tempfile::Builder::new().prefix("migrun-test-pg-").tempdir().expect("temp dir").keep();
     chown_to_server(&dir, user);
@@ -129,16 +151,20 @@ pub fn start_cluster(hba: &str, listen: &str, settings: &[(&str, String)]) -> u1
     assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
     let port = free_port();
+    let log = dir.join("server.log");
     let mut command = Command::new(pg_bin("postgres"));
     command.arg("-D").arg(&data);
     command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
     command.args(["-c", &format!("listen_addresses={listen}"), "-c", "max_connections=200", "-p", &port.to_string()]);
+    command.args(["-c", "log_line_prefix=%d|", "-c", "log_min_messages=warning"]);
     command.arg("-k").arg(&dir);
     for (name, value) in settings {
         command.args(["-c", &format!("{name}={value}")]);
     }
     as_server_user(&mut command, user);
-    spawn_owned(command, Some(dir.clone()));
+    let file = std::fs::File::create(&log).expect("create the server log");
+    chown_to_server(&log, user);
+    spawn_owned(command, Some(dir.clone()), Some(file));
     wait_until(Duration::from_secs(30), "the test server accepts connections", || {
         postgres::Config::new()
             .host_path(&dir)
@@ -148,7 +174,92 @@ pub fn start_cluster(hba: &str, listen: &str, settings: &[(&str, String)]) -> u1
             .connect(postgres::NoTls)
             .is_ok()
     });
-    port
+    Cluster { port, log }
+}
+
+/// How a PgBouncer in front of the test server pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolerConfig {
+    /// `pool_mode`: session, transaction or statement.
+    pub mode: &'static str,
+    /// `ignore_startup_parameters = options` (PgBouncer's default refuses `options`).
+    pub ignore_options: bool,
+    /// `server_round_robin = 1`: idle server connections are reused oldest first.
+    pub round_robin: bool,
+}
+
+/// A PgBouncer in front of the test server.
+pub struct Pooler {
+    pub port: u16,
+    pub config: PoolerConfig,
+    /// Its log (a crash leaves its FATAL line there).
+    pub log: PathBuf,
+}
+
+static POOLERS: Mutex<Vec<&'static Pooler>> = Mutex::new(Vec::new());
+
+/// Debian's PgBouncer with `config`, every database of the test server behind it, users
+/// trusted; one per configuration per test binary.
+pub fn pgbouncer(config: PoolerConfig) -> &'static Pooler {
+    let server = crate::harness::server();
+    let mut poolers = POOLERS.lock().expect("pooler list");
+    if let Some(pooler) = poolers.iter().find(|p| p.config == config) {
+        return pooler;
+    }
+    let user = server_user();
+    let dir = tempfile::Builder::new().prefix("migrun-test-pgbouncer-").tempdir().expect("temp dir").keep();
+    let port = free_port();
+    let log = dir.join("pgbouncer.log");
+    let users = dir.join("users.txt");
+    std::fs::write(&users, "\"postgres\" \"\"\n\"migrun_other\" \"\"\n").expect("write the auth file");
+    let mut ini = format!(
+        "[databases]\n* = host={} port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+         auth_type = trust\nauth_file = {}\nlogfile = {}\npool_mode = {}\nmax_client_conn = 500\ndefault_pool_size = 20\n",
+        server.host,
+        server.port,
+        users.display(),
+        log.display(),
+        config.mode
+    );
+    if config.ignore_options {
+        ini.push_str("ignore_startup_parameters = options\n");
+    }
+    if config.round_robin {
+        ini.push_str("server_round_robin = 1\n");
+    }
+    let ini_path = dir.join("pgbouncer.ini");
+    std::fs::write(&ini_path, ini).expect("write pgbouncer.ini");
+    for path in [&dir, &users, &ini_path] {
+        chown_to_server(path, user);
+    }
+    let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("pgbouncer is not installed (Debian pgbouncer; scripts/test installs it)");
+    let mut command = Command::new(binary);
+    command.arg(&ini_path);
+    as_server_user(&mut command, user);
+    spawn_owned(command, Some(dir), None);
+    let pooler: &'static Pooler = Box::leak(Box::new(Pooler { port, config, log }));
+    wait_until(Duration::from_secs(30), "PgBouncer accepts connections", || pooler.answers());
+    poolers.push(pooler);
+    pooler
+}
+
+impl Pooler {
+    /// Whether a query through it works (it is running and reaches the server).
+    pub fn answers(&self) -> bool {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(5))
+            .connect(postgres::NoTls)
+            .and_then(|mut c| c.simple_query("SELECT 1"))
+            .is_ok()
+    }
 }
 
 /// A cluster that accepts only TLS connections (hostssl), on 127.0.0.1 and 127.0.0.2, with a
@@ -176,7 +287,7 @@ pub fn tls_server() -> &'static TlsServer {
             ("ssl_cert_file", dir.join("server.crt").display().to_string()),
             ("ssl_key_file", dir.join("server.key").display().to_string()),
         ];
-        let port = start_cluster(hba, "127.0.0.1,127.0.0.2", &settings);
+        let port = start_cluster(hba, "127.0.0.1,127.0.0.2", &settings).port;
         TlsServer { port, ca: certs.0, other_ca: certs.1 }
     })
 }
@@ -263,7 +374,7 @@ pub fn moto() -> &'static Moto {
         let port = free_port();
         let mut command = Command::new("python3");
         command.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]);
-        spawn_owned(command, None);
+        spawn_owned(command, None, None);
         wait_until(Duration::from_secs(30), "moto answers", || http_get(port, "/moto-api/").is_some());
         Moto { endpoint: format!("http://127.0.0.1:{port}"), ca: None }
     })
@@ -281,7 +392,7 @@ pub fn moto_https() -> &'static Moto {
         let mut command = Command::new("python3");
         command.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string(), "-c"]);
         command.arg(dir.join("server.crt")).arg("-k").arg(dir.join("server.key"));
-        spawn_owned(command, None);
+        spawn_owned(command, None, None);
         let moto = Moto { endpoint: format!("https://127.0.0.1:{port}"), ca: Some(ca) };
         wait_until(Duration::from_secs(30), "moto answers over HTTPS", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
