@@ -2,7 +2,7 @@
 //!
 //! Jitter matters here: eight tasks started by one deploy must not retry in lock step.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Delays for one retry loop.
 pub struct Backoff {
@@ -28,6 +28,14 @@ impl Backoff {
         half + Duration::from_micros(if spread == 0 { 0 } else { self.random() % (spread + 1) })
     }
 
+    /// The next delay, cut short at `deadline`; `None` once the deadline has passed. A loop
+    /// that sleeps this and tries again makes its last try at the deadline itself, rather
+    /// than giving up when the next full step would pass it.
+    pub fn next_delay_until(&mut self, deadline: Instant) -> Option<Duration> {
+        let left = deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())?;
+        Some(self.next_delay().min(left))
+    }
+
     /// xorshift64: enough to spread retries, not for anything secret.
     fn random(&mut self) -> u64 {
         let mut x = self.rng;
@@ -42,6 +50,15 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_delay_ends_at_the_deadline() {
+        let mut backoff = Backoff::new(Duration::from_secs(10), Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let delay = backoff.next_delay_until(deadline).expect("time is left");
+        assert!(delay <= Duration::from_millis(300), "{delay:?}");
+        assert_eq!(backoff.next_delay_until(Instant::now()), None);
+    }
 
     #[test]
     fn delays_grow_within_bounds_and_cap() {

@@ -52,7 +52,7 @@ FROM pg_type t JOIN user_ns n ON n.oid = t.typnamespace WHERE t.typtype = 'e' AN
 /// The schema of the database `client` is on.
 pub async fn read(client: &Client) -> Result<BTreeSet<String>, tokio_postgres::Error> {
     let rows = client.query(SCHEMA_SQL, &[]).await?;
-    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    rows.iter().map(|r| r.try_get::<_, String>(0)).collect()
 }
 
 /// Lines in one schema and not the other, marked `-` (only in `expected`) and `+`.

@@ -23,6 +23,10 @@ pub enum ScratchError {
     Start(String),
     #[error("verify: {0}")]
     Server(String),
+    #[error("verify: cannot reach the server you named ({server}): {reason}; check the host, port and that it is up")]
+    Unreachable { server: String, reason: String },
+    #[error("verify: TLS to the server you named ({server}) failed: {reason}")]
+    Tls { server: String, reason: String },
     #[error("verify: database {0} on the server you named already has tables; name a server's maintenance database (postgres): migrun creates and drops scratch databases of its own there")]
     NotEmpty(String),
 }
@@ -31,6 +35,9 @@ pub enum ScratchError {
 pub struct Server {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
+    tls_settings: TlsSettings,
+    /// Its major version (`STRATEGY` for `CREATE DATABASE` is 15 and later).
+    major: u32,
     /// Whether migrun may touch the catalogs (to fake an interrupted index build).
     pub superuser: bool,
     cluster: Option<Cluster>,
@@ -106,7 +113,9 @@ impl Server {
         config.ssl_mode(tokio_postgres::config::SslMode::Disable);
         let tls = tls::connector(&TlsSettings { mode: SslMode::Disable, root_cert: None })
             .map_err(|e| ScratchError::Start(e.to_string()))?;
-        let server = Server { config, tls, superuser: true, cluster: Some(cluster) };
+        let settings = TlsSettings { mode: SslMode::Disable, root_cert: None };
+        let mut server =
+            Server { config, tls, tls_settings: settings, major: 0, superuser: true, cluster: Some(cluster) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             match server.connect("postgres").await {
@@ -115,7 +124,13 @@ impl Server {
                 Err(e) => return Err(ScratchError::Start(format!("the server did not accept connections: {e}"))),
             }
         }
-        tracing::info!(port, start_ms = started.elapsed().as_millis() as u64, "scratch Postgres started");
+        server.major = server.read_major().await?;
+        tracing::info!(
+            port,
+            major = server.major,
+            start_ms = started.elapsed().as_millis() as u64,
+            "scratch Postgres started"
+        );
         Ok(server)
     }
 
@@ -130,41 +145,71 @@ impl Server {
         let mut config = config;
         config.ssl_mode(mode.for_driver());
         let dbname = config.get_dbname().unwrap_or("postgres").to_string();
-        let mut server = Server { config, tls, superuser: false, cluster: None };
+        let mut server = Server { config, tls, tls_settings: settings, major: 0, superuser: false, cluster: None };
         let client = server.connect(&dbname).await?;
         let row = client
             .query_one(
                 "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                          WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
-                        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+                        coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
+                        current_setting('server_version_num')::int / 10000",
                 &[],
             )
             .await
             .map_err(|e| ScratchError::Server(e.to_string()))?;
-        if row.get::<_, i64>(0) > 0 {
+        let column = |e: tokio_postgres::Error| ScratchError::Server(crate::db::failure::error_chain(&e));
+        if row.try_get::<_, i64>(0).map_err(column)? > 0 {
             return Err(ScratchError::NotEmpty(dbname));
         }
-        server.superuser = row.get(1);
+        server.superuser = row.try_get(1).map_err(column)?;
+        server.major = u32::try_from(row.try_get::<_, i32>(2).map_err(column)?).unwrap_or(0);
         Ok(server)
+    }
+
+    /// The server's major version.
+    async fn read_major(&self) -> Result<u32, ScratchError> {
+        let client = self.connect("postgres").await?;
+        let row = client
+            .query_one("SELECT current_setting('server_version_num')::int / 10000", &[])
+            .await
+            .map_err(|e| ScratchError::Server(crate::db::failure::error_chain(&e)))?;
+        let major: i32 = row.try_get(0).map_err(|e| ScratchError::Server(crate::db::failure::error_chain(&e)))?;
+        Ok(u32::try_from(major).unwrap_or(0))
     }
 
     /// A session on database `dbname`.
     pub async fn connect(&self, dbname: &str) -> Result<Client, ScratchError> {
         let mut config = self.config.clone();
         config.dbname(dbname).application_name("migrun verify");
-        let (client, connection) = config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| ScratchError::Server(crate::db::failure::error_chain(&e)))?;
+        let (client, connection) = config.connect(self.tls.clone()).await.map_err(|e| self.connect_error(&e))?;
         tokio::spawn(connection);
         Ok(client)
+    }
+
+    /// A failed connection, classified as every other command's: unreachable and TLS failures
+    /// (exit 4, with the TLS explanation) apart from what the server refused.
+    fn connect_error(&self, e: &tokio_postgres::Error) -> ScratchError {
+        let failure = crate::db::failure::PgFailure::from_pg(e);
+        let server = crate::db::session::describe_server(&self.config);
+        if let Some(reason) = crate::db::session::tls_failure(&failure, &self.tls_settings) {
+            return ScratchError::Tls { server, reason };
+        }
+        if crate::db::session::is_transient(&failure) {
+            return ScratchError::Unreachable { server, reason: failure.to_string() };
+        }
+        ScratchError::Server(failure.to_string())
     }
 
     /// Creates database `name` (a copy of `template`, when given).
     pub async fn create(&self, name: &str, template: Option<&str>) -> Result<(), ScratchError> {
         let admin = self.connect(self.maintenance()).await?;
         let sql = match template {
-            Some(template) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\" STRATEGY FILE_COPY"),
+            // A file copy of a small template is the fastest (15 and later default to WAL_LOG;
+            // older servers know only the copy, and no STRATEGY option).
+            Some(template) if self.major >= 15 => {
+                format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\" STRATEGY FILE_COPY")
+            }
+            Some(template) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""),
             None => format!("CREATE DATABASE \"{name}\" TEMPLATE template0"),
         };
         admin

@@ -323,7 +323,7 @@ async fn drop_invalid_index(client: &Client, name: &str) -> Result<(), tokio_pos
         )
         .await?;
     for row in rows {
-        client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", row.get::<_, String>(0))).await?;
+        client.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {}", row.try_get::<_, String>(0)?)).await?;
     }
     Ok(())
 }
@@ -338,7 +338,7 @@ const TABLES_SQL: &str = "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c
 
 async fn tables(client: &Client) -> Result<Tables, tokio_postgres::Error> {
     let rows = client.query(TABLES_SQL, &[]).await?;
-    Ok(rows.iter().map(|r| (r.get::<_, u32>(0), (r.get::<_, String>(1), r.get::<_, u32>(2)))).collect())
+    rows.iter().map(|r| Ok((r.try_get::<_, u32>(0)?, (r.try_get::<_, String>(1)?, r.try_get::<_, u32>(2)?)))).collect()
 }
 
 /// Applies one file statement by statement, each inside a transaction (the file's own, or
@@ -427,7 +427,7 @@ async fn read_locks(
         .await?;
     let mut strongest: HashMap<u32, (usize, String)> = HashMap::new();
     for row in rows {
-        let (oid, mode): (u32, String) = (row.get(0), row.get(1));
+        let (oid, mode): (u32, String) = (row.try_get(0)?, row.try_get(1)?);
         let rank = rank(&mode);
         if strongest.get(&oid).is_none_or(|(r, _)| rank > *r) {
             strongest.insert(oid, (rank, mode));

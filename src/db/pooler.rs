@@ -87,7 +87,7 @@ async fn backend_pid(client: &Client) -> Result<i32, ConnectError> {
     messages
         .iter()
         .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).and_then(|pid| pid.parse().ok()),
+            SimpleQueryMessage::Row(row) => row.try_get(0).ok().flatten().and_then(|pid| pid.parse().ok()),
             _ => None,
         })
         .ok_or_else(|| ConnectError::Lost { failure: PgFailure::other("the pooler returned no backend pid") })

@@ -422,15 +422,15 @@ async fn connect(
         if !is_transient(&failure) {
             return Err(ConnectError::Refused { server, failure });
         }
-        let delay = backoff.next_delay();
-        if started.elapsed() + delay >= timeout {
+        // The last attempt is made at the deadline itself.
+        let Some(delay) = backoff.next_delay_until(started + timeout) else {
             return Err(ConnectError::Unreachable {
                 server,
                 attempts,
                 waited_s: started.elapsed().as_secs_f64(),
                 reason: failure.to_string(),
             });
-        }
+        };
         // The reason once, then a short line every 10 s: a wrong port on a laptop should not
         // print a warning per attempt for a minute.
         match last_report {
@@ -504,7 +504,7 @@ fn refuses_options(failure: &PgFailure) -> bool {
 
 /// A TLS failure is not transient: retrying a certificate that does not verify only delays the
 /// error. Returns the operator's explanation.
-fn tls_failure(failure: &PgFailure, settings: &TlsSettings) -> Option<String> {
+pub fn tls_failure(failure: &PgFailure, settings: &TlsSettings) -> Option<String> {
     if failure.sqlstate.is_some() {
         return None;
     }
@@ -521,7 +521,7 @@ fn tls_failure(failure: &PgFailure, settings: &TlsSettings) -> Option<String> {
 /// What start-up makes transient: the network (refused, DNS, timeouts, a dropped connection)
 /// and a server that is starting or full. A login problem, a configuration problem (no
 /// password) or TLS is not: retrying only delays the error.
-fn is_transient(failure: &PgFailure) -> bool {
+pub fn is_transient(failure: &PgFailure) -> bool {
     match failure.sqlstate.as_deref() {
         Some(code) => matches!(code, "57P03" | "53300" | "08006" | "08001"),
         None => [

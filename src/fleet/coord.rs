@@ -55,6 +55,17 @@ fn failed(action: &'static str) -> impl Fn(tokio_postgres::Error) -> CoordError 
     move |e| CoordError { action, failure: PgFailure::from_pg(&e) }
 }
 
+/// A row of the run table (target, outcome, exit_code, worker, fresh).
+fn recorded_of(row: &tokio_postgres::Row) -> Result<Recorded, tokio_postgres::Error> {
+    Ok(Recorded {
+        target: row.try_get(0)?,
+        outcome: row.try_get(1)?,
+        exit_code: row.try_get(2)?,
+        worker: row.try_get(3)?,
+        fresh: row.try_get(4)?,
+    })
+}
+
 impl Coordinator {
     /// The coordination session, before it has joined the run (no statement sent yet).
     pub fn new(client: Client, run: &str, worker: &str) -> Coordinator {
@@ -105,7 +116,7 @@ impl Coordinator {
                     &[(run, Type::TEXT)],
                 )
                 .await?
-                .get(0);
+                .try_get(0)?;
             let wave = if peers <= 1 {
                 client
                     .query_typed_one(
@@ -128,7 +139,7 @@ impl Coordinator {
                     .await?
             };
             client.batch_execute("COMMIT").await?;
-            Ok::<std::time::SystemTime, tokio_postgres::Error>(wave.get(0))
+            wave.try_get::<_, std::time::SystemTime>(0)
         }
         .await;
         if joined.is_err() {
@@ -148,7 +159,7 @@ impl Coordinator {
             )
             .await
             .map_err(failed("claim a target"))?;
-        Ok(row.get(0))
+        row.try_get(0).map_err(failed("claim a target"))
     }
 
     /// Gives a claim back.
@@ -180,7 +191,7 @@ impl Coordinator {
             )
             .await
             .map_err(failed("take a connection slot"))?;
-        let slot: Option<i32> = row.get(0);
+        let slot: Option<i32> = row.try_get(0).map_err(failed("take a connection slot"))?;
         if let Some(slot) = slot {
             self.held.borrow_mut().entry(server.to_string()).or_default().push(slot);
         }
@@ -212,19 +223,10 @@ impl Coordinator {
             )
             .await
             .map_err(failed("read the run table"))?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let recorded = Recorded {
-                    target: r.get(0),
-                    outcome: r.get(1),
-                    exit_code: r.get(2),
-                    worker: r.get(3),
-                    fresh: r.get(4),
-                };
-                (recorded.target.clone(), recorded)
-            })
-            .collect())
+        rows.iter()
+            .map(|r| recorded_of(r).map(|recorded| (recorded.target.clone(), recorded)))
+            .collect::<Result<_, _>>()
+            .map_err(failed("read the run table"))
     }
 
     /// `target`'s recorded outcome in this run, if any (one row: read after each claim).
@@ -237,13 +239,7 @@ impl Coordinator {
             )
             .await
             .map_err(failed("read the run table"))?;
-        Ok(rows.first().map(|r| Recorded {
-            target: r.get(0),
-            outcome: r.get(1),
-            exit_code: r.get(2),
-            worker: r.get(3),
-            fresh: r.get(4),
-        }))
+        rows.first().map(recorded_of).transpose().map_err(failed("read the run table"))
     }
 
     /// Records `target`'s outcome (a later attempt overwrites an earlier one).
@@ -295,7 +291,7 @@ impl Coordinator {
                 .query_typed_one("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)", &[(&pid, Type::INT4)])
                 .await
                 .map_err(failed("watch a session end"))?;
-            if !row.get::<_, bool>(0) {
+            if !row.try_get::<_, bool>(0).map_err(failed("watch a session end"))? {
                 return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -324,5 +320,5 @@ pub async fn free_connections(client: &Client) -> Result<i64, CoordError> {
         )
         .await
         .map_err(failed("read max_connections"))?;
-    Ok(i64::from(row.get::<_, i32>(0)))
+    Ok(i64::from(row.try_get::<_, i32>(0).map_err(failed("read max_connections"))?))
 }

@@ -346,7 +346,7 @@ impl<'a> Applier<'a> {
             .map_err(|e| self.db_failure(migration, &e, !migration.directives.no_transaction))?;
         // The last row: the restore before the check may return rows of its own (set_config).
         let row = messages.iter().rev().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some((row.get(0) == Some("t"), row.get(1) == Some("t"))),
+            SimpleQueryMessage::Row(row) => Some((row.try_get(0).ok()?? == "t", row.try_get(1).ok()?? == "t")),
             _ => None,
         });
         let (in_block, lock_held) =
@@ -527,7 +527,7 @@ impl<'a> Applier<'a> {
             self.client.query_typed_one("SELECT pg_catalog.current_setting('transaction_read_only')", &[]),
         )
         .await;
-        read_only.is_ok_and(|row| row.get::<_, &str>(0) == "on")
+        read_only.is_ok_and(|row| row.try_get::<_, &str>(0).is_ok_and(|value| value == "on"))
     }
 
     /// An interrupted `CREATE INDEX CONCURRENTLY` leaves an INVALID index that `IF NOT EXISTS`
@@ -567,7 +567,7 @@ impl<'a> Applier<'a> {
             )
             .await
             .map_err(|e| self.db_failure(migration, &e, false))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().map_err(|e| self.db_failure(migration, &e, false))
     }
 
     fn db_failure_text(&self, migration: &Migration, text: &str) -> ApplyError {

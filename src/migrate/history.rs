@@ -442,7 +442,7 @@ impl HistoryWriter<'_> {
             )
             .await
             .map_err(|e| self.error("record a migration", e))?;
-        Ok(row.get(0))
+        row.try_get(0).map_err(|e| self.error("record a migration", e))
     }
 
     /// Marks a `started` row applied once its `no-transaction` file has run to the end, and

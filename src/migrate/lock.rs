@@ -367,20 +367,20 @@ async fn try_acquire(session: &Session, key: i64) -> Result<bool, LockError> {
     row.try_get(0).map_err(database(key))
 }
 
-/// Polls for the lock after a first miss, until `wait` runs out.
+/// Polls for the lock after a first miss, until `wait` runs out: the last try is made at the
+/// deadline itself.
 async fn poll(session: &Session, key: i64, wait: Duration, shutdown: &Shutdown) -> Result<(), LockError> {
     let started = Instant::now();
+    let deadline = started + wait;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let mut last_report: Option<Instant> = None;
     loop {
-        let due = last_report.is_none_or(|at| at.elapsed() >= HOLDER_REPORT_EVERY);
-        let delay = backoff.next_delay();
-        let out_of_time = started.elapsed() + delay > wait;
-        if due || out_of_time {
+        let Some(delay) = backoff.next_delay_until(deadline) else {
             let holder = holder(session, key).await?;
-            if out_of_time {
-                return Err(LockError::Timeout { key, waited_s: started.elapsed().as_secs_f64(), holder });
-            }
+            return Err(LockError::Timeout { key, waited_s: started.elapsed().as_secs_f64(), holder });
+        };
+        if last_report.is_none_or(|at| at.elapsed() >= HOLDER_REPORT_EVERY) {
+            let holder = holder(session, key).await?;
             log_waiting(key, started, holder.as_ref());
             last_report = Some(Instant::now());
         }
@@ -446,6 +446,20 @@ async fn holder(session: &Session, key: i64) -> Result<Option<Holder>, LockError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_is_described_as_far_as_this_role_may_see_it() {
+        let visible = Holder {
+            pid: 7,
+            role: Some("app".into()),
+            application_name: Some("migrun/0.1".into()),
+            client_addr: Some("10.0.0.5".into()),
+            connected_s: Some(12.4),
+        };
+        assert_eq!(visible.describe(), "pid 7 role app application \"migrun/0.1\" from 10.0.0.5, connected 12s ago");
+        let hidden = Holder { pid: 8, role: None, application_name: None, client_addr: None, connected_s: None };
+        assert_eq!(hidden.describe(), "pid 8, details hidden from this role (it lacks pg_read_all_stats)");
+    }
 
     #[test]
     fn lock_key_is_stable_and_per_table() {

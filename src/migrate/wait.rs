@@ -48,6 +48,7 @@ pub async fn until_ready(
     shutdown: &Shutdown,
 ) -> Result<(), WaitError> {
     let started = Instant::now();
+    let deadline = started + timeout;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut last_report: Option<Instant> = None;
     let mut told_ahead = false;
@@ -78,10 +79,10 @@ pub async fn until_ready(
             tracing::info!(waited_ms = started.elapsed().as_millis() as u64, "schema ready");
             return Ok(());
         }
-        let delay = backoff.next_delay();
-        if started.elapsed() + delay > timeout {
+        // The last poll is made at the deadline itself.
+        let Some(delay) = backoff.next_delay_until(deadline) else {
             return Err(WaitError::Timeout { waited_s: started.elapsed().as_secs_f64(), missing });
-        }
+        };
         if last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
             tracing::info!(missing = missing.len(), versions = %preview(&missing), waited_s = started.elapsed().as_secs(), "waiting for migrations to be applied");
             last_report = Some(Instant::now());

@@ -13,7 +13,7 @@ use super::print_stdout;
 use crate::check::lint::{self, Report};
 #[cfg(feature = "lint")]
 use crate::check::rules::{Severity, RULES};
-use crate::check::scratch::Server;
+use crate::check::scratch::{ScratchError, Server};
 use crate::check::verify;
 use crate::migrate::files::{self, Accept, Migration};
 use crate::signals::Shutdown;
@@ -154,9 +154,9 @@ pub async fn verify(config: &Config, request: VerifyRequest<'_>, _shutdown: &Shu
         Some(url) => Server::at(url).await,
         None => Server::start().await,
     }
-    .map_err(|e| Error::Verify(e.to_string()))?;
+    .map_err(verify_error)?;
     let from = request.from.zip(previous.as_deref()).map(|(dir, m)| (dir.to_str().unwrap_or("previous folder"), m));
-    let report = verify::verify(&server, &migrations, from).await.map_err(|e| Error::Verify(e.to_string()))?;
+    let report = verify::verify(&server, &migrations, from).await.map_err(verify_error)?;
     drop(server);
     let text = match request.json {
         true => format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()),
@@ -204,6 +204,15 @@ pub async fn verify(config: &Config, request: VerifyRequest<'_>, _shutdown: &Shu
         )));
     }
     Ok(())
+}
+
+/// A server that cannot be reached (or whose TLS fails) is exit 4, as for every command; the
+/// rest of what keeps `verify` from running is the setup's (exit 2).
+fn verify_error(e: ScratchError) -> Error {
+    match e {
+        ScratchError::Unreachable { .. } | ScratchError::Tls { .. } => Error::VerifyConnect(e.to_string()),
+        e => Error::Verify(e.to_string()),
+    }
 }
 
 fn summary(report: &verify::VerifyReport) -> String {

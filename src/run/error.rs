@@ -74,6 +74,9 @@ pub enum Error {
     /// `verify`: no scratch server could be had.
     #[error("{0}")]
     Verify(String),
+    /// `verify --database-url`: the named server cannot be reached, or its TLS fails.
+    #[error("{0}")]
+    VerifyConnect(String),
     /// `verify`: a file fails on an empty database.
     #[error("{0}")]
     VerifyFailed(String),
@@ -128,6 +131,7 @@ impl Error {
             Error::Coord(e) if e.failure.connection_lost() => ExitCode::Connect,
             Error::Coord(_) => ExitCode::Internal,
             Error::Verify(_) => ExitCode::Usage,
+            Error::VerifyConnect(_) => ExitCode::Connect,
             Error::VerifyFailed(_) => ExitCode::MigrationFailed,
             Error::NotRerunnable(_) => ExitCode::NotRerunnable,
             Error::UpgradeDiffers(_) => ExitCode::UpgradeDiffers,

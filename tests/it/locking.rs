@@ -205,3 +205,32 @@ fn the_command_under_exec_lock_dies_with_migrun() {
         }
     });
 }
+
+/// Every wait lasts its whole limit: the last try is made at the deadline, not skipped because
+/// the next backoff step would pass it (`--lock-wait 3s` gave up after 1.6 s).
+#[test]
+fn waits_last_their_whole_limit() {
+    let limit = Duration::from_secs(3);
+    let db = TestDb::new();
+    let mut holder = db.client();
+    holder.batch_execute("SELECT pg_advisory_lock(4242)").expect("lock");
+    let started = std::time::Instant::now();
+    let run = db.migrun().dir(&example_sql()).args(["up", "--lock-key", KEY, "--lock-wait", "3s"]).run();
+    run.assert_code(5);
+    assert!(started.elapsed() >= limit, "gave up after {:?}", started.elapsed());
+    holder.batch_execute("SELECT pg_advisory_unlock_all()").expect("unlock");
+
+    let started = std::time::Instant::now();
+    let run = db.migrun().dir(&example_sql()).args(["wait", "--wait-timeout", "3s"]).run();
+    run.assert_code(9);
+    assert!(started.elapsed() >= limit, "gave up after {:?}", started.elapsed());
+    assert!(run.result()["error"].as_str().unwrap_or_default().contains("not ready after 3s"), "{}", run.stderr);
+
+    let port = crate::services::free_port();
+    let nowhere = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let started = std::time::Instant::now();
+    let run =
+        Migrun::new().env("DATABASE_URL", &nowhere).dir(&example_sql()).args(["up", "--connect-timeout", "3s"]).run();
+    run.assert_code(4);
+    assert!(started.elapsed() >= limit, "gave up after {:?}", started.elapsed());
+}

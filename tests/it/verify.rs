@@ -219,3 +219,29 @@ fn the_scratch_server_dies_with_a_killed_verify() {
     wait_until(std::time::Duration::from_secs(20), "the scratch server is gone", || servers() == 0);
     let _ = live.finish();
 }
+
+/// A named server that cannot be reached, or whose certificate does not verify, ends as it
+/// does for every other command: exit 4 with the explanation, not exit 2 with the driver's text.
+#[test]
+fn a_named_server_that_cannot_be_reached_is_exit_4() {
+    let dir = release();
+    let port = crate::services::free_port();
+    let unreachable =
+        verify(dir.path(), &["--database-url", &format!("postgres://postgres@127.0.0.1:{port}/postgres")]);
+    unreachable.assert_code(4);
+    assert!(
+        unreachable.result()["error"].as_str().unwrap_or_default().contains("cannot reach"),
+        "{}",
+        unreachable.stderr
+    );
+    let tls = crate::services::tls_server();
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        tls.port,
+        tls.other_ca.display()
+    );
+    let wrong_ca = verify(dir.path(), &["--database-url", &url]);
+    wrong_ca.assert_code(4);
+    let error = wrong_ca.result()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("not signed by a CA in"), "{error}");
+}
