@@ -13,11 +13,10 @@ use std::time::Duration;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::failure::PgFailure;
-use super::session::{ConnectError, Session};
 
 /// How long the second session may take to connect: a session-mode pool with no free server
 /// connection makes it wait, which itself says this session's connection is its own.
-const SIBLING_LIMIT: Duration = Duration::from_secs(3);
+pub const SIBLING_LIMIT: Duration = Duration::from_secs(3);
 /// How many times the second session asks: more than a pool's idle connections, by default.
 const PROBES: usize = 24;
 
@@ -40,55 +39,45 @@ impl PoolMode {
     }
 }
 
-/// How the pooler behind `session` pools (see the module's comment).
-pub async fn classify(session: &Session) -> Result<PoolMode, ConnectError> {
-    let ours = session.backend_pid();
-    let Some((sibling, connection)) = session.sibling(SIBLING_LIMIT).await else {
-        tracing::warn!(server = %session.server, "a second session through the pooler could not be opened within {}s; taking the pool to be in session mode", SIBLING_LIMIT.as_secs());
-        return Ok(PoolMode::Session);
-    };
-    let mode = async {
-        let mut shared = false;
-        for _ in 0..PROBES {
-            if backend_pid(&sibling).await? == ours {
-                shared = true;
-                break;
-            }
-        }
-        // This session's own next transaction may also have moved.
-        if !shared && backend_pid(&session.client).await? != ours {
+/// How the pooler behind a session pools: `own` is the session, whose backend is `ours`;
+/// `sibling` a second session through the same pooler (`None`: it could not be opened within
+/// `SIBLING_LIMIT`, which only a pool with no server connection left for it does).
+pub async fn classify(ours: i32, own: &Client, sibling: Option<&Client>) -> Result<PoolMode, PgFailure> {
+    let Some(sibling) = sibling else { return Ok(PoolMode::Session) };
+    let mut shared = false;
+    for _ in 0..PROBES {
+        if backend_pid(sibling).await? == ours {
             shared = true;
-        }
-        if !shared {
-            return Ok(PoolMode::Session);
-        }
-        match sibling.batch_execute("BEGIN").await {
-            Err(e) if PgFailure::from_pg(&e).message.contains("statement pool") => Ok(PoolMode::Statement),
-            Err(e) => Err(ConnectError::Lost { failure: PgFailure::from_pg(&e) }),
-            Ok(()) => {
-                let _ = sibling.batch_execute("ROLLBACK").await;
-                Ok(PoolMode::Transaction)
-            }
+            break;
         }
     }
-    .await;
-    drop(sibling);
-    let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
-    let mode = mode?;
-    tracing::info!(server = %session.server, pool_mode = mode.name(), "the connection goes through a pooler");
-    Ok(mode)
+    // The session's own next transaction may also have moved.
+    if !shared && backend_pid(own).await? != ours {
+        shared = true;
+    }
+    if !shared {
+        return Ok(PoolMode::Session);
+    }
+    match sibling.batch_execute("BEGIN").await {
+        Err(e) if PgFailure::from_pg(&e).message.contains("statement pool") => Ok(PoolMode::Statement),
+        Err(e) => Err(PgFailure::from_pg(&e)),
+        Ok(()) => {
+            let _ = sibling.batch_execute("ROLLBACK").await;
+            Ok(PoolMode::Transaction)
+        }
+    }
 }
 
 /// The backend pid, asked in a simple query (no prepared statement, which a pool in
 /// transaction mode may lose between messages).
-async fn backend_pid(client: &Client) -> Result<i32, ConnectError> {
-    let lost = |e: tokio_postgres::Error| ConnectError::Lost { failure: PgFailure::from_pg(&e) };
-    let messages = client.simple_query("SELECT pg_catalog.pg_backend_pid()").await.map_err(lost)?;
+async fn backend_pid(client: &Client) -> Result<i32, PgFailure> {
+    let messages =
+        client.simple_query("SELECT pg_catalog.pg_backend_pid()").await.map_err(|e| PgFailure::from_pg(&e))?;
     messages
         .iter()
         .find_map(|m| match m {
             SimpleQueryMessage::Row(row) => row.try_get(0).ok().flatten().and_then(|pid| pid.parse().ok()),
             _ => None,
         })
-        .ok_or_else(|| ConnectError::Lost { failure: PgFailure::other("the pooler returned no backend pid") })
+        .ok_or_else(|| PgFailure::other("the pooler returned no backend pid"))
 }

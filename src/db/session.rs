@@ -10,6 +10,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::endpoint::{ConnectionSpec, Endpoint, EndpointError, Source};
 use super::failure::{error_chain, PgFailure};
 use super::options::{self, Setting};
+use super::pooler::{self, PoolMode};
 use super::tls::{self, TlsError, TlsSettings};
 use super::url::first_host;
 use crate::backoff::Backoff;
@@ -260,9 +261,19 @@ impl Session {
         if self.path.get() != BackendPath::Pooled {
             return Ok(());
         }
-        match super::pooler::classify(self).await? {
-            super::pooler::PoolMode::Session => {}
-            mode => return Err(ConnectError::PoolMode { server: self.server.clone(), mode: mode.name() }),
+        let sibling = self.sibling(pooler::SIBLING_LIMIT).await;
+        if sibling.is_none() {
+            tracing::warn!(server = %self.server, "a second session through the pooler could not be opened within {}s; taking the pool to be in session mode", pooler::SIBLING_LIMIT.as_secs());
+        }
+        let mode = pooler::classify(self.backend_pid(), &self.client, sibling.as_ref().map(|(client, _)| client)).await;
+        if let Some((client, connection)) = sibling {
+            drop(client);
+            let _ = tokio::time::timeout(Duration::from_secs(1), connection).await;
+        }
+        let mode = mode.map_err(|failure| ConnectError::Lost { failure })?;
+        tracing::info!(server = %self.server, pool_mode = mode.name(), "the connection goes through a pooler");
+        if mode != PoolMode::Session {
+            return Err(ConnectError::PoolMode { server: self.server.clone(), mode: mode.name() });
         }
         let sets = self.startup_sql()?;
         let protect = self.protect_sql().unwrap_or_default();
