@@ -191,10 +191,10 @@ impl Server {
     fn connect_error(&self, e: &tokio_postgres::Error) -> ScratchError {
         let failure = crate::db::failure::PgFailure::from_pg(e);
         let server = crate::db::session::describe_server(&self.config);
-        if let Some(reason) = crate::db::session::tls_failure(&failure, &self.tls_settings) {
+        if let Some(reason) = crate::db::connect::tls_failure(&failure, &self.tls_settings) {
             return ScratchError::Tls { server, reason };
         }
-        if crate::db::session::is_transient(&failure) {
+        if crate::db::connect::is_transient(&failure) {
             return ScratchError::Unreachable { server, reason: failure.to_string() };
         }
         ScratchError::Server(failure.to_string())

@@ -3,6 +3,7 @@
 //! Knows nothing about migrations.
 
 pub mod cancel;
+pub mod connect;
 pub mod endpoint;
 pub mod failure;
 pub mod libpq;

@@ -11,7 +11,8 @@ use super::error::Error;
 use super::listing;
 use super::outcome::Progress;
 use super::print_stdout;
-use crate::db::session::{self, Session};
+use crate::db::connect;
+use crate::db::session::Session;
 use crate::identity::Identity;
 use crate::migrate::adopt;
 use crate::migrate::apply::Applier;
@@ -231,7 +232,7 @@ fn joined(
 /// Opens a session with the configured connection.
 pub async fn open(config: &Config, shutdown: &Shutdown) -> Result<Session, Error> {
     let spec = config.connection.as_ref().ok_or(ConfigError::NoDatabase)?;
-    Ok(session::open(spec, &config.session, config.connect_timeout, shutdown).await?)
+    Ok(connect::open(spec, &config.session, config.connect_timeout, shutdown).await?)
 }
 
 /// Acquire; let result = work; release; result. The first lock attempt travels in one round
