@@ -17,13 +17,27 @@ use crate::harness::wait_until;
 static OWNED: Mutex<Vec<(i32, Option<PathBuf>)>> = Mutex::new(Vec::new());
 static ATEXIT: OnceLock<()> = OnceLock::new();
 
+/// SIGQUIT to every service (Postgres's immediate shutdown), then SIGKILL to any still running
+/// after 5 s: exiting must never wait on a service.
 extern "C" fn stop_all() {
     if let Ok(mut owned) = OWNED.lock() {
-        for (pid, dir) in owned.drain(..) {
-            // SAFETY: signalling and reaping our own child processes.
+        let owned: Vec<(i32, Option<PathBuf>)> = owned.drain(..).collect();
+        for (pid, _) in &owned {
+            // SAFETY: signalling our own child processes.
+            unsafe { libc::kill(*pid, libc::SIGQUIT) };
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for (pid, dir) in owned {
+            // SAFETY: reaping our own child processes, without blocking until the deadline.
             unsafe {
-                libc::kill(pid, libc::SIGQUIT);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
+                while libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == 0 {
+                    if std::time::Instant::now() > deadline {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, std::ptr::null_mut(), 0);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
             if let Some(dir) = dir {
                 let _ = std::fs::remove_dir_all(dir);
@@ -41,10 +55,15 @@ fn spawn_owned(mut command: Command, cleanup: Option<PathBuf>, stderr: Option<st
     });
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        // SAFETY: prctl is async-signal-safe.
+        // SAFETY: prctl and signal are async-signal-safe.
         unsafe {
             command.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+                // A test binary started in the background by a shell without job control
+                // (scripts/test) has SIGINT and SIGQUIT ignored, and a service would inherit
+                // that: moto then outlived the SIGQUIT meant to stop it.
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
                 Ok(())
             });
         }
