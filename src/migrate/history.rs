@@ -4,12 +4,14 @@ use std::fmt;
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
 use super::files::{Migration, MigrationKind};
 use crate::clock::Utc;
 use crate::db::failure::PgFailure;
+use crate::db::session::Session;
 use crate::identity::{Identity, MIGRUN_VERSION};
 
 /// A validated, optionally schema-qualified table name, lower-cased as Postgres folds it.
@@ -187,14 +189,15 @@ impl HistoryError {
 
 /// The history table on one session.
 pub struct History<'a> {
+    session: &'a Session,
     client: &'a Client,
     table: &'a HistoryTable,
 }
 
 impl<'a> History<'a> {
-    /// The table `table` on the session of `client`.
-    pub fn new(client: &'a Client, table: &'a HistoryTable) -> History<'a> {
-        History { client, table }
+    /// The table `table` on `session`.
+    pub fn new(session: &'a Session, table: &'a HistoryTable) -> History<'a> {
+        History { session, client: &session.client, table }
     }
 
     fn error(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> HistoryError + '_ {
@@ -237,19 +240,32 @@ impl<'a> History<'a> {
         row.try_get(0).map_err(self.error("look it up"))
     }
 
-    /// Reads every row. `*`, so that a table made by a release before `adopted_from` existed
-    /// reads without it; an unnamed statement, so that no prepared statement has to survive a
-    /// pooler between messages.
+    /// Reads every row: by binary COPY on a direct session (see `migrate::copy`), else by a
+    /// SELECT in an unnamed statement, since COPY needs a prepared statement, which a pool in
+    /// transaction mode may lose between messages (`wait` through the app's pooled URL). `*`,
+    /// both, so that a table made by a release before `adopted_from` existed reads without it.
     async fn select(&self) -> Result<Vec<HistoryRow>, HistoryError> {
-        let sql = format!("SELECT * FROM {}", self.table.sql());
-        let rows = self.client.query_typed(&sql, &[]).await.map_err(self.error("read it"))?;
-        let mut read = rows
-            .iter()
-            .map(row_of)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|reason| HistoryError::Shape { table: self.table.to_string(), reason })?;
+        let shape = |reason| HistoryError::Shape { table: self.table.to_string(), reason };
+        let mut read = if self.session.is_direct() {
+            let data = self.copy().await.map_err(self.error("read it"))?;
+            super::copy::parse(&data).map_err(shape)?
+        } else {
+            let sql = format!("SELECT * FROM {}", self.table.sql());
+            let rows = self.client.query_typed(&sql, &[]).await.map_err(self.error("read it"))?;
+            rows.iter().map(row_of).collect::<Result<Vec<_>, _>>().map_err(shape)?
+        };
         read.sort_unstable_by_key(|(id, _)| *id);
         Ok(read.into_iter().map(|(_, row)| row).collect())
+    }
+
+    async fn copy(&self) -> Result<Vec<u8>, tokio_postgres::Error> {
+        let sql = format!("COPY {} TO STDOUT (FORMAT binary)", self.table.sql());
+        let mut stream = std::pin::pin!(self.client.copy_out(&sql).await?);
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk?);
+        }
+        Ok(data)
     }
 
     /// Reads the table; `None` when it does not exist yet. Read only.

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod baseline;
 pub mod compare;
 pub mod convert;
+pub mod copy;
 pub mod files;
 pub mod history;
 pub mod lock;

@@ -101,7 +101,7 @@ pub async fn repair(
     let (session, migrations) = open_with_files(config, shutdown).await?;
     let (locked, table_exists) = lock(config, session, shutdown).await?;
     let result = async {
-        let history = History::new(&locked.session().client, locked.table());
+        let history = History::new(locked.session(), locked.table());
         let rows = history.read_known(table_exists).await?.unwrap_or_default();
         let change = repair::plan(request.action, &migrations, &rows)?;
         if !request.dry_run {
@@ -140,7 +140,7 @@ pub async fn baseline(
     let (locked, table_exists) = lock(config, session, shutdown).await?;
     let result = async {
         let client = &locked.session().client;
-        let history = History::new(client, locked.table());
+        let history = History::new(locked.session(), locked.table());
         let rows = history.read_known(table_exists).await?.unwrap_or_default();
         let source = match request.source {
             BaselineSource::UpTo(version) => baseline::Source::UpTo(*version),
@@ -178,7 +178,7 @@ pub async fn wait_ready(
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     session.start().await?;
-    let history = History::new(&session.client, &config.history_table);
+    let history = History::new(session, &config.history_table);
     Ok(wait::until_ready(&history, migrations, config.policy, timeout, shutdown).await?)
 }
 
@@ -278,7 +278,7 @@ pub async fn migrate(
     shutdown: &Shutdown,
     table_exists: Option<bool>,
 ) -> Result<(), Error> {
-    let history = History::new(&locked.session().client, locked.table());
+    let history = History::new(locked.session(), locked.table());
     let rows = match history.read_known(table_exists).await? {
         Some(rows) => rows,
         None => history.create_and_read().await?,
@@ -302,7 +302,7 @@ pub async fn migrate(
 /// Starts the session and reads the history (the session's first statement travels with the
 /// catalog lookup); no table means no rows.
 async fn read_history(config: &Config, session: &Session) -> Result<Vec<HistoryRow>, Error> {
-    let history = History::new(&session.client, &config.history_table);
+    let history = History::new(session, &config.history_table);
     let (started, rows) = join(session.start(), history.read()).await;
     started?;
     Ok(rows?.unwrap_or_default())
