@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{
     SIGALRM, SIGCHLD, SIGCONT, SIGHUP, SIGINT, SIGIO, SIGPROF, SIGQUIT, SIGTERM, SIGTSTP, SIGURG, SIGUSR1, SIGUSR2,
@@ -83,9 +83,38 @@ struct State {
 
 /// Owns the process's signal handling.
 pub struct SignalHub {
-    events: mpsc::Receiver<i32>,
+    events: mpsc::Receiver<Received>,
+    injector: mpsc::Sender<Received>,
     shutdown: Shutdown,
     state: Arc<State>,
+}
+
+/// What the signal thread and [`StopHandle`]s put on the hub's queue.
+enum Received {
+    Signal(i32),
+    Stop,
+}
+
+/// What the supervisor of `exec`'s child waits for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A signal reached migrun.
+    Signal(i32),
+    /// Another part of migrun asked for the command to be stopped (`exec --lock` lost its lock).
+    StopRequested,
+    /// The deadline passed first.
+    Deadline,
+}
+
+/// Asks the supervisor to stop the command, from another thread.
+#[derive(Clone)]
+pub struct StopHandle(mpsc::Sender<Received>);
+
+impl StopHandle {
+    /// Queues the request; the supervisor acts on it as on a SIGTERM of its own.
+    pub fn request(&self) {
+        let _ = self.0.send(Received::Stop);
+    }
 }
 
 /// Tells async code that a stop was requested. Cloning is cheap.
@@ -133,6 +162,7 @@ impl SignalHub {
     pub fn install() -> std::io::Result<SignalHub> {
         let mut signals = Signals::new(FORWARDED.iter().copied().chain([SIGCHLD]))?;
         let (events_tx, events) = mpsc::channel();
+        let injector = events_tx.clone();
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
         let state = Arc::new(State {
             supervising: AtomicBool::new(false),
@@ -142,7 +172,7 @@ impl SignalHub {
         let thread_state = Arc::clone(&state);
         std::thread::Builder::new().name("signals".into()).spawn(move || {
             for signal in signals.forever() {
-                let _ = events_tx.send(signal);
+                let _ = events_tx.send(Received::Signal(signal));
                 if thread_state.supervising.load(Ordering::SeqCst) || !matches!(signal, SIGTERM | SIGINT) {
                     continue;
                 }
@@ -157,7 +187,7 @@ impl SignalHub {
                 start_grace_timer(Arc::clone(&thread_state), signal);
             }
         })?;
-        Ok(SignalHub { events, shutdown: Shutdown { rx: shutdown_rx }, state })
+        Ok(SignalHub { events, injector, shutdown: Shutdown { rx: shutdown_rx }, state })
     }
 
     /// A handle for async code to notice stop requests.
@@ -168,6 +198,11 @@ impl SignalHub {
     /// How long a clean stop may take after the first signal (`--shutdown-grace`).
     pub fn set_grace(&self, grace: Duration) {
         self.state.grace_ms.store(grace.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// How long a clean stop may take after the first signal.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.state.grace_ms.load(Ordering::SeqCst))
     }
 
     /// What to print as the last line when the process must end at once.
@@ -185,9 +220,23 @@ impl SignalHub {
         self.shutdown.requested()
     }
 
-    /// The next signal; blocks.
-    pub fn next(&self) -> Option<i32> {
-        self.events.recv().ok()
+    /// A handle other threads use to ask the supervisor to stop the command.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.injector.clone())
+    }
+
+    /// The next event, waiting at most until `deadline` (for ever without one).
+    pub fn next_event(&self, deadline: Option<Instant>) -> Event {
+        let received = match deadline {
+            None => self.events.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(at) => self.events.recv_timeout(at.saturating_duration_since(Instant::now())),
+        };
+        match received {
+            Ok(Received::Signal(signal)) => Event::Signal(signal),
+            Ok(Received::Stop) => Event::StopRequested,
+            // The hub holds a sender itself, so the queue is never disconnected.
+            Err(_) => Event::Deadline,
+        }
     }
 }
 

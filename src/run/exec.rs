@@ -19,7 +19,7 @@ use crate::db::url::{first_host, with_tls_params};
 use crate::exit::ExitCode;
 use crate::identity::Identity;
 use crate::migrate::lock::{LockError, LockedSession};
-use crate::signals::{Shutdown, SignalHub};
+use crate::signals::{Shutdown, SignalHub, StopHandle};
 use crate::supervise::{self, ChildSpec};
 
 /// What `exec` was asked to do.
@@ -57,7 +57,7 @@ pub fn exec(
         let spec = ChildSpec { dies_with_parent: true, ..child(request.command, env) };
         let (pid_tx, pid_rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
-        let watch = LockWatch { runtime, locked, grace: config.shutdown_grace };
+        let watch = LockWatch { runtime, locked, stop: hub.stop_handle() };
         let watcher = std::thread::Builder::new().name("lock-watch".into()).spawn(move || watch.run(pid_rx, done_rx));
         let exit = supervise::run(&spec, hub, |pid| {
             let _ = pid_tx.send(pid);
@@ -105,12 +105,12 @@ const CHECK_LIMIT: Duration = Duration::from_secs(5);
 
 /// `exec --lock`: the lock must hold for as long as the command runs. A session the server
 /// ends (restart, failover, `pg_terminate_backend`, a timeout) loses it, and another run may
-/// then take it: the command is stopped (SIGTERM, then SIGKILL after the grace period) and
-/// migrun exits with the lock's exit code.
+/// then take it: the supervisor stops the command's whole tree (SIGTERM, then SIGKILL after
+/// the grace period) and migrun exits with the lock's exit code once no process of it is left.
 struct LockWatch {
     runtime: tokio::runtime::Runtime,
     locked: LockedSession,
-    grace: Duration,
+    stop: StopHandle,
 }
 
 impl LockWatch {
@@ -139,18 +139,9 @@ impl LockWatch {
                 Err(_) => format!("the check got no answer within {}s", CHECK_LIMIT.as_secs()),
             };
             tracing::error!(lock_key = self.locked.key(), pid, reason = %reason, "advisory lock lost while the command runs; stopping the command");
-            // SAFETY: signalling our own child, which the supervisor has not reaped (it tells
-            // us through `done` once it has).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            if let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(self.grace) {
-                tracing::warn!(
-                    pid,
-                    grace_s = self.grace.as_secs(),
-                    "the command outlived the shutdown grace; killing it"
-                );
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            self.stop.request();
+            // The supervisor says when the command's tree is gone.
+            let _ = done.recv();
             return (self.runtime, self.locked, true);
         }
     }

@@ -426,6 +426,20 @@ impl LiveRun {
         }
     }
 
+    /// As `finish`, but a run still going after `limit` is killed and the test fails.
+    pub fn finish_within(mut self, limit: Duration) -> Run {
+        let deadline = Instant::now() + limit;
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("migrun did not exit within {limit:?}; it printed:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.finish()
+    }
+
     pub fn finish(mut self) -> Run {
         let status = self.child.wait().expect("wait for migrun");
         let mut stdout = String::new();

@@ -25,6 +25,7 @@ mod locking;
 mod outcome;
 mod platform;
 mod pooler;
+mod process_tree;
 mod readiness;
 mod session_state;
 mod signals;

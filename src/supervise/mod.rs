@@ -1,19 +1,28 @@
-//! `exec`'s child: start it, forward signals to it, reap zombies, pass on its exit status.
+//! `exec`'s child: start it, forward signals to its process group, stop its whole tree, reap
+//! zombies, pass on its exit status.
 //!
-//! Runs after the async runtime is gone (database connections closed), on plain threads, so
-//! the supervising process stays small. When migrun is PID 1 it reaps every orphan that the
-//! kernel re-parents to it, as tini does; `waitpid(-1)` is safe because by now the child is
-//! the only process migrun started.
+//! Runs after the async runtime is gone (database connections closed; under `exec --lock` only
+//! the lock session, watched on its own thread), on plain threads, so the supervising process
+//! stays small. migrun is a subreaper: every process the command starts is migrun's to reap
+//! (as PID 1 does, like tini), and `waitpid(-1)` is safe because by now the command is the only
+//! process migrun started.
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use signal_hook::consts::SIGCHLD;
+use std::time::{Duration, Instant};
+
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
 use crate::exit::ExitCode;
-use crate::signals::{self, SignalHub};
+use crate::signals::{self, Event, SignalHub};
+
+mod tree;
+mod watchdog;
+
+use watchdog::Watchdog;
 
 /// The command `exec` runs once the schema is ready.
 #[derive(Debug, Clone)]
@@ -24,13 +33,16 @@ pub struct ChildSpec {
     pub args: Vec<OsString>,
     /// Variables added to the inherited environment (their values are never logged).
     pub env: Vec<(String, String)>,
-    /// The child is killed (SIGKILL) if migrun dies first, even by SIGKILL: under
-    /// `exec --lock` it must never run on without the lock.
+    /// The command's process group is killed (SIGKILL) if migrun dies first, even by SIGKILL
+    /// (PR_SET_PDEATHSIG for the child, the watchdog for its group), and migrun's sessions
+    /// stay open until the group is gone: under `exec --lock` it must never run on without
+    /// the lock.
     pub dies_with_parent: bool,
 }
 
-/// Runs the child to its end and returns the exit code migrun should exit with. `started`
-/// learns the child's pid once it runs.
+/// Runs the child and its whole process tree to their end and returns the exit code migrun
+/// should exit with (the child's own). `started` learns the child's pid once it runs; another
+/// thread stops the command through the hub's [`signals::StopHandle`].
 pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t)) -> ExitCode {
     if let Some(signal) = hub.begin_supervising() {
         tracing::warn!(signal = %signals::name(&signal), "stop requested before the command started; not starting it");
@@ -43,9 +55,14 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
     let program = spec.program.to_string_lossy().into_owned();
     let mut command = Command::new(&spec.program);
     command.args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v)));
-    if spec.dies_with_parent {
+    // Before the subreaper: the watchdog must not be a descendant of migrun.
+    let watchdog = if spec.dies_with_parent {
         die_with_parent(&mut command);
-    }
+        Watchdog::start()
+    } else {
+        None
+    };
+    tree::become_subreaper();
     let terminal = own_process_group(&mut command);
     let child = match command.spawn() {
         Ok(child) => child,
@@ -54,33 +71,110 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
     let pid = child.id() as libc::pid_t;
     // The child is reaped below with waitpid, not through this handle.
     drop(child);
+    if let Some(watchdog) = &watchdog {
+        watchdog.watch(pid);
+    }
     let exported: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
     tracing::info!(command = %program, pid, pid1 = std::process::id() == 1, exported = ?exported, "started");
     started(pid);
-    let exit = supervise(pid, hub);
+    let exit = Supervisor { pid, grace: hub.grace(), exit: None, kill_at: None, stopping: false }.run(hub);
+    if let Some(watchdog) = watchdog {
+        watchdog.dismiss();
+    }
     if terminal {
         take_back_terminal();
     }
     exit
 }
 
-/// Forwards signals to the child until it exits; returns its exit code.
-fn supervise(pid: libc::pid_t, hub: &SignalHub) -> ExitCode {
-    loop {
-        match hub.next() {
-            Some(SIGCHLD) => {
-                if let Some(status) = reap(pid) {
-                    return status;
+/// The supervision of one command, as tini -g defines it: signals go to the command's process
+/// group; a stop (SIGTERM or SIGINT to migrun, or a stop request) starts the grace period,
+/// which ends in SIGKILL of the whole tree; when the command exits, what it left running gets
+/// SIGTERM and the same grace. It ends when no process of the tree is left.
+struct Supervisor {
+    pid: libc::pid_t,
+    grace: Duration,
+    /// The command's own exit code, once it exited.
+    exit: Option<ExitCode>,
+    /// When the tree gets SIGKILL, once a stop began.
+    kill_at: Option<Instant>,
+    /// Whether the tree was told to stop (SIGTERM to every process of it).
+    stopping: bool,
+}
+
+impl Supervisor {
+    fn run(mut self, hub: &SignalHub) -> ExitCode {
+        loop {
+            match hub.next_event(self.kill_at) {
+                Event::Signal(SIGCHLD) => {
+                    if let Some(code) = tree::reap(self.pid) {
+                        self.exit = Some(code);
+                        self.stop_leftovers();
+                    }
                 }
+                Event::Signal(signal) => self.forward(signal),
+                Event::StopRequested => self.stop_tree("stop requested"),
+                Event::Deadline => self.kill_tree(),
             }
-            // The signal thread is gone (it never ends on its own): wait for the child plainly.
-            None => return wait_for(pid),
-            Some(signal) => {
-                tracing::info!(signal = %signals::name(&signal), pid, "forwarding signal");
-                // SAFETY: sending a signal to our own child's pid, which has not been reaped yet.
-                unsafe { libc::kill(pid, signal) };
+            if let Some(exit) = self.exit.filter(|_| tree::is_empty()) {
+                if self.stopping {
+                    tracing::info!(
+                        pid = self.pid,
+                        exit_code = exit.code(),
+                        "the command was stopped; no process it started is left"
+                    );
+                }
+                return exit;
             }
         }
+    }
+
+    /// A signal to migrun goes to the command's group; the first SIGTERM or SIGINT also starts
+    /// the grace period. A later one is only forwarded: an app may handle several.
+    fn forward(&mut self, signal: i32) {
+        tracing::info!(signal = %signals::name(&signal), pid = self.pid, "forwarding signal to the command's process group");
+        tree::signal_group(self.pid, signal);
+        if matches!(signal, SIGTERM | SIGINT) {
+            self.kill_at.get_or_insert(Instant::now() + self.grace);
+        }
+    }
+
+    /// Asks every process of the tree to stop (SIGTERM), with the grace period to do it.
+    fn stop_tree(&mut self, why: &str) {
+        let outside = tree::signal_tree(self.pid, SIGTERM);
+        tracing::info!(
+            pid = self.pid,
+            outside_group = outside,
+            grace_s = self.grace.as_secs_f64(),
+            "{why}: SIGTERM to every process of the command"
+        );
+        self.stopping = true;
+        self.kill_at.get_or_insert(Instant::now() + self.grace);
+    }
+
+    /// The command exited: what it started and left running is stopped too.
+    fn stop_leftovers(&mut self) {
+        if self.stopping || tree::is_empty() {
+            return;
+        }
+        let left = tree::count();
+        tracing::warn!(pid = self.pid, left, "the command exited, but processes it started still run; stopping them");
+        self.stop_tree("the command exited");
+    }
+
+    /// The grace period passed: SIGKILL to the whole tree, and again every second while any
+    /// process of it is left (one may fork while the tree is walked).
+    fn kill_tree(&mut self) {
+        let left = tree::count();
+        tracing::warn!(
+            pid = self.pid,
+            left,
+            grace_s = self.grace.as_secs_f64(),
+            "the command outlived the shutdown grace; killing every process of it"
+        );
+        tree::signal_tree(self.pid, libc::SIGKILL);
+        self.stopping = true;
+        self.kill_at = Some(Instant::now() + Duration::from_secs(1));
     }
 }
 
@@ -185,41 +279,4 @@ fn interpreter(path: &std::path::Path) -> Option<String> {
     let line = &line[..line.iter().position(|b| *b == b'\n').unwrap_or(line.len())];
     let text = String::from_utf8_lossy(line);
     text.split_whitespace().next().map(str::to_string)
-}
-
-fn wait_for(pid: libc::pid_t) -> ExitCode {
-    let mut status = 0;
-    // SAFETY: waitpid with a valid out-pointer on our own child.
-    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
-        return ExitCode::Internal;
-    }
-    ExitCode::of_child(decode(status))
-}
-
-fn decode(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    }
-}
-
-/// Reaps every exited child without blocking; returns the main child's status once it exited.
-fn reap(main: libc::pid_t) -> Option<ExitCode> {
-    let mut result = None;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid out-pointer; WNOHANG never blocks.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid <= 0 {
-            return result;
-        }
-        if pid != main {
-            tracing::debug!(pid, "reaped an orphaned process");
-            continue;
-        }
-        let code = decode(status);
-        tracing::info!(pid, exit_code = code, "command exited");
-        result = Some(ExitCode::of_child(code));
-    }
 }
