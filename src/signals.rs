@@ -132,12 +132,13 @@ impl Shutdown {
     /// Resolves when a stop is requested.
     pub async fn wait(&self) -> Interrupted {
         let mut rx = self.rx.clone();
-        let signal = match rx.wait_for(Option::is_some).await {
-            Ok(signal) => signal.unwrap_or(SIGTERM),
+        // The value is copied out first: no borrow of the channel lives across an await.
+        let requested = rx.wait_for(Option::is_some).await.map(|signal| signal.unwrap_or(SIGTERM));
+        match requested {
+            Ok(signal) => Interrupted { signal },
             // The hub lives as long as the process; a closed channel never fires.
-            Err(_) => return std::future::pending().await,
-        };
-        Interrupted { signal }
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Sleeps for `delay` unless a stop is requested first: every retry loop waits with this.
@@ -146,6 +147,23 @@ impl Shutdown {
             () = tokio::time::sleep(delay) => Ok(()),
             stop = self.wait() => Err(stop),
         }
+    }
+
+    /// A handle that also fires at `deadline` (as if by SIGALRM, the timer's signal): work
+    /// given it is cancelled the way a SIGTERM cancels it. Needs a tokio runtime.
+    pub fn until(&self, deadline: Option<Instant>) -> Shutdown {
+        let Some(deadline) = deadline else { return self.clone() };
+        let (tx, rx) = watch::channel(self.requested());
+        let parent = self.clone();
+        tokio::spawn(async move {
+            let signal = tokio::select! {
+                stop = parent.wait() => stop.signal,
+                () = tokio::time::sleep_until(deadline.into()) => SIGALRM,
+                () = tx.closed() => return,
+            };
+            tx.send_replace(Some(signal));
+        });
+        Shutdown { rx }
     }
 
     /// `Err(Interrupted)` when a stop was requested; for checks between steps.

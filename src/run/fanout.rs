@@ -33,7 +33,7 @@ const FAILURE_RATE_FLOOR: usize = 20;
 async fn load(config: &Config, request: &FanoutRequest, shutdown: &Shutdown) -> Result<Vec<Target>, Error> {
     let source = request.source.trim();
     let base = request.base_url.as_deref();
-    let unreadable = |reason: String| targets::TargetsError::Unreadable { origin: source.to_string(), reason };
+    let unreadable = |reason: String| targets::TargetsError::Unreadable { origin: targets::origin(source), reason };
     let text = if let Some(path) = source.strip_prefix("file:") {
         std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?
     } else if let Some(reference) = source.strip_prefix("secret:") {
@@ -54,7 +54,7 @@ async fn load(config: &Config, request: &FanoutRequest, shutdown: &Shutdown) -> 
         let rows = rows.map_err(|e| unreadable(crate::db::failure::PgFailure::from_pg(&e).to_string()))?;
         rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()).collect::<Vec<_>>().join("\n")
     } else {
-        return Err(targets::TargetsError::BadSource(source.to_string()).into());
+        return Err(targets::TargetsError::BadSource(targets::origin(source)).into());
     };
     let mut list = targets::parse(source, &text, base)?;
     if let Some(only) = &request.only {
@@ -325,6 +325,9 @@ struct Worker<'a> {
     coord_server: &'a str,
     ids: RunIds<'a>,
     deadline: Option<Instant>,
+    /// What the targets' runs are stopped by: a signal, or the deadline (which cancels the
+    /// targets in flight, as SIGTERM does, and leaves them unrecorded).
+    target_stop: Shutdown,
     started: Instant,
     processed: usize,
     failed: usize,
@@ -568,7 +571,12 @@ impl Worker<'_> {
         // Stopped by a signal, rolled back and unlocked by its own run: neither done nor the
         // target's failure, so it is left to a peer or the next run, unrecorded.
         if matches!(done.exit, ExitCode::Signal(_)) {
-            tracing::warn!(target = %target.id, "interrupted: left for the next run");
+            match self.shutdown.requested() {
+                None if self.past_deadline() => {
+                    tracing::warn!(target = %target.id, "the deadline passed: cancelled, left for the next run")
+                }
+                _ => tracing::warn!(target = %target.id, "interrupted: left for the next run"),
+            }
             self.coord.release(&target.id).await?;
             return Ok(Settled::Interrupted);
         }
@@ -619,9 +627,9 @@ impl Worker<'_> {
     where
         Self: 't,
     {
-        let (config, request, identity, shutdown) = (self.config, self.request, self.identity, self.shutdown);
+        let (config, request, identity, stop) = (self.config, self.request, self.identity, self.target_stop.clone());
         let span = tracing::info_span!("target", run_id = %self.ids.run_id, targets_hash = %self.ids.hash, target = %target.id);
-        async move { (index, attempt, slot, migrate(config, request, target, identity, shutdown, check).await) }
+        async move { (index, attempt, slot, migrate(config, request, target, identity, &stop, check).await) }
             .instrument(span)
     }
 
@@ -663,7 +671,7 @@ pub async fn up(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let targets = load(config, request, shutdown).await?;
+    let mut targets = load(config, request, shutdown).await?;
     let hash = targets::list_hash(&targets);
     let files = super::check::load(&config.dir)?;
     let files_hash = {
@@ -681,7 +689,7 @@ pub async fn up(
     // run, the target: lines of targets in flight at once interleave).
     let span = tracing::info_span!("fanout", run_id = %run_id, targets_hash = %hash);
     let ids = RunIds { run_id: &run_id, hash: &hash, worker_name: &worker_name };
-    join_and_work(config, request, identity, progress, shutdown, &targets, ids).instrument(span).await
+    join_and_work(config, request, identity, progress, shutdown, &mut targets, ids).instrument(span).await
 }
 
 /// The run's names, for every line it writes.
@@ -699,7 +707,7 @@ async fn join_and_work(
     identity: &Identity,
     progress: &mut Progress,
     shutdown: &Shutdown,
-    targets: &[Target],
+    targets: &mut [Target],
     ids: RunIds<'_>,
 ) -> Result<(), Error> {
     let RunIds { run_id, hash, worker_name } = ids;
@@ -716,10 +724,12 @@ async fn join_and_work(
         .ok_or_else(|| Error::Usage("fanout: no coordination database: set --coord-url or DATABASE_URL".into()))?;
     let mut coord_config = config.clone();
     coord_config.connection = Some(spec(request, &coord_url)?);
-    let coord_server = targets::parse("--coord-url", &coord_url, None)
-        .ok()
-        .and_then(|t| t.first().map(|t| t.server.clone()))
-        .unwrap_or_default();
+    let mut coord_server = targets::server_of(&coord_url).unwrap_or_default();
+    if request.max_conns_per_server.is_some() {
+        // Each server counted once, however the lines spell it.
+        targets::unify_servers(targets, &mut [&mut coord_server]).await;
+    }
+    let targets: &[Target] = targets;
     // The coordination session is one of migrun's connections to its server too, so it holds
     // a slot. Without a free one, the session is closed at once (before it joins the run)
     // while this worker waits: an idle session must not push the server past K. With the
@@ -764,6 +774,7 @@ async fn join_and_work(
         coord_server: &coord_server,
         ids,
         deadline: request.deadline.map(|d| started + d),
+        target_stop: shutdown.until(request.deadline.map(|d| started + d)),
         started,
         processed: 0,
         failed: 0,

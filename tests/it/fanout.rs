@@ -9,14 +9,14 @@ use std::time::Duration;
 use crate::harness::{send, server, sql_dir, LiveRun, Migrun, Run, TestDb};
 
 /// `count` databases of their own, dropped at the end.
-struct Fleet {
-    prefix: String,
-    count: usize,
-    coord: TestDb,
+pub struct Fleet {
+    pub prefix: String,
+    pub count: usize,
+    pub coord: TestDb,
 }
 
 impl Fleet {
-    fn new(count: usize) -> Fleet {
+    pub fn new(count: usize) -> Fleet {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let prefix = format!("fan{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let mut admin = server().connect("postgres");
@@ -26,27 +26,27 @@ impl Fleet {
         Fleet { prefix, count, coord: TestDb::new() }
     }
 
-    fn name(&self, i: usize) -> String {
+    pub fn name(&self, i: usize) -> String {
         format!("{}_{i}", self.prefix)
     }
 
-    fn url(&self, i: usize) -> String {
+    pub fn url(&self, i: usize) -> String {
         let s = server();
         format!("postgres://{}@{}:{}/{}", s.user, s.host, s.port, self.name(i))
     }
 
-    fn targets_file(&self) -> tempfile::NamedTempFile {
+    pub fn targets_file(&self) -> tempfile::NamedTempFile {
         let file = tempfile::NamedTempFile::new().expect("targets file");
         let lines: Vec<String> = (0..self.count).map(|i| self.url(i)).collect();
         std::fs::write(file.path(), format!("# tenants\n{}\n", lines.join("\n"))).expect("write targets");
         file
     }
 
-    fn query(&self, i: usize, sql: &str) -> Option<i64> {
+    pub fn query(&self, i: usize, sql: &str) -> Option<i64> {
         server().connect(&self.name(i)).query_one(sql, &[]).ok().map(|r| r.get(0))
     }
 
-    fn worker(&self, dir: &std::path::Path, targets: &std::path::Path, args: &[&str]) -> Migrun {
+    pub fn worker(&self, dir: &std::path::Path, targets: &std::path::Path, args: &[&str]) -> Migrun {
         let mut m = Migrun::new();
         m.dir(dir)
             .args([
@@ -72,7 +72,7 @@ impl Drop for Fleet {
 }
 
 /// Two files; the first counts its own runs, so a double apply shows.
-fn migrations() -> tempfile::TempDir {
+pub fn migrations() -> tempfile::TempDir {
     sql_dir(&[
         ("0001_counter.sql", "CREATE TABLE applied_once (n int);\nINSERT INTO applied_once VALUES (1);\n"),
         ("0002_more.sql", "INSERT INTO applied_once VALUES (2);\n"),
@@ -81,7 +81,7 @@ fn migrations() -> tempfile::TempDir {
 
 /// Runs the workers at once, each drained by a thread of its own: a worker blocked on a full
 /// stderr pipe would stall the run.
-fn run_all(workers: Vec<Migrun>) -> Vec<Run> {
+pub fn run_all(workers: Vec<Migrun>) -> Vec<Run> {
     let children: Vec<_> = workers.into_iter().map(|mut w| w.spawn()).collect();
     let waiting: Vec<_> =
         children.into_iter().map(|c| std::thread::spawn(move || c.wait_with_output().expect("worker"))).collect();
@@ -90,7 +90,7 @@ fn run_all(workers: Vec<Migrun>) -> Vec<Run> {
 
 /// Samples migrun's sessions on the test server every `every` (this fleet's databases and its
 /// coordination database only), keeping the most seen at once.
-fn sample_connections(
+pub fn sample_connections(
     fleet: &Fleet,
     every: Duration,
 ) -> (Arc<AtomicBool>, Arc<AtomicI64>, std::thread::JoinHandle<()>) {

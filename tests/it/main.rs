@@ -16,6 +16,7 @@ mod connections;
 mod exec;
 mod exit_codes;
 mod fanout;
+mod fanout_trust;
 mod history;
 mod input;
 mod integrity;
