@@ -79,9 +79,12 @@ impl fmt::Display for Tool {
 pub struct ToolHistory {
     /// Versions applied one by one.
     pub each: BTreeSet<u64>,
-    /// Every version up to and including this one is applied (golang-migrate keeps only its
-    /// current version; a Flyway baseline row means the same).
+    /// Every version up to and including this one is applied; it is a migration of its own
+    /// (golang-migrate keeps only its current version).
     pub up_to: Option<u64>,
+    /// Every version up to and including this one counts as applied, and this version need
+    /// not be a file: a Flyway baseline (`flyway baseline`, or a `B` baseline migration).
+    pub baseline: Option<u64>,
     /// Versions that cannot be migrun versions (`1.1` in Flyway), as the tool wrote them.
     pub unmappable: Vec<String>,
     /// Rows the tool itself does not count as applied (failed, rolled back), as `version: why`.
@@ -139,15 +142,27 @@ pub async fn read(client: &Client, tool: Tool, table: &str) -> Result<ToolHistor
     })
 }
 
-/// `ops.flyway_schema_history` → `"ops"."flyway_schema_history"`, folded to lower case as
-/// Postgres folds an unquoted name.
+/// `ops.flyway_schema_history` → `"ops"."flyway_schema_history"`: an unquoted part folded to
+/// lower case as Postgres folds it, a quoted one (`"Ops"."History"`) kept as written.
 fn quote_table(table: &str) -> String {
-    table
-        .to_lowercase()
-        .split('.')
-        .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
-        .collect::<Vec<_>>()
-        .join(".")
+    let mut parts: Vec<String> = Vec::new();
+    let mut part = String::new();
+    let mut quoted = false;
+    let mut chars = table.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                part.push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut part)),
+            c if quoted => part.push(c),
+            c => part.extend(c.to_lowercase()),
+        }
+    }
+    parts.push(part);
+    parts.iter().map(|p| format!("\"{}\"", p.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
 }
 
 enum Interpreted {
@@ -212,13 +227,20 @@ fn interpret(tool: Tool, rows: &[Value]) -> Result<ToolHistory, Interpreted> {
                 };
                 let kind = text(row, "type")?.unwrap_or_default();
                 if !flag(row, "success")? {
-                    history.ignored.push(format!("{version}: failed ({kind})"));
-                    continue;
+                    // A script that failed midway outside a transaction: Flyway itself refuses
+                    // to migrate past it, and `up` would run it again on a half-changed schema.
+                    return Err(Interpreted::Refused(AdoptError::Unfinished {
+                        tool,
+                        what: format!("version {version} ({kind}, success = false)"),
+                        how: "fix the schema by hand, then `flyway repair` removes the failed row",
+                    }));
                 }
                 match kind.as_str() {
                     "SCHEMA" => {}
-                    "BASELINE" => match version_of(&version) {
-                        Some(v) => history.up_to = Some(history.up_to.map_or(v, |u| u.max(v))),
+                    // `flyway baseline` (`<< Flyway Baseline >>`, no script) and a baseline
+                    // migration (`B5__`, type SQL_BASELINE): everything up to it is applied.
+                    k if k == "BASELINE" || k.ends_with("_BASELINE") => match version_of(&version) {
+                        Some(v) => history.baseline = Some(history.baseline.map_or(v, |b| b.max(v))),
                         None => history.unmappable.push(version),
                     },
                     "DELETE" => {
@@ -316,11 +338,30 @@ mod tests {
             json!({"installed_rank": 6, "version": "2.1", "type": "SQL", "success": true}),
             json!({"installed_rank": 7, "version": "3", "type": "DELETE", "success": true}),
         ];
+        let Err(Interpreted::Refused(AdoptError::Unfinished { what, .. })) = interpret(Tool::Flyway, &rows) else {
+            panic!("a failed row is refused")
+        };
+        assert!(what.contains("version 4"), "{what}");
+        let rows: Vec<Value> = rows.into_iter().filter(|r| r["success"] == true).collect();
         let Ok(history) = interpret(Tool::Flyway, &rows) else { panic!("refused") };
-        assert_eq!(history.up_to, Some(1));
+        assert_eq!(history.baseline, Some(1));
         assert_eq!(history.each, BTreeSet::from([2]));
         assert_eq!(history.unmappable, vec!["2.1".to_string()]);
-        assert_eq!(history.ignored.len(), 2);
+        assert_eq!(history.ignored.len(), 1);
+    }
+
+    #[test]
+    fn flyway_baseline_migrations_cover_what_is_below_them() {
+        let rows = vec![json!({"installed_rank": 1, "version": "5", "type": "SQL_BASELINE", "success": true})];
+        let Ok(history) = interpret(Tool::Flyway, &rows) else { panic!("refused") };
+        assert_eq!((history.baseline, history.each.len()), (Some(5), 0));
+    }
+
+    #[test]
+    fn table_names_fold_like_postgres() {
+        assert_eq!(quote_table("Ops.Flyway_History"), "\"ops\".\"flyway_history\"");
+        assert_eq!(quote_table("\"Ops\".\"Flyway History\""), "\"Ops\".\"Flyway History\"");
+        assert_eq!(quote_table("\"a.b\"\"c\""), "\"a.b\"\"c\"");
     }
 
     #[test]

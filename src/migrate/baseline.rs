@@ -140,6 +140,10 @@ pub fn plan(
                 claimed.extend(up_to_files(limit));
                 claimed.insert(limit);
             }
+            // A baseline covers the files below it; the baseline version itself is no script.
+            if let Some(limit) = history.baseline {
+                claimed.extend(up_to_files(limit));
+            }
             plan.tool_only = claimed.difference(&files).copied().collect();
             let adopted: BTreeSet<u64> = claimed.intersection(&files).copied().collect();
             if let Some(highest) = claimed.last() {

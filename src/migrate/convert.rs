@@ -80,6 +80,7 @@ pub enum ConvertError {
 }
 
 const NO_TRANSACTION: &[u8] = b"-- migrun:no-transaction\n";
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Reads `source` as `tool`'s folder and writes the migrun files to `out`.
 pub fn convert(tool: ConvertFrom, source: &Path, out: &Path) -> Result<Conversion, ConvertError> {
@@ -111,6 +112,16 @@ pub fn read(tool: ConvertFrom, source: &Path) -> Result<Conversion, ConvertError
     for (version, files) in by_version.iter().filter(|(_, f)| f.len() > 1) {
         problems.push(format!("version {version} is used by {}", files.join(" and ")));
     }
+    // Repeatable files have no version: two that map to one name would overwrite each other.
+    let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for file in &conversion.files {
+        by_name.entry(&file.to).or_default().push(&file.from);
+    }
+    for (name, files) in by_name.iter().filter(|(_, f)| f.len() > 1) {
+        if !by_version.values().any(|v| v.len() > 1 && v.contains(&files[0])) {
+            problems.push(format!("{} would all become {name}", files.join(" and ")));
+        }
+    }
     if !problems.is_empty() {
         return Err(ConvertError::Unconvertible(problems));
     }
@@ -140,8 +151,11 @@ fn listing(source: &Path, recursive: bool) -> Result<Vec<(String, PathBuf)>, Con
     while let Some(folder) = folders.pop() {
         let read_error = |error| ConvertError::Read { path: folder.display().to_string(), error };
         for entry in fs::read_dir(&folder).map_err(read_error)? {
-            let path = entry.map_err(read_error)?.path();
-            if recursive && path.is_dir() {
+            let entry = entry.map_err(read_error)?;
+            let path = entry.path();
+            // A symlinked folder is not followed: one pointing back up would never end.
+            let real_folder = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if recursive && real_folder {
                 folders.push(path);
                 continue;
             }
@@ -179,6 +193,13 @@ fn versioned_name(digits: &str, name: &str) -> Result<String, String> {
 
 fn converted(from: &str, to: String, body: &[u8], no_transaction: bool) -> Converted {
     let mut contents = Vec::with_capacity(body.len() + NO_TRANSACTION.len());
+    // A byte-order mark stays first: migrun drops it only there, and behind the directive it
+    // would be a stray character in front of the first statement.
+    let (bom, body) = match body.strip_prefix(UTF8_BOM) {
+        Some(rest) => (UTF8_BOM, rest),
+        None => (&b""[..], body),
+    };
+    contents.extend_from_slice(bom);
     if no_transaction {
         contents.extend_from_slice(NO_TRANSACTION);
     }

@@ -75,8 +75,19 @@ impl HistoryTable {
     }
 
     /// The table next to this one whose name ends in `suffix` (`migrun_history_repairs`).
+    /// Postgres cuts names at 63 bytes, and a cut name could be this table's own: a name that
+    /// would be too long keeps a prefix of this one, a hash of the whole, and the suffix.
     pub fn with_suffix(&self, suffix: &str) -> HistoryTable {
-        HistoryTable { schema: self.schema.clone(), name: format!("{}{suffix}", self.name) }
+        let whole = format!("{}{suffix}", self.name);
+        if whole.len() <= MAX_IDENTIFIER {
+            return HistoryTable { schema: self.schema.clone(), name: whole };
+        }
+        use sha2::Digest;
+        let hash: String = sha2::Sha256::digest(self.name.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect();
+        // Plain identifiers are ASCII, so any byte boundary is a character boundary.
+        let keep = MAX_IDENTIFIER - suffix.len() - hash.len() - 1;
+        let name = format!("{}_{hash}{suffix}", &self.name[..keep.min(self.name.len())]);
+        HistoryTable { schema: self.schema.clone(), name }
     }
 
     /// The quoted name to put in SQL text (identifiers cannot be bind parameters).
@@ -87,6 +98,9 @@ impl HistoryTable {
         }
     }
 }
+
+/// Postgres's longest identifier (NAMEDATALEN - 1), in bytes.
+const MAX_IDENTIFIER: usize = 63;
 
 /// `pg_temp`, or a session's own `pg_temp_N`.
 pub fn is_temp_schema(schema: &str) -> bool {

@@ -193,7 +193,10 @@ pub fn baseline(plan: &BaselinePlan, dry_run: bool, json: bool) -> String {
     }
     let listed = [
         ("applied by the other tool, no file (not recorded)", plan.tool_only.iter().map(u64::to_string).collect()),
-        ("files the other tool never applied (not recorded; up runs them)", plan.never_applied.clone()),
+        (
+            "files the other tool never applied (not recorded; they are below the highest adopted version, so `up` refuses them as out of order, exit 7, unless --allow-out-of-order, which runs them)",
+            plan.never_applied.clone(),
+        ),
         ("versions that are not whole numbers (not recorded)", plan.unmappable.clone()),
         ("rows the other tool does not count as applied", plan.ignored.clone()),
         ("pending: the next up runs them", plan.pending.clone()),

@@ -9,6 +9,7 @@ mod services;
 mod tools;
 
 mod adopt;
+mod adopt_trust;
 mod apply;
 mod bad_input;
 mod commands;
