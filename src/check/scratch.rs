@@ -27,8 +27,12 @@ pub enum ScratchError {
     Unreachable { server: String, reason: String },
     #[error("verify: TLS to the server you named ({server}) failed: {reason}")]
     Tls { server: String, reason: String },
-    #[error("verify: database {0} on the server you named already has tables; name a server's maintenance database (postgres): migrun creates and drops scratch databases of its own there")]
+    #[error("verify: database {0} on the server you named is not empty (it has tables, views, sequences or other relations); name a server's maintenance database (postgres): migrun creates and drops scratch databases of its own there")]
     NotEmpty(String),
+    #[error("verify: {file}: `{statement}` changes the whole server you named, not a scratch database; verify such a folder on a scratch server of its own (run verify without --database-url)")]
+    ClusterWide { file: String, statement: String },
+    #[error("verify: {0}")]
+    Interrupted(#[from] crate::signals::Interrupted),
 }
 
 /// A server to create scratch databases on.
@@ -60,12 +64,14 @@ impl Drop for Cluster {
 }
 
 impl Server {
-    /// Starts a throwaway cluster from the local binaries.
+    /// Starts a throwaway cluster from the local binaries, after removing what runs that
+    /// died without cleaning up left in the temp folder.
     pub async fn start() -> Result<Server, ScratchError> {
         let bin = server_binaries().ok_or(ScratchError::NoBinaries)?;
+        sweep_scratch_dirs(&std::env::temp_dir());
         let started = Instant::now();
         let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("migrun-verify-{}-{unique}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{SCRATCH_DIR_PREFIX}{}-{unique}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| ScratchError::Start(format!("{}: {e}", dir.display())))?;
         let owner = as_postgres_user(&dir)?;
         let run = |program: &str| {
@@ -150,7 +156,8 @@ impl Server {
         let row = client
             .query_one(
                 "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
+                         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+                           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'),
                         coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false),
                         current_setting('server_version_num')::int / 10000",
                 &[],
@@ -164,6 +171,38 @@ impl Server {
         server.superuser = row.try_get(1).map_err(column)?;
         server.major = u32::try_from(row.try_get::<_, i32>(2).map_err(column)?).unwrap_or(0);
         Ok(server)
+    }
+
+    /// Whether this is a throwaway cluster of migrun's own (not a server someone named).
+    pub fn is_scratch(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The prefix of this run's scratch databases: this host and this process, so a later run
+    /// on the same host can tell a dead run's leftovers from a live run's databases.
+    pub fn database_prefix(&self) -> String {
+        format!("{}{}_", database_prefix_of_host(), std::process::id())
+    }
+
+    /// Drops the scratch databases that runs on this host which are gone left behind (killed,
+    /// or ended at once by a second signal) on a server someone named.
+    pub async fn sweep_databases(&self) {
+        if self.cluster.is_some() {
+            return;
+        }
+        let Ok(admin) = self.connect(self.maintenance()).await else { return };
+        let pattern = format!("{}%", database_prefix_of_host().replace('_', "\\_"));
+        let Ok(rows) = admin.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&pattern]).await else {
+            return;
+        };
+        for name in rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()) {
+            let pid =
+                name.strip_prefix(&database_prefix_of_host()).and_then(|rest| rest.split('_').next()?.parse().ok());
+            if pid.is_some_and(|pid: i32| !process_alive(pid)) {
+                tracing::warn!(database = %name, "dropping a scratch database a verify run that is gone left behind");
+                self.drop_database(&name).await;
+            }
+        }
     }
 
     /// The server's major version.
@@ -225,11 +264,52 @@ impl Server {
         }
     }
 
-    fn maintenance(&self) -> &str {
+    /// The database migrun connects to for creating and dropping the others.
+    pub fn maintenance(&self) -> &str {
         match &self.cluster {
             Some(_) => "postgres",
             None => self.config.get_dbname().unwrap_or("postgres"),
         }
+    }
+}
+
+/// The temp folder's scratch clusters: `migrun-verify-<pid>-<nanos>`.
+const SCRATCH_DIR_PREFIX: &str = "migrun-verify-";
+
+/// `migrun_verify_<host hash>_`: scratch databases on a named server, by host.
+fn database_prefix_of_host() -> String {
+    use sha2::Digest;
+    let mut name = [0u8; 256];
+    // SAFETY: gethostname writes at most the buffer's length.
+    unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) };
+    let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+    let hash: String = sha2::Sha256::digest(&name[..end])[..3].iter().map(|b| format!("{b:02x}")).collect();
+    format!("migrun_verify_{hash}_")
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
+}
+
+/// Removes the scratch clusters of runs whose process is gone (and whose server is not
+/// running any more): 46 MB each.
+fn sweep_scratch_dirs(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(SCRATCH_DIR_PREFIX).and_then(|r| r.split('-').next()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let postmaster = std::fs::read_to_string(entry.path().join("data").join("postmaster.pid")).ok();
+        let server_pid = postmaster.and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+        if process_alive(pid) || server_pid.is_some_and(process_alive) {
+            continue;
+        }
+        tracing::info!(dir = %entry.path().display(), "removing a scratch cluster a verify run that is gone left behind");
+        let _ = std::fs::remove_dir_all(entry.path());
     }
 }
 

@@ -21,6 +21,7 @@ use super::scratch::{ScratchError, Server};
 use crate::db::failure::PgFailure;
 use crate::migrate::files::{Migration, MigrationKind};
 use crate::migrate::split;
+use crate::signals::Shutdown;
 
 /// Lock modes that block the live app's writes (or everything).
 const BLOCKING: [&str; 4] = ["ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"];
@@ -103,12 +104,35 @@ impl VerifyReport {
     }
 }
 
-/// The scratch databases of one run, dropped at its end.
+/// The scratch databases of one run, dropped at its end, and what existed cluster-wide
+/// before it (roles, tablespaces): what a pass adds there is dropped after it, or the next
+/// pass (and the next run) would find it.
 struct Databases<'a> {
     server: &'a Server,
     prefix: String,
     next: usize,
     created: Vec<String>,
+    before: ClusterObjects,
+    /// The folders' text: on a server someone named, only a role or tablespace the files name
+    /// is dropped (another client may create one meanwhile).
+    mentioned: String,
+}
+
+/// Cluster-wide objects, by name.
+#[derive(Debug, Default)]
+struct ClusterObjects {
+    roles: BTreeSet<String>,
+    tablespaces: BTreeSet<String>,
+}
+
+impl ClusterObjects {
+    async fn read(client: &Client) -> Result<ClusterObjects, tokio_postgres::Error> {
+        let names = |rows: Vec<tokio_postgres::Row>| rows.iter().filter_map(|r| r.try_get(0).ok()).collect();
+        Ok(ClusterObjects {
+            roles: names(client.query("SELECT rolname::text FROM pg_roles", &[]).await?),
+            tablespaces: names(client.query("SELECT spcname::text FROM pg_tablespace", &[]).await?),
+        })
+    }
 }
 
 impl<'a> Databases<'a> {
@@ -125,22 +149,78 @@ impl<'a> Databases<'a> {
             self.server.drop_database(&name).await;
         }
     }
+
+    /// Drops every scratch database, then the roles and tablespaces the passes created.
+    async fn reset_cluster(&mut self) {
+        self.drop_all().await;
+        let Ok(admin) = self.server.connect(self.server.maintenance()).await else { return };
+        let Ok(now) = ClusterObjects::read(&admin).await else { return };
+        let text = self.mentioned.to_lowercase();
+        let ours = |name: &String| self.server.is_scratch() || text.contains(&name.to_lowercase());
+        let drops = now
+            .tablespaces
+            .difference(&self.before.tablespaces)
+            .filter(|n| ours(n))
+            .map(|n| format!("DROP TABLESPACE \"{}\"", n.replace('"', "\"\"")))
+            .chain(now.roles.difference(&self.before.roles).filter(|n| ours(n)).map(|n| {
+                let quoted = n.replace('"', "\"\"");
+                format!("DROP OWNED BY \"{quoted}\"; DROP ROLE \"{quoted}\"")
+            }));
+        for sql in drops {
+            match admin.batch_execute(&sql).await {
+                Ok(()) => tracing::info!(statement = %sql, "dropped what a verify pass created cluster-wide"),
+                Err(e) => {
+                    tracing::warn!(statement = %sql, error = %failure(&e), "cannot drop what a verify pass created cluster-wide")
+                }
+            }
+        }
+    }
 }
 
 /// Verifies `migrations` (in `up` order) on `server`; `from` is the previous release's folder.
+/// A stop request cancels it at once: the pass in flight is abandoned, its scratch databases
+/// dropped (which ends their sessions and the statement running there), and what the passes
+/// created cluster-wide dropped.
 pub async fn verify(
     server: &Server,
     migrations: &[Migration],
     from: Option<(&str, &[Migration])>,
+    shutdown: &Shutdown,
 ) -> Result<VerifyReport, ScratchError> {
     let started = Instant::now();
-    let prefix = format!("migrun_verify_{}_{}", std::process::id(), started.elapsed().subsec_nanos() % 100_000);
-    let mut databases = Databases { server, prefix, next: 0, created: Vec::new() };
-    let result = run(&mut databases, migrations, from).await;
-    databases.drop_all().await;
+    if !server.is_scratch() {
+        refuse_cluster_wide(migrations.iter().chain(from.map(|(_, m)| m).unwrap_or_default()))?;
+        server.sweep_databases().await;
+    }
+    let admin = server.connect(server.maintenance()).await?;
+    let before = ClusterObjects::read(&admin).await.map_err(server_error)?;
+    drop(admin);
+    let mentioned: String =
+        migrations.iter().chain(from.map(|(_, m)| m).unwrap_or_default()).map(|m| m.sql.as_str()).collect();
+    let prefix = format!("{}{}", server.database_prefix(), started.elapsed().subsec_nanos() % 100_000);
+    let mut databases = Databases { server, prefix, next: 0, created: Vec::new(), before, mentioned };
+    let result = tokio::select! {
+        result = run(&mut databases, migrations, from) => result,
+        stop = shutdown.wait() => {
+            tracing::warn!(signal = %crate::signals::name(&stop.signal), "stop requested: abandoning the verify pass and dropping its scratch databases");
+            Err(ScratchError::Interrupted(stop))
+        }
+    };
+    databases.reset_cluster().await;
     let mut report = result?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// On a server someone named, a statement that changes the whole server is refused before
+/// anything runs: verify would change that server for real.
+fn refuse_cluster_wide<'m>(migrations: impl Iterator<Item = &'m Migration>) -> Result<(), ScratchError> {
+    for migration in migrations {
+        if let Some(statement) = split::split(&migration.sql).iter().find_map(|s| split::cluster_wide(s.text)) {
+            return Err(ScratchError::ClusterWide { file: migration.display_path(), statement });
+        }
+    }
+    Ok(())
 }
 
 /// A no-transaction file to interrupt: a copy of the database before it, and the schema after.
@@ -199,6 +279,9 @@ async fn run(
         report.reruns.extend(interrupt(databases, file).await?);
     }
     if let Some((from_dir, previous)) = from {
+        // A clean cluster for the upgrade: the roles the first pass created would make the
+        // previous folder's CREATE ROLE fail, an upgrade difference that is not one.
+        databases.reset_cluster().await;
         let upgraded = databases.create(None).await?;
         let client = server.connect(&upgraded).await?;
         let mut differences = Vec::new();

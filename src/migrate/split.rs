@@ -91,6 +91,27 @@ pub fn is_transaction_control(statement: &str) -> bool {
     }
 }
 
+/// What a statement changes beyond its own database, named by its first words (`ALTER
+/// SYSTEM`, `DROP TABLESPACE`, `ALTER ROLE`, `CREATE DATABASE`...): the server's
+/// configuration, tablespaces, databases, or roles that exist already. `CREATE ROLE` is not
+/// one: what it creates can be dropped again. `None` for every other statement.
+pub fn cluster_wide(statement: &str) -> Option<String> {
+    let words: Vec<String> = Lexer::new(statement)
+        .filter(|t| t.kind == TokenKind::Word)
+        .take(3)
+        .map(|t| statement[t.start..t.end].to_ascii_lowercase())
+        .collect();
+    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or_default();
+    let wide = match (word(0), word(1)) {
+        ("alter", "system") => true,
+        ("create" | "alter" | "drop", "tablespace" | "database") => true,
+        // A user mapping belongs to a foreign server of this database.
+        ("alter" | "drop", "role" | "user" | "group") => word(2) != "mapping",
+        _ => false,
+    };
+    wide.then(|| format!("{} {}", word(0), word(1)).to_ascii_uppercase())
+}
+
 /// `FROM STDIN` or `TO STDOUT` when the statement is a `COPY` that exchanges its data with
 /// the client, which only psql-like clients can do.
 pub fn client_copy(statement: &str) -> Option<&'static str> {
@@ -447,5 +468,16 @@ mod tests {
                 prop_assert_eq!(&sql[part.offset..part.offset + part.text.len()], part.text);
             }
         }
+    }
+
+    #[test]
+    fn statements_that_change_the_whole_server() {
+        assert_eq!(cluster_wide("ALTER SYSTEM SET work_mem = '8MB'").as_deref(), Some("ALTER SYSTEM"));
+        assert_eq!(cluster_wide("/* x */ alter role app set search_path = a").as_deref(), Some("ALTER ROLE"));
+        assert_eq!(cluster_wide("DROP TABLESPACE fast").as_deref(), Some("DROP TABLESPACE"));
+        assert_eq!(cluster_wide("CREATE DATABASE other").as_deref(), Some("CREATE DATABASE"));
+        assert_eq!(cluster_wide("ALTER USER MAPPING FOR app SERVER s OPTIONS (x 'y')"), None);
+        assert_eq!(cluster_wide("CREATE ROLE reporting"), None);
+        assert_eq!(cluster_wide("ALTER TABLE t ADD c int"), None);
     }
 }

@@ -18,9 +18,11 @@ use crate::check::verify;
 use crate::migrate::files::{self, Accept, Migration};
 use crate::signals::Shutdown;
 
-/// Reads the folder as `up` would (bad names and directives are still exit 2).
+/// Reads the folder as `up` does, with `up`'s verdict on every file: a file `up` refuses
+/// (bad names and directives, empty or only comments) is exit 2 here too, so a CI gate never
+/// passes what the deploy refuses.
 pub fn load(dir: &Path) -> Result<Vec<Migration>, Error> {
-    Ok(files::load(dir, Accept { empty_dir: false, empty_files: true })?)
+    Ok(files::load(dir, Accept { empty_dir: false, empty_files: false })?)
 }
 
 /// This build has no parser (`--no-default-features`, as `scripts/demo` builds).
@@ -144,7 +146,7 @@ pub struct VerifyRequest<'a> {
 /// file that fails from empty (6), a file that cannot run again after an interruption (11),
 /// an upgrade path that gives another schema (12), and with `--strict` blocking locks or
 /// rewrites of existing tables (10).
-pub async fn verify(config: &Config, request: VerifyRequest<'_>, _shutdown: &Shutdown) -> Result<(), Error> {
+pub async fn verify(config: &Config, request: VerifyRequest<'_>, shutdown: &Shutdown) -> Result<(), Error> {
     let migrations = load(&config.dir)?;
     let previous = match request.from {
         Some(dir) => Some(load(dir)?),
@@ -156,7 +158,7 @@ pub async fn verify(config: &Config, request: VerifyRequest<'_>, _shutdown: &Shu
     }
     .map_err(verify_error)?;
     let from = request.from.zip(previous.as_deref()).map(|(dir, m)| (dir.to_str().unwrap_or("previous folder"), m));
-    let report = verify::verify(&server, &migrations, from).await.map_err(verify_error)?;
+    let report = verify::verify(&server, &migrations, from, shutdown).await.map_err(verify_error)?;
     drop(server);
     let text = match request.json {
         true => format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()),
@@ -211,6 +213,7 @@ pub async fn verify(config: &Config, request: VerifyRequest<'_>, _shutdown: &Shu
 fn verify_error(e: ScratchError) -> Error {
     match e {
         ScratchError::Unreachable { .. } | ScratchError::Tls { .. } => Error::VerifyConnect(e.to_string()),
+        ScratchError::Interrupted(stop) => Error::Interrupted(stop),
         e => Error::Verify(e.to_string()),
     }
 }

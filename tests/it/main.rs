@@ -32,3 +32,4 @@ mod readiness;
 mod session_state;
 mod signals;
 mod verify;
+mod verify_trust;
