@@ -156,3 +156,29 @@ fn the_connection_limit_counts_a_server_once_whatever_its_spelling() {
     let seen = most.load(Ordering::SeqCst);
     assert!(seen > 1 && seen <= k, "at most {k} migrun sessions at once on the one server, saw {seen}");
 }
+
+/// Targets with passwords, one of them refused at login and one failing a file: the run
+/// table (`migrun_fanout`), the result file and every line name them without the password.
+#[test]
+fn the_run_table_and_the_result_file_never_hold_a_password() {
+    let fleet = Fleet::new(2);
+    let wrong = "wrong-Pw-7e2a";
+    register_secret(wrong);
+    let ok = TestDb::new();
+    let refused = TestDb::new();
+    let file = tempfile::NamedTempFile::new().expect("targets");
+    std::fs::write(file.path(), format!("{}\n{}\n", ok.password_url(PASSWORD), refused.password_url(wrong)))
+        .expect("write");
+    let out = tempfile::tempdir().expect("dir");
+    let result_file = out.path().join("result.json");
+    let run =
+        fleet.worker(migrations().path(), file.path(), &["--result-file", &result_file.display().to_string()]).run();
+    run.assert_code(13);
+    let table = fleet.coord.query_strings("SELECT concat_ws(' ', target, outcome, message) FROM migrun_fanout");
+    let written = std::fs::read_to_string(&result_file).expect("result file");
+    for secret in secrets() {
+        assert!(table.iter().all(|row| !row.contains(&secret)), "the run table holds a password: {table:?}");
+        assert!(!written.contains(&secret), "the result file holds a password: {written}");
+    }
+    assert!(table.iter().any(|row| row.contains("database_unreachable") || row.contains("28P01")), "{table:?}");
+}

@@ -426,18 +426,35 @@ impl LiveRun {
         }
     }
 
-    /// As `finish`, but a run still going after `limit` is killed and the test fails.
+    /// As `finish`, but a run still going after `limit` is killed and the test fails, and
+    /// output that a process migrun left behind keeps open is not waited for past `limit`.
     pub fn finish_within(mut self, limit: Duration) -> Run {
         let deadline = Instant::now() + limit;
-        while self.child.try_wait().ok().flatten().is_none() {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().ok().flatten() {
+                break status;
+            }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 panic!("migrun did not exit within {limit:?}; it printed:\n{}", self.seen.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        let (tx, stdout) = mpsc::channel();
+        if let Some(mut out) = self.child.stdout.take() {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut out, &mut text);
+                let _ = tx.send(text);
+            });
         }
-        self.finish()
+        let stdout = stdout.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_default();
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(line);
+        }
+        let output = Output { status, stdout: stdout.into_bytes(), stderr: (self.seen.join("\n") + "\n").into_bytes() };
+        Run::from(output)
     }
 
     pub fn finish(mut self) -> Run {
