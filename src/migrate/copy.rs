@@ -4,7 +4,7 @@
 //! nothing. It sends every column in the table's order, which migrun's CREATE TABLE fixes:
 //! 15 columns, or 14 for a table an older release made (`adopted_from` came last, by ALTER).
 
-use super::history::{HistoryRow, RowState, Timestamp};
+use super::row::{HistoryRow, RowState, Timestamp};
 
 /// The signature that starts binary `COPY` data.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";

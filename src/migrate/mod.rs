@@ -12,5 +12,6 @@ pub mod files;
 pub mod history;
 pub mod lock;
 pub mod repair;
+pub mod row;
 pub mod split;
 pub mod wait;
