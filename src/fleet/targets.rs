@@ -60,8 +60,16 @@ pub fn origin(source: &str) -> String {
         {
             format!("`{scheme}:...`")
         }
+        // A bare path (the `file:` forgotten) names nothing secret.
+        None if looks_like_path(source) => format!("`{source}`"),
         _ => "the value given".to_string(),
     }
+}
+
+/// `tenants.txt`, `/etc/migrun/targets`: a file name, not a connection string or a password.
+fn looks_like_path(text: &str) -> bool {
+    (text.contains('/') || text.contains('.'))
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'))
 }
 
 /// One line's target, with where it writes beyond its id.
@@ -281,6 +289,7 @@ mod tests {
             assert!(!shown.contains("hunter2"), "{source} shown as {shown}");
         }
         assert_eq!(origin("file:tenants.txt"), "file:tenants.txt");
+        assert_eq!(origin("tenants.txt"), "`tenants.txt`");
         assert_eq!(origin("sql:postgres://app:hunter2@db/catalog"), "sql:postgres://app:***@db/catalog");
     }
 
