@@ -193,14 +193,7 @@ fn own_process_group(command: &mut Command) -> bool {
                 return Err(std::io::Error::last_os_error());
             }
             if terminal {
-                // A background group that takes the terminal gets SIGTTOU unless it blocks it.
-                let mut block: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut block);
-                libc::sigaddset(&mut block, libc::SIGTTOU);
-                let mut previous: libc::sigset_t = std::mem::zeroed();
-                libc::sigprocmask(libc::SIG_BLOCK, &block, &mut previous);
-                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
-                libc::sigprocmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+                give_terminal_to(libc::getpid());
             }
             Ok(())
         });
@@ -211,16 +204,23 @@ fn own_process_group(command: &mut Command) -> bool {
 /// Gives the terminal back to migrun's group once the child is gone (for the result line and
 /// the shell after it).
 fn take_back_terminal() {
-    // SAFETY: signal mask changes on this thread and tcsetpgrp on our own stdin.
-    unsafe {
-        let mut block: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut block);
-        libc::sigaddset(&mut block, libc::SIGTTOU);
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut previous);
-        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
-    }
+    // SAFETY: getpgrp has no preconditions; see give_terminal_to.
+    unsafe { give_terminal_to(libc::getpgrp()) };
+}
+
+/// Makes `group` the terminal's foreground group. A background group that takes the terminal
+/// gets SIGTTOU unless it blocks it, so it is blocked meanwhile on this thread.
+///
+/// # Safety
+/// Only async-signal-safe calls (pthread_sigmask, tcsetpgrp): fit for pre_exec.
+unsafe fn give_terminal_to(group: libc::pid_t) {
+    let mut block: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut block);
+    libc::sigaddset(&mut block, libc::SIGTTOU);
+    let mut previous: libc::sigset_t = std::mem::zeroed();
+    libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut previous);
+    libc::tcsetpgrp(libc::STDIN_FILENO, group);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
 }
 
 /// PR_SET_PDEATHSIG: the kernel sends SIGKILL to the child when the thread that started it
