@@ -114,6 +114,14 @@ impl fmt::Display for HistoryTable {
     }
 }
 
+impl HistoryError {
+    /// Whether the session was lost under the statement (a restart, a failover, a terminated
+    /// backend): the table itself may be fine.
+    pub fn connection_lost(&self) -> bool {
+        matches!(self, HistoryError::Statement { failure, .. } if failure.connection_lost())
+    }
+}
+
 /// The history table cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {

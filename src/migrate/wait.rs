@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::compare::{self, FileState, MismatchError, Policy};
 use super::files::Migration;
-use super::history::{History, HistoryError};
+use super::history::{HistoryError, HistoryRow};
 use crate::backoff::Backoff;
+use crate::db::session::ConnectError;
 use crate::signals::{Interrupted, Shutdown};
 
 /// How often a waiting run says what it is still waiting for.
@@ -28,6 +29,28 @@ pub enum WaitError {
     Mismatch(#[from] MismatchError),
     #[error("{0} while waiting for the schema")]
     Interrupted(#[from] Interrupted),
+    /// The database could not be read when the wait ended (down, restarting, failing over).
+    #[error("the database was unavailable when the wait ended after {waited_s:.0}s: {reason}; is it up? (--wait-timeout to wait longer)")]
+    Unavailable { waited_s: f64, reason: String },
+    /// Reconnecting failed in a way waiting does not mend (a refused login, a bad secret).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+}
+
+/// One read of the history, as the wait loop sees it.
+pub enum Polled {
+    /// The rows (none when the table does not exist yet).
+    Rows(Vec<HistoryRow>),
+    /// The database could not be read this time (a restart, a failover, a terminated
+    /// session): the loop tries again, on a new session, until its deadline.
+    Unavailable(String),
+}
+
+/// Where the wait loop reads the history: the command layer opens the session again behind
+/// it when the server ends it.
+pub trait HistorySource {
+    /// Reads the history once, reconnecting first if the last read lost the session.
+    async fn poll(&mut self, deadline: Instant) -> Result<Polled, WaitError>;
 }
 
 fn preview(versions: &[String]) -> String {
@@ -41,7 +64,7 @@ fn preview(versions: &[String]) -> String {
 /// Returns once every versioned migration in `migrations` is recorded as applied, and every
 /// repeatable one at its current checksum.
 pub async fn until_ready(
-    history: &History<'_>,
+    history: &mut impl HistorySource,
     migrations: &[Migration],
     policy: Policy,
     timeout: Duration,
@@ -51,9 +74,23 @@ pub async fn until_ready(
     let deadline = started + timeout;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut last_report: Option<Instant> = None;
+    let mut last_outage_report: Option<Instant> = None;
     let mut told_ahead = false;
     loop {
-        let rows = history.read().await?.unwrap_or_default();
+        let rows = match history.poll(deadline).await? {
+            Polled::Rows(rows) => rows,
+            Polled::Unavailable(reason) => {
+                let Some(delay) = backoff.next_delay_until(deadline) else {
+                    return Err(WaitError::Unavailable { waited_s: started.elapsed().as_secs_f64(), reason });
+                };
+                if last_outage_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+                    tracing::warn!(reason = %reason, waited_s = started.elapsed().as_secs(), "the database is unavailable; reconnecting until the wait ends");
+                    last_outage_report = Some(Instant::now());
+                }
+                shutdown.sleep(delay).await?;
+                continue;
+            }
+        };
         let comparison = compare::compare(migrations, &rows);
         let drift = Policy { allow_missing: true, allow_out_of_order: true, ..policy };
         comparison.validate(drift, "")?;

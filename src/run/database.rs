@@ -2,7 +2,7 @@
 //! one path that applies pending migrations under the lock (`up`, `exec --migrate`,
 //! `exec --lock`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join;
 
@@ -12,7 +12,7 @@ use super::listing;
 use super::outcome::Progress;
 use super::print_stdout;
 use crate::db::connect;
-use crate::db::session::Session;
+use crate::db::session::{ConnectError, Session};
 use crate::identity::Identity;
 use crate::migrate::adopt;
 use crate::migrate::apply::Applier;
@@ -75,9 +75,7 @@ pub async fn status(config: &Config, json: bool, progress: &mut Progress, shutdo
 /// `wait`: returns once every versioned file is applied. Read only.
 pub async fn wait(config: &Config, timeout: Duration, shutdown: &Shutdown) -> Result<(), Error> {
     let (session, migrations) = open_with_files(config, shutdown).await?;
-    let waited = wait_ready(config, &session, &migrations, timeout, shutdown).await;
-    session.close().await;
-    waited
+    wait_ready(config, session, &migrations, timeout, shutdown).await
 }
 
 /// What `repair` was asked to do.
@@ -169,17 +167,78 @@ pub async fn baseline(
     locked.release_after(result, changed).await
 }
 
-/// Waits on an open session (also `exec --wait`).
+/// `wait` and `exec --wait`: polls until the schema is ready, on `session` and, when the server
+/// ends it (a restart, a failover, `pg_terminate_backend`), on a new one: the connection is
+/// resolved again (a secret fetched again, which also covers a rotation) until the wait's
+/// deadline. The session is closed at the end.
 pub async fn wait_ready(
     config: &Config,
-    session: &Session,
+    session: Session,
     migrations: &[Migration],
     timeout: Duration,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     session.start().await?;
-    let history = History::new(session, &config.history_table);
-    Ok(wait::until_ready(&history, migrations, config.policy, timeout, shutdown).await?)
+    let mut source = Reopening { config, session: Some(session), shutdown };
+    let waited = wait::until_ready(&mut source, migrations, config.policy, timeout, shutdown).await;
+    if let Some(session) = source.session {
+        session.close().await;
+    }
+    Ok(waited?)
+}
+
+/// The wait loop's history, on a session opened again whenever the last one was lost.
+struct Reopening<'a> {
+    config: &'a Config,
+    session: Option<Session>,
+    shutdown: &'a Shutdown,
+}
+
+impl wait::HistorySource for Reopening<'_> {
+    async fn poll(&mut self, deadline: Instant) -> Result<wait::Polled, wait::WaitError> {
+        let session = match self.session.take() {
+            Some(session) => session,
+            None => match self.reopen(deadline).await? {
+                Ok(session) => session,
+                Err(reason) => return Ok(wait::Polled::Unavailable(reason)),
+            },
+        };
+        let read = History::new(&session, &self.config.history_table).read().await;
+        match read {
+            Ok(rows) => {
+                self.session = Some(session);
+                Ok(wait::Polled::Rows(rows.unwrap_or_default()))
+            }
+            Err(e) if e.connection_lost() => Ok(wait::Polled::Unavailable(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Reopening<'_> {
+    /// A new session, or why there is none yet (the server still down); an error when waiting
+    /// cannot mend it.
+    async fn reopen(&self, deadline: Instant) -> Result<Result<Session, String>, wait::WaitError> {
+        let Some(spec) = self.config.connection.as_ref() else {
+            return Ok(Err("no connection configured".into()));
+        };
+        let limit = deadline.saturating_duration_since(Instant::now()).min(self.config.connect_timeout);
+        let opened =
+            connect::open(spec, &self.config.session, limit.max(Duration::from_millis(100)), self.shutdown).await;
+        let session = match opened {
+            Ok(session) => session,
+            Err(e @ (ConnectError::Unreachable { .. } | ConnectError::Lost { .. })) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        match session.start().await {
+            Ok(()) => {
+                tracing::info!(backend_pid = session.backend_pid(), "reconnected while waiting for the schema");
+                Ok(Ok(session))
+            }
+            Err(e @ (ConnectError::Unreachable { .. } | ConnectError::Lost { .. })) => Ok(Err(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Reads the migration files while the connection opens (TCP, TLS, authentication): a run pays

@@ -214,6 +214,8 @@ fn wait(e: &WaitError) -> ExitCode {
         WaitError::History(e) => history(e),
         WaitError::Mismatch(_) => ExitCode::HistoryMismatch,
         WaitError::Interrupted(stop) => signal(stop),
+        WaitError::Unavailable { .. } => ExitCode::Connect,
+        WaitError::Connect(e) => connect(e),
     }
 }
 

@@ -163,9 +163,7 @@ async fn prepare(
         }
         ExecMode::Wait { timeout } => {
             let (session, migrations) = database::open_with_files(config, shutdown).await?;
-            let waited = database::wait_ready(config, &session, &migrations, timeout, shutdown).await;
-            session.close().await;
-            waited
+            database::wait_ready(config, session, &migrations, timeout, shutdown).await
         }
     }
 }

@@ -33,3 +33,4 @@ mod session_state;
 mod signals;
 mod verify;
 mod verify_trust;
+mod wait_restart;

@@ -196,6 +196,77 @@ pub fn start_cluster(hba: &str, listen: &str, settings: &[(&str, String)]) -> Cl
     Cluster { port, log }
 }
 
+/// A cluster of one test's own that the test stops and starts again (a restart, a crash),
+/// on the same port and data directory.
+pub struct Restartable {
+    dir: PathBuf,
+    pub port: u16,
+    pid: Mutex<i32>,
+}
+
+impl Restartable {
+    pub fn start() -> Restartable {
+        let user = server_user();
+        let dir = tempfile::Builder::new().prefix("migrun-test-pg-").tempdir().expect("temp dir").keep();
+        chown_to_server(&dir, user);
+        let mut initdb = Command::new(pg_bin("initdb"));
+        initdb
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .arg(dir.join("data"));
+        as_server_user(&mut initdb, user);
+        let out = initdb.output().expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let cluster = Restartable { dir, port: free_port(), pid: Mutex::new(0) };
+        cluster.start_again();
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn accepts(&self) -> bool {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(1))
+            .connect(postgres::NoTls)
+            .is_ok()
+    }
+
+    /// Stops the server with `signal` (SIGINT: fast shutdown; SIGQUIT: immediate, a crash) and
+    /// waits until it is gone.
+    pub fn stop(&self, signal: i32) {
+        let pid = *self.pid.lock().expect("pid");
+        // SAFETY: signalling and reaping the server this test started.
+        unsafe {
+            libc::kill(pid, signal);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+
+    /// Starts the server again; returns once it accepts connections.
+    pub fn start_again(&self) {
+        let user = server_user();
+        let mut command = Command::new(pg_bin("postgres"));
+        command.arg("-D").arg(self.dir.join("data"));
+        command.args(["-c", "fsync=off", "-c", "listen_addresses=127.0.0.1", "-p", &self.port.to_string()]);
+        command.arg("-k").arg(&self.dir);
+        as_server_user(&mut command, user);
+        *self.pid.lock().expect("pid") = spawn_owned(command, None, None);
+        wait_until(Duration::from_secs(30), "the restarted server accepts connections", || self.accepts());
+    }
+}
+
+impl Drop for Restartable {
+    fn drop(&mut self) {
+        self.stop(libc::SIGQUIT);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// How a PgBouncer in front of the test server pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolerConfig {
