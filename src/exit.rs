@@ -43,6 +43,8 @@ pub enum ExitCode {
     FailureRateExceeded,
     /// `fanout`: the deadline passed or targets are still claimed or untouched. Safe to retry.
     Incomplete,
+    /// Secrets Manager throttled or failed the call (after the SDK's retries). Safe to retry.
+    SecretsBusy,
     /// Interrupted by a signal (128 + signal number, as shells report it).
     Signal(i32),
     /// `exec`: the child's own exit status (128 + N when signal N killed it; 127 command not
@@ -79,6 +81,7 @@ impl ExitCode {
             ExitCode::CanaryFailed => 14,
             ExitCode::FailureRateExceeded => 15,
             ExitCode::Incomplete => 16,
+            ExitCode::SecretsBusy => 17,
             ExitCode::Signal(signal) => 128 + signal,
             ExitCode::Child(code) => code,
         }
@@ -104,6 +107,7 @@ impl ExitCode {
             ExitCode::CanaryFailed => "canary_failed",
             ExitCode::FailureRateExceeded => "failure_rate_exceeded",
             ExitCode::Incomplete => "incomplete",
+            ExitCode::SecretsBusy => "secrets_manager_busy",
             ExitCode::Signal(_) => "interrupted",
             ExitCode::Child(_) => "child_failed",
         }
@@ -118,6 +122,7 @@ impl ExitCode {
                 | ExitCode::LockRetries
                 | ExitCode::WaitTimeout
                 | ExitCode::Incomplete
+                | ExitCode::SecretsBusy
                 | ExitCode::Signal(_)
         )
     }
@@ -147,6 +152,7 @@ mod tests {
             (ExitCode::CanaryFailed, 14),
             (ExitCode::FailureRateExceeded, 15),
             (ExitCode::Incomplete, 16),
+            (ExitCode::SecretsBusy, 17),
             (ExitCode::Signal(2), 130),
             (ExitCode::Signal(15), 143),
         ];
@@ -187,6 +193,7 @@ mod tests {
             ExitCode::CanaryFailed,
             ExitCode::FailureRateExceeded,
             ExitCode::Incomplete,
+            ExitCode::SecretsBusy,
         ];
         for exit in all {
             let row = rows.iter().find(|(code, _)| *code == exit.code().to_string());

@@ -95,7 +95,17 @@ pub enum SecretError {
     NotBuilt { name: String },
     #[error("secret {name}{}: not a usable connection string: {reason}", key_suffix(.key))]
     NotUsable { name: String, key: Option<String>, reason: String },
+    #[error("secret {name} is an RDS secret (it has {present}) but its field `{field}` {problem}; fix the secret, or name the key that holds a connection string")]
+    RdsField { name: String, present: String, field: &'static str, problem: String },
+    #[error("secret {name}: the value of key `{key}` is {bytes} bytes; Linux passes at most {limit} bytes per environment variable, so the command could not start; keep large values in a file or in the secret itself")]
+    ValueTooLarge { name: String, key: String, bytes: usize, limit: usize },
+    #[error("secret {name}: Secrets Manager answered {code} ({message}) after the SDK's retries: it throttled or failed the call; safe to retry")]
+    Transient { name: String, code: String, message: String },
 }
+
+/// The longest `KEY=VALUE` string one environment variable may be (MAX_ARG_STRLEN, 32 pages,
+/// counting the NUL): a longer one makes execve fail with E2BIG.
+pub const MAX_VARIABLE_BYTES: usize = 32 * 4096 - 1;
 
 fn key_suffix(key: &Option<String>) -> String {
     key.as_ref().map_or_else(String::new, |k| format!(" key `{k}`"))
@@ -163,6 +173,10 @@ pub async fn env_from(secret: &SecretRef) -> Result<Vec<(String, String)>, Secre
         if value.contains('\0') {
             return Err(SecretError::NulInValue { name, key });
         }
+        let bytes = key.len() + 1 + value.len();
+        if bytes > MAX_VARIABLE_BYTES {
+            return Err(SecretError::ValueTooLarge { name, key, bytes, limit: MAX_VARIABLE_BYTES });
+        }
         vars.push((key, value));
     }
     let keys: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
@@ -189,21 +203,32 @@ pub fn interpret(secret: &SecretRef, text: &str) -> Result<SecretValue, SecretEr
         };
     }
     let field = |k: &str| object.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    let (Some(host), Some(username), Some(password)) = (field("host"), field("username"), field("password")) else {
+    let rds_fields: Vec<&str> =
+        ["host", "username", "password"].into_iter().filter(|k| object.contains_key(*k)).collect();
+    // Two of RDS's three fields: an RDS secret with the third missing (or not a string).
+    if rds_fields.len() < 2 {
         return Err(SecretError::NoKeyNamed { name, keys: keys() });
+    }
+    let rds_field = |field: &'static str, problem: &str| SecretError::RdsField {
+        name: name.clone(),
+        present: rds_fields.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+        field,
+        problem: problem.to_string(),
     };
+    let required = |k: &'static str| match object.get(k) {
+        Some(serde_json::Value::String(value)) => Ok(value.clone()),
+        Some(_) => Err(rds_field(k, "is not a string")),
+        None => Err(rds_field(k, "is missing")),
+    };
+    let (host, username, password) = (required("host")?, required("username")?, required("password")?);
     // RDS writes the port as a JSON number; hand-made secrets often use a string.
     let port = match object.get("port") {
         None => Some(5432),
-        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok().filter(|p: &u16| *p > 0),
         Some(_) => None,
     }
-    .ok_or_else(|| SecretError::NotUsable {
-        name: name.clone(),
-        key: Some("port".into()),
-        reason: "not a port number".into(),
-    })?;
+    .ok_or_else(|| rds_field("port", "is not a port number (1 to 65535)"))?;
     let dbname = field("dbname").or_else(|| field("database"));
     Ok(SecretValue::Rds(RdsSecret { host, port, username, password, dbname }))
 }
@@ -253,5 +278,10 @@ mod tests {
         );
         assert!(matches!(interpret(&keyed, "postgres://x"), Err(SecretError::NotJson { .. })));
         assert!(matches!(interpret(&plain, r#"{"a":"b"}"#), Err(SecretError::NoKeyNamed { .. })));
+        let no_password = interpret(&plain, r#"{"host":"h","username":"u","port":5432}"#).err().unwrap().to_string();
+        assert!(no_password.contains("field `password` is missing"), "{no_password}");
+        let bad_port = interpret(&plain, r#"{"host":"h","username":"u","password":"pw-1","port":"x"}"#).err().unwrap();
+        assert!(bad_port.to_string().contains("field `port` is not a port number"), "{bad_port}");
+        assert!(!bad_port.to_string().contains("pw-1"));
     }
 }

@@ -155,6 +155,7 @@ fn signal(stop: &Interrupted) -> ExitCode {
 fn secret(e: &SecretError) -> ExitCode {
     match e {
         SecretError::BadReference { .. } | SecretError::NotBuilt { .. } => ExitCode::Usage,
+        SecretError::Transient { .. } => ExitCode::SecretsBusy,
         _ => ExitCode::Secret,
     }
 }

@@ -79,9 +79,12 @@ pub fn exec(
         }
         return reporter.finish_command(&progress, exit);
     }
+    // The command's secrets first: a broken one must fail the run at once (exit 3), not
+    // after a whole wait that then reads as "did the migration run?".
     let prepared = runtime.block_on(async {
+        let vars = secret_env(request.env_from).await?;
         prepare(config, request.mode, identity, &mut progress, &shutdown).await?;
-        secret_env(request.env_from).await
+        Ok(vars)
     });
     let env = match prepared {
         Ok(secret_env) => request.inherited.iter().cloned().chain(secret_env).collect(),
@@ -201,7 +204,8 @@ async fn hold_lock(
     }
 }
 
-/// `--env-from-secret`: fetched after the database step, right before the command starts.
+/// `--env-from-secret`: fetched before the database step (under `--lock`, after the lock is
+/// held).
 /// A secret's keys win over the inherited environment (later secrets over earlier ones); every
 /// key that overrides a variable is logged by name, never by value.
 async fn secret_env(secrets: &[SecretRef]) -> Result<Vec<(String, String)>, Error> {

@@ -155,14 +155,14 @@ impl Reporter {
         Reporter { identity, ..self }
     }
 
-    /// Ends a run: logs the error, writes the result event (last line on stderr, and the result
-    /// file) and returns the exit code the event states.
+    /// Ends a run: writes the result event (last line on stderr, and the result file) and
+    /// returns the exit code the event states. An error is said once, in that event (level
+    /// ERROR, with the message): a second line saying the same would page twice.
     pub fn finish(&self, progress: &Progress, outcome: Result<(), Error>) -> ExitCode {
         match outcome {
             Ok(()) => self.write(progress, Ending { exit: ExitCode::Success, error: None, failure: None }),
             Err(e) => {
                 let exit = e.exit_code();
-                tracing::error!(exit_code = exit.code(), applied = progress.applied.len(), "{e}");
                 self.write(progress, Ending { exit, error: Some(e.to_string()), failure: e.file_failure() })
             }
         }

@@ -66,7 +66,13 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
     let terminal = own_process_group(&mut command);
     let child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return spawn_failure(&program, &e),
+        Err(e) => {
+            return spawn_failure(
+                &program,
+                &e,
+                spec.env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()),
+            )
+        }
     };
     let pid = child.id() as libc::pid_t;
     // The child is reaped below with waitpid, not through this handle.
@@ -245,8 +251,16 @@ fn die_with_parent(command: &mut Command) {
 
 /// 127 when the command does not exist, 126 when it cannot be executed (a missing `#!`
 /// interpreter included), as shells do.
-fn spawn_failure(program: &str, error: &std::io::Error) -> ExitCode {
-    let (code, what) = match (error.kind(), find_program(program)) {
+/// `path` is the command's own PATH when its environment sets one (a secret may): the
+/// command was looked up there, not on migrun's.
+fn spawn_failure(program: &str, error: &std::io::Error, path: Option<&str>) -> ExitCode {
+    if error.raw_os_error() == Some(libc::E2BIG) {
+        let what =
+            "the command's arguments and environment are too large to start it (E2BIG); make the environment smaller";
+        tracing::error!(command = %program, error = %error, exit_code = 126, "{program}: {what}");
+        return ExitCode::Child(126);
+    }
+    let (code, what) = match (error.kind(), find_program(program, path)) {
         // The file is there, so what is missing is its interpreter.
         (ErrorKind::NotFound, Some(path)) => match interpreter(&path) {
             Some(interpreter) => {
@@ -261,13 +275,17 @@ fn spawn_failure(program: &str, error: &std::io::Error) -> ExitCode {
     ExitCode::Child(code)
 }
 
-/// Where the command is: the path itself when it has a `/`, else the first match on PATH.
-fn find_program(program: &str) -> Option<std::path::PathBuf> {
+/// Where the command is: the path itself when it has a `/`, else the first match on `path`
+/// (the command's PATH), or on migrun's own when the command's environment sets none.
+fn find_program(program: &str, path: Option<&str>) -> Option<std::path::PathBuf> {
     if program.contains('/') {
         let path = std::path::PathBuf::from(program);
         return path.is_file().then_some(path);
     }
-    let path = std::env::var_os("PATH")?;
+    let path = match path {
+        Some(path) => std::ffi::OsString::from(path),
+        None => std::env::var_os("PATH")?,
+    };
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 

@@ -7,7 +7,7 @@ use crate::harness::*;
 use crate::services::{moto, moto_https, serve_json, tls_server};
 
 /// AWS settings for moto: dummy keys, a region, no instance-metadata probing.
-fn with_moto(m: &mut Migrun) -> &mut Migrun {
+pub fn with_moto(m: &mut Migrun) -> &mut Migrun {
     m.env("AWS_ENDPOINT_URL", &moto().endpoint)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -16,12 +16,12 @@ fn with_moto(m: &mut Migrun) -> &mut Migrun {
         .env("HOME", "/nonexistent")
 }
 
-fn unique(name: &str) -> String {
+pub fn unique(name: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     format!("{name}-{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
 }
 
-fn secret(name: &str, value: &str) -> String {
+pub fn secret(name: &str, value: &str) -> String {
     register_secret(value);
     moto().create_secret(name, value)
 }

@@ -494,12 +494,20 @@ pub fn moto_https() -> &'static Moto {
 impl Moto {
     /// Creates a secret through boto3 and returns its ARN.
     pub fn create_secret(&self, name: &str, value: &str) -> String {
+        // The value goes through stdin: a large one (over 128 KiB) cannot be an argument.
         let script = "import boto3, sys\n\
-                      c = boto3.client('secretsmanager', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test', verify=sys.argv[4] if sys.argv[4] else None)\n\
-                      print(c.create_secret(Name=sys.argv[2], SecretString=sys.argv[3])['ARN'])\n";
+                      c = boto3.client('secretsmanager', endpoint_url=sys.argv[1], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test', verify=sys.argv[3] if sys.argv[3] else None)\n\
+                      print(c.create_secret(Name=sys.argv[2], SecretString=sys.stdin.read())['ARN'])\n";
         let ca = self.ca.as_ref().map(|c| c.display().to_string()).unwrap_or_default();
-        let out =
-            Command::new("python3").args(["-c", script, &self.endpoint, name, value, &ca]).output().expect("run boto3");
+        let mut child = Command::new("python3")
+            .args(["-c", script, &self.endpoint, name, &ca])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run boto3");
+        child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write the value");
+        let out = child.wait_with_output().expect("boto3");
         assert!(out.status.success(), "create_secret: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
@@ -548,4 +556,47 @@ fn answer(mut stream: TcpStream, routes: &[(String, String)]) {
         None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
     };
     let _ = stream.write_all(reply.as_bytes());
+}
+
+/// An AWS JSON-protocol endpoint that fails every call with `status` and error code `code`
+/// (a throttled or failing Secrets Manager).
+pub fn serve_aws_error(status: &'static str, code: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body its Content-Length says.
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0usize);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let body = format!("{{\"__type\":\"{code}\",\"message\":\"Rate exceeded\"}}");
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
 }

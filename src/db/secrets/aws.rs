@@ -71,6 +71,17 @@ pub(super) async fn fetch(secret: &SecretRef) -> Result<String, SecretError> {
     output.secret_string().map(str::to_string).ok_or(SecretError::NotAString { name })
 }
 
+/// Error codes that say Secrets Manager is busy or failing, not that the request is wrong:
+/// throttling, and its 5xx answers. The SDK has retried them already.
+const TRANSIENT_CODES: [&str; 6] = [
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "InternalServiceError",
+    "InternalFailure",
+    "ServiceUnavailable",
+];
+
 /// The SDK error's Debug and DisplayErrorContext dump whole HTTP exchanges: only the code,
 /// the message and the source chain's own words are used.
 fn classify<E, R>(name: &str, error: &aws_sdk_secretsmanager::error::SdkError<E, R>) -> SecretError
@@ -78,6 +89,13 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
+    if let Some(code) = error.code().filter(|code| TRANSIENT_CODES.contains(code)) {
+        return SecretError::Transient {
+            name: name.into(),
+            code: code.into(),
+            message: error.message().unwrap_or("").into(),
+        };
+    }
     if let Some(code) = error.code() {
         return SecretError::Aws {
             name: name.into(),
