@@ -39,6 +39,14 @@ check describe-blip describe-blip 0 'describe-tasks failed; trying again'
 check still-running still-running 124 'the task keeps running' --timeout 0
 check missing-value success 64 'needs a value' --container
 check two-placements success 64 'not both' --launch-type FARGATE --capacity-provider-strategy capacityProvider=FARGATE,weight=1
+# Hostile answers from AWS: never migrun's own codes (0-17), never a forged line.
+check runtask-not-json runtask-not-json 76 'unknown whether a task started'
+check describe-not-json describe-not-json 0 'describe-tasks failed; trying again'
+check missing missing 77 'does not know task .*MISSING' --timeout 5
+check exit-256 exit-256 78 'exit code 256, which is not 0 to 255'
+check two-containers two-containers 78 'has 2 containers named app'
+check forged-reason forged-reason 6 'container app exited 6'
+check logs-paged logs-paged 0 'exited 0' --log-group /ecs/backend --log-stream-prefix backend
 expect() {
     local what="$1"
     shift
@@ -61,6 +69,11 @@ expect "run-task override" grep -q -- '--overrides {"containerOverrides":\[{"nam
 expect "run-task network" grep -q -- '"subnets":\["subnet-a","subnet-b"\]' "$work/success.calls"
 # The success run showed the migration's log stream.
 expect "log stream" grep -q 'logs from /ecs/backend backend/app/0123456789abcdef' "$work/success.out"
+# Every page of it: the result event is on the last one.
+expect "log pages" grep -q '"event":"result"' "$work/logs-paged.out"
+expect "log pages in order" sh -c "grep -n 'first line' '$work/logs-paged.out' | grep -q ."
+# A reason with a newline stays on its line: no line of the script's own is forged.
+expect "no forged line" sh -c "! grep -q '^run-migration: container app exited 0' '$work/forged-reason.out' && ! grep -q '^run-migration: started nothing' '$work/forged-reason.out'"
 
 # wait-service-stable.sh: its own deadline, retries, and a failed rollout.
 service() {
@@ -84,6 +97,8 @@ expect "service: retried a failed call" grep -q 'describe-services failed; tryin
 service service-failed service-failed 70 'circuit breaker'
 service service-slow service-stable 124 'not stable after 0s' --timeout 0
 service service-other-revision service-stable 124 'primary is' --task-definition backend:99 --timeout 0
+service service-not-json service-not-json 0 'describe-services failed; trying again'
+service service-no-counts service-no-counts 124 'no task counts' --timeout 0
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -7,7 +7,8 @@
 #
 # Stable: one deployment left, the PRIMARY one (of --task-definition, when given), its rollout
 # COMPLETED (or, without a rollout state, as many tasks running as desired). A failed
-# describe-services call is retried until the deadline.
+# describe-services call (or an answer that is not JSON) is retried until the deadline, and a
+# deployment without task counts is not stable. Texts from AWS are printed on one line.
 # Exit codes: 0 stable; 70 the rollout FAILED (the deployment circuit breaker stopped it);
 # 124 not stable at --timeout; 64 bad arguments.
 set -euo pipefail
@@ -29,7 +30,9 @@ if [ -z "$cluster" ] || [ -z "$service" ]; then usage_error "--cluster and --ser
 
 deadline=$(($(date +%s) + timeout))
 while :; do
-    if described=$(aws ecs describe-services --cluster "$cluster" --services "$service" --output json); then
+    # A failed call, or an answer that is not JSON (a CLI warning, a proxy's page), is retried.
+    if described=$(aws ecs describe-services --cluster "$cluster" --services "$service" --output json) \
+        && jq -e . >/dev/null 2>&1 <<<"$described"; then
         state=$(jq -r --arg td "$task_definition" '
             .services[0] as $s
             | ($s.deployments // []) as $d
@@ -38,10 +41,12 @@ while :; do
               elif $p == null then "waiting no primary deployment"
               elif ($td != "" and $p.taskDefinition != $td) then "waiting primary is \($p.taskDefinition)"
               elif $p.rolloutState == "FAILED" then "failed \($p.rolloutStateReason // "rollout failed")"
+              elif ($p.runningCount | type) != "number" or ($p.desiredCount | type) != "number"
+                then "waiting the primary deployment has no task counts yet"
               elif ($d | length) == 1 and ($p.rolloutState // "COMPLETED") == "COMPLETED"
                    and $p.runningCount == $p.desiredCount then "stable \($p.runningCount)/\($p.desiredCount) tasks"
               else "waiting \($d | length) deployment(s), \($p.runningCount)/\($p.desiredCount) running, rollout \($p.rolloutState // "-")"
-              end' <<<"$described")
+              end | gsub("[[:cntrl:]]"; " ")' <<<"$described")
         echo "wait-service-stable: $state"
         case "$state" in
             stable*) exit 0 ;;
