@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1.7
 # migrun as a standalone image: a fully static binary, CA certificates, the RDS CA bundle, a
-# non-root user and the example sql/, in an otherwise empty image. To bake migrun into an app
-# image instead:
-#   COPY --from=<this image> /migrun /usr/local/bin/migrun
-#   COPY --from=<this image> /etc/ssl/rds-global-bundle.pem /etc/ssl/rds-global-bundle.pem
+# non-root user, a writable /tmp and the example sql/, in an otherwise empty image. To bake
+# migrun into an app image instead, name this image as a stage (see the README):
+#   FROM <this image's reference> AS migrun
+#   COPY --from=migrun /migrun /usr/local/bin/migrun
+#   COPY --from=migrun /etc/ssl/rds-global-bundle.pem /etc/ssl/rds-global-bundle.pem
 #
 #   docker build -t migrun .                       the binary built from source (the default)
 #   docker buildx build --platform linux/amd64,linux/arm64 .
@@ -20,8 +21,10 @@ RUN apt-get update \
 # Amazon RDS's CA bundle, for MIGRUN_SSLMODE=verify-full against RDS and Aurora (the task
 # definition in integration/ecs points MIGRUN_SSLROOTCERT at it).
 ADD --chmod=644 https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /out/etc/ssl/rds-global-bundle.pem
-# A passwd entry for the non-root user, and /etc/hosts so `localhost` resolves outside Docker.
-RUN mkdir -p /out/etc/ssl/certs \
+# A passwd entry for the non-root user, /etc/hosts so `localhost` resolves outside Docker, and
+# a writable /tmp (sticky, as everywhere) for `--result-file /tmp/result.json`.
+RUN mkdir -p /out/etc/ssl/certs /out/tmp \
+    && chmod 1777 /out/tmp \
     && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/ \
     && echo 'migrun:x:65532:65532:migrun:/:/sbin/nologin' > /out/etc/passwd \
     && printf '127.0.0.1 localhost\n::1 localhost\n' > /out/etc/hosts

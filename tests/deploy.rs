@@ -187,3 +187,110 @@ fn static_binary_runs_in_an_empty_chroot() {
     assert!(!failed.exists(), "the static build failed: {}", std::fs::read_to_string(&failed).unwrap_or_default());
     run("scripts/check-static-binary", |c| c.env("MIGRUN_STATIC_BINARY", &binary));
 }
+
+/// Every Dockerfile snippet in the README names the stages it copies from: `COPY --from=migrun`
+/// without a `FROM ... AS migrun` is read as the image docker.io/library/migrun, which is what
+/// buildx's docker-container driver does.
+#[test]
+fn the_readmes_dockerfile_snippets_name_every_stage_they_copy_from() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let blocks: Vec<&str> = readme.split("```dockerfile").skip(1).filter_map(|b| b.split("```").next()).collect();
+    assert!(blocks.len() >= 2, "found {} Dockerfile snippets", blocks.len());
+    let mut copies = 0;
+    for block in &blocks {
+        let mut stages: Vec<String> = Vec::new();
+        for line in block.lines().map(str::trim) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.first().is_some_and(|w| w.eq_ignore_ascii_case("FROM")) {
+                if let Some(at) = words.iter().position(|w| w.eq_ignore_ascii_case("AS")) {
+                    stages.extend(words.get(at + 1).map(|s| s.to_string()));
+                }
+            }
+            if let Some(from) = line.strip_prefix("COPY --from=") {
+                let stage = from.split_whitespace().next().unwrap_or_default();
+                assert!(
+                    stages.iter().any(|s| s == stage),
+                    "`{line}` copies from `{stage}`, which the snippet never names:\n{block}"
+                );
+                copies += 1;
+            }
+        }
+    }
+    assert!(copies >= 3, "{copies} COPY --from lines checked");
+    let bake = blocks.iter().find(|b| b.contains("ENTRYPOINT")).expect("the bake-in snippet");
+    assert!(bake.contains("COPY --from=migrun /migrun /usr/local/bin/migrun"), "{bake}");
+}
+
+/// The standalone image gives its non-root user a writable /tmp (for `--result-file`); the
+/// static-binary check writes a result file there as that user.
+#[test]
+fn the_image_has_a_writable_tmp() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("chmod 1777 /out/tmp"), "the Dockerfile gives the image no writable /tmp");
+    let check = std::fs::read_to_string(root.join("scripts/check-static-binary")).expect("check script");
+    assert!(check.contains("--userspec=65532:65532") && check.contains("--result-file /tmp/result.json"));
+}
+
+/// The service's health-check grace period covers the task definition's longest wait: a task
+/// still waiting for the migration must not be killed by the load balancer.
+#[test]
+fn the_health_check_grace_covers_the_longest_wait() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join("integration/ecs").join(file)).expect(file))
+            .expect(file)
+    };
+    let (task, service) = (read("task-definition.json"), read("service.json"));
+    let env = task["containerDefinitions"][0]["environment"].as_array().expect("environment");
+    let wait = env
+        .iter()
+        .find(|v| v["name"] == "MIGRUN_WAIT_TIMEOUT")
+        .and_then(|v| v["value"].as_str())
+        .expect("a wait timeout");
+    let seconds: u64 = match wait.strip_suffix("min") {
+        Some(minutes) => minutes.parse::<u64>().expect("minutes") * 60,
+        None => wait.trim_end_matches('s').parse().expect("seconds"),
+    };
+    let grace = service["healthCheckGracePeriodSeconds"].as_u64().expect("a grace period");
+    assert!(
+        grace >= seconds + 60,
+        "healthCheckGracePeriodSeconds {grace} does not cover a {seconds} s wait and the app's start"
+    );
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    assert!(readme.contains(&format!("`healthCheckGracePeriodSeconds` {grace}")), "the README states the grace period");
+}
+
+/// run-migration.sh's exit codes: the ones its header lists are the README's, and each is
+/// one the script exits with.
+#[test]
+fn run_migrations_exit_codes_match_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(root.join("integration/ecs/run-migration.sh")).expect("script");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let header: Vec<String> = script
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.trim_start_matches('#').trim_start().split_whitespace().next().map(str::to_string))
+        .filter(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    let section = &readme[readme.find("Its own failures use codes migrun never exits with").expect("the table")..];
+    let table: Vec<String> = section
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("| code"))
+        .skip(2)
+        .take_while(|l| l.trim_start().starts_with('|'))
+        .filter_map(|l| l.split('|').nth(1).map(|c| c.trim().to_string()))
+        .collect();
+    assert_eq!(header, table, "the script's header and the README's table");
+    for code in &table {
+        let used = match code.as_str() {
+            "64" => script.contains("exit 64"),
+            "75" => script.contains("exit 75"),
+            "124" => script.contains("exit 124"),
+            other => script.contains(&format!("fail {other} ")),
+        };
+        assert!(used, "the script never exits {code}");
+    }
+}
