@@ -272,7 +272,7 @@ fn run_migrations_exit_codes_match_the_readme() {
     let header: Vec<String> = script
         .lines()
         .take_while(|l| l.starts_with('#'))
-        .filter_map(|l| l.trim_start_matches('#').trim_start().split_whitespace().next().map(str::to_string))
+        .filter_map(|l| l.trim_start_matches('#').split_whitespace().next().map(str::to_string))
         .filter(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_digit()))
         .collect();
     let section = &readme[readme.find("Its own failures use codes migrun never exits with").expect("the table")..];
