@@ -171,8 +171,8 @@ async fn prepare(
     }
 }
 
-/// `--lock`: connect, take the lock (and apply our own files under it, if asked), fetch the
-/// command's secrets, and keep the locked session for the duration of the command.
+/// `--lock`: fetch the command's secrets, connect, take the lock (and apply our own files under
+/// it, if asked), and keep the locked session for the duration of the command.
 async fn hold_lock(
     config: &Config,
     apply_sql: bool,
@@ -181,6 +181,9 @@ async fn hold_lock(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(LockedSession, Vec<(String, String)>), Error> {
+    // The command's secrets first, as for --wait: a broken one fails before the lock wait.
+    let vars = secret_env(env_from).await?;
+    check_lock_contract(&vars)?;
     let (session, migrations) = if apply_sql {
         database::open_with_files(config, shutdown).await?
     } else {
@@ -189,23 +192,17 @@ async fn hold_lock(
         (session, Vec::new())
     };
     let (locked, prefetched) = database::lock(config, session, shutdown).await?;
-    let prepared = async {
-        if apply_sql {
-            database::migrate(config, &locked, &migrations, None, identity, progress, shutdown, prefetched).await?;
-        }
-        let vars = secret_env(env_from).await?;
-        check_lock_contract(&vars)?;
-        Ok(vars)
-    }
-    .await;
+    let prepared = match apply_sql {
+        true => database::migrate(config, &locked, &migrations, None, identity, progress, shutdown, prefetched).await,
+        false => Ok(()),
+    };
     match prepared {
-        Ok(env) => Ok((locked, env)),
+        Ok(()) => Ok((locked, vars)),
         Err(e) => Err(locked.release_after_error(e).await),
     }
 }
 
-/// `--env-from-secret`: fetched before the database step (under `--lock`, after the lock is
-/// held).
+/// `--env-from-secret`: fetched before the database step, so a broken secret costs no wait.
 /// A secret's keys win over the inherited environment (later secrets over earlier ones); every
 /// key that overrides a variable is logged by name, never by value.
 async fn secret_env(secrets: &[SecretRef]) -> Result<Vec<(String, String)>, Error> {

@@ -110,3 +110,17 @@ fn an_rds_secret_with_a_bad_field_names_it() {
         assert_eq!(error_lines(&run), 1, "said once:\n{}", run.stderr);
     }
 }
+
+/// Under `exec --lock` too, the command's secrets are checked before the lock and before our
+/// own files run: a broken one leaves the database as it was.
+#[test]
+fn exec_lock_checks_the_commands_secret_before_taking_the_lock() {
+    let db = TestDb::new();
+    let dir = sql_dir(&[("0001_a.sql", "CREATE TABLE a (id int);\n")]);
+    let reserved = secret(&unique("env-reserved"), r#"{"PGHOST": "elsewhere"}"#);
+    let mut m = db.migrun();
+    m.dir(dir.path());
+    let run = with_moto(&mut m).args(["exec", "--lock", "--env-from-secret", &reserved, "--", "true"]).run();
+    run.assert_code(2);
+    assert_eq!(db.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('a', 'migrun_history')"), 0, "nothing ran");
+}
