@@ -117,6 +117,17 @@ pub async fn read(client: &Client, tool: Tool, table: &str) -> Result<ToolHistor
     // Every table read the same way: each row as one JSON object, so one query serves every
     // tool, a missing column is a clear shape error, and no column type needs guessing.
     let quoted = quote_table(table);
+    // Asked of the catalog first: a read of a missing table is an ERROR in the server's log,
+    // which RDS log alerts fire on.
+    let found = client
+        .query_one("SELECT pg_catalog.to_regclass($1) IS NOT NULL", &[&quoted])
+        .await
+        .and_then(|row| row.try_get::<_, bool>(0));
+    match found {
+        Ok(false) => return Err(AdoptError::NoTable { tool, table: table.into() }),
+        Ok(true) => {}
+        Err(e) => return Err(AdoptError::Read { tool, table: table.into(), failure: PgFailure::from_pg(&e) }),
+    }
     let sql = format!("SELECT to_jsonb(t)::text FROM {quoted} AS t");
     let rows = client.query(&sql, &[]).await.map_err(|e| {
         if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) {

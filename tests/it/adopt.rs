@@ -425,6 +425,8 @@ fn differences_and_unfinished_histories_are_refused_with_nothing_written() {
 
     let none = TestDb::new();
     refused(&none, dir.path(), &["baseline", "--from", "sqlx"], &["_sqlx_migrations does not exist"]);
+    // Asked of the catalog: no ERROR in the server's log (RDS log alerts fire on those).
+    assert_eq!(none.server_log_errors(), Vec::<String>::new());
     let sqlx_failed = TestDb::new();
     sqlx_failed
         .client()
