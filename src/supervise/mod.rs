@@ -55,10 +55,17 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
     let program = spec.program.to_string_lossy().into_owned();
     let mut command = Command::new(&spec.program);
     command.args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v)));
-    // Before the subreaper: the watchdog must not be a descendant of migrun.
+    // Before the subreaper: the watchdog must not be a descendant of migrun. As PID 1 it
+    // would be (orphans are PID 1's), and it is not needed: when PID 1 dies, the kernel ends
+    // every process of its namespace, the command's group with it.
+    let pid1 = std::process::id() == 1;
     let watchdog = if spec.dies_with_parent {
         die_with_parent(&mut command);
-        Watchdog::start()
+        if pid1 {
+            None
+        } else {
+            Watchdog::start()
+        }
     } else {
         None
     };
@@ -81,7 +88,7 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
         watchdog.watch(pid);
     }
     let exported: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
-    tracing::info!(command = %program, pid, pid1 = std::process::id() == 1, exported = ?exported, "started");
+    tracing::info!(command = %program, pid, pid1, exported = ?exported, "started");
     started(pid);
     let exit = Supervisor { pid, grace: hub.grace(), exit: None, kill_at: None, stopping: false }.run(hub);
     if let Some(watchdog) = watchdog {

@@ -200,3 +200,33 @@ fn a_commands_exit_code_is_never_called_retryable() {
         "the README states the rule for a command's exit code"
     );
 }
+
+/// `exec --lock` as PID 1 (the container's entrypoint): orphans are PID 1's own, so a watchdog
+/// forked there would be migrun's child and keep the tree from ever being empty. The command
+/// exits, and migrun with it, at once, with the lock released.
+#[test]
+fn exec_lock_as_pid_1_ends_when_the_command_does() {
+    let probe = std::process::Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        println!("skipped: `unshare --pid --fork --mount-proc` is not available here");
+        return;
+    }
+    let db = TestDb::new();
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", env!("CARGO_BIN_EXE_migrun")])
+        .args(["exec", "--lock", "--no-sql", "--shutdown-grace", "15s", "--", "sh", "-c", "exit 3"])
+        .env("DATABASE_URL", db.url())
+        .env("MIGRUN_LOG_FORMAT", "json")
+        .output()
+        .expect("run unshare");
+    let run = Run::from(output);
+    run.assert_code(3);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}: it waited for a process of its own",
+        started.elapsed()
+    );
+    assert!(!run.stderr.contains("outlived the shutdown grace"), "{}", run.stderr);
+    assert_eq!(db.count(ADVISORY_LOCKS_HERE), 0);
+}
