@@ -105,7 +105,7 @@ fn the_next_verify_sweeps_what_a_killed_one_left() {
     wait_until(Duration::from_secs(30), "its scratch database exists", || scratch_databases(pid) > 0);
     send(pid, libc::SIGKILL);
     live.finish();
-    assert!(scratch_databases(pid) > 0);
+    // (Another test's verify on this server may sweep it first: either way it must go.)
     Migrun::new().dir(quick.path()).args(["verify", "--database-url", &db.url()]).run().assert_code(0);
     assert_eq!(scratch_databases(pid), 0, "the dead run's databases were swept");
 }
