@@ -117,7 +117,7 @@ fn the_deadline_cancels_targets_in_flight() {
     for i in 0..fleet.count {
         assert_eq!(fleet.query(i, "SELECT count(*) FROM pg_tables WHERE tablename = 'slow'"), Some(0), "rolled back");
         assert_eq!(
-            fleet.query(i, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'"),
+            fleet.query(i, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()"),
             Some(0)
         );
     }

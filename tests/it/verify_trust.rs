@@ -67,13 +67,16 @@ fn sigterm_stops_verify_on_a_named_server_and_drops_its_databases() {
     migrun.dir(dir.path()).args(["verify", "--database-url", &db.url()]);
     let live = LiveRun::start(migrun.spawn());
     let pid = live.pid();
-    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND datname LIKE 'migrun\\_verify\\_%'";
-    wait_until(Duration::from_secs(30), "the slow file runs", || db.count(sleeping) > 0 && scratch_databases(pid) > 0);
+    // This run's own scratch databases only: another test's may sleep too.
+    let sleeping = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND datname LIKE 'migrun\\_verify\\_%\\_{pid}\\_%'"
+    );
+    wait_until(Duration::from_secs(30), "the slow file runs", || db.count(&sleeping) > 0);
     send(pid, libc::SIGTERM);
     let run = live.finish_within(Duration::from_secs(30));
     run.assert_code(143);
     assert_eq!(scratch_databases(pid), 0, "scratch databases left on the server");
-    assert_eq!(db.count(sleeping), 0, "the statement still runs");
+    assert_eq!(db.count(&sleeping), 0, "the statement still runs");
 }
 
 /// A verify killed by SIGKILL cleans nothing; the next run on this host sweeps what it left:
