@@ -189,7 +189,6 @@ pub async fn verify(
 ) -> Result<VerifyReport, ScratchError> {
     let started = Instant::now();
     if !server.is_scratch() {
-        refuse_cluster_wide(migrations.iter().chain(from.map(|(_, m)| m).unwrap_or_default()))?;
         server.sweep_databases().await;
     }
     let admin = server.connect(server.maintenance()).await?;
@@ -213,8 +212,8 @@ pub async fn verify(
 }
 
 /// On a server someone named, a statement that changes the whole server is refused before
-/// anything runs: verify would change that server for real.
-fn refuse_cluster_wide<'m>(migrations: impl Iterator<Item = &'m Migration>) -> Result<(), ScratchError> {
+/// anything runs (before connecting): verify would change that server for real.
+pub fn refuse_cluster_wide<'m>(migrations: impl Iterator<Item = &'m Migration>) -> Result<(), ScratchError> {
     for migration in migrations {
         if let Some(statement) = split::split(&migration.sql).iter().find_map(|s| split::cluster_wide(s.text)) {
             return Err(ScratchError::ClusterWide { file: migration.display_path(), statement });

@@ -152,6 +152,10 @@ pub async fn verify(config: &Config, request: VerifyRequest<'_>, shutdown: &Shut
         Some(dir) => Some(load(dir)?),
         None => None,
     };
+    if request.server_url.is_some() {
+        verify::refuse_cluster_wide(migrations.iter().chain(previous.as_deref().unwrap_or_default()))
+            .map_err(verify_error)?;
+    }
     let server = match request.server_url {
         Some(url) => Server::at(url).await,
         None => Server::start().await,

@@ -179,6 +179,16 @@ const CASES: &[Case] = &[
     Case { input: "`fanout up --targets tenants.txt` (no source prefix)", exit: 2, says: "--targets: `tenants.txt` is not a target source; expected file:PATH, secret:ARN[:KEY] or sql:URL", left: NOTHING, run: |_| setting(&["fanout", "up", "--targets", "tenants.txt"], &[]) },
     Case { input: "`fanout up --max-failure-rate 20` (not a share)", exit: 2, says: "--max-failure-rate: `20` is not valid; expected a share between 0 and 1", left: NOTHING, run: |_| setting(&["fanout", "up", "--targets", "file:/dev/null", "--max-failure-rate", "20"], &[]) },
     Case { input: "`fanout up --max-conns-per-server 4 --workers 4` (no slot left for targets)", exit: 2, says: "--workers: `4` is not valid; expected fewer than --max-conns-per-server", left: NOTHING, run: |_| setting(&["fanout", "up", "--targets", "file:/dev/null", "--max-conns-per-server", "4", "--workers", "4"], &[]) },
+    Case { input: "`lint` of a file with no statement (only comments)", exit: 2, says: "sql/0002_later.sql: holds no SQL statement", left: NOTHING, run: |db| online(db, &[("0001_a.sql", "SELECT 1;"), ("0002_later.sql", "-- to do\n")], &["lint"]) },
+    Case { input: "`verify --database-url` of a folder with `ALTER SYSTEM`", exit: 2, says: "verify: sql/0002_b.sql: `ALTER SYSTEM` changes the whole server you named", left: NOTHING, run: |db| online(db, &[("0001_a.sql", "SELECT 1;"), ("0002_b.sql", "ALTER SYSTEM SET work_mem = '8MB';")], &["verify", "--database-url", &db.url()]) },
+    Case { input: "`fanout up` with two lines naming one target as different roles", exit: 2, says: "--targets file:sql: lines 1 and 2 both name ", left: NOTHING, run: |db| {
+        let file = tempfile::NamedTempFile::new().expect("targets");
+        let s = server();
+        std::fs::write(file.path(), format!("postgres://{}@{}:{}/{}\npostgres://{OTHER_ROLE}@{}:{}/{}\n", s.user, s.host, s.port, db.name, s.host, s.port, db.name)).expect("write");
+        let path = file.path().display().to_string();
+        let run = Migrun::new().dir(&example_sql()).args(["fanout", "up", "--targets", &format!("file:{path}"), "--coord-url", &db.url()]).run();
+        (run, path)
+    } },
     Case { input: "`exec` of a command that does not exist", exit: 127, says: "the command exited with 127", left: NOTHING, run: |_| {
         let run = Migrun::new().args(["exec", "--no-db", "--", "/nonexistent/app"]).run();
         (run, String::new())
