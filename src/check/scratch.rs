@@ -191,13 +191,13 @@ impl Server {
             return;
         }
         let Ok(admin) = self.connect(self.maintenance()).await else { return };
-        let pattern = format!("{}%", database_prefix_of_host().replace('_', "\\_"));
+        let prefix = database_prefix_of_host();
+        let pattern = format!("{}%", prefix.replace('_', "\\_"));
         let Ok(rows) = admin.query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&pattern]).await else {
             return;
         };
         for name in rows.iter().filter_map(|r| r.try_get::<_, String>(0).ok()) {
-            let pid =
-                name.strip_prefix(&database_prefix_of_host()).and_then(|rest| rest.split('_').next()?.parse().ok());
+            let pid = name.strip_prefix(&prefix).and_then(|rest| rest.split('_').next()?.parse().ok());
             if pid.is_some_and(|pid: i32| !process_alive(pid)) {
                 tracing::warn!(database = %name, "dropping a scratch database a verify run that is gone left behind");
                 self.drop_database(&name).await;

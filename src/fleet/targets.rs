@@ -76,10 +76,12 @@ fn looks_like_path(text: &str) -> bool {
 struct Parsed {
     target: Target,
     line: usize,
-    /// The role and start-up options: another role (its `$user` schema, its ownership) or
-    /// another `search_path` writes elsewhere in the same database.
-    place: (Option<String>, Option<String>),
+    place: Place,
 }
+
+/// The role and start-up options of a line: another role (its `$user` schema, its ownership)
+/// or another `search_path` writes elsewhere in the same database.
+type Place = (Option<String>, Option<String>);
 
 /// Parses target lines: a connection string or `schema:NAME` each. A line whose first
 /// non-blank character is `#` is a comment; a `#` anywhere else is part of the line (a
@@ -148,8 +150,6 @@ fn parse_line(line: &str, number: usize, base: Option<&str>, origin: &str) -> Re
         }
     }
 }
-
-type Place = (Option<String>, Option<String>);
 
 /// `host:port/db` of a connection string (never its password), `host:port`, and its place.
 fn describe(url: &str) -> Result<(String, String, Place), String> {

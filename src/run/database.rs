@@ -225,16 +225,16 @@ impl Reopening<'_> {
         let limit = deadline.saturating_duration_since(Instant::now()).min(self.config.connect_timeout);
         let opened =
             connect::open(spec, &self.config.session, limit.max(Duration::from_millis(100)), self.shutdown).await;
-        let session = match opened {
-            Ok(session) => session,
-            Err(e @ (ConnectError::Unreachable { .. } | ConnectError::Lost { .. })) => return Ok(Err(e.to_string())),
-            Err(e) => return Err(e.into()),
+        let started = match opened {
+            Ok(session) => session.start().await.map(|()| session),
+            Err(e) => Err(e),
         };
-        match session.start().await {
-            Ok(()) => {
+        match started {
+            Ok(session) => {
                 tracing::info!(backend_pid = session.backend_pid(), "reconnected while waiting for the schema");
                 Ok(Ok(session))
             }
+            // The server is still down or went again: waiting may mend that.
             Err(e @ (ConnectError::Unreachable { .. } | ConnectError::Lost { .. })) => Ok(Err(e.to_string())),
             Err(e) => Err(e.into()),
         }
