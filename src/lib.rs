@@ -6,7 +6,7 @@
 //! - `fleet`: many targets (their sources, and the coordination database workers share);
 //! - `migrate`: the migration domain (files, history, comparison, lock, apply, wait);
 //! - `db`: database access (connection sources, TLS, secrets, sessions, Postgres failures);
-//! - leaves: `cli`, `exit`, `log`, `signals`, `supervise`, `identity`, `duration`, `clock`,
+//! - leaves: `exit`, `signals`, `supervise`, `identity`, `duration`, `clock`,
 //!   `backoff`.
 
 // Errors carry what the log needs (file, SQLSTATE, message, position); they travel on the
@@ -15,15 +15,12 @@
 
 mod backoff;
 mod check;
-mod cli;
 mod clock;
 mod db;
-mod dotenv;
 mod duration;
 mod exit;
 mod fleet;
 mod identity;
-mod log;
 mod migrate;
 mod run;
 mod signals;

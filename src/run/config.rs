@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, CommandArgs, FanoutAction, LintFormatArg, LogFormatArg, LogLevelArg, Options, TargetArgs};
+use super::cli::{Cli, CommandArgs, FanoutAction, LintFormatArg, LogFormatArg, LogLevelArg, Options, TargetArgs};
 use crate::db::endpoint::{ConnectionSpec, Source, TlsOverrides};
 use crate::db::libpq::LibpqVars;
 use crate::db::secrets::{SecretError, SecretRef};
@@ -19,7 +19,7 @@ use crate::db::tls::{SslMode, MODES};
 use crate::db::url::{DatabaseUrl, UrlError};
 use crate::duration::{self, Millis};
 use crate::identity::{self, MIGRUN_VERSION};
-use crate::log::LogFormat;
+use super::log::LogFormat;
 use crate::migrate::adopt::{Tool, TOOL_NAMES};
 use crate::migrate::apply::RetryPolicy;
 use crate::migrate::compare::Policy;

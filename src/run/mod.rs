@@ -2,12 +2,15 @@
 //! (one dispatch), and end with one result event whose exit code is the process's.
 
 mod check;
+mod cli;
 mod config;
 mod database;
+mod dotenv;
 mod error;
 mod exec;
 mod fanout;
 mod listing;
+mod log;
 mod outcome;
 
 use std::ffi::OsString;
@@ -20,7 +23,7 @@ use clap::Parser;
 use self::config::{Command, ConfigError, Env, Reporting};
 use self::error::Error;
 use self::outcome::{Progress, Reporter};
-use crate::cli::Cli;
+use self::cli::Cli;
 use crate::clock::Utc;
 use crate::exit::ExitCode;
 use crate::identity::{self, Identity};
@@ -43,14 +46,14 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     };
     // --env-file: the file's variables under the real environment's, for the settings and for
     // exec's command alike.
-    let env_file = match cli.options.env_file.as_deref().map(crate::dotenv::read).transpose() {
+    let env_file = match cli.options.env_file.as_deref().map(self::dotenv::read).transpose() {
         Ok(vars) => vars.unwrap_or_default(),
         Err(e) => return usage_error_text(&e.to_string(), &args, env, started),
     };
     let from_file = |name: &str| env(name).or_else(|| env_file.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
     let env: Env = if env_file.is_empty() { env } else { &from_file };
     let (reporting, config) = config::resolve(cli, env);
-    crate::log::init(reporting.format, reporting.level);
+    self::log::init(reporting.format, reporting.level);
     let reporter =
         Reporter::new(reporting.clone(), Identity::new(&reporting.host, reporting.release.clone(), None), started);
     set_abort_line(hub, &reporter);
@@ -155,7 +158,7 @@ fn usage_error(error: &clap::Error, args: &[OsString], env: Env, started: Instan
         return ExitCode::Success;
     }
     let reporting = Reporting::from_args(args, env);
-    if reporting.format == crate::log::LogFormat::Human {
+    if reporting.format == self::log::LogFormat::Human {
         let _ = error.print();
     }
     let identity = Identity::new(&reporting.host, reporting.release.clone(), None);

@@ -13,7 +13,7 @@ use super::error::Error;
 use crate::clock::Utc;
 use crate::exit::ExitCode;
 use crate::identity::{Identity, MIGRUN_VERSION};
-use crate::log::LogFormat;
+use super::log::LogFormat;
 use crate::migrate::apply::{AppliedFile, FileFailure};
 
 /// What a run did, whatever its outcome.
