@@ -53,6 +53,38 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
+    /// Every code of migrun's own (signals and a child's status aside), in order.
+    pub const ALL: [ExitCode; 18] = [
+        ExitCode::Success,
+        ExitCode::Internal,
+        ExitCode::Usage,
+        ExitCode::Secret,
+        ExitCode::Connect,
+        ExitCode::LockWait,
+        ExitCode::MigrationFailed,
+        ExitCode::HistoryMismatch,
+        ExitCode::LockRetries,
+        ExitCode::WaitTimeout,
+        ExitCode::Findings,
+        ExitCode::NotRerunnable,
+        ExitCode::UpgradeDiffers,
+        ExitCode::PartialFailure,
+        ExitCode::CanaryFailed,
+        ExitCode::FailureRateExceeded,
+        ExitCode::Incomplete,
+        ExitCode::SecretsBusy,
+    ];
+
+    /// The code a process status stands for (a fan-out run table's `exit_code`): migrun's
+    /// own codes, 128 + N for signal N, anything else a child's status.
+    pub fn from_code(code: i32) -> ExitCode {
+        match Self::ALL.iter().find(|e| e.code() == code) {
+            Some(exit) => *exit,
+            None if (129..=192).contains(&code) => ExitCode::Signal(code - 128),
+            None => ExitCode::Child(code),
+        }
+    }
+
     /// The exit status of `exec`'s child as migrun's own: 0 is success like any other run.
     pub fn of_child(status: i32) -> ExitCode {
         match status {
@@ -175,26 +207,7 @@ mod tests {
                 (cells[1].to_string(), cells[2].trim_matches('`').to_string())
             })
             .collect();
-        let all = [
-            ExitCode::Success,
-            ExitCode::Internal,
-            ExitCode::Usage,
-            ExitCode::Secret,
-            ExitCode::Connect,
-            ExitCode::LockWait,
-            ExitCode::MigrationFailed,
-            ExitCode::HistoryMismatch,
-            ExitCode::LockRetries,
-            ExitCode::WaitTimeout,
-            ExitCode::Findings,
-            ExitCode::NotRerunnable,
-            ExitCode::UpgradeDiffers,
-            ExitCode::PartialFailure,
-            ExitCode::CanaryFailed,
-            ExitCode::FailureRateExceeded,
-            ExitCode::Incomplete,
-            ExitCode::SecretsBusy,
-        ];
+        let all = ExitCode::ALL;
         for exit in all {
             let row = rows.iter().find(|(code, _)| *code == exit.code().to_string());
             assert_eq!(row.map(|(_, outcome)| outcome.as_str()), Some(exit.outcome()), "{exit:?} in {rows:?}");
@@ -211,6 +224,13 @@ mod tests {
         let mut retryable: Vec<String> = all.iter().filter(|e| e.retryable()).map(|e| e.code().to_string()).collect();
         retryable.extend(["130".to_string(), "143".to_string()]);
         assert_eq!(listed, retryable);
+    }
+
+    #[test]
+    fn a_recorded_code_reads_back_as_the_same_exit() {
+        for exit in ExitCode::ALL.into_iter().chain([ExitCode::Signal(15), ExitCode::Child(200)]) {
+            assert_eq!(ExitCode::from_code(exit.code()), exit);
+        }
     }
 
     #[test]

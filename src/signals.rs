@@ -124,6 +124,14 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
+    /// A handle no signal reaches, and the switch that fires it: for tests of code that
+    /// stops on a signal.
+    #[cfg(test)]
+    pub fn manual() -> (watch::Sender<Option<i32>>, Shutdown) {
+        let (tx, rx) = watch::channel(None);
+        (tx, Shutdown { rx })
+    }
+
     /// The signal that asked for a stop, if one did.
     pub fn requested(&self) -> Option<i32> {
         *self.rx.borrow()

@@ -9,27 +9,16 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
+use super::ledger::{CoordError, Recorded, TargetDone};
+use super::worker::Coordination;
 use crate::db::failure::PgFailure;
+use crate::exit::ExitCode;
 
 /// The run table.
 const TABLE: &str = "migrun_fanout";
-
-/// A target's recorded outcome in this run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Recorded {
-    pub target: String,
-    /// `success`, or the exit outcome (`migration_failed`, ...).
-    pub outcome: String,
-    pub exit_code: i32,
-    pub worker: String,
-    /// Recorded after this worker started (by it or a peer of this wave), not by an earlier
-    /// invocation of the run.
-    pub fresh: bool,
-}
 
 /// The coordination database on one session.
 pub struct Coordinator {
@@ -43,26 +32,18 @@ pub struct Coordinator {
     held: std::cell::RefCell<HashMap<String, Vec<i32>>>,
 }
 
-/// A statement on the coordination database failed.
-#[derive(Debug, thiserror::Error)]
-#[error("coordination database: cannot {action}: {failure}")]
-pub struct CoordError {
-    pub action: &'static str,
-    pub failure: PgFailure,
-}
-
 fn failed(action: &'static str) -> impl Fn(tokio_postgres::Error) -> CoordError {
     move |e| CoordError { action, failure: PgFailure::from_pg(&e) }
 }
 
-/// A row of the run table (target, outcome, exit_code, worker, fresh).
+/// A row of the run table (target, exit_code, worker, fresh). The `outcome` column is for
+/// people reading the table; the exit code says the same.
 fn recorded_of(row: &tokio_postgres::Row) -> Result<Recorded, tokio_postgres::Error> {
     Ok(Recorded {
         target: row.try_get(0)?,
-        outcome: row.try_get(1)?,
-        exit_code: row.try_get(2)?,
-        worker: row.try_get(3)?,
-        fresh: row.try_get(4)?,
+        exit: ExitCode::from_code(row.try_get(1)?),
+        worker: row.try_get(2)?,
+        fresh: row.try_get(3)?,
     })
 }
 
@@ -149,8 +130,15 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Free connections on the coordination server for this run (see [`free_connections`]).
+    pub async fn free_connections(&self) -> Result<i64, CoordError> {
+        free_connections(&self.client).await
+    }
+}
+
+impl Coordination for Coordinator {
     /// Claims `target` for this worker: true when no other session holds it.
-    pub async fn try_claim(&self, target: &str) -> Result<bool, CoordError> {
+    async fn try_claim(&self, target: &str) -> Result<bool, CoordError> {
         let row = self
             .client
             .query_typed_one(
@@ -163,7 +151,7 @@ impl Coordinator {
     }
 
     /// Gives a claim back.
-    pub async fn release(&self, target: &str) -> Result<(), CoordError> {
+    async fn release(&self, target: &str) -> Result<(), CoordError> {
         self.client
             .query_typed(
                 "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
@@ -175,7 +163,7 @@ impl Coordinator {
     }
 
     /// Takes one of `server`'s connection slots numbered in `slots`; `None` when all are taken.
-    pub async fn try_slot(&self, server: &str, slots: std::ops::Range<u32>) -> Result<Option<i32>, CoordError> {
+    async fn try_slot(&self, server: &str, slots: std::ops::Range<u32>) -> Result<Option<i32>, CoordError> {
         let mine: Vec<i32> = self.held.borrow().get(server).cloned().unwrap_or_default();
         let row = self
             .client
@@ -199,7 +187,7 @@ impl Coordinator {
     }
 
     /// Gives a connection slot back.
-    pub async fn release_slot(&self, server: &str, slot: i32) -> Result<(), CoordError> {
+    async fn release_slot(&self, server: &str, slot: i32) -> Result<(), CoordError> {
         if let Some(slots) = self.held.borrow_mut().get_mut(server) {
             slots.retain(|s| *s != slot);
         }
@@ -214,11 +202,11 @@ impl Coordinator {
     }
 
     /// Every outcome recorded in this run so far, by target.
-    pub async fn recorded(&self) -> Result<HashMap<String, Recorded>, CoordError> {
+    async fn recorded(&self) -> Result<HashMap<String, Recorded>, CoordError> {
         let rows = self
             .client
             .query_typed(
-                &format!("SELECT target, outcome, exit_code, worker, updated_at >= $2 FROM {TABLE} WHERE run_id = $1 AND target <> '#wave'"),
+                &format!("SELECT target, exit_code, worker, updated_at >= $2 FROM {TABLE} WHERE run_id = $1 AND target <> '#wave'"),
                 &[(&self.run, Type::TEXT), (&self.since, Type::TIMESTAMPTZ)],
             )
             .await
@@ -230,11 +218,13 @@ impl Coordinator {
     }
 
     /// `target`'s recorded outcome in this run, if any (one row: read after each claim).
-    pub async fn recorded_one(&self, target: &str) -> Result<Option<Recorded>, CoordError> {
+    async fn recorded_one(&self, target: &str) -> Result<Option<Recorded>, CoordError> {
         let rows = self
             .client
             .query_typed(
-                &format!("SELECT target, outcome, exit_code, worker, updated_at >= $3 FROM {TABLE} WHERE run_id = $1 AND target = $2"),
+                &format!(
+                    "SELECT target, exit_code, worker, updated_at >= $3 FROM {TABLE} WHERE run_id = $1 AND target = $2"
+                ),
                 &[(&self.run, Type::TEXT), (&target, Type::TEXT), (&self.since, Type::TIMESTAMPTZ)],
             )
             .await
@@ -243,17 +233,9 @@ impl Coordinator {
     }
 
     /// Records `target`'s outcome (a later attempt overwrites an earlier one).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record(
-        &self,
-        target: &str,
-        outcome: &str,
-        exit_code: i32,
-        versions: &str,
-        duration_ms: i64,
-        sqlstate: Option<&str>,
-        message: Option<&str>,
-    ) -> Result<(), CoordError> {
+    async fn record(&self, target: &str, done: &TargetDone) -> Result<(), CoordError> {
+        let (outcome, exit_code, versions) = (done.exit.outcome(), done.exit.code(), done.versions_text());
+        let (duration_ms, sqlstate, message) = (done.ms, done.sqlstate.as_deref(), done.message.as_deref());
         self.client
             .query_typed(
                 &format!(
@@ -283,7 +265,7 @@ impl Coordinator {
     /// Waits (up to a second) until server process `pid` on the coordination server has ended:
     /// a closed session's backend lingers for a moment, and its connection slot must not be
     /// handed on before it is gone.
-    pub async fn wait_gone(&self, pid: i32) -> Result<(), CoordError> {
+    async fn wait_gone(&self, pid: i32) -> Result<(), CoordError> {
         let started = std::time::Instant::now();
         while started.elapsed() < std::time::Duration::from_secs(1) {
             let row = self
@@ -297,11 +279,6 @@ impl Coordinator {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
         Ok(())
-    }
-
-    /// Free connections on the coordination server for this run (see [`free_connections`]).
-    pub async fn free_connections(&self) -> Result<i64, CoordError> {
-        free_connections(&self.client).await
     }
 }
 

@@ -231,6 +231,30 @@ pub fn list_hash(targets: &[Target]) -> String {
     hex(&hasher.finalize()[..6])
 }
 
+/// A secret's targets as lines: a JSON list of target lines, or
+/// `{"template": "...{id}...", "ids": [...]}`.
+pub fn secret_lines(value: &str) -> Result<String, String> {
+    let parsed: serde_json::Value =
+        serde_json::from_str(value).map_err(|_| "the secret is not JSON (a list of targets)".to_string())?;
+    let strings = |v: &serde_json::Value| -> Result<Vec<String>, String> {
+        v.as_array()
+            .ok_or("expected a JSON list")?
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(|| "a list item is not a string".to_string()))
+            .collect()
+    };
+    match &parsed {
+        serde_json::Value::Array(_) => Ok(strings(&parsed)?.join("\n")),
+        serde_json::Value::Object(object) => {
+            let template =
+                object.get("template").and_then(|t| t.as_str()).ok_or("expected a list, or {\"template\", \"ids\"}")?;
+            let ids = strings(object.get("ids").unwrap_or(&serde_json::Value::Null))?;
+            Ok(ids.iter().map(|id| template.replace("{id}", id)).collect::<Vec<_>>().join("\n"))
+        }
+        _ => Err("expected a JSON list of targets".into()),
+    }
+}
+
 /// A stable order every worker computes alike: by a hash of the id, so the first N targets
 /// (the canary) are spread over servers and tenants, and independent of the source's order.
 pub fn stable_order(targets: &[Target]) -> Vec<usize> {

@@ -2,77 +2,12 @@
 //! applied. Read only; the other tool's table is never changed.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use serde_json::Value;
 use tokio_postgres::Client;
 
+pub use super::tool::Tool;
 use crate::db::failure::PgFailure;
-
-/// A migration tool migrun can adopt a database from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tool {
-    Sqlx,
-    Flyway,
-    GolangMigrate,
-    Dbmate,
-    Diesel,
-    Prisma,
-    Rails,
-    Alembic,
-}
-
-/// Every tool, for help texts and errors.
-pub const TOOL_NAMES: &str = "sqlx, flyway, golang-migrate, dbmate, diesel, prisma, rails, alembic";
-
-impl Tool {
-    /// `golang-migrate` → `Tool::GolangMigrate`.
-    pub fn parse(name: &str) -> Option<Tool> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "sqlx" => Tool::Sqlx,
-            "flyway" => Tool::Flyway,
-            "golang-migrate" | "migrate" => Tool::GolangMigrate,
-            "dbmate" => Tool::Dbmate,
-            "diesel" => Tool::Diesel,
-            "prisma" => Tool::Prisma,
-            "rails" | "activerecord" => Tool::Rails,
-            "alembic" => Tool::Alembic,
-            _ => return None,
-        })
-    }
-
-    /// The name recorded in migrun's history (`adopted_from`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Tool::Sqlx => "sqlx",
-            Tool::Flyway => "flyway",
-            Tool::GolangMigrate => "golang-migrate",
-            Tool::Dbmate => "dbmate",
-            Tool::Diesel => "diesel",
-            Tool::Prisma => "prisma",
-            Tool::Rails => "rails",
-            Tool::Alembic => "alembic",
-        }
-    }
-
-    /// The tool's history table under its default name.
-    pub fn default_table(self) -> &'static str {
-        match self {
-            Tool::Sqlx => "_sqlx_migrations",
-            Tool::Flyway => "flyway_schema_history",
-            Tool::GolangMigrate | Tool::Dbmate | Tool::Rails => "schema_migrations",
-            Tool::Diesel => "__diesel_schema_migrations",
-            Tool::Prisma => "_prisma_migrations",
-            Tool::Alembic => "alembic_version",
-        }
-    }
-}
-
-impl fmt::Display for Tool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// What another tool's history table says is applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

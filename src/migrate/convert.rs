@@ -11,35 +11,7 @@ use serde::Serialize;
 
 use super::adopt::version_of;
 use super::files::parse_name;
-
-/// A tool whose folder `convert` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvertFrom {
-    Sqlx,
-    Flyway,
-    GolangMigrate,
-    Dbmate,
-    Diesel,
-    Prisma,
-}
-
-/// Every tool `convert` reads, for help texts and errors.
-pub const CONVERT_NAMES: &str = "sqlx, flyway, golang-migrate, dbmate, diesel, prisma";
-
-impl ConvertFrom {
-    /// `golang-migrate` → `ConvertFrom::GolangMigrate`.
-    pub fn parse(name: &str) -> Option<ConvertFrom> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "sqlx" => ConvertFrom::Sqlx,
-            "flyway" => ConvertFrom::Flyway,
-            "golang-migrate" | "migrate" => ConvertFrom::GolangMigrate,
-            "dbmate" => ConvertFrom::Dbmate,
-            "diesel" => ConvertFrom::Diesel,
-            "prisma" => ConvertFrom::Prisma,
-            _ => return None,
-        })
-    }
-}
+use super::tool::Tool;
 
 /// One file written.
 #[derive(Debug, Clone, Serialize)]
@@ -83,7 +55,7 @@ const NO_TRANSACTION: &[u8] = b"-- migrun:no-transaction\n";
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Reads `source` as `tool`'s folder and writes the migrun files to `out`.
-pub fn convert(tool: ConvertFrom, source: &Path, out: &Path) -> Result<Conversion, ConvertError> {
+pub fn convert(tool: Tool, source: &Path, out: &Path) -> Result<Conversion, ConvertError> {
     if out.exists() && fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(ConvertError::OutExists(out.display().to_string()));
     }
@@ -93,10 +65,10 @@ pub fn convert(tool: ConvertFrom, source: &Path, out: &Path) -> Result<Conversio
 }
 
 /// Reads and checks the whole folder; writes nothing.
-pub fn read(tool: ConvertFrom, source: &Path) -> Result<Conversion, ConvertError> {
+pub fn read(tool: Tool, source: &Path) -> Result<Conversion, ConvertError> {
     let mut conversion = Conversion { files: Vec::new(), down_skipped: 0, skipped: Vec::new() };
     let mut problems = Vec::new();
-    for (relative, path) in listing(source, tool == ConvertFrom::Flyway)? {
+    for (relative, path) in listing(source, tool == Tool::Flyway)? {
         match convert_one(tool, source, &relative, &path, &mut conversion) {
             Ok(Some(converted)) => conversion.files.push(converted),
             Ok(None) => {}
@@ -126,21 +98,10 @@ pub fn read(tool: ConvertFrom, source: &Path) -> Result<Conversion, ConvertError
         return Err(ConvertError::Unconvertible(problems));
     }
     if conversion.files.is_empty() {
-        return Err(ConvertError::NoMigrations { dir: source.display().to_string(), tool: tool_name(tool) });
+        return Err(ConvertError::NoMigrations { dir: source.display().to_string(), tool: tool.name() });
     }
     conversion.files.sort_by(|a, b| a.to.cmp(&b.to));
     Ok(conversion)
-}
-
-fn tool_name(tool: ConvertFrom) -> &'static str {
-    match tool {
-        ConvertFrom::Sqlx => "sqlx",
-        ConvertFrom::Flyway => "flyway",
-        ConvertFrom::GolangMigrate => "golang-migrate",
-        ConvertFrom::Dbmate => "dbmate",
-        ConvertFrom::Diesel => "diesel",
-        ConvertFrom::Prisma => "prisma",
-    }
 }
 
 /// The folder's entries, sorted, as (path relative to `source`, path). Flyway looks into
@@ -209,7 +170,7 @@ fn converted(from: &str, to: String, body: &[u8], no_transaction: bool) -> Conve
 
 /// One entry of the folder: a migration to convert, something to skip (counted), or a problem.
 fn convert_one(
-    tool: ConvertFrom,
+    tool: Tool,
     source: &Path,
     relative: &str,
     path: &Path,
@@ -218,7 +179,7 @@ fn convert_one(
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let read = |p: &Path| read_bytes(p).map_err(|e| e.to_string());
     match tool {
-        ConvertFrom::Sqlx | ConvertFrom::GolangMigrate => {
+        Tool::Sqlx | Tool::GolangMigrate => {
             if path.is_dir() {
                 conversion.skipped.push(format!("{relative}: a folder"));
                 return Ok(None);
@@ -229,7 +190,7 @@ fn convert_one(
             }
             let stem = match name.strip_suffix(".up.sql") {
                 Some(stem) => stem,
-                None if tool == ConvertFrom::Sqlx && name.ends_with(".sql") => &name[..name.len() - 4],
+                None if tool == Tool::Sqlx && name.ends_with(".sql") => &name[..name.len() - 4],
                 None => {
                     conversion.skipped.push(format!("{relative}: not a migration"));
                     return Ok(None);
@@ -238,10 +199,10 @@ fn convert_one(
             let (digits, rest) = stem.split_once('_').ok_or("no _ between version and name")?;
             let body = read(path)?;
             // sqlx reads `-- no-transaction` at the very start of the file.
-            let no_tx = tool == ConvertFrom::Sqlx && body.starts_with(b"-- no-transaction");
+            let no_tx = tool == Tool::Sqlx && body.starts_with(b"-- no-transaction");
             Ok(Some(converted(relative, versioned_name(digits, rest)?, &body, no_tx)))
         }
-        ConvertFrom::Flyway => {
+        Tool::Flyway => {
             if name.ends_with(".conf") {
                 return Ok(None); // read with its script
             }
@@ -271,7 +232,7 @@ fn convert_one(
             let (digits, rest) = rest.split_once("__").ok_or("no __ between version and description")?;
             Ok(Some(converted(relative, versioned_name(digits, rest)?, &body, no_tx)))
         }
-        ConvertFrom::Dbmate => {
+        Tool::Dbmate => {
             let Some(stem) = name.strip_suffix(".sql") else {
                 conversion.skipped.push(format!("{relative}: not a .sql file"));
                 return Ok(None);
@@ -282,7 +243,7 @@ fn convert_one(
             conversion.down_skipped += usize::from(has_line_starting(&text, b"-- migrate:down"));
             Ok(Some(converted(relative, versioned_name(digits, rest)?, body, no_tx)))
         }
-        ConvertFrom::Diesel | ConvertFrom::Prisma => {
+        Tool::Diesel | Tool::Prisma => {
             if !path.is_dir() {
                 if name != "migration_lock.toml" && name != ".keep" && name != ".gitkeep" {
                     conversion.skipped.push(format!("{relative}: not a migration folder"));
@@ -290,14 +251,14 @@ fn convert_one(
                 return Ok(None);
             }
             let (digits, rest) = name.split_once('_').ok_or("no _ between version and name")?;
-            let script = if tool == ConvertFrom::Diesel { "up.sql" } else { "migration.sql" };
+            let script = if tool == Tool::Diesel { "up.sql" } else { "migration.sql" };
             let body = read(&path.join(script))?;
             if path.join("down.sql").exists() {
                 conversion.down_skipped += 1;
             }
             // diesel: `run_in_transaction = false` in the folder's metadata.toml.
             let metadata = path.join("metadata.toml");
-            let no_tx = tool == ConvertFrom::Diesel && metadata.exists() && {
+            let no_tx = tool == Tool::Diesel && metadata.exists() && {
                 let text = String::from_utf8_lossy(&read(&metadata)?).to_string();
                 text.lines().any(|l| l.replace(' ', "") == "run_in_transaction=false")
             };
@@ -305,6 +266,8 @@ fn convert_one(
             let from = from.strip_prefix(source).unwrap_or(&from).display().to_string();
             Ok(Some(converted(&from, versioned_name(digits, rest)?, &body, no_tx)))
         }
+        // Their migrations are code, not SQL files (configuration refuses them first).
+        Tool::Rails | Tool::Alembic => Err(format!("{tool} migrations are code: migrun cannot convert them")),
     }
 }
 

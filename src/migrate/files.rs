@@ -159,6 +159,18 @@ pub struct Accept {
     pub empty_files: bool,
 }
 
+impl Accept {
+    /// What applying (or waiting, linting, verifying) accepts: an empty directory only when
+    /// allowed (`--allow-empty`), never an empty file.
+    pub fn to_apply(allow_empty: bool) -> Accept {
+        Accept { empty_dir: allow_empty, empty_files: false }
+    }
+
+    /// What showing accepts (`plan`, `status`): an empty directory or a fresh empty file is
+    /// fine to list; calling the schema up to date or ready is not.
+    pub const TO_SHOW: Accept = Accept { empty_dir: true, empty_files: true };
+}
+
 /// Reads every migration in `dir`: versioned ones by version, then repeatable ones by name.
 /// No migration file at all, or a file without statements, is an error unless accepted.
 pub fn load(dir: &Path, accept: Accept) -> Result<Vec<Migration>, FilesError> {

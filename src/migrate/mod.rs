@@ -14,4 +14,5 @@ pub mod lock;
 pub mod repair;
 pub mod row;
 pub mod split;
+pub mod tool;
 pub mod wait;

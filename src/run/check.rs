@@ -6,7 +6,7 @@ use std::path::Path;
 #[cfg(feature = "lint")]
 use serde_json::json;
 
-use super::config::{Config, LintFormat};
+use super::config::{DbSettings, Format, LintRequest, VerifyRequest};
 use super::error::Error;
 use super::print_stdout;
 #[cfg(feature = "lint")]
@@ -27,21 +27,20 @@ pub fn load(dir: &Path) -> Result<Vec<Migration>, Error> {
 
 /// This build has no parser (`--no-default-features`, as `scripts/demo` builds).
 #[cfg(not(feature = "lint"))]
-pub fn lint(_config: &Config, _format: LintFormat, _strict: bool) -> Result<(), Error> {
-    Err(Error::Usage(
-        "lint: this migrun was built without Postgres's parser (cargo feature `lint`); use a release build".into(),
-    ))
+pub fn lint(_db: &DbSettings, _request: &LintRequest) -> Result<(), Error> {
+    Err(CheckError::NoParser.into())
 }
 
 /// `lint`: prints the findings; exit 10 when any is an error (or any at all, `strict`).
 #[cfg(feature = "lint")]
-pub fn lint(config: &Config, format: LintFormat, strict: bool) -> Result<(), Error> {
-    let migrations = load(&config.dir)?;
+pub fn lint(db: &DbSettings, request: &LintRequest) -> Result<(), Error> {
+    let LintRequest { format, strict } = *request;
+    let migrations = load(&db.dir)?;
     let report = lint::lint(&migrations);
     let text = match format {
-        LintFormat::Human => human(&report),
-        LintFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()),
-        LintFormat::Sarif => format!("{}\n", serde_json::to_string_pretty(&sarif(&report)).unwrap_or_default()),
+        Format::Human => human(&report),
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        Format::Sarif => format!("{}\n", serde_json::to_string_pretty(&sarif(&report)).unwrap_or_default()),
     };
     print_stdout(&text)?;
     let errors = report.findings.iter().filter(|f| f.severity == Severity::Error).count();
@@ -56,11 +55,13 @@ pub fn lint(config: &Config, format: LintFormat, strict: bool) -> Result<(), Err
     );
     match report.failing(strict) {
         0 => Ok(()),
-        _ => Err(Error::Findings(format!(
-            "lint: {errors} error(s), {warnings} warning(s) in {} file(s){}",
-            report.files,
-            if strict && errors == 0 { " (--strict: warnings fail)" } else { "" }
-        ))),
+        _ => Err(CheckError::LintFindings {
+            errors,
+            warnings,
+            files: report.files,
+            warnings_fail: strict && errors == 0,
+        }
+        .into()),
     }
 }
 
@@ -134,21 +135,13 @@ fn sarif(report: &Report) -> serde_json::Value {
     })
 }
 
-/// What `verify` was asked to do.
-pub struct VerifyRequest<'a> {
-    pub from: Option<&'a Path>,
-    pub json: bool,
-    pub strict: bool,
-    pub server_url: Option<&'a str>,
-}
-
 /// `verify`: runs the folder on a scratch Postgres, prints the report, and fails by class: a
 /// file that fails from empty (6), a file that cannot run again after an interruption (11),
 /// an upgrade path that gives another schema (12), and with `--strict` blocking locks or
 /// rewrites of existing tables (10).
-pub async fn verify(config: &Config, request: VerifyRequest<'_>, shutdown: &Shutdown) -> Result<(), Error> {
-    let migrations = load(&config.dir)?;
-    let previous = match request.from {
+pub async fn verify(db: &DbSettings, request: &VerifyRequest, shutdown: &Shutdown) -> Result<(), Error> {
+    let migrations = load(&db.dir)?;
+    let previous = match request.from.as_deref() {
         Some(dir) => Some(load(dir)?),
         None => None,
     };
@@ -156,15 +149,16 @@ pub async fn verify(config: &Config, request: VerifyRequest<'_>, shutdown: &Shut
         verify::refuse_cluster_wide(migrations.iter().chain(previous.as_deref().unwrap_or_default()))
             .map_err(verify_error)?;
     }
-    let server = match request.server_url {
+    let server = match request.server_url.as_deref() {
         Some(url) => Server::at(url).await,
         None => Server::start().await,
     }
     .map_err(verify_error)?;
-    let from = request.from.zip(previous.as_deref()).map(|(dir, m)| (dir.to_str().unwrap_or("previous folder"), m));
+    let from =
+        request.from.as_deref().zip(previous.as_deref()).map(|(dir, m)| (dir.to_str().unwrap_or("previous folder"), m));
     let report = verify::verify(&server, &migrations, from, shutdown).await.map_err(verify_error)?;
     drop(server);
-    let text = match request.json {
+    let text = match request.format.json() {
         true => format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()),
         false => summary(&report),
     };
@@ -181,45 +175,56 @@ pub async fn verify(config: &Config, request: VerifyRequest<'_>, shutdown: &Shut
         "verified"
     );
     if let Some(failed) = &report.failed {
-        let at = failed.line.map(|l| format!(" (line {l})")).unwrap_or_default();
-        return Err(Error::VerifyFailed(format!(
-            "verify: {}{at} fails on an empty database: {}",
-            failed.file, failed.message
-        )));
+        let (file, line, message) = (failed.file.clone(), failed.line, failed.message.clone());
+        return Err(CheckError::FailsFromEmpty { file, line, message }.into());
     }
     if let Some(first) = not_rerunnable.first() {
-        return Err(Error::NotRerunnable(format!(
-            "verify: {} case(s) not safe to run again; first: {} ({}): {}",
-            not_rerunnable.len(),
-            first.file,
-            first.case,
-            first.problem.as_deref().unwrap_or_default()
-        )));
+        return Err(CheckError::NotRerunnable {
+            count: not_rerunnable.len(),
+            file: first.file.clone(),
+            case: first.case.to_string(),
+            problem: first.problem.clone().unwrap_or_default(),
+        }
+        .into());
     }
     if let Some(upgrade) = report.upgrade.as_ref().filter(|u| !u.differences.is_empty()) {
-        return Err(Error::UpgradeDiffers(format!(
-            "verify: upgrading from {} gives another schema than installing from empty ({} difference(s); first: {})",
-            upgrade.from,
-            upgrade.differences.len(),
-            upgrade.differences[0]
-        )));
+        return Err(CheckError::UpgradeDiffers {
+            from: upgrade.from.clone(),
+            count: upgrade.differences.len(),
+            first: upgrade.differences[0].to_string(),
+        }
+        .into());
     }
     if request.strict && blocking > 0 {
-        return Err(Error::Findings(format!(
-            "verify --strict: {blocking} statement(s) lock or rewrite existing tables"
-        )));
+        return Err(CheckError::Blocking(blocking).into());
     }
     Ok(())
 }
 
-/// A server that cannot be reached (or whose TLS fails) is exit 4, as for every command; the
-/// rest of what keeps `verify` from running is the setup's (exit 2).
+/// What `lint` and `verify` found that fails the run, or what kept them from running. Each
+/// is given its exit code in `run::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("lint: this migrun was built without Postgres's parser (cargo feature `lint`); use a release build")]
+    #[cfg_attr(feature = "lint", allow(dead_code))]
+    NoParser,
+    #[error("lint: {errors} error(s), {warnings} warning(s) in {files} file(s){}", if *.warnings_fail { " (--strict: warnings fail)" } else { "" })]
+    LintFindings { errors: usize, warnings: usize, files: usize, warnings_fail: bool },
+    /// No scratch server could be had, or it failed under `verify`.
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
+    #[error("verify: {file}{} fails on an empty database: {message}", .line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    FailsFromEmpty { file: String, line: Option<usize>, message: String },
+    #[error("verify: {count} case(s) not safe to run again; first: {file} ({case}): {problem}")]
+    NotRerunnable { count: usize, file: String, case: String, problem: String },
+    #[error("verify: upgrading from {from} gives another schema than installing from empty ({count} difference(s); first: {first})")]
+    UpgradeDiffers { from: String, count: usize, first: String },
+    #[error("verify --strict: {0} statement(s) lock or rewrite existing tables")]
+    Blocking(usize),
+}
+
 fn verify_error(e: ScratchError) -> Error {
-    match e {
-        ScratchError::Unreachable { .. } | ScratchError::Tls { .. } => Error::VerifyConnect(e.to_string()),
-        ScratchError::Interrupted(stop) => Error::Interrupted(stop),
-        e => Error::Verify(e.to_string()),
-    }
+    CheckError::Scratch(e).into()
 }
 
 fn summary(report: &verify::VerifyReport) -> String {

@@ -1,10 +1,13 @@
 //! The command line as typed: flags, unvalidated. Environment variables and defaults are not
 //! clap's business: `run::config` applies them from the one environment lookup a run gets, so
-//! tests and the binary resolve settings the same way.
+//! tests and the binary resolve settings the same way. The options with a variable come from
+//! the table in `run::settings`.
 
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use super::settings::{self, Options, ENV_FROM_SECRET, WAIT_TIMEOUT};
 
 /// migrun's command line.
 #[derive(Debug, Parser)]
@@ -33,11 +36,7 @@ impl Cli {
             _ => return None,
         };
         let name = if keep.contains(&"dir") { "new" } else { "convert" };
-        let kept: Vec<clap::Arg> = Options::augment_args(clap::Command::new("options"))
-            .get_arguments()
-            .filter(|a| keep.contains(&a.get_id().as_str()))
-            .map(|a| a.clone().global(false))
-            .collect();
+        let kept = settings::args_of(keep);
         let mut sub = Cli::command().find_subcommand(name)?.clone().args(kept).bin_name(format!("migrun {name}"));
         let help = if words.contains(&"--help") { sub.render_long_help() } else { sub.render_help() };
         Some(help.to_string())
@@ -58,24 +57,21 @@ pub enum CommandArgs {
     },
     /// Show applied and pending migrations and whether their checksums match. Read only.
     Status {
-        /// Print JSON on stdout instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Show what `up` would run, in order, with each file's transaction mode and timeouts. Read only.
     Plan {
         /// Plan versioned migrations up to and including this version only.
         #[arg(long, value_name = "VERSION")]
         target: Option<String>,
-        /// Print JSON on stdout instead of a list.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Wait until every versioned migration in the directory is applied; exit 0 when the schema
     /// is ready. For init containers, health checks and CI. Read only.
     Wait {
-        /// Give up after this long (exit 9). [env: MIGRUN_WAIT_TIMEOUT] [default: 10min]
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", help = WAIT_TIMEOUT.help_text())]
         wait_timeout: Option<String>,
     },
     /// Fix the history by hand, under the lock, one named file at a time, with an audit row:
@@ -94,9 +90,8 @@ pub enum CommandArgs {
         /// Print what would change; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Adopt a database whose schema already exists: record versioned files as applied without
     /// running them, up to VERSION or as another tool's history table says (--from). Only on
@@ -119,9 +114,8 @@ pub enum CommandArgs {
         /// Print what would be recorded; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Write another tool's migration folder as migrun files (up migrations only; bodies byte
     /// for byte; each tool's no-transaction marker becomes `-- migrun:no-transaction`). No
@@ -142,8 +136,11 @@ pub enum CommandArgs {
     /// Exit 10 on errors (and on warnings with --strict).
     Lint {
         /// How to print the findings.
-        #[arg(long, value_enum, default_value_t = LintFormatArg::Human)]
-        format: LintFormatArg,
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<LintFormatArg>,
+        /// Same as --format json.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
         /// Fail on warnings too.
         #[arg(long)]
         strict: bool,
@@ -156,9 +153,8 @@ pub enum CommandArgs {
         /// with installing from empty.
         #[arg(long, value_name = "DIR")]
         from: Option<PathBuf>,
-        /// Print the JSON report on stdout instead of the summary.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
         /// Fail (exit 10) when a statement takes an ACCESS EXCLUSIVE or SHARE-class lock on an
         /// existing table, or rewrites one.
         #[arg(long)]
@@ -190,12 +186,9 @@ pub enum CommandArgs {
         /// With --lock: do not apply migrun's own sql/ directory.
         #[arg(long, requires = "lock")]
         no_sql: bool,
-        /// With --wait: give up after this long (exit 9). [env: MIGRUN_WAIT_TIMEOUT] [default: 10min]
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", help = format!("With --wait: {}", WAIT_TIMEOUT.help_text()))]
         wait_timeout: Option<String>,
-        /// Export every top-level key of this JSON secret (name or ARN) as an environment
-        /// variable of CMD. Repeatable. [env: MIGRUN_ENV_FROM_SECRET, a comma-separated list]
-        #[arg(long, value_delimiter = ',', value_name = "SECRET")]
+        #[arg(long, value_delimiter = ',', value_name = "SECRET", help = ENV_FROM_SECRET.help_text())]
         env_from_secret: Vec<String>,
         /// The command to run, after `--`.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
@@ -212,112 +205,24 @@ pub enum CommandArgs {
     },
 }
 
-/// Options every command takes. Each has an environment variable (named in its help); the flag
-/// wins.
-#[derive(Debug, Default, Args)]
-pub struct Options {
-    /// Connection: postgres://user:password@host:port/db?sslmode=... or a key=value string.
-    /// Prefer the environment variable: a flag's value is visible in the process list. [env: DATABASE_URL]
-    #[arg(long, global = true, value_name = "URL")]
-    pub database_url: Option<String>,
-    /// Connection from Secrets Manager: a secret name or ARN (ECS valueFrom syntax:
-    /// arn:...:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]]). Used when DATABASE_URL is unset. [env: MIGRUN_SECRET_ID]
-    #[arg(long, global = true, value_name = "SECRET")]
-    pub secret_id: Option<String>,
-    /// The JSON key in the secret that holds the connection string (not needed for RDS-managed secrets). [env: MIGRUN_SECRET_KEY]
-    #[arg(long, global = true, value_name = "KEY")]
-    pub secret_key: Option<String>,
-    /// TLS: disable, prefer, require, verify-ca, verify-full (wins over the connection string and PGSSLMODE). [env: MIGRUN_SSLMODE]
-    #[arg(long, global = true, value_name = "MODE")]
-    pub sslmode: Option<String>,
-    /// PEM file with the CA certificates to trust (e.g. the RDS global bundle); wins over
-    /// the connection string's sslrootcert and PGSSLROOTCERT. [env: MIGRUN_SSLROOTCERT]
-    #[arg(long, global = true, value_name = "FILE")]
-    pub sslrootcert: Option<PathBuf>,
-    /// Directory holding the migration files. [env: MIGRUN_DIR] [default: sql]
-    #[arg(long, global = true, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-    /// History table, optionally schema-qualified (schema.table). [env: MIGRUN_TABLE] [default: migrun_history]
-    #[arg(long, global = true, value_name = "TABLE")]
-    pub table: Option<String>,
-    /// Advisory lock key (a signed 64-bit integer); derived from the table name when unset. [env: MIGRUN_LOCK_KEY]
-    #[arg(long, global = true, allow_hyphen_values = true, value_name = "KEY")]
-    pub lock_key: Option<String>,
-    /// How long to wait for the advisory lock held by another run. [env: MIGRUN_LOCK_WAIT] [default: 10min]
-    #[arg(long, global = true, value_name = "DURATION")]
-    pub lock_wait: Option<String>,
-    /// How long to keep retrying the first connection (server starting, DNS, refused). [env: MIGRUN_CONNECT_TIMEOUT] [default: 60s]
-    #[arg(long, global = true, value_name = "DURATION")]
-    pub connect_timeout: Option<String>,
-    /// lock_timeout for migration statements; a statement that hits it is retried. [env: MIGRUN_LOCK_TIMEOUT] [default: 5s]
-    #[arg(long, global = true, value_name = "DURATION")]
-    pub lock_timeout: Option<String>,
-    /// statement_timeout for migration statements (0 = none). [env: MIGRUN_STATEMENT_TIMEOUT] [default: 0]
-    #[arg(long, global = true, value_name = "DURATION")]
-    pub statement_timeout: Option<String>,
-    /// idle_in_transaction_session_timeout for migrun's session. [env: MIGRUN_IDLE_IN_TRANSACTION_TIMEOUT] [default: 1min]
-    #[arg(long, global = true, value_name = "DURATION")]
-    pub idle_in_transaction_timeout: Option<String>,
-    /// How many times a statement that hit lock_timeout is retried. [env: MIGRUN_LOCK_RETRIES] [default: 10]
-    #[arg(long, global = true, value_name = "N")]
-    pub lock_retries: Option<String>,
-    /// First delay before a lock_timeout retry; doubles each time (with jitter), up to 30s. [env: MIGRUN_RETRY_BACKOFF] [default: 500ms]
-    #[arg(long, global = true, value_name = "DURATION")]
-    pub retry_backoff: Option<String>,
-    /// After SIGTERM/SIGINT, how long a clean stop (cancel, roll back, unlock) may take before
-    /// migrun exits at once; keep it under ECS's stopTimeout (30s by default). [env: MIGRUN_SHUTDOWN_GRACE] [default: 20s]
-    #[arg(long, global = true, value_name = "DURATION")]
-    pub shutdown_grace: Option<String>,
-    /// Warn instead of failing when an applied file was edited. [env: MIGRUN_ALLOW_DRIFT]
-    #[arg(long, global = true)]
-    pub allow_drift: bool,
-    /// Warn instead of failing when the database has versions the directory lacks. [env: MIGRUN_ALLOW_MISSING]
-    #[arg(long, global = true)]
-    pub allow_missing: bool,
-    /// Apply pending versions lower than the highest applied one instead of failing. [env: MIGRUN_ALLOW_OUT_OF_ORDER]
-    #[arg(long, global = true)]
-    pub allow_out_of_order: bool,
-    /// Succeed when the migrations directory holds no migration file (otherwise up, wait and
-    /// exec fail, exit 2: a wrong --dir is not an up-to-date schema). [env: MIGRUN_ALLOW_EMPTY]
-    #[arg(long, global = true)]
-    pub allow_empty: bool,
-    /// Read variables from this dotenv file (KEY=VALUE lines) for a local run; variables already
-    /// set win. Never read unless given.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub env_file: Option<PathBuf>,
-    /// Log format on stderr; auto = json unless stderr is a terminal. [env: MIGRUN_LOG_FORMAT] [default: auto]
-    #[arg(long, global = true, value_enum)]
-    pub log_format: Option<LogFormatArg>,
-    /// Least severe log level shown. [env: MIGRUN_LOG_LEVEL] [default: info]
-    #[arg(long, global = true, value_enum)]
-    pub log_level: Option<LogLevelArg>,
-    /// Also write the final result event as JSON to this file. [env: MIGRUN_RESULT_FILE]
-    #[arg(long, global = true, value_name = "FILE")]
-    pub result_file: Option<PathBuf>,
+/// `--format` and `--json` of a command that prints a report.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// How to print the report on stdout.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatArg>,
+    /// Same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
-/// `--log-format`
+/// `--format` of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormatArg {
-    /// JSON unless stderr is a terminal.
-    Auto,
-    /// One JSON object per line.
-    Json,
-    /// Plain text.
+pub enum FormatArg {
+    /// For people
     Human,
-}
-
-/// `--log-level`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevelArg {
-    /// Errors only.
-    Error,
-    /// Warnings and errors.
-    Warn,
-    /// Phases of the run (the default).
-    Info,
-    /// Everything.
-    Debug,
+    /// One JSON document
+    Json,
 }
 
 /// `lint --format`.
@@ -335,51 +240,54 @@ pub enum LintFormatArg {
 #[derive(Debug, Subcommand)]
 pub enum FanoutAction {
     /// Bring every target up to date.
-    Up {
-        #[command(flatten)]
-        targets: TargetArgs,
-        /// Targets this worker migrates at once.
-        #[arg(long, value_name = "C", default_value_t = 4)]
-        concurrency: u32,
-        /// At most this many of migrun's connections to any one server, across every worker
-        /// (the coordination sessions included).
-        #[arg(long, value_name = "K")]
-        max_conns_per_server: Option<u32>,
-        /// How many workers the engine starts (default: AWS_BATCH_JOB_ARRAY_SIZE). With K, W of
-        /// the coordination server's K slots are kept for the workers' coordination sessions,
-        /// so a worker joining late never finds the server full.
-        #[arg(long, value_name = "W")]
-        workers: Option<u32>,
-        /// Migrate these first (N targets, or P% of them, by a stable hash) and stop everything
-        /// if one fails.
-        #[arg(long, value_name = "N|P%")]
-        canary: Option<String>,
-        /// Stop taking targets when more than this share (0 to 1) of this worker's targets
-        /// failed, over at least 20.
-        #[arg(long, value_name = "R")]
-        max_failure_rate: Option<f64>,
-        /// The run's id: workers with the same id share the work; a re-run with it skips what
-        /// it recorded. Default: from the target list and the files.
-        #[arg(long, value_name = "ID")]
-        run_id: Option<String>,
-        /// Take no new target after this long (then exit 16, incomplete).
-        #[arg(long, value_name = "DURATION")]
-        deadline: Option<String>,
-        /// Migrate only this target (one item of a Step Functions Distributed Map).
-        #[arg(long, value_name = "TARGET")]
-        only: Option<String>,
-        /// Migrate targets this run recorded as failed again.
-        #[arg(long)]
-        retry_failed: bool,
-    },
+    Up(FanoutUpArgs),
     /// Every target's state, read only.
     Status {
         #[command(flatten)]
         targets: TargetArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
+}
+
+/// `fanout up`'s own flags.
+#[derive(Debug, Args)]
+pub struct FanoutUpArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Targets this worker migrates at once.
+    #[arg(long, value_name = "C", default_value_t = 4)]
+    pub concurrency: u32,
+    /// At most this many of migrun's connections to any one server, across every worker
+    /// (the coordination sessions included).
+    #[arg(long, value_name = "K")]
+    pub max_conns_per_server: Option<u32>,
+    /// How many workers the engine starts (default: AWS_BATCH_JOB_ARRAY_SIZE). With K, W of
+    /// the coordination server's K slots are kept for the workers' coordination sessions,
+    /// so a worker joining late never finds the server full.
+    #[arg(long, value_name = "W")]
+    pub workers: Option<u32>,
+    /// Migrate these first (N targets, or P% of them, by a stable hash) and stop everything
+    /// if one fails.
+    #[arg(long, value_name = "N|P%")]
+    pub canary: Option<String>,
+    /// Stop taking targets when more than this share (0 to 1) of this worker's targets
+    /// failed, over at least 20.
+    #[arg(long, value_name = "R")]
+    pub max_failure_rate: Option<f64>,
+    /// The run's id: workers with the same id share the work; a re-run with it skips what
+    /// it recorded. Default: from the target list and the files.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Take no new target after this long (then exit 16, incomplete).
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<String>,
+    /// Migrate only this target (one item of a Step Functions Distributed Map).
+    #[arg(long, value_name = "TARGET")]
+    pub only: Option<String>,
+    /// Migrate targets this run recorded as failed again.
+    #[arg(long)]
+    pub retry_failed: bool,
 }
 
 /// Where the targets come from.

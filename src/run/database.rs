@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join;
 
-use super::config::{BaselineSource, Command, Config, ConfigError};
+use super::config::{BaselineRequest, BaselineSource, ConfigError, DbSettings, Format, RepairRequest, UpTo};
 use super::error::Error;
 use super::listing;
 use super::outcome::Progress;
@@ -21,83 +21,78 @@ use crate::migrate::compare;
 use crate::migrate::files::{self, Migration};
 use crate::migrate::history::{History, HistoryRow};
 use crate::migrate::lock::{LockTarget, LockedSession};
-use crate::migrate::repair::{self, RepairAction};
+use crate::migrate::repair;
 use crate::migrate::wait;
 use crate::signals::Shutdown;
 
 /// `up`: applies pending migrations (up to `up_to`) under the lock.
 pub async fn up(
-    config: &Config,
+    db: &DbSettings,
     identity: &Identity,
-    up_to: Option<u64>,
+    up_to: Option<UpTo>,
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(config, shutdown).await?;
-    migrate_locked(config, session, &migrations, up_to, identity, progress, shutdown).await
+    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    migrate_locked(db, session, &migrations, up_to, identity, progress, shutdown).await
 }
 
 /// `plan` (and `up --dry-run`): prints what `up` would run. Read only.
 pub async fn plan(
-    config: &Config,
-    up_to: Option<u64>,
-    json: bool,
+    db: &DbSettings,
+    up_to: Option<UpTo>,
+    format: Format,
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(config, shutdown).await?;
-    let rows = read_history(config, &session).await;
+    let (session, migrations) = open_with_files(db, files::Accept::TO_SHOW, shutdown).await?;
+    let rows = read_history(db, &session).await;
     session.close().await;
     let comparison = compare::compare(&migrations, &rows?);
-    comparison.validate(config.policy, &config.dir.display().to_string())?;
+    comparison.validate(db.policy, &db.dir.display().to_string())?;
     if let Some(target) = up_to {
-        comparison.check_target(target)?;
+        comparison.check_target(target.0)?;
     }
-    let steps = comparison.steps(up_to);
+    let steps = comparison.steps(up_to.map(|u| u.0));
     progress.pending_before = Some(steps.len());
     // Files that hold no statement yet are shown, after what would run: `up` refuses them.
     let empty = comparison.entries.iter().filter(|e| e.state == compare::FileState::Empty);
     let shown: Vec<_> = steps.iter().copied().chain(empty).collect();
-    print_stdout(&listing::plan(&shown, &config.session, json))
+    print_stdout(&listing::plan(&shown, &db.session, format.json()))
 }
 
 /// `status`: prints every file's state; fails (exit 7) when the history does not match.
-pub async fn status(config: &Config, json: bool, progress: &mut Progress, shutdown: &Shutdown) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(config, shutdown).await?;
-    let rows = read_history(config, &session).await;
+pub async fn status(
+    db: &DbSettings,
+    format: Format,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let (session, migrations) = open_with_files(db, files::Accept::TO_SHOW, shutdown).await?;
+    let rows = read_history(db, &session).await;
     session.close().await;
     let comparison = compare::compare(&migrations, &rows?);
     progress.pending_before = Some(comparison.steps(None).len());
-    print_stdout(&listing::status(&comparison, json))?;
-    Ok(comparison.validate(config.policy, &config.dir.display().to_string())?)
+    print_stdout(&listing::status(&comparison, format.json()))?;
+    Ok(comparison.validate(db.policy, &db.dir.display().to_string())?)
 }
 
 /// `wait`: returns once every versioned file is applied. Read only.
-pub async fn wait(config: &Config, timeout: Duration, shutdown: &Shutdown) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(config, shutdown).await?;
-    wait_ready(config, session, &migrations, timeout, shutdown).await
-}
-
-/// What `repair` was asked to do.
-pub struct RepairRequest {
-    /// The one row to fix.
-    pub action: RepairAction,
-    /// Print only.
-    pub dry_run: bool,
-    /// Print JSON.
-    pub json: bool,
+pub async fn wait(db: &DbSettings, timeout: Duration, shutdown: &Shutdown) -> Result<(), Error> {
+    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    wait_ready(db, session, &migrations, timeout, shutdown).await
 }
 
 /// `repair`: under the lock, checks the named row against the files, prints the change, and
 /// makes it (with its audit row) unless `--dry-run`.
 pub async fn repair(
-    config: &Config,
+    db: &DbSettings,
     identity: &Identity,
-    request: RepairRequest,
+    request: &RepairRequest,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(config, shutdown).await?;
-    let (locked, table_exists) = lock(config, session, shutdown).await?;
+    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let (locked, table_exists) = lock(db, session, shutdown).await?;
     let result = async {
         let history = History::new(locked.session(), locked.table());
         let rows = history.read_known(table_exists).await?.unwrap_or_default();
@@ -106,41 +101,29 @@ pub async fn repair(
             repair::apply(&locked.session().client, locked.table(), &change, identity).await?;
             tracing::info!(action = change.action, version = change.version, "history repaired");
         }
-        print_stdout(&listing::repair(&change, request.dry_run, request.json))
+        print_stdout(&listing::repair(&change, request.dry_run, request.format.json()))
     }
     .await;
     let changed = result.is_ok() && !request.dry_run;
     locked.release_after(result, changed).await
 }
 
-/// What `baseline` was asked to do.
-pub struct BaselineRequest<'a> {
-    /// Up to a version, or from another tool's history.
-    pub source: &'a BaselineSource,
-    /// Record what both sides have even when they differ.
-    pub ignore_differences: bool,
-    /// Print only.
-    pub dry_run: bool,
-    /// Print JSON.
-    pub json: bool,
-}
-
 /// `baseline`: under the lock, checks that migrun's history is empty, works out the versions
 /// to record (reading the other tool's table, which is left as it is), prints them, and
 /// records them in one transaction unless `--dry-run`.
 pub async fn baseline(
-    config: &Config,
+    db: &DbSettings,
     identity: &Identity,
-    request: BaselineRequest<'_>,
+    request: &BaselineRequest,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(config, shutdown).await?;
-    let (locked, table_exists) = lock(config, session, shutdown).await?;
+    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let (locked, table_exists) = lock(db, session, shutdown).await?;
     let result = async {
         let client = &locked.session().client;
         let history = History::new(locked.session(), locked.table());
         let rows = history.read_known(table_exists).await?.unwrap_or_default();
-        let source = match request.source {
+        let source = match &request.source {
             BaselineSource::UpTo(version) => baseline::Source::UpTo(*version),
             BaselineSource::Tool { tool, table, up_to } => {
                 let read = adopt::read(client, *tool, table).await?;
@@ -160,7 +143,7 @@ pub async fn baseline(
                 "baseline recorded"
             );
         }
-        print_stdout(&listing::baseline(&plan, request.dry_run, request.json))
+        print_stdout(&listing::baseline(&plan, request.dry_run, request.format.json()))
     }
     .await;
     let changed = result.is_ok() && !request.dry_run;
@@ -172,15 +155,15 @@ pub async fn baseline(
 /// resolved again (a secret fetched again, which also covers a rotation) until the wait's
 /// deadline. The session is closed at the end.
 pub async fn wait_ready(
-    config: &Config,
+    db: &DbSettings,
     session: Session,
     migrations: &[Migration],
     timeout: Duration,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     session.start().await?;
-    let mut source = Reopening { config, session: Some(session), shutdown };
-    let waited = wait::until_ready(&mut source, migrations, config.policy, timeout, shutdown).await;
+    let mut source = Reopening { db, session: Some(session), shutdown };
+    let waited = wait::until_ready(&mut source, migrations, db.policy, timeout, shutdown).await;
     if let Some(session) = source.session {
         session.close().await;
     }
@@ -189,7 +172,7 @@ pub async fn wait_ready(
 
 /// The wait loop's history, on a session opened again whenever the last one was lost.
 struct Reopening<'a> {
-    config: &'a Config,
+    db: &'a DbSettings,
     session: Option<Session>,
     shutdown: &'a Shutdown,
 }
@@ -203,7 +186,7 @@ impl wait::HistorySource for Reopening<'_> {
                 Err(reason) => return Ok(wait::Polled::Unavailable(reason)),
             },
         };
-        let read = History::new(&session, &self.config.history_table).read().await;
+        let read = History::new(&session, &self.db.history_table).read().await;
         match read {
             Ok(rows) => {
                 self.session = Some(session);
@@ -219,12 +202,11 @@ impl Reopening<'_> {
     /// A new session, or why there is none yet (the server still down); an error when waiting
     /// cannot mend it.
     async fn reopen(&self, deadline: Instant) -> Result<Result<Session, String>, wait::WaitError> {
-        let Some(spec) = self.config.connection.as_ref() else {
+        let Some(spec) = self.db.connection.as_ref() else {
             return Ok(Err("no connection configured".into()));
         };
-        let limit = deadline.saturating_duration_since(Instant::now()).min(self.config.connect_timeout);
-        let opened =
-            connect::open(spec, &self.config.session, limit.max(Duration::from_millis(100)), self.shutdown).await;
+        let limit = deadline.saturating_duration_since(Instant::now()).min(self.db.connect_timeout);
+        let opened = connect::open(spec, &self.db.session, limit.max(Duration::from_millis(100)), self.shutdown).await;
         let started = match opened {
             Ok(session) => session.start().await.map(|()| session),
             Err(e) => Err(e),
@@ -245,14 +227,14 @@ impl Reopening<'_> {
 /// for the slower of the two, not for both. No statement is sent before every file validated:
 /// a bad file fails the run (exit 2) at once, whatever the connection is doing, and a session
 /// that is already open is closed politely.
-pub async fn open_with_files(config: &Config, shutdown: &Shutdown) -> Result<(Session, Vec<Migration>), Error> {
-    let dir = config.dir.clone();
-    // Showing an empty directory or a fresh empty file is fine; calling the schema up to date
-    // or ready, or applying an empty file, is not.
-    let read_only = matches!(config.command, Command::Plan { .. } | Command::Status { .. });
-    let accept = files::Accept { empty_dir: config.policy.allow_empty || read_only, empty_files: read_only };
+pub async fn open_with_files(
+    db: &DbSettings,
+    accept: files::Accept,
+    shutdown: &Shutdown,
+) -> Result<(Session, Vec<Migration>), Error> {
+    let dir = db.dir.clone();
     let files = tokio::task::spawn_blocking(move || files::load(&dir, accept));
-    let connecting = open(config, shutdown);
+    let connecting = open(db, shutdown);
     tokio::pin!(files, connecting);
     let (session, migrations) = tokio::select! {
         loaded = &mut files => {
@@ -270,10 +252,9 @@ pub async fn open_with_files(config: &Config, shutdown: &Shutdown) -> Result<(Se
         },
     };
     tracing::info!(
-        command = config.command.name(),
-        dir = %config.dir.display(),
+        dir = %db.dir.display(),
         files = migrations.len(),
-        history_table = %config.history_table,
+        history_table = %db.history_table,
         "configuration resolved"
     );
     Ok((session, migrations))
@@ -289,25 +270,25 @@ fn joined(
 }
 
 /// Opens a session with the configured connection.
-pub async fn open(config: &Config, shutdown: &Shutdown) -> Result<Session, Error> {
-    let spec = config.connection.as_ref().ok_or(ConfigError::NoDatabase)?;
-    Ok(connect::open(spec, &config.session, config.connect_timeout, shutdown).await?)
+pub async fn open(db: &DbSettings, shutdown: &Shutdown) -> Result<Session, Error> {
+    let spec = db.connection.as_ref().ok_or(ConfigError::NoDatabase)?;
+    Ok(connect::open(spec, &db.session, db.connect_timeout, shutdown).await?)
 }
 
 /// Acquire; let result = work; release; result. The first lock attempt travels in one round
 /// trip with a read of the history, so a run with nothing to do costs one round trip.
 pub async fn migrate_locked(
-    config: &Config,
+    db: &DbSettings,
     session: Session,
     migrations: &[Migration],
-    up_to: Option<u64>,
+    up_to: Option<UpTo>,
     identity: &Identity,
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (locked, table_exists) = lock(config, session, shutdown).await?;
+    let (locked, table_exists) = lock(db, session, shutdown).await?;
     progress.backend_pid = Some(locked.session().backend_pid()).filter(|pid| *pid != 0);
-    let result = migrate(config, &locked, migrations, up_to, identity, progress, shutdown, table_exists).await;
+    let result = migrate(db, &locked, migrations, up_to, identity, progress, shutdown, table_exists).await;
     let changed = !progress.applied.is_empty();
     locked.release_after(result, changed).await
 }
@@ -315,12 +296,12 @@ pub async fn migrate_locked(
 /// Takes the lock on `session` (see `LockedSession::acquire`); with it, whether the history
 /// table existed when the lock was taken, if the first attempt could tell.
 pub async fn lock(
-    config: &Config,
+    db: &DbSettings,
     session: Session,
     shutdown: &Shutdown,
 ) -> Result<(LockedSession, Option<bool>), Error> {
-    let target = LockTarget { table: &config.history_table, key: config.lock_key };
-    Ok(LockedSession::acquire(session, target, config.lock_wait, shutdown).await?)
+    let target = LockTarget { table: &db.history_table, key: db.lock_key };
+    Ok(LockedSession::acquire(session, target, db.lock_wait, shutdown).await?)
 }
 
 /// Compares and applies, with the lock held. `table_exists` says whether the history table
@@ -328,10 +309,10 @@ pub async fn lock(
 /// history table as it resolved when the lock was taken.
 #[allow(clippy::too_many_arguments)]
 pub async fn migrate(
-    config: &Config,
+    db: &DbSettings,
     locked: &LockedSession,
     migrations: &[Migration],
-    up_to: Option<u64>,
+    up_to: Option<UpTo>,
     identity: &Identity,
     progress: &mut Progress,
     shutdown: &Shutdown,
@@ -343,25 +324,25 @@ pub async fn migrate(
         None => history.create_and_read().await?,
     };
     let comparison = compare::compare(migrations, &rows);
-    comparison.validate(config.policy, &config.dir.display().to_string())?;
+    comparison.validate(db.policy, &db.dir.display().to_string())?;
     if let Some(target) = up_to {
-        comparison.check_target(target)?;
+        comparison.check_target(target.0)?;
     }
-    let steps = comparison.steps(up_to);
+    let steps = comparison.steps(up_to.map(|u| u.0));
     progress.pending_before = Some(steps.len());
     tracing::info!(applied_before = rows.len(), pending = steps.len(), "history read");
     if steps.is_empty() {
         return Ok(());
     }
     let writer = history.writer(identity).await?;
-    let applier = Applier::new(locked, writer, &config.session, config.retry, shutdown.clone());
+    let applier = Applier::new(locked, writer, &db.session, db.retry, shutdown.clone());
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
 
 /// Starts the session and reads the history (the session's first statement travels with the
 /// catalog lookup); no table means no rows.
-async fn read_history(config: &Config, session: &Session) -> Result<Vec<HistoryRow>, Error> {
-    let history = History::new(session, &config.history_table);
+async fn read_history(db: &DbSettings, session: &Session) -> Result<Vec<HistoryRow>, Error> {
+    let history = History::new(session, &db.history_table);
     let (started, rows) = join(session.start(), history.read()).await;
     started?;
     Ok(rows?.unwrap_or_default())
@@ -369,11 +350,11 @@ async fn read_history(config: &Config, session: &Session) -> Result<Vec<HistoryR
 
 /// How many files `up` would run on the configured database (0: current); an error when the
 /// history does not match the files or the database cannot be read. Read only.
-pub async fn pending(config: &Config, shutdown: &Shutdown) -> Result<usize, Error> {
-    let (session, migrations) = open_with_files(config, shutdown).await?;
-    let rows = read_history(config, &session).await;
+pub async fn pending(db: &DbSettings, shutdown: &Shutdown) -> Result<usize, Error> {
+    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let rows = read_history(db, &session).await;
     session.close().await;
     let comparison = compare::compare(&migrations, &rows?);
-    comparison.validate(config.policy, &config.dir.display().to_string())?;
+    comparison.validate(db.policy, &db.dir.display().to_string())?;
     Ok(comparison.steps(None).len())
 }

@@ -1,10 +1,16 @@
 //! The top-level error of a run, and the one place each failure class is given its exit code.
 
+use super::check::CheckError;
 use super::config::ConfigError;
+use super::fanout::FanoutError;
+use crate::check::scratch::ScratchError;
 use crate::db::endpoint::EndpointError;
 use crate::db::secrets::SecretError;
 use crate::db::session::ConnectError;
 use crate::exit::ExitCode;
+use crate::fleet::ledger::CoordError;
+use crate::fleet::targets::TargetsError;
+use crate::fleet::worker::WorkError;
 use crate::migrate::adopt::AdoptError;
 use crate::migrate::apply::{ApplyError, FileFailure};
 use crate::migrate::baseline::BaselineError;
@@ -68,36 +74,21 @@ pub enum Error {
     /// A stop was requested.
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
-    /// `lint` / `verify --strict` found what fails the run.
-    #[error("{0}")]
-    Findings(String),
-    /// `verify`: no scratch server could be had.
-    #[error("{0}")]
-    Verify(String),
-    /// `verify --database-url`: the named server cannot be reached, or its TLS fails.
-    #[error("{0}")]
-    VerifyConnect(String),
-    /// `verify`: a file fails on an empty database.
-    #[error("{0}")]
-    VerifyFailed(String),
-    /// `verify`: a file is not safe to run again after an interruption.
-    #[error("{0}")]
-    NotRerunnable(String),
-    /// `verify --from`: the upgrade path gives another schema.
-    #[error("{0}")]
-    UpgradeDiffers(String),
-    /// `fanout`: the run ended with this class (partial, canary, failure rate, incomplete).
-    #[error("{1}")]
-    Fanout(ExitCode, String),
+    /// `lint` / `verify` found what fails the run, or could not run.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// `fanout`: the run ended early or incomplete.
+    #[error(transparent)]
+    Fanout(#[from] FanoutError),
     /// `fanout`: the targets cannot be read.
     #[error(transparent)]
-    Targets(#[from] crate::fleet::targets::TargetsError),
+    Targets(#[from] TargetsError),
     /// `fanout`: the coordination database failed.
     #[error(transparent)]
-    Coord(#[from] crate::fleet::coord::CoordError),
+    Coord(#[from] CoordError),
     /// stdout could not be written.
-    #[error("{0}")]
-    Output(String),
+    #[error("cannot write to stdout: {0}")]
+    Output(std::io::Error),
     /// migrun itself failed (the async runtime, a worker thread).
     #[error("{0}")]
     Internal(String),
@@ -108,8 +99,8 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Usage(_) | Error::Files(_) | Error::Target(_) => ExitCode::Usage,
-            Error::Config(ConfigError::Secret(e)) | Error::EnvSecret(e) => secret(e),
-            Error::Config(_) => ExitCode::Usage,
+            Error::Config(e) => Error::config_exit(e),
+            Error::EnvSecret(e) => secret(e),
             Error::Connect(e) => connect(e),
             Error::Lock(e) => lock(e),
             Error::History(e) => history(e),
@@ -125,17 +116,19 @@ impl Error {
             Error::Adopt(_) => ExitCode::Usage,
             Error::Convert(_) => ExitCode::Usage,
             Error::Interrupted(stop) => signal(stop),
-            Error::Findings(_) => ExitCode::Findings,
-            Error::Fanout(exit, _) => *exit,
+            Error::Check(e) => check(e),
+            Error::Fanout(e) => fanout(e),
             Error::Targets(_) => ExitCode::Usage,
-            Error::Coord(e) if e.failure.connection_lost() => ExitCode::Connect,
-            Error::Coord(_) => ExitCode::Internal,
-            Error::Verify(_) => ExitCode::Usage,
-            Error::VerifyConnect(_) => ExitCode::Connect,
-            Error::VerifyFailed(_) => ExitCode::MigrationFailed,
-            Error::NotRerunnable(_) => ExitCode::NotRerunnable,
-            Error::UpgradeDiffers(_) => ExitCode::UpgradeDiffers,
+            Error::Coord(e) => coord(e),
             Error::Output(_) | Error::Internal(_) => ExitCode::Internal,
+        }
+    }
+
+    /// A setting's failure: a secret reference's own class, else usage (exit 2).
+    fn config_exit(e: &ConfigError) -> ExitCode {
+        match e {
+            ConfigError::Secret(e) => secret(e),
+            _ => ExitCode::Usage,
         }
     }
 
@@ -144,6 +137,49 @@ impl Error {
         match self {
             Error::Apply(e) => e.file_failure(),
             _ => None,
+        }
+    }
+}
+
+fn check(e: &CheckError) -> ExitCode {
+    match e {
+        CheckError::NoParser => ExitCode::Usage,
+        CheckError::LintFindings { .. } | CheckError::Blocking(_) => ExitCode::Findings,
+        CheckError::Scratch(ScratchError::Unreachable { .. } | ScratchError::Tls { .. }) => ExitCode::Connect,
+        CheckError::Scratch(ScratchError::Interrupted(stop)) => signal(stop),
+        CheckError::Scratch(_) => ExitCode::Usage,
+        CheckError::FailsFromEmpty { .. } => ExitCode::MigrationFailed,
+        CheckError::NotRerunnable { .. } => ExitCode::NotRerunnable,
+        CheckError::UpgradeDiffers { .. } => ExitCode::UpgradeDiffers,
+    }
+}
+
+fn fanout(e: &FanoutError) -> ExitCode {
+    match e {
+        FanoutError::NoCoordination | FanoutError::Capacity(_) => ExitCode::Usage,
+        FanoutError::Target(e) => match e {
+            crate::run::config::TargetSettingsError::Config(e) => Error::config_exit(e),
+            crate::run::config::TargetSettingsError::SchemaTable(_) => ExitCode::Usage,
+        },
+        FanoutError::NoSlot { .. } => ExitCode::Incomplete,
+        FanoutError::Ended(ending) => ending.exit_code(),
+        FanoutError::Behind { .. } => ExitCode::PartialFailure,
+    }
+}
+
+fn coord(e: &CoordError) -> ExitCode {
+    match e.failure.connection_lost() {
+        true => ExitCode::Connect,
+        false => ExitCode::Internal,
+    }
+}
+
+/// A stop of a fan-out worker of its own: the signal's code, or the coordination database's.
+impl From<WorkError> for Error {
+    fn from(e: WorkError) -> Error {
+        match e {
+            WorkError::Coord(e) => Error::Coord(e),
+            WorkError::Interrupted(stop) => Error::Interrupted(stop),
         }
     }
 }
@@ -317,7 +353,7 @@ mod tests {
             (WaitError::Mismatch(MismatchError::Missing { versions: vec![9], dir: "sql".into() }).into(), 7),
             (WaitError::History(history(said("42P01"))).into(), 1),
             (Error::Interrupted(Interrupted { signal: 2 }), 130),
-            (Error::Output("stdout closed".into()), 1),
+            (Error::Output(std::io::Error::other("stdout closed")), 1),
             (Error::Internal("no runtime".into()), 1),
         ];
         for (error, code) in cases {

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::config::{Config, ConfigError, ExecMode};
+use super::config::{Config, ConfigError, DbSettings, ExecMode, ExecRequest};
 use super::database;
 use super::error::Error;
 use super::outcome::{Progress, Reporter};
@@ -18,26 +18,15 @@ use crate::db::session::Session;
 use crate::db::url::{first_host, with_tls_params};
 use crate::exit::ExitCode;
 use crate::identity::Identity;
+use crate::migrate::files::Accept;
 use crate::migrate::lock::{LockError, LockedSession};
 use crate::signals::{Shutdown, SignalHub, StopHandle};
 use crate::supervise::{self, ChildSpec};
 
-/// What `exec` was asked to do.
-pub struct Request<'a> {
-    /// The database step.
-    pub mode: ExecMode,
-    /// The command and its arguments.
-    pub command: &'a [OsString],
-    /// Secrets whose keys become the command's environment.
-    pub env_from: &'a [SecretRef],
-    /// Variables from `--env-file` that the environment does not set (lowest precedence).
-    pub inherited: &'a [(String, String)],
-}
-
 /// Runs `exec` to its end and returns the exit code.
 pub fn exec(
     config: &Config,
-    request: Request,
+    request: &ExecRequest,
     runtime: tokio::runtime::Runtime,
     hub: &SignalHub,
     reporter: &Reporter,
@@ -46,15 +35,16 @@ pub fn exec(
     let mut progress = Progress::default();
     let identity = reporter.identity();
     if let ExecMode::Lock { apply_sql } = request.mode {
-        let held = runtime.block_on(hold_lock(config, apply_sql, identity, request.env_from, &mut progress, &shutdown));
+        let held =
+            runtime.block_on(hold_lock(&config.db, apply_sql, identity, &request.env_from, &mut progress, &shutdown));
         let (locked, secret_env) = match held {
             Ok(held) => held,
             Err(e) => return reporter.finish(&progress, Err(e)),
         };
         let mut env = request.inherited.to_vec();
-        env.extend(child_env(config, locked.session()));
+        env.extend(child_env(&config.db, locked.session()));
         env.extend(secret_env);
-        let spec = ChildSpec { dies_with_parent: true, ..child(request.command, env) };
+        let spec = ChildSpec { dies_with_parent: true, ..child(&request.command, env) };
         let (pid_tx, pid_rx) = mpsc::channel();
         let (done_tx, done_rx) = mpsc::channel();
         let watch = LockWatch { runtime, locked, stop: hub.stop_handle() };
@@ -82,8 +72,8 @@ pub fn exec(
     // The command's secrets first: a broken one must fail the run at once (exit 3), not
     // after a whole wait that then reads as "did the migration run?".
     let prepared = runtime.block_on(async {
-        let vars = secret_env(request.env_from).await?;
-        prepare(config, request.mode, identity, &mut progress, &shutdown).await?;
+        let vars = secret_env(&request.env_from).await?;
+        prepare(&config.db, request.mode, identity, &mut progress, &shutdown).await?;
         Ok(vars)
     });
     let env = match prepared {
@@ -92,7 +82,7 @@ pub fn exec(
     };
     // Closed before the child starts: the supervisor holds no database connection.
     drop(runtime);
-    let exit = supervise::run(&child(request.command, env), hub, |_| {});
+    let exit = supervise::run(&child(&request.command, env), hub, |_| {});
     reporter.finish_command(&progress, exit)
 }
 
@@ -152,7 +142,7 @@ impl LockWatch {
 
 /// `--wait` (the default) or `--migrate`; `--no-db` does nothing.
 async fn prepare(
-    config: &Config,
+    db: &DbSettings,
     mode: ExecMode,
     identity: &Identity,
     progress: &mut Progress,
@@ -161,12 +151,14 @@ async fn prepare(
     match mode {
         ExecMode::NoDb | ExecMode::Lock { .. } => Ok(()),
         ExecMode::Migrate => {
-            let (session, migrations) = database::open_with_files(config, shutdown).await?;
-            database::migrate_locked(config, session, &migrations, None, identity, progress, shutdown).await
+            let (session, migrations) =
+                database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+            database::migrate_locked(db, session, &migrations, None, identity, progress, shutdown).await
         }
         ExecMode::Wait { timeout } => {
-            let (session, migrations) = database::open_with_files(config, shutdown).await?;
-            database::wait_ready(config, session, &migrations, timeout, shutdown).await
+            let (session, migrations) =
+                database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+            database::wait_ready(db, session, &migrations, timeout, shutdown).await
         }
     }
 }
@@ -174,7 +166,7 @@ async fn prepare(
 /// `--lock`: fetch the command's secrets, connect, take the lock (and apply our own files under
 /// it, if asked), and keep the locked session for the duration of the command.
 async fn hold_lock(
-    config: &Config,
+    db: &DbSettings,
     apply_sql: bool,
     identity: &Identity,
     env_from: &[SecretRef],
@@ -185,15 +177,15 @@ async fn hold_lock(
     let vars = secret_env(env_from).await?;
     check_lock_contract(&vars)?;
     let (session, migrations) = if apply_sql {
-        database::open_with_files(config, shutdown).await?
+        database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), shutdown).await?
     } else {
-        let session = database::open(config, shutdown).await?;
+        let session = database::open(db, shutdown).await?;
         tracing::info!(command = "exec --lock", apply_sql, "configuration resolved");
         (session, Vec::new())
     };
-    let (locked, prefetched) = database::lock(config, session, shutdown).await?;
+    let (locked, prefetched) = database::lock(db, session, shutdown).await?;
     let prepared = match apply_sql {
-        true => database::migrate(config, &locked, &migrations, None, identity, progress, shutdown, prefetched).await,
+        true => database::migrate(db, &locked, &migrations, None, identity, progress, shutdown, prefetched).await,
         false => Ok(()),
     };
     match prepared {
@@ -239,7 +231,7 @@ fn check_lock_contract(vars: &[(String, String)]) -> Result<(), ConfigError> {
 /// migrun's timeouts through PGOPTIONS, with the server-side timeouts that would end a long
 /// tool run cleared (`idle_session_timeout` from 14, `transaction_timeout` from 17). A pooler
 /// that refused migrun's start-up options would refuse the tool's too: then no PGOPTIONS.
-fn child_env(config: &Config, session: &Session) -> Vec<(String, String)> {
+fn child_env(db: &DbSettings, session: &Session) -> Vec<(String, String)> {
     let pg = &session.child_config;
     let tls = session.tls_settings();
     let root_cert = tls.root_cert.as_ref().map(|p| p.display().to_string());
@@ -269,8 +261,8 @@ fn child_env(config: &Config, session: &Session) -> Vec<(String, String)> {
         return env;
     }
     let mut options = vec![
-        format!("-c lock_timeout={}", config.session.lock_timeout.to_setting()),
-        format!("-c statement_timeout={}", config.session.statement_timeout.to_setting()),
+        format!("-c lock_timeout={}", db.session.lock_timeout.to_setting()),
+        format!("-c statement_timeout={}", db.session.statement_timeout.to_setting()),
     ];
     if session.server_major() >= 14 {
         options.push("-c idle_session_timeout=0".into());

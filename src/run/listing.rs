@@ -1,6 +1,7 @@
 //! What `status` and `plan` print on stdout: a table for people, JSON for machines.
 
 use serde::Serialize;
+use serde_json::json;
 
 use crate::db::session::SessionSettings;
 use crate::migrate::baseline::BaselinePlan;
@@ -231,5 +232,31 @@ pub fn convert(conversion: &Conversion, out_dir: &str) -> String {
     for skipped in &conversion.skipped {
         out.push_str(&format!("skipped {skipped}\n"));
     }
+    out
+}
+
+/// One target's line of `fanout status`.
+pub struct TargetState {
+    pub id: String,
+    /// `current`, `N pending`, or the outcome of the failure that kept it from being read.
+    pub state: String,
+    pub detail: Option<String>,
+}
+
+/// `fanout status`: each target's state, then the count of current ones.
+pub fn fanout_status(states: &[TargetState], json: bool) -> String {
+    let behind = states.iter().filter(|s| s.state != "current").count();
+    if json {
+        let list: Vec<_> =
+            states.iter().map(|s| json!({"target": s.id, "state": s.state, "detail": s.detail})).collect();
+        let report = json!({"targets": list, "current": states.len() - behind, "behind": behind});
+        return format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default());
+    }
+    let mut out = String::new();
+    for s in states {
+        let detail = s.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        out.push_str(&format!("{}  {}{detail}\n", s.id, s.state));
+    }
+    out.push_str(&format!("{} of {} current\n", states.len() - behind, states.len()));
     out
 }

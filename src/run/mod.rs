@@ -12,6 +12,7 @@ mod fanout;
 mod listing;
 mod log;
 mod outcome;
+mod settings;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -20,14 +21,13 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use self::config::{Command, ConfigError, Env, Reporting};
+use self::cli::Cli;
+use self::config::{Command, ConfigError, ConvertRequest, Env, NewRequest, Reporting};
 use self::error::Error;
 use self::outcome::{Progress, Reporter};
-use self::cli::Cli;
 use crate::clock::Utc;
 use crate::exit::ExitCode;
 use crate::identity::{self, Identity};
-use crate::migrate::convert::ConvertFrom;
 use crate::migrate::files;
 use crate::signals::SignalHub;
 
@@ -46,13 +46,15 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     };
     // --env-file: the file's variables under the real environment's, for the settings and for
     // exec's command alike.
-    let env_file = match cli.options.env_file.as_deref().map(self::dotenv::read).transpose() {
+    let env_file = match cli.options.path(&settings::ENV_FILE).as_deref().map(self::dotenv::read).transpose() {
         Ok(vars) => vars.unwrap_or_default(),
         Err(e) => return usage_error_text(&e.to_string(), &args, env, started),
     };
+    // exec's command sees the file's variables that the environment does not set.
+    let inherited: Vec<(String, String)> = env_file.iter().filter(|(k, _)| env(k).is_none()).cloned().collect();
     let from_file = |name: &str| env(name).or_else(|| env_file.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
     let env: Env = if env_file.is_empty() { env } else { &from_file };
-    let (reporting, config) = config::resolve(cli, env);
+    let (reporting, config) = config::resolve(cli, env, inherited);
     self::log::init(reporting.format, reporting.level);
     let reporter =
         Reporter::new(reporting.clone(), Identity::new(&reporting.host, reporting.release.clone(), None), started);
@@ -80,53 +82,27 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     set_abort_line(hub, &reporter);
     let shutdown = hub.shutdown();
     let mut progress = Progress::default();
+    let db = &config.db;
     let outcome = match &config.command {
         Command::Up { up_to } => {
-            runtime.block_on(database::up(&config, reporter.identity(), *up_to, &mut progress, &shutdown))
+            runtime.block_on(database::up(db, reporter.identity(), *up_to, &mut progress, &shutdown))
         }
-        Command::Plan { up_to, json } => {
-            runtime.block_on(database::plan(&config, *up_to, *json, &mut progress, &shutdown))
+        Command::Plan { up_to, format } => {
+            runtime.block_on(database::plan(db, *up_to, *format, &mut progress, &shutdown))
         }
-        Command::Status { json } => runtime.block_on(database::status(&config, *json, &mut progress, &shutdown)),
-        Command::Wait { timeout } => runtime.block_on(database::wait(&config, *timeout, &shutdown)),
-        Command::Repair { action, dry_run, json } => {
-            let request = database::RepairRequest { action: *action, dry_run: *dry_run, json: *json };
-            runtime.block_on(database::repair(&config, reporter.identity(), request, &shutdown))
-        }
-        Command::Baseline { source, ignore_differences, dry_run, json } => {
-            let request = database::BaselineRequest {
-                source,
-                ignore_differences: *ignore_differences,
-                dry_run: *dry_run,
-                json: *json,
-            };
-            runtime.block_on(database::baseline(&config, reporter.identity(), request, &shutdown))
-        }
-        Command::Convert { tool, source, out } => convert(*tool, source, out),
-        Command::Fanout(request) if request.status_only => {
-            runtime.block_on(fanout::status(&config, request, &shutdown))
-        }
+        Command::Status { format } => runtime.block_on(database::status(db, *format, &mut progress, &shutdown)),
+        Command::Wait { timeout } => runtime.block_on(database::wait(db, *timeout, &shutdown)),
+        Command::Repair(request) => runtime.block_on(database::repair(db, reporter.identity(), request, &shutdown)),
+        Command::Baseline(request) => runtime.block_on(database::baseline(db, reporter.identity(), request, &shutdown)),
+        Command::Convert(request) => convert(request),
+        Command::Fanout(request) if request.status_only => runtime.block_on(fanout::status(db, request, &shutdown)),
         Command::Fanout(request) => {
-            runtime.block_on(fanout::up(&config, request, reporter.identity(), &mut progress, &shutdown))
+            runtime.block_on(fanout::up(db, request, reporter.identity(), &mut progress, &shutdown))
         }
-        Command::Lint { format, strict } => check::lint(&config, *format, *strict),
-        Command::Verify { from, json, strict, server_url } => {
-            let request = check::VerifyRequest {
-                from: from.as_deref(),
-                json: *json,
-                strict: *strict,
-                server_url: server_url.as_deref(),
-            };
-            runtime.block_on(check::verify(&config, request, &shutdown))
-        }
-        Command::New { description, sequential } => new_file(&config.dir, description, *sequential),
-        Command::Exec { mode, command, env_from } => {
-            // The command sees the file's variables too (those the environment does not set).
-            let inherited: Vec<(String, String)> =
-                env_file.iter().filter(|(k, _)| std::env::var_os(k).is_none()).cloned().collect();
-            let request = exec::Request { mode: *mode, command, env_from, inherited: &inherited };
-            return exec::exec(&config, request, runtime, hub, &reporter);
-        }
+        Command::Lint(request) => check::lint(db, request),
+        Command::Verify(request) => runtime.block_on(check::verify(db, request, &shutdown)),
+        Command::New(request) => new_file(&db.dir, request),
+        Command::Exec(request) => return exec::exec(&config, request, runtime, hub, &reporter),
     };
     // The process exits next: no need to wait for the idle file-reading thread to wind down.
     runtime.shutdown_background();
@@ -174,20 +150,21 @@ fn usage_error(error: &clap::Error, args: &[OsString], env: Env, started: Instan
 }
 
 /// `new`: creates the file and prints its path.
-fn new_file(dir: &Path, description: &str, sequential: bool) -> Result<(), Error> {
-    let numbering = match sequential {
+fn new_file(dir: &Path, request: &NewRequest) -> Result<(), Error> {
+    let numbering = match request.sequential {
         true => files::Numbering::Sequential,
         false => files::Numbering::Timestamp(Utc::now().compact()),
     };
-    let path = files::create_new(dir, description, numbering)?;
+    let path = files::create_new(dir, &request.description, numbering)?;
     print_stdout(&format!("{}\n", path.display()))?;
     tracing::info!(file = %path.display(), "created");
     Ok(())
 }
 
 /// `convert`: writes the other tool's folder as migrun files and lists them.
-fn convert(tool: ConvertFrom, source: &Path, out: &Path) -> Result<(), Error> {
-    let conversion = crate::migrate::convert::convert(tool, source, out)?;
+fn convert(request: &ConvertRequest) -> Result<(), Error> {
+    let ConvertRequest { tool, source, out } = request;
+    let conversion = crate::migrate::convert::convert(*tool, source, out)?;
     tracing::info!(files = conversion.files.len(), down_skipped = conversion.down_skipped, out = %out.display(), "converted");
     print_stdout(&listing::convert(&conversion, &out.display().to_string()))
 }
@@ -195,7 +172,5 @@ fn convert(tool: ConvertFrom, source: &Path, out: &Path) -> Result<(), Error> {
 /// stdout may be a closed pipe (`migrun status | head`): an error, not a panic.
 fn print_stdout(text: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::Output(format!("cannot write to stdout: {e}")))
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(Error::Output)
 }

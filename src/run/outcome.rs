@@ -8,12 +8,14 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+#[cfg(test)]
+use super::config::CommandKind;
 use super::config::Reporting;
 use super::error::Error;
+use super::log::LogFormat;
 use crate::clock::Utc;
 use crate::exit::ExitCode;
 use crate::identity::{Identity, MIGRUN_VERSION};
-use super::log::LogFormat;
 use crate::migrate::apply::{AppliedFile, FileFailure};
 
 /// What a run did, whatever its outcome.
@@ -220,22 +222,12 @@ impl Reporter {
         pending_before: Option<usize>,
         ending: &Ending<'a>,
     ) -> ResultEvent<'a> {
-        let command = self.reporting.command;
+        let command = self.reporting.command_name();
         let count = applied.map_or(0, <[AppliedFile]>::len);
-        let message = match (&ending.error, command) {
+        let message = match (&ending.error, self.reporting.command) {
             (Some(e), _) => e.clone(),
-            (None, "status" | "plan") => format!("{} migration(s) pending", pending_before.unwrap_or(0)),
-            (None, "wait") => "schema ready".to_string(),
-            (None, "new") => "migration file created".to_string(),
-            (None, "exec") => "the command exited 0".to_string(),
-            (None, "lint") => "no lint errors".to_string(),
-            (None, "fanout up" | "fanout status") => "every target is current".to_string(),
-            (None, "verify") => "verified".to_string(),
-            (None, "baseline") => "baseline done".to_string(),
-            (None, "convert") => "folder converted".to_string(),
-            (None, "repair") => "repair done".to_string(),
-            (None, _) if count == 0 => "schema is up to date; nothing to apply".to_string(),
-            (None, _) => format!("applied {count} migration(s)"),
+            (None, Some(kind)) => kind.success(pending_before, count),
+            (None, None) => "done".to_string(),
         };
         let identity = &self.identity;
         ResultEvent {
@@ -351,7 +343,7 @@ mod tests {
 
     fn reporter(format: LogFormat) -> Reporter {
         let reporting = Reporting {
-            command: "up",
+            command: Some(CommandKind::Up),
             format,
             level: tracing::Level::INFO,
             result_file: None,

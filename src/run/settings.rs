@@ -1,0 +1,339 @@
+//! Every setting with an environment variable, described once: its flag, variable, default,
+//! help and kind. The command line's options are built from this table (clap's help says
+//! `[env: ...] [default: ...]` from it), the configuration reads each setting through it, and
+//! a test holds it against the configuration table of docs/reference.md.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::builder::PossibleValuesParser;
+use clap::{Arg, ArgAction, ArgMatches};
+
+/// One setting.
+#[derive(Debug)]
+pub struct Setting {
+    /// clap's id, and the flag without its dashes' `-`: `lock_wait` is `--lock-wait`.
+    pub id: &'static str,
+    pub flag: &'static str,
+    /// Its environment variable, when it has one.
+    pub var: Option<&'static str>,
+    /// The value used when neither is set, as it would be typed.
+    pub default: Option<&'static str>,
+    pub value_name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    /// Taken by every command (else by the subcommands that declare it).
+    pub global: bool,
+}
+
+/// How a setting's value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Path,
+    /// `500ms`, `30s`, `10min`, `1h`, or milliseconds.
+    Duration,
+    /// A whole number.
+    Count,
+    /// On when given; the variable takes 1/0, true/false, yes/no, on/off.
+    Switch,
+    /// One of these words.
+    Choice(&'static [&'static str]),
+    /// A comma-separated list in the variable; the flag repeats.
+    List,
+}
+
+const fn setting(id: &'static str, flag: &'static str, var: &'static str, kind: Kind) -> Setting {
+    Setting { id, flag, var: Some(var), default: None, value_name: "", help: "", kind, global: true }
+}
+
+impl Setting {
+    const fn default(mut self, value: &'static str) -> Setting {
+        self.default = Some(value);
+        self
+    }
+
+    const fn value(mut self, name: &'static str) -> Setting {
+        self.value_name = name;
+        self
+    }
+
+    const fn help(mut self, text: &'static str) -> Setting {
+        self.help = text;
+        self
+    }
+
+    const fn local(mut self) -> Setting {
+        self.global = false;
+        self
+    }
+
+    const fn no_var(mut self) -> Setting {
+        self.var = None;
+        self
+    }
+
+    /// The help clap prints: the text, then the variable and the default.
+    pub fn help_text(&self) -> String {
+        let mut text = self.help.to_string();
+        match (self.var, self.kind) {
+            (Some(var), Kind::List) => text.push_str(&format!(" [env: {var}, a comma-separated list]")),
+            (Some(var), _) => text.push_str(&format!(" [env: {var}]")),
+            (None, _) => {}
+        }
+        if let Some(default) = self.default {
+            text.push_str(&format!(" [default: {default}]"));
+        }
+        text
+    }
+
+    /// The clap argument of a global setting.
+    fn arg(&self) -> Arg {
+        let arg = Arg::new(self.id).long(self.flag.trim_start_matches("--")).help(self.help_text()).global(self.global);
+        match self.kind {
+            Kind::Switch => arg.action(ArgAction::SetTrue),
+            Kind::Path => arg.value_name(self.value_name).value_parser(clap::value_parser!(PathBuf)),
+            Kind::Choice(words) => arg.value_name(self.value_name).value_parser(PossibleValuesParser::new(words)),
+            Kind::List => arg.value_name(self.value_name).value_delimiter(',').action(ArgAction::Append),
+            // A lock key may be negative.
+            _ => arg.value_name(self.value_name).allow_hyphen_values(self.id == "lock_key"),
+        }
+    }
+}
+
+pub const DATABASE_URL: Setting = setting("database_url", "--database-url", "DATABASE_URL", Kind::Text)
+    .value("URL")
+    .help("Connection: postgres://user:password@host:port/db?sslmode=... or a key=value string. Prefer the environment variable: a flag's value is visible in the process list.");
+pub const SECRET_ID: Setting = setting("secret_id", "--secret-id", "MIGRUN_SECRET_ID", Kind::Text)
+    .value("SECRET")
+    .help("Connection from Secrets Manager: a secret name or ARN (ECS valueFrom syntax: arn:...:secret:NAME[:JSON_KEY[:VERSION_STAGE[:VERSION_ID]]]). Used when DATABASE_URL is unset.");
+pub const SECRET_KEY: Setting = setting("secret_key", "--secret-key", "MIGRUN_SECRET_KEY", Kind::Text)
+    .value("KEY")
+    .help("The JSON key in the secret that holds the connection string (not needed for RDS-managed secrets).");
+pub const SSLMODE: Setting = setting("sslmode", "--sslmode", "MIGRUN_SSLMODE", Kind::Text)
+    .value("MODE")
+    .help("TLS: disable, prefer, require, verify-ca, verify-full (wins over the connection string and PGSSLMODE).");
+pub const SSLROOTCERT: Setting = setting("sslrootcert", "--sslrootcert", "MIGRUN_SSLROOTCERT", Kind::Path)
+    .value("FILE")
+    .help("PEM file with the CA certificates to trust (e.g. the RDS global bundle); wins over the connection string's sslrootcert and PGSSLROOTCERT.");
+pub const DIR: Setting = setting("dir", "--dir", "MIGRUN_DIR", Kind::Path)
+    .default("sql")
+    .value("DIR")
+    .help("Directory holding the migration files.");
+pub const TABLE: Setting = setting("table", "--table", "MIGRUN_TABLE", Kind::Text)
+    .default("migrun_history")
+    .value("TABLE")
+    .help("History table, optionally schema-qualified (schema.table).");
+pub const LOCK_KEY: Setting = setting("lock_key", "--lock-key", "MIGRUN_LOCK_KEY", Kind::Text)
+    .value("KEY")
+    .help("Advisory lock key (a signed 64-bit integer); derived from the table name when unset.");
+pub const LOCK_WAIT: Setting = setting("lock_wait", "--lock-wait", "MIGRUN_LOCK_WAIT", Kind::Duration)
+    .default("10min")
+    .value("DURATION")
+    .help("How long to wait for the advisory lock held by another run.");
+pub const CONNECT_TIMEOUT: Setting =
+    setting("connect_timeout", "--connect-timeout", "MIGRUN_CONNECT_TIMEOUT", Kind::Duration)
+        .default("60s")
+        .value("DURATION")
+        .help("How long to keep retrying the first connection (server starting, DNS, refused).");
+pub const LOCK_TIMEOUT: Setting = setting("lock_timeout", "--lock-timeout", "MIGRUN_LOCK_TIMEOUT", Kind::Duration)
+    .default("5s")
+    .value("DURATION")
+    .help("lock_timeout for migration statements; a statement that hits it is retried.");
+pub const STATEMENT_TIMEOUT: Setting =
+    setting("statement_timeout", "--statement-timeout", "MIGRUN_STATEMENT_TIMEOUT", Kind::Duration)
+        .default("0")
+        .value("DURATION")
+        .help("statement_timeout for migration statements (0 = none).");
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Setting = setting(
+    "idle_in_transaction_timeout",
+    "--idle-in-transaction-timeout",
+    "MIGRUN_IDLE_IN_TRANSACTION_TIMEOUT",
+    Kind::Duration,
+)
+.default("1min")
+.value("DURATION")
+.help("idle_in_transaction_session_timeout for migrun's session.");
+pub const LOCK_RETRIES: Setting = setting("lock_retries", "--lock-retries", "MIGRUN_LOCK_RETRIES", Kind::Count)
+    .default("10")
+    .value("N")
+    .help("How many times a statement that hit lock_timeout is retried.");
+pub const RETRY_BACKOFF: Setting = setting("retry_backoff", "--retry-backoff", "MIGRUN_RETRY_BACKOFF", Kind::Duration)
+    .default("500ms")
+    .value("DURATION")
+    .help("First delay before a lock_timeout retry; doubles each time (with jitter), up to 30s.");
+pub const SHUTDOWN_GRACE: Setting =
+    setting("shutdown_grace", "--shutdown-grace", "MIGRUN_SHUTDOWN_GRACE", Kind::Duration)
+        .default("20s")
+        .value("DURATION")
+        .help("After SIGTERM/SIGINT, how long a clean stop (cancel, roll back, unlock) may take before migrun exits at once; keep it under ECS's stopTimeout (30s by default).");
+pub const ALLOW_DRIFT: Setting = setting("allow_drift", "--allow-drift", "MIGRUN_ALLOW_DRIFT", Kind::Switch)
+    .help("Warn instead of failing when an applied file was edited.");
+pub const ALLOW_MISSING: Setting = setting("allow_missing", "--allow-missing", "MIGRUN_ALLOW_MISSING", Kind::Switch)
+    .help("Warn instead of failing when the database has versions the directory lacks.");
+pub const ALLOW_OUT_OF_ORDER: Setting =
+    setting("allow_out_of_order", "--allow-out-of-order", "MIGRUN_ALLOW_OUT_OF_ORDER", Kind::Switch)
+        .help("Apply pending versions lower than the highest applied one instead of failing.");
+pub const ALLOW_EMPTY: Setting = setting("allow_empty", "--allow-empty", "MIGRUN_ALLOW_EMPTY", Kind::Switch)
+    .help("Succeed when the migrations directory holds no migration file (otherwise up, wait and exec fail, exit 2: a wrong --dir is not an up-to-date schema).");
+pub const ENV_FILE: Setting = setting("env_file", "--env-file", "", Kind::Path)
+    .no_var()
+    .value("FILE")
+    .help("Read variables from this dotenv file (KEY=VALUE lines) for a local run; variables already set win. Never read unless given.");
+pub const LOG_FORMAT: Setting =
+    setting("log_format", "--log-format", "MIGRUN_LOG_FORMAT", Kind::Choice(&["auto", "json", "human"]))
+        .default("auto")
+        .value("FORMAT")
+        .help("Log format on stderr; auto = json unless stderr is a terminal.");
+pub const LOG_LEVEL: Setting =
+    setting("log_level", "--log-level", "MIGRUN_LOG_LEVEL", Kind::Choice(&["error", "warn", "info", "debug"]))
+        .default("info")
+        .value("LEVEL")
+        .help("Least severe log level shown.");
+pub const RESULT_FILE: Setting = setting("result_file", "--result-file", "MIGRUN_RESULT_FILE", Kind::Path)
+    .value("FILE")
+    .help("Also write the final result event as JSON to this file.");
+/// `wait` and `exec --wait`.
+pub const WAIT_TIMEOUT: Setting = setting("wait_timeout", "--wait-timeout", "MIGRUN_WAIT_TIMEOUT", Kind::Duration)
+    .default("10min")
+    .value("DURATION")
+    .help("Give up waiting for the schema after this long (exit 9).")
+    .local();
+/// `exec`.
+pub const ENV_FROM_SECRET: Setting = setting(
+    "env_from_secret",
+    "--env-from-secret",
+    "MIGRUN_ENV_FROM_SECRET",
+    Kind::List,
+)
+.value("SECRET")
+.help("Export every top-level key of this JSON secret (name or ARN) as an environment variable of CMD. Repeatable.")
+.local();
+
+/// The options every command takes, in the order `--help` lists them.
+pub const GLOBAL: [&Setting; 24] = [
+    &DATABASE_URL,
+    &SECRET_ID,
+    &SECRET_KEY,
+    &SSLMODE,
+    &SSLROOTCERT,
+    &DIR,
+    &TABLE,
+    &LOCK_KEY,
+    &LOCK_WAIT,
+    &CONNECT_TIMEOUT,
+    &LOCK_TIMEOUT,
+    &STATEMENT_TIMEOUT,
+    &IDLE_IN_TRANSACTION_TIMEOUT,
+    &LOCK_RETRIES,
+    &RETRY_BACKOFF,
+    &SHUTDOWN_GRACE,
+    &ALLOW_DRIFT,
+    &ALLOW_MISSING,
+    &ALLOW_OUT_OF_ORDER,
+    &ALLOW_EMPTY,
+    &ENV_FILE,
+    &LOG_FORMAT,
+    &LOG_LEVEL,
+    &RESULT_FILE,
+];
+
+/// Settings that only some subcommands take.
+pub const LOCAL: [&Setting; 2] = [&WAIT_TIMEOUT, &ENV_FROM_SECRET];
+
+/// A value as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Given {
+    Text(String),
+    Path(PathBuf),
+    List(Vec<String>),
+    On,
+}
+
+/// The global options as typed: values by setting id, unvalidated.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    given: HashMap<&'static str, Given>,
+}
+
+impl Options {
+    /// What the command line says for `setting`, if anything.
+    pub fn get(&self, setting: &Setting) -> Option<&Given> {
+        self.given.get(setting.id)
+    }
+
+    /// The flag's text (a path as text), when given.
+    pub fn text(&self, setting: &Setting) -> Option<String> {
+        match self.get(setting)? {
+            Given::Text(text) => Some(text.clone()),
+            Given::Path(path) => Some(path.to_string_lossy().into_owned()),
+            Given::List(items) => Some(items.join(",")),
+            Given::On => None,
+        }
+    }
+
+    /// The flag's path, when given.
+    pub fn path(&self, setting: &Setting) -> Option<PathBuf> {
+        match self.get(setting)? {
+            Given::Path(path) => Some(path.clone()),
+            Given::Text(text) => Some(PathBuf::from(text)),
+            _ => None,
+        }
+    }
+
+    /// What `matches` holds of the settings in `table`.
+    pub fn read(matches: &ArgMatches, table: &[&'static Setting]) -> Options {
+        let mut given = HashMap::new();
+        for setting in table {
+            let value = match setting.kind {
+                Kind::Switch => matches.get_flag(setting.id).then_some(Given::On),
+                Kind::Path => matches.get_one::<PathBuf>(setting.id).cloned().map(Given::Path),
+                Kind::List => matches.get_many::<String>(setting.id).map(|items| Given::List(items.cloned().collect())),
+                _ => matches.get_one::<String>(setting.id).cloned().map(Given::Text),
+            };
+            if let Some(value) = value {
+                given.insert(setting.id, value);
+            }
+        }
+        Options { given }
+    }
+}
+
+impl clap::FromArgMatches for Options {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Options::read(matches, &GLOBAL))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Options::read(matches, &GLOBAL);
+        Ok(())
+    }
+}
+
+impl clap::Args for Options {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        command.args(GLOBAL.iter().map(|s| s.arg()))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+/// The arguments of the global settings with these ids, for a subcommand's own short help.
+pub fn args_of(ids: &[&str]) -> Vec<Arg> {
+    GLOBAL.iter().filter(|s| ids.contains(&s.id)).map(|s| s.arg().global(false)).collect()
+}
+
+/// The raw command line's value of `flag` (`--flag value` or `--flag=value`), for reporting a
+/// command line that does not parse.
+pub fn raw_flag(args: &[OsString], flag: &str) -> Option<String> {
+    let args: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let prefix = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, arg)| match arg.strip_prefix(&prefix) {
+        Some(value) => Some(value.to_string()),
+        None if arg == flag => args.get(i + 1).cloned(),
+        None => None,
+    })
+}
