@@ -1,4 +1,4 @@
-//! Exit codes: the one place their numbers are written (mirrored by the README table).
+//! Exit codes: the one place their numbers are written (mirrored by the table in docs/reference.md).
 
 /// How a run ended, as the process exit status.
 ///
@@ -194,8 +194,8 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_table_lists_every_code_with_its_outcome() {
-        let readme = include_str!("../README.md");
+    fn the_reference_table_lists_every_code_with_its_outcome() {
+        let readme = include_str!("../docs/reference.md");
         let table = &readme[readme.find("# Exit codes").expect("an exit-code section")..];
         let rows: Vec<(String, String)> = table
             .lines()
@@ -215,12 +215,12 @@ mod tests {
         let signals = rows.iter().find(|(code, _)| code == "130 / 143").map(|(_, o)| o.as_str());
         assert_eq!(signals, Some(ExitCode::Signal(15).outcome()));
         assert_eq!(rows.len(), all.len() + 1, "every row is a code migrun has: {rows:?}");
-        // The result event's `retryable`, as the README lists it.
+        // The result event's `retryable`, as the reference lists it.
         let listed = readme
             .split_once("`retryable` is `true` exactly for the codes")
             .and_then(|(_, rest)| rest.split_once('(')?.1.split_once(')'))
             .map(|(list, _)| list.split(',').map(|n| n.trim().to_string()).collect::<Vec<_>>())
-            .expect("the README lists the retryable codes");
+            .expect("the reference lists the retryable codes");
         let mut retryable: Vec<String> = all.iter().filter(|e| e.retryable()).map(|e| e.code().to_string()).collect();
         retryable.extend(["130".to_string(), "143".to_string()]);
         assert_eq!(listed, retryable);

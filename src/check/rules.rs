@@ -35,7 +35,7 @@ pub struct Rule {
 macro_rules! rules {
     ($($name:ident = ($id:literal, $severity:ident, $reason:literal, $fix:literal);)*) => {
         $(pub const $name: Rule = Rule { id: $id, severity: Severity::$severity, reason: $reason, fix: $fix };)*
-        /// Every rule, in the order the README's table lists them.
+        /// Every rule, in the order the guide's table lists them.
         pub const RULES: &[&Rule] = &[$(&$name),*];
     };
 }
@@ -570,9 +570,9 @@ mod tests {
 
     #[test]
     fn the_readme_lists_every_rule() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/guide.md");
         for rule in RULES {
-            assert!(readme.contains(&format!("| `{}` |", rule.id)), "{} is not in the README's rules table", rule.id);
+            assert!(readme.contains(&format!("| `{}` |", rule.id)), "{} is not in the guide's rules table", rule.id);
         }
     }
 

@@ -239,7 +239,9 @@ pub const GLOBAL: [&Setting; 24] = [
     &RESULT_FILE,
 ];
 
-/// Settings that only some subcommands take.
+/// Settings that only some subcommands take (their flags are declared there, their help
+/// comes from here; the tests hold them against the docs).
+#[cfg(test)]
 pub const LOCAL: [&Setting; 2] = [&WAIT_TIMEOUT, &ENV_FROM_SECRET];
 
 /// A value as given on the command line.
@@ -336,4 +338,71 @@ pub fn raw_flag(args: &[OsString], flag: &str) -> Option<String> {
         None if arg == flag => args.get(i + 1).cloned(),
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The rows of docs/reference.md's configuration table: flag, variable, default.
+    fn documented() -> Vec<(String, String, String)> {
+        let docs = include_str!("../../docs/reference.md");
+        let section = &docs[docs.find("\n## Configuration").expect("a configuration section")..];
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with("| flag"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_string(), cells[2].trim_matches('`').to_string(), cells[3].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_table_is_the_settings_table() {
+        let rows = documented();
+        let all: Vec<&Setting> = GLOBAL.iter().chain(LOCAL.iter()).copied().collect();
+        for setting in &all {
+            let row = rows.iter().find(|(flag, _, _)| flag == setting.flag);
+            let Some((_, var, default)) = row else { panic!("{} is not in docs/reference.md", setting.flag) };
+            assert_eq!(var, setting.var.unwrap_or("none"), "{}'s variable", setting.flag);
+            match (setting.default, setting.kind) {
+                (Some(value), _) => {
+                    assert!(default.starts_with(&format!("`{value}`")), "{}'s default: {default}", setting.flag)
+                }
+                (None, Kind::Switch) => assert_eq!(default, "off", "{}", setting.flag),
+                (None, _) => {
+                    assert!(!default.starts_with('`'), "{} has no default, the docs say {default}", setting.flag)
+                }
+            }
+        }
+        let listed: Vec<&str> = rows.iter().map(|(flag, _, _)| flag.as_str()).collect();
+        let known: Vec<&str> = all.iter().map(|s| s.flag).collect();
+        assert_eq!(listed.len(), known.len(), "documented {listed:?}, settings {known:?}");
+    }
+
+    #[test]
+    fn the_help_states_each_variable_and_default_from_the_table() {
+        let cli = crate::run::cli::Cli::command();
+        let globals: Vec<&clap::Arg> =
+            cli.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")).collect();
+        assert_eq!(globals.len(), GLOBAL.len(), "every global option comes from the table");
+        let wait = cli.find_subcommand("wait").expect("wait");
+        let local = wait.get_arguments().find(|a| a.get_id() == "wait_timeout").expect("--wait-timeout");
+        for arg in globals.into_iter().chain([local]) {
+            let setting = GLOBAL.iter().chain(LOCAL.iter()).find(|s| s.id == arg.get_id()).expect("a setting");
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert_eq!(arg.get_long(), Some(setting.flag.trim_start_matches("--")));
+            if let Some(var) = setting.var {
+                assert!(help.contains(&format!("[env: {var}]")), "{}: {help}", setting.flag);
+            }
+            if let Some(default) = setting.default {
+                assert!(help.contains(&format!("[default: {default}]")), "{}: {help}", setting.flag);
+            }
+        }
+    }
 }

@@ -194,10 +194,10 @@ fn a_commands_exit_code_is_never_called_retryable() {
         let result = run.result();
         assert_eq!((result["outcome"].as_str(), result["retryable"].as_bool()), (Some("child_failed"), Some(false)));
     }
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md")).expect("docs");
     assert!(
-        readme.contains("`retryable` is `false` whatever the code"),
-        "the README states the rule for a command's exit code"
+        docs.contains("`retryable` is `false` whatever the code"),
+        "the reference states the rule for a command's exit code"
     );
 }
 
