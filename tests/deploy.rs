@@ -188,13 +188,16 @@ fn static_binary_runs_in_an_empty_chroot() {
     run("scripts/check-static-binary", |c| c.env("MIGRUN_STATIC_BINARY", &binary));
 }
 
-/// Every Dockerfile snippet in the README names the stages it copies from: `COPY --from=migrun`
+/// Every Dockerfile snippet in the docs names the stages it copies from: `COPY --from=migrun`
 /// without a `FROM ... AS migrun` is read as the image docker.io/library/migrun, which is what
 /// buildx's docker-container driver does.
 #[test]
 fn the_readmes_dockerfile_snippets_name_every_stage_they_copy_from() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let readme: String = ["README.md", "docs/guide.md", "docs/reference.md"]
+        .iter()
+        .map(|page| std::fs::read_to_string(root.join(page)).expect("a doc page"))
+        .collect();
     let blocks: Vec<&str> = readme.split("```dockerfile").skip(1).filter_map(|b| b.split("```").next()).collect();
     assert!(blocks.len() >= 2, "found {} Dockerfile snippets", blocks.len());
     let mut copies = 0;

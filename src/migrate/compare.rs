@@ -68,7 +68,7 @@ pub struct Comparison<'m> {
 
 /// `--target` names no version it could stop at.
 #[derive(Debug, thiserror::Error)]
-pub enum TargetError {
+pub enum UpToError {
     #[error("--target {target}: no migration file has this version (nearest: {}); give the version of a file", nearest(.below, .above))]
     NoSuchVersion { target: u64, below: Option<u64>, above: Option<u64> },
     #[error("--target {target} is below the highest applied version {highest}: nothing would be applied, and migrun does not roll back; give {highest} or higher")]
@@ -228,16 +228,16 @@ impl Comparison<'_> {
 
     /// `--target` must name a version a file has, at or above what is applied: anything else
     /// would quietly apply nothing.
-    pub fn check_target(&self, target: u64) -> Result<(), TargetError> {
+    pub fn check_up_to(&self, target: u64) -> Result<(), UpToError> {
         let versions: Vec<u64> = self.entries.iter().filter_map(|e| e.migration.version()).collect();
         if !versions.contains(&target) {
             let below = versions.iter().copied().filter(|v| *v < target).max();
             let above = versions.iter().copied().filter(|v| *v > target).min();
-            return Err(TargetError::NoSuchVersion { target, below, above });
+            return Err(UpToError::NoSuchVersion { target, below, above });
         }
         let highest = self.highest_applied();
         if target < highest {
-            return Err(TargetError::BelowApplied { target, highest });
+            return Err(UpToError::BelowApplied { target, highest });
         }
         Ok(())
     }

@@ -103,7 +103,7 @@ pub fn key_for(table: &HistoryTable) -> i64 {
 /// The lock to take: the configured key, or the one derived from the history table as the
 /// server resolves its name.
 #[derive(Debug, Clone, Copy)]
-pub struct LockTarget<'a> {
+pub struct LockSpec<'a> {
     /// The history table, as configured.
     pub table: &'a HistoryTable,
     /// `--lock-key`, when given.
@@ -149,7 +149,7 @@ impl LockedSession {
     /// at once, whether the history table existed. On any failure the session is closed.
     pub async fn acquire(
         session: Session,
-        target: LockTarget<'_>,
+        target: LockSpec<'_>,
         wait: Duration,
         shutdown: &Shutdown,
     ) -> Result<(LockedSession, Option<bool>), LockError> {
@@ -282,7 +282,7 @@ fn database(key: i64) -> impl Fn(tokio_postgres::Error) -> LockError {
 /// The first attempt. A qualified name is its own table; an unqualified one is locked as the
 /// table in `public` (where it nearly always is), and if the server resolves it elsewhere, that
 /// lock is given back and the right one tried: one more round trip, only then.
-async fn first_try(session: &Session, target: LockTarget<'_>) -> Result<FirstTry, LockError> {
+async fn first_try(session: &Session, target: LockSpec<'_>) -> Result<FirstTry, LockError> {
     let configured = target.table;
     let guess = match configured.schema() {
         Some(_) => configured.clone(),

@@ -4,6 +4,7 @@
 
 pub mod adopt;
 pub mod apply;
+pub mod apply_error;
 pub mod baseline;
 pub mod compare;
 pub mod convert;
@@ -11,6 +12,7 @@ pub mod copy;
 pub mod files;
 pub mod history;
 pub mod lock;
+pub mod new_file;
 pub mod repair;
 pub mod row;
 pub mod split;

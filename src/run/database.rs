@@ -10,7 +10,6 @@ use super::config::{BaselineRequest, BaselineSource, ConfigError, DbSettings, Fo
 use super::error::Error;
 use super::listing;
 use super::outcome::Progress;
-use super::print_stdout;
 use crate::db::connect;
 use crate::db::session::{ConnectError, Session};
 use crate::identity::Identity;
@@ -20,7 +19,7 @@ use crate::migrate::baseline;
 use crate::migrate::compare;
 use crate::migrate::files::{self, Migration};
 use crate::migrate::history::{History, HistoryRow};
-use crate::migrate::lock::{LockTarget, LockedSession};
+use crate::migrate::lock::{LockSpec, LockedSession};
 use crate::migrate::repair;
 use crate::migrate::wait;
 use crate::signals::Shutdown;
@@ -51,14 +50,14 @@ pub async fn plan(
     let comparison = compare::compare(&migrations, &rows?);
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     if let Some(target) = up_to {
-        comparison.check_target(target.0)?;
+        comparison.check_up_to(target.0)?;
     }
     let steps = comparison.steps(up_to.map(|u| u.0));
     progress.pending_before = Some(steps.len());
     // Files that hold no statement yet are shown, after what would run: `up` refuses them.
     let empty = comparison.entries.iter().filter(|e| e.state == compare::FileState::Empty);
     let shown: Vec<_> = steps.iter().copied().chain(empty).collect();
-    print_stdout(&listing::plan(&shown, &db.session, format.json()))
+    listing::print(&listing::plan(&shown, &db.session, format.json()))
 }
 
 /// `status`: prints every file's state; fails (exit 7) when the history does not match.
@@ -73,7 +72,7 @@ pub async fn status(
     session.close().await;
     let comparison = compare::compare(&migrations, &rows?);
     progress.pending_before = Some(comparison.steps(None).len());
-    print_stdout(&listing::status(&comparison, format.json()))?;
+    listing::print(&listing::status(&comparison, format.json()))?;
     Ok(comparison.validate(db.policy, &db.dir.display().to_string())?)
 }
 
@@ -101,7 +100,7 @@ pub async fn repair(
             repair::apply(&locked.session().client, locked.table(), &change, identity).await?;
             tracing::info!(action = change.action, version = change.version, "history repaired");
         }
-        print_stdout(&listing::repair(&change, request.dry_run, request.format.json()))
+        listing::print(&listing::repair(&change, request.dry_run, request.format.json()))
     }
     .await;
     let changed = result.is_ok() && !request.dry_run;
@@ -143,7 +142,7 @@ pub async fn baseline(
                 "baseline recorded"
             );
         }
-        print_stdout(&listing::baseline(&plan, request.dry_run, request.format.json()))
+        listing::print(&listing::baseline(&plan, request.dry_run, request.format.json()))
     }
     .await;
     let changed = result.is_ok() && !request.dry_run;
@@ -300,7 +299,7 @@ pub async fn lock(
     session: Session,
     shutdown: &Shutdown,
 ) -> Result<(LockedSession, Option<bool>), Error> {
-    let target = LockTarget { table: &db.history_table, key: db.lock_key };
+    let target = LockSpec { table: &db.history_table, key: db.lock_key };
     Ok(LockedSession::acquire(session, target, db.lock_wait, shutdown).await?)
 }
 
@@ -326,7 +325,7 @@ pub async fn migrate(
     let comparison = compare::compare(migrations, &rows);
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     if let Some(target) = up_to {
-        comparison.check_target(target.0)?;
+        comparison.check_up_to(target.0)?;
     }
     let steps = comparison.steps(up_to.map(|u| u.0));
     progress.pending_before = Some(steps.len());

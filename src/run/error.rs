@@ -1,8 +1,7 @@
 //! The top-level error of a run, and the one place each failure class is given its exit code.
 
-use super::check::CheckError;
 use super::config::ConfigError;
-use super::fanout::FanoutError;
+use super::failure::{FanoutError, ProveError};
 use crate::check::scratch::ScratchError;
 use crate::db::endpoint::EndpointError;
 use crate::db::secrets::SecretError;
@@ -14,7 +13,7 @@ use crate::fleet::worker::WorkError;
 use crate::migrate::adopt::AdoptError;
 use crate::migrate::apply::{ApplyError, FileFailure};
 use crate::migrate::baseline::BaselineError;
-use crate::migrate::compare::{MismatchError, TargetError};
+use crate::migrate::compare::{MismatchError, UpToError};
 use crate::migrate::convert::ConvertError;
 use crate::migrate::files::FilesError;
 use crate::migrate::history::HistoryError;
@@ -61,7 +60,7 @@ pub enum Error {
     Convert(#[from] ConvertError),
     /// `--target` names no version to stop at.
     #[error(transparent)]
-    Target(#[from] TargetError),
+    UpTo(#[from] UpToError),
     /// Applying a file failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -76,7 +75,7 @@ pub enum Error {
     Interrupted(#[from] Interrupted),
     /// `lint` / `verify` found what fails the run, or could not run.
     #[error(transparent)]
-    Check(#[from] CheckError),
+    Prove(#[from] ProveError),
     /// `fanout`: the run ended early or incomplete.
     #[error(transparent)]
     Fanout(#[from] FanoutError),
@@ -98,7 +97,7 @@ impl Error {
     /// The exit code of this failure, as the README's table lists it.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Usage(_) | Error::Files(_) | Error::Target(_) => ExitCode::Usage,
+            Error::Usage(_) | Error::Files(_) | Error::UpTo(_) => ExitCode::Usage,
             Error::Config(e) => Error::config_exit(e),
             Error::EnvSecret(e) => secret(e),
             Error::Connect(e) => connect(e),
@@ -116,7 +115,7 @@ impl Error {
             Error::Adopt(_) => ExitCode::Usage,
             Error::Convert(_) => ExitCode::Usage,
             Error::Interrupted(stop) => signal(stop),
-            Error::Check(e) => check(e),
+            Error::Prove(e) => prove(e),
             Error::Fanout(e) => fanout(e),
             Error::Targets(_) => ExitCode::Usage,
             Error::Coord(e) => coord(e),
@@ -141,16 +140,16 @@ impl Error {
     }
 }
 
-fn check(e: &CheckError) -> ExitCode {
+fn prove(e: &ProveError) -> ExitCode {
     match e {
-        CheckError::NoParser => ExitCode::Usage,
-        CheckError::LintFindings { .. } | CheckError::Blocking(_) => ExitCode::Findings,
-        CheckError::Scratch(ScratchError::Unreachable { .. } | ScratchError::Tls { .. }) => ExitCode::Connect,
-        CheckError::Scratch(ScratchError::Interrupted(stop)) => signal(stop),
-        CheckError::Scratch(_) => ExitCode::Usage,
-        CheckError::FailsFromEmpty { .. } => ExitCode::MigrationFailed,
-        CheckError::NotRerunnable { .. } => ExitCode::NotRerunnable,
-        CheckError::UpgradeDiffers { .. } => ExitCode::UpgradeDiffers,
+        ProveError::NoParser => ExitCode::Usage,
+        ProveError::LintFindings { .. } | ProveError::Blocking(_) => ExitCode::Findings,
+        ProveError::Scratch(ScratchError::Unreachable { .. } | ScratchError::Tls { .. }) => ExitCode::Connect,
+        ProveError::Scratch(ScratchError::Interrupted(stop)) => signal(stop),
+        ProveError::Scratch(_) => ExitCode::Usage,
+        ProveError::FailsFromEmpty { .. } => ExitCode::MigrationFailed,
+        ProveError::NotRerunnable { .. } => ExitCode::NotRerunnable,
+        ProveError::UpgradeDiffers { .. } => ExitCode::UpgradeDiffers,
     }
 }
 
@@ -158,8 +157,8 @@ fn fanout(e: &FanoutError) -> ExitCode {
     match e {
         FanoutError::NoCoordination | FanoutError::Capacity(_) => ExitCode::Usage,
         FanoutError::Target(e) => match e {
-            crate::run::config::TargetSettingsError::Config(e) => Error::config_exit(e),
-            crate::run::config::TargetSettingsError::SchemaTable(_) => ExitCode::Usage,
+            super::config::TargetSettingsError::Config(e) => Error::config_exit(e),
+            super::config::TargetSettingsError::SchemaTable(_) => ExitCode::Usage,
         },
         FanoutError::NoSlot { .. } => ExitCode::Incomplete,
         FanoutError::Ended(ending) => ending.exit_code(),
@@ -315,8 +314,8 @@ mod tests {
             ),
             (MismatchError::OutOfOrder { versions: vec![1], highest: 2 }.into(), 7),
             (MismatchError::Several(vec![MismatchError::OutOfOrder { versions: vec![1], highest: 2 }]).into(), 7),
-            (TargetError::NoSuchVersion { target: 4, below: Some(3), above: None }.into(), 2),
-            (TargetError::BelowApplied { target: 1, highest: 3 }.into(), 2),
+            (UpToError::NoSuchVersion { target: 4, below: Some(3), above: None }.into(), 2),
+            (UpToError::BelowApplied { target: 1, highest: 3 }.into(), 2),
             (ApplyError::Failed { failure: file(said("42703")), in_transaction: true }.into(), 6),
             (ApplyError::LockRetries { failure: file(said("55P03")), attempts: 11 }.into(), 8),
             (ApplyError::Lost { failure: file(lost()), in_transaction: true }.into(), 4),

@@ -9,45 +9,22 @@ use futures_util::stream::StreamExt;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::config::{DbSettings, FanoutRequest, TargetSettingsError};
+use super::config::{DbSettings, FanoutRequest};
 use super::database;
 use super::error::Error;
+use super::failure::FanoutError;
 use super::listing;
 use super::outcome::Progress;
-use super::print_stdout;
 use crate::db::secrets::{self, SecretRef};
-use crate::fleet::capacity::{Refusal, ServerCheck};
+use crate::fleet::capacity::ServerCheck;
 use crate::fleet::coord::{self, Coordinator};
 use crate::fleet::ledger::TargetDone;
-use crate::fleet::summary::{Ending, Summary};
+use crate::fleet::summary::Summary;
 use crate::fleet::targets::{self, Target, TargetKind};
 use crate::fleet::worker::{self, Coordination, TargetRunner};
 use crate::identity::Identity;
 use crate::migrate::files::{self, Accept};
 use crate::signals::Shutdown;
-
-/// How a fan-out ends early, each mapped to its exit code in `run::error`.
-#[derive(Debug, thiserror::Error)]
-pub enum FanoutError {
-    /// No coordination database can be named.
-    #[error("fanout: no coordination database: set --coord-url or DATABASE_URL")]
-    NoCoordination,
-    /// No connection slot on the coordination server came free before the deadline.
-    #[error("fanout: no connection slot free on {server} (--max-conns-per-server {limit}) before the deadline; safe to retry")]
-    NoSlot { server: String, limit: u32 },
-    /// K is too many for a server's free connections.
-    #[error(transparent)]
-    Capacity(#[from] Refusal),
-    /// A target's own settings cannot be made.
-    #[error(transparent)]
-    Target(#[from] TargetSettingsError),
-    /// The run did not leave every target current.
-    #[error(transparent)]
-    Ended(#[from] Ending),
-    /// `fanout status`: some targets are not current.
-    #[error("fanout status: {behind} of {total} target(s) not current")]
-    Behind { behind: usize, total: usize },
-}
 
 /// Reads the targets from their source, once.
 async fn load(db: &DbSettings, request: &FanoutRequest, shutdown: &Shutdown) -> Result<Vec<Target>, Error> {
@@ -300,7 +277,7 @@ pub async fn status(db: &DbSettings, request: &FanoutRequest, shutdown: &Shutdow
         states.push(state);
     }
     let behind = states.iter().filter(|s| s.state != "current").count();
-    print_stdout(&listing::fanout_status(&states, request.format.json()))?;
+    listing::print(&listing::fanout_status(&states, request.format.json()))?;
     match behind {
         0 => Ok(()),
         behind => Err(Error::Fanout(FanoutError::Behind { behind, total: states.len() })),

@@ -1,8 +1,15 @@
-//! What `status` and `plan` print on stdout: a table for people, JSON for machines.
+//! Everything a command prints on stdout (its report): a table or summary for people, JSON for
+//! machines, SARIF for code scanning. Logs and the result event go to stderr (`outcome`).
 
 use serde::Serialize;
 use serde_json::json;
 
+use super::error::Error;
+#[cfg(feature = "lint")]
+use crate::check::lint::Report;
+#[cfg(feature = "lint")]
+use crate::check::rules::{Severity, RULES};
+use crate::check::verify::VerifyReport;
 use crate::db::session::SessionSettings;
 use crate::migrate::baseline::BaselinePlan;
 use crate::migrate::compare::{ComparedFile, Comparison, FileState};
@@ -259,4 +266,135 @@ pub fn fanout_status(states: &[TargetState], json: bool) -> String {
     }
     out.push_str(&format!("{} of {} current\n", states.len() - behind, states.len()));
     out
+}
+#[cfg(feature = "lint")]
+/// `lint`'s findings for people.
+pub fn lint(report: &Report) -> String {
+    let mut out = String::new();
+    for f in &report.findings {
+        let level = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        out.push_str(&format!(
+            "{}:{}:{}: {level} [{}] {}\n    fix: {}\n",
+            f.file, f.line, f.column, f.rule, f.message, f.fix
+        ));
+    }
+    for a in &report.allowed {
+        out.push_str(&format!("{}:{}: allowed [{}]: {}\n", a.file, a.line, a.rule, a.reason));
+    }
+    let errors = report.findings.iter().filter(|f| f.severity == Severity::Error).count();
+    out.push_str(&format!(
+        "{} file(s), {} statement(s): {errors} error(s), {} warning(s), {} allowed\n",
+        report.files,
+        report.statements,
+        report.findings.len() - errors,
+        report.allowed.len()
+    ));
+    out
+}
+
+/// SARIF 2.1.0, as GitHub code scanning reads it.
+#[cfg(feature = "lint")]
+pub fn sarif(report: &Report) -> serde_json::Value {
+    let level = |s: Severity| match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    let rules: Vec<serde_json::Value> = RULES
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "shortDescription": { "text": r.reason },
+                "help": { "text": r.fix },
+                "defaultConfiguration": { "level": level(r.severity) },
+            })
+        })
+        .collect();
+    let results: Vec<serde_json::Value> = report
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "ruleId": f.rule,
+                "level": level(f.severity),
+                "message": { "text": format!("{} Fix: {}", f.message, f.fix) },
+                "locations": [{ "physicalLocation": {
+                    "artifactLocation": { "uri": f.file },
+                    "region": { "startLine": f.line, "startColumn": f.column },
+                }}],
+            })
+        })
+        .collect();
+    json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": { "driver": { "name": "migrun", "informationUri": "https://github.com/migrun/migrun", "version": crate::identity::MIGRUN_VERSION, "rules": rules } },
+            "results": results,
+        }],
+    })
+}
+
+/// `verify`'s summary for people.
+pub fn verify(report: &VerifyReport) -> String {
+    let mut out = String::new();
+    for s in report.blocking() {
+        let locks: Vec<String> = s.locks.iter().map(|l| format!("{} on {}", l.mode, l.table)).collect();
+        let rewrite =
+            if s.rewritten.is_empty() { String::new() } else { format!("; rewrites {}", s.rewritten.join(", ")) };
+        out.push_str(&format!(
+            "{}:{}: {} ({:.1} ms): {}{rewrite}\n",
+            s.file,
+            s.line,
+            s.statement,
+            s.duration_ms,
+            locks.join(", ")
+        ));
+    }
+    for r in &report.reruns {
+        match &r.problem {
+            None => out.push_str(&format!("{}: {}: ok\n", r.file, r.case)),
+            Some(problem) => out.push_str(&format!("{}: {}: NOT SAFE: {problem}\n", r.file, r.case)),
+        }
+    }
+    if let Some(upgrade) = &report.upgrade {
+        match upgrade.differences.is_empty() {
+            true => out.push_str(&format!("upgrade from {}: same schema as from empty\n", upgrade.from)),
+            false => {
+                out.push_str(&format!(
+                    "upgrade from {}: {} difference(s) from installing from empty:\n",
+                    upgrade.from,
+                    upgrade.differences.len()
+                ));
+                for d in &upgrade.differences {
+                    out.push_str(&format!("  {d}\n"));
+                }
+            }
+        }
+    }
+    if let Some(failed) = &report.failed {
+        out.push_str(&format!("{}: FAILED from empty: {}\n", failed.file, failed.message));
+    }
+    out.push_str(&format!(
+        "{} file(s), {} statement(s) in {} ms: {} lock or rewrite existing tables; {} interruption case(s), {} not safe{}\n",
+        report.files,
+        report.statements.len(),
+        report.duration_ms,
+        report.blocking().count(),
+        report.reruns.len(),
+        report.reruns.iter().filter(|r| r.problem.is_some()).count(),
+        if report.invalid_index_cases { "" } else { " (INVALID-index cases skipped: not a superuser)" }
+    ));
+    out
+}
+
+/// Writes a report on stdout. stdout may be a closed pipe (`migrun status | head`): an error,
+/// not a panic.
+pub fn print(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(Error::Output)
 }

@@ -1,21 +1,21 @@
 //! The command layer: parse the command line, resolve the configuration once, do the command
 //! (one dispatch), and end with one result event whose exit code is the process's.
 
-mod check;
 mod cli;
 mod config;
 mod database;
 mod dotenv;
 mod error;
 mod exec;
+mod failure;
 mod fanout;
 mod listing;
 mod log;
 mod outcome;
+mod prove;
 mod settings;
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use self::outcome::{Progress, Reporter};
 use crate::clock::Utc;
 use crate::exit::ExitCode;
 use crate::identity::{self, Identity};
-use crate::migrate::files;
+use crate::migrate::new_file;
 use crate::signals::SignalHub;
 
 /// Runs one command line (`args`, program name first) with the given environment and returns
@@ -37,7 +37,7 @@ use crate::signals::SignalHub;
 pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     let started = Instant::now();
     if let Some(help) = Cli::short_help(&args) {
-        let _ = print_stdout(&help);
+        let _ = listing::print(&help);
         return ExitCode::Success;
     }
     let cli = match Cli::try_parse_from(&args) {
@@ -99,8 +99,8 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         Command::Fanout(request) => {
             runtime.block_on(fanout::up(db, request, reporter.identity(), &mut progress, &shutdown))
         }
-        Command::Lint(request) => check::lint(db, request),
-        Command::Verify(request) => runtime.block_on(check::verify(db, request, &shutdown)),
+        Command::Lint(request) => prove::lint(db, request),
+        Command::Verify(request) => runtime.block_on(prove::verify(db, request, &shutdown)),
         Command::New(request) => new_file(&db.dir, request),
         Command::Exec(request) => return exec::exec(&config, request, runtime, hub, &reporter),
     };
@@ -152,11 +152,11 @@ fn usage_error(error: &clap::Error, args: &[OsString], env: Env, started: Instan
 /// `new`: creates the file and prints its path.
 fn new_file(dir: &Path, request: &NewRequest) -> Result<(), Error> {
     let numbering = match request.sequential {
-        true => files::Numbering::Sequential,
-        false => files::Numbering::Timestamp(Utc::now().compact()),
+        true => new_file::Numbering::Sequential,
+        false => new_file::Numbering::Timestamp(Utc::now().compact()),
     };
-    let path = files::create_new(dir, &request.description, numbering)?;
-    print_stdout(&format!("{}\n", path.display()))?;
+    let path = new_file::create_new(dir, &request.description, numbering)?;
+    listing::print(&format!("{}\n", path.display()))?;
     tracing::info!(file = %path.display(), "created");
     Ok(())
 }
@@ -166,11 +166,5 @@ fn convert(request: &ConvertRequest) -> Result<(), Error> {
     let ConvertRequest { tool, source, out } = request;
     let conversion = crate::migrate::convert::convert(*tool, source, out)?;
     tracing::info!(files = conversion.files.len(), down_skipped = conversion.down_skipped, out = %out.display(), "converted");
-    print_stdout(&listing::convert(&conversion, &out.display().to_string()))
-}
-
-/// stdout may be a closed pipe (`migrun status | head`): an error, not a panic.
-fn print_stdout(text: &str) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(Error::Output)
+    listing::print(&listing::convert(&conversion, &out.display().to_string()))
 }

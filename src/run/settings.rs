@@ -184,12 +184,12 @@ pub const ENV_FILE: Setting = setting("env_file", "--env-file", "", Kind::Path)
 pub const LOG_FORMAT: Setting =
     setting("log_format", "--log-format", "MIGRUN_LOG_FORMAT", Kind::Choice(&["auto", "json", "human"]))
         .default("auto")
-        .value("FORMAT")
+        .value("LOG_FORMAT")
         .help("Log format on stderr; auto = json unless stderr is a terminal.");
 pub const LOG_LEVEL: Setting =
     setting("log_level", "--log-level", "MIGRUN_LOG_LEVEL", Kind::Choice(&["error", "warn", "info", "debug"]))
         .default("info")
-        .value("LEVEL")
+        .value("LOG_LEVEL")
         .help("Least severe log level shown.");
 pub const RESULT_FILE: Setting = setting("result_file", "--result-file", "MIGRUN_RESULT_FILE", Kind::Path)
     .value("FILE")

@@ -5,8 +5,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::fanout::FanoutRequest;
+use super::connection::Shared;
 use crate::db::secrets::SecretRef;
+use crate::fleet::worker::Settings;
 use crate::migrate::adopt::Tool;
 use crate::migrate::repair::RepairAction;
 
@@ -126,6 +127,7 @@ pub struct ConvertRequest {
 
 /// `lint`.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "lint"), allow(dead_code))]
 pub struct LintRequest {
     pub format: Format,
     /// Warnings fail too.
@@ -151,6 +153,26 @@ pub struct NewRequest {
     pub description: String,
     /// Number it after the folder's highest integer version, with its padding.
     pub sequential: bool,
+}
+
+/// `fanout up` / `fanout status`.
+#[derive(Debug, Clone)]
+pub struct FanoutRequest {
+    pub status_only: bool,
+    pub format: Format,
+    /// `--targets`, as typed.
+    pub source: String,
+    pub targets_query: Option<String>,
+    pub coord_url: Option<String>,
+    /// `--only`: one target's id.
+    pub only: Option<String>,
+    pub run_id: Option<String>,
+    /// How this worker works through the targets.
+    pub settings: Settings,
+    /// The base database of `schema:` targets (DATABASE_URL / --database-url), as typed.
+    pub base_url: Option<String>,
+    /// TLS settings and libpq's variables, for every target's connection.
+    pub shared: Shared,
 }
 
 /// A command, by name: what logs and the result event call it.

@@ -1,7 +1,7 @@
-//! `fanout up` / `fanout status` as resolved: the target source (read when the run starts),
-//! the worker's settings validated here, and what every target's connection shares.
+//! `fanout up` / `fanout status` resolved: the worker's settings validated, the engine's index
+//! read, and what every target's connection shares.
 
-use super::command::Format;
+use super::command::{FanoutRequest, Format};
 use super::connection::Shared;
 use super::inputs::Inputs;
 use super::{truncate, ConfigError};
@@ -10,26 +10,6 @@ use crate::fleet::capacity::Capacity;
 use crate::fleet::worker::{Canary, Settings, Start};
 use crate::run::cli::{FanoutAction, FanoutUpArgs, TargetArgs};
 use crate::run::settings::DATABASE_URL;
-
-/// `fanout up` / `fanout status`.
-#[derive(Debug, Clone)]
-pub struct FanoutRequest {
-    pub status_only: bool,
-    pub format: Format,
-    /// `--targets`, as typed.
-    pub source: String,
-    pub targets_query: Option<String>,
-    pub coord_url: Option<String>,
-    /// `--only`: one target's id.
-    pub only: Option<String>,
-    pub run_id: Option<String>,
-    /// How this worker works through the targets.
-    pub settings: Settings,
-    /// The base database of `schema:` targets (DATABASE_URL / --database-url), as typed.
-    pub base_url: Option<String>,
-    /// TLS settings and libpq's variables, for every target's connection.
-    pub shared: Shared,
-}
 
 const FROM_BATCH: &str = "AWS_BATCH_JOB_ARRAY_SIZE (--workers)";
 

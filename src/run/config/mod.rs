@@ -17,11 +17,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::command::{
-    BaselineRequest, BaselineSource, Command, CommandKind, ConvertRequest, ExecMode, ExecRequest, Format, LintRequest,
-    NewRequest, RepairRequest, UpTo, VerifyRequest,
+    BaselineRequest, BaselineSource, Command, CommandKind, ConvertRequest, ExecMode, ExecRequest, FanoutRequest,
+    Format, LintRequest, NewRequest, RepairRequest, UpTo, VerifyRequest,
 };
 pub use self::connection::{Shared, TargetSettingsError};
-pub use self::fanout::FanoutRequest;
 use self::inputs::Inputs;
 pub use self::reporting::Reporting;
 use super::cli::{Cli, CommandArgs, FormatArg, LintFormatArg, OutputArgs};

@@ -1,0 +1,53 @@
+//! The typed failures of the commands above the migration domain: how a fan-out ends early,
+//! and what `lint` and `verify` found. Each is given its exit code in `run::error`.
+
+use super::config::TargetSettingsError;
+use crate::check::scratch::ScratchError;
+use crate::fleet::capacity::Refusal;
+use crate::fleet::summary::Ending;
+
+/// How a fan-out ends early, each mapped to its exit code in `run::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    /// No coordination database can be named.
+    #[error("fanout: no coordination database: set --coord-url or DATABASE_URL")]
+    NoCoordination,
+    /// No connection slot on the coordination server came free before the deadline.
+    #[error("fanout: no connection slot free on {server} (--max-conns-per-server {limit}) before the deadline; safe to retry")]
+    NoSlot { server: String, limit: u32 },
+    /// K is too many for a server's free connections.
+    #[error(transparent)]
+    Capacity(#[from] Refusal),
+    /// A target's own settings cannot be made.
+    #[error(transparent)]
+    Target(#[from] TargetSettingsError),
+    /// The run did not leave every target current.
+    #[error(transparent)]
+    Ended(#[from] Ending),
+    /// `fanout status`: some targets are not current.
+    #[error("fanout status: {behind} of {total} target(s) not current")]
+    Behind { behind: usize, total: usize },
+}
+
+/// What `lint` and `verify` found that fails the run, or what kept them from running. Each
+/// is given its exit code in `run::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    #[error("lint: this migrun was built without Postgres's parser (cargo feature `lint`); use a release build")]
+    #[cfg_attr(feature = "lint", allow(dead_code))]
+    NoParser,
+    #[error("lint: {errors} error(s), {warnings} warning(s) in {files} file(s){}", if *.warnings_fail { " (--strict: warnings fail)" } else { "" })]
+    #[cfg_attr(not(feature = "lint"), allow(dead_code))]
+    LintFindings { errors: usize, warnings: usize, files: usize, warnings_fail: bool },
+    /// No scratch server could be had, or it failed under `verify`.
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
+    #[error("verify: {file}{} fails on an empty database: {message}", .line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    FailsFromEmpty { file: String, line: Option<usize>, message: String },
+    #[error("verify: {count} case(s) not safe to run again; first: {file} ({case}): {problem}")]
+    NotRerunnable { count: usize, file: String, case: String, problem: String },
+    #[error("verify: upgrading from {from} gives another schema than installing from empty ({count} difference(s); first: {first})")]
+    UpgradeDiffers { from: String, count: usize, first: String },
+    #[error("verify --strict: {0} statement(s) lock or rewrite existing tables")]
+    Blocking(usize),
+}
