@@ -127,6 +127,21 @@ pub struct Settings {
     pub start: Start,
 }
 
+impl Default for Settings {
+    /// `fanout up` without flags: four at once, no limits, no canary, no deadline.
+    fn default() -> Settings {
+        Settings {
+            concurrency: 4,
+            capacity: Capacity::default(),
+            canary: Canary::None,
+            max_failure_rate: None,
+            deadline: None,
+            retry_failed: false,
+            start: Start::Seed(0),
+        }
+    }
+}
+
 /// A stop of the worker's own: a signal, or the coordination database failing.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkError {

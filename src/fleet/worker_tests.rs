@@ -184,15 +184,7 @@ fn targets(n: usize) -> Vec<Target> {
 }
 
 fn settings() -> Settings {
-    Settings {
-        concurrency: 3,
-        capacity: Capacity::default(),
-        canary: Canary::None,
-        max_failure_rate: None,
-        deadline: None,
-        retry_failed: false,
-        start: Start::Seed(0),
-    }
+    Settings { concurrency: 3, ..Settings::default() }
 }
 
 fn exits(table: &Rc<RefCell<Table>>) -> HashMap<String, ExitCode> {

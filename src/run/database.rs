@@ -44,10 +44,8 @@ pub async fn plan(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(db, files::Accept::TO_SHOW, shutdown).await?;
-    let rows = read_history(db, &session).await;
-    session.close().await;
-    let comparison = compare::compare(&migrations, &rows?);
+    let (migrations, rows) = files_and_history(db, files::Accept::TO_SHOW, shutdown).await?;
+    let comparison = compare::compare(&migrations, &rows);
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     if let Some(target) = up_to {
         comparison.check_up_to(target.0)?;
@@ -67,10 +65,8 @@ pub async fn status(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(db, files::Accept::TO_SHOW, shutdown).await?;
-    let rows = read_history(db, &session).await;
-    session.close().await;
-    let comparison = compare::compare(&migrations, &rows?);
+    let (migrations, rows) = files_and_history(db, files::Accept::TO_SHOW, shutdown).await?;
+    let comparison = compare::compare(&migrations, &rows);
     progress.pending_before = Some(comparison.steps(None).len());
     listing::print(&listing::status(&comparison, format.json()))?;
     Ok(comparison.validate(db.policy, &db.dir.display().to_string())?)
@@ -338,6 +334,18 @@ pub async fn migrate(
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
 
+/// The files and the history, read without the lock on a session closed after it.
+async fn files_and_history(
+    db: &DbSettings,
+    accept: files::Accept,
+    shutdown: &Shutdown,
+) -> Result<(Vec<Migration>, Vec<HistoryRow>), Error> {
+    let (session, migrations) = open_with_files(db, accept, shutdown).await?;
+    let rows = read_history(db, &session).await;
+    session.close().await;
+    Ok((migrations, rows?))
+}
+
 /// Starts the session and reads the history (the session's first statement travels with the
 /// catalog lookup); no table means no rows.
 async fn read_history(db: &DbSettings, session: &Session) -> Result<Vec<HistoryRow>, Error> {
@@ -350,10 +358,8 @@ async fn read_history(db: &DbSettings, session: &Session) -> Result<Vec<HistoryR
 /// How many files `up` would run on the configured database (0: current); an error when the
 /// history does not match the files or the database cannot be read. Read only.
 pub async fn pending(db: &DbSettings, shutdown: &Shutdown) -> Result<usize, Error> {
-    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
-    let rows = read_history(db, &session).await;
-    session.close().await;
-    let comparison = compare::compare(&migrations, &rows?);
+    let (migrations, rows) = files_and_history(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let comparison = compare::compare(&migrations, &rows);
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     Ok(comparison.steps(None).len())
 }

@@ -71,22 +71,24 @@ pub fn run(spec: &ChildSpec, hub: &SignalHub, started: impl FnOnce(libc::pid_t))
     };
     tree::become_subreaper();
     let terminal = own_process_group(&mut command);
+    if let Some(watchdog) = &watchdog {
+        watchdog.announce_from_child(&mut command);
+    }
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
+            // The watchdog sees its pipe close and, the group being empty, exits quietly.
+            drop(watchdog);
             return spawn_failure(
                 &program,
                 &e,
                 spec.env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()),
-            )
+            );
         }
     };
     let pid = child.id() as libc::pid_t;
     // The child is reaped below with waitpid, not through this handle.
     drop(child);
-    if let Some(watchdog) = &watchdog {
-        watchdog.watch(pid);
-    }
     let exported: Vec<&str> = spec.env.iter().map(|(k, _)| k.as_str()).collect();
     tracing::info!(command = %program, pid, pid1, exported = ?exported, "started");
     started(pid);

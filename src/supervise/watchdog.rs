@@ -51,9 +51,24 @@ impl Watchdog {
         }
     }
 
-    /// Tells the watchdog which group to kill if migrun dies.
-    pub fn watch(&self, pgid: libc::pid_t) {
-        self.send(&pgid.to_ne_bytes());
+    /// Makes the command tell the watchdog its group, from inside the forked child once it
+    /// has its own group and before it execs: the watchdog knows the group before the command
+    /// runs a single instruction of its own. (Told by migrun after the spawn, a migrun killed
+    /// in between left a running command that no watchdog knew.) Register after the
+    /// `setpgid` pre-exec step.
+    pub fn announce_from_child(&self, command: &mut std::process::Command) {
+        let pipe = self.pipe.as_raw_fd();
+        // SAFETY: getpid and write are async-signal-safe, as pre_exec requires; the pipe's
+        // write end is open in the child until exec (it is close-on-exec).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(command, move || {
+                let pgid = libc::getpid().to_ne_bytes();
+                if libc::write(pipe, pgid.as_ptr().cast(), pgid.len()) != pgid.len() as isize {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
 
     /// The command's tree ended under migrun: the watchdog exits without killing anything.
@@ -118,6 +133,11 @@ unsafe fn watchdog_main(read: i32, write: i32, line: &[u8]) -> ! {
     let mut word = [0u8; 1];
     if read_full(read, &mut word) {
         // Dismissed (or any word at all: migrun is alive to say it).
+        libc::_exit(0);
+    }
+    // migrun is gone. A group that is already empty (the command never started, or ended
+    // with migrun) needs nothing and says nothing.
+    if libc::kill(-pgid, 0) != 0 && *libc::__errno_location() == libc::ESRCH {
         libc::_exit(0);
     }
     libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());

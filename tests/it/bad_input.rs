@@ -121,7 +121,7 @@ const CASES: &[Case] = &[
     Case { input: "no command", exit: 2, says: "'migrun' requires a subcommand but one was not provided (see migrun --help)", left: NOTHING, run: |_| setting(&[], &[]) },
     Case { input: "`--log-level loud`", exit: 2, says: "invalid value 'loud' for '--log-level <LOG_LEVEL>' (see migrun --help)", left: NOTHING, run: |_| setting(&["up", "--log-level", "loud"], &[]) },
     Case { input: "no database given at all", exit: 2, says: "no database given: set one of DATABASE_URL / --database-url", left: NOTHING, run: |_| {
-        let run = Migrun::new().dir(&example_sql()).args(["up"]).run();
+        let run = Migrun::offline(&example_sql()).args(["up"]).run();
         (run, String::new())
     } },
     // Connection strings: never echoed.

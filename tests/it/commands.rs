@@ -77,13 +77,13 @@ fn status_on_an_empty_database_does_not_create_the_history_table() {
 fn new_creates_a_timestamped_file_that_must_be_filled_in() {
     let dir = tempfile::tempdir().expect("dir");
     let sql_dir = dir.path().join("sql");
-    let run = Migrun::new().dir(&sql_dir).args(["new", "add_orders"]).run();
+    let run = Migrun::offline(&sql_dir).args(["new", "add_orders"]).run();
     run.assert_code(0);
     let created = std::path::PathBuf::from(run.stdout.trim());
     let name = file_name(run.stdout.trim());
     assert!(name.ends_with("_add_orders.sql") && name.len() == "20261125120000_add_orders.sql".len(), "{name}");
     assert!(created.starts_with(&sql_dir) && created.is_file());
-    let bad = Migrun::new().dir(&sql_dir).args(["new", "add-orders"]).run();
+    let bad = Migrun::offline(&sql_dir).args(["new", "add-orders"]).run();
     bad.assert_code(2);
     // An unfilled template is refused rather than recorded as applied.
     let up = Migrun::new().env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x").dir(&sql_dir).args(["up"]).run();
@@ -97,7 +97,7 @@ fn new_never_repeats_a_version_and_can_number_sequentially() {
     // Five files in (nearly always) the same second: five versions.
     let names: Vec<String> = (0..5)
         .map(|i| {
-            let run = Migrun::new().dir(dir.path()).args(["new", &format!("step_{i}")]).run();
+            let run = Migrun::offline(dir.path()).args(["new", &format!("step_{i}")]).run();
             run.assert_code(0);
             file_name(run.stdout.trim())
         })
@@ -107,7 +107,7 @@ fn new_never_repeats_a_version_and_can_number_sequentially() {
     assert_eq!(versions.len(), 5, "{names:?}");
     let sequential = tempfile::tempdir().expect("dir");
     std::fs::write(sequential.path().join("0007_seven.sql"), "SELECT 7;").expect("write");
-    let run = Migrun::new().dir(sequential.path()).args(["new", "--sequential", "eight"]).run();
+    let run = Migrun::offline(sequential.path()).args(["new", "--sequential", "eight"]).run();
     run.assert_code(0);
     assert_eq!(file_name(run.stdout.trim()), "0008_eight.sql");
 }
@@ -208,7 +208,7 @@ fn a_fresh_empty_file_is_listed_by_status_and_plan_and_refused_by_up() {
     let db = TestDb::new();
     let dir = sql_dir(&[("0001_a.sql", "CREATE TABLE a (x int);")]);
     db.migrun().dir(dir.path()).args(["up"]).run().assert_code(0);
-    let created = Migrun::new().dir(dir.path()).args(["new", "--sequential", "b"]).run();
+    let created = Migrun::offline(dir.path()).args(["new", "--sequential", "b"]).run();
     created.assert_code(0);
     let status = db.migrun().dir(dir.path()).args(["status", "--json"]).run();
     status.assert_code(0);

@@ -42,6 +42,13 @@ impl Fleet {
         file
     }
 
+    /// Every target ran each of its files exactly once: `applied_once` holds `rows` rows.
+    pub fn assert_each_applied_once(&self, rows: i64) {
+        for i in 0..self.count {
+            assert_eq!(self.query(i, "SELECT count(*) FROM applied_once"), Some(rows), "{}", self.name(i));
+        }
+    }
+
     pub fn query(&self, i: usize, sql: &str) -> Option<i64> {
         server().connect(&self.name(i)).query_one(sql, &[]).ok().map(|r| r.get(0))
     }
@@ -216,9 +223,7 @@ fn a_worker_joining_a_full_run_stays_within_the_connection_limit() {
     }
     let seen = most.load(Ordering::SeqCst);
     assert!(seen <= k, "at most {k} migrun connections at once, saw {seen}");
-    for i in 0..fleet.count {
-        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(1), "{}", fleet.name(i));
-    }
+    fleet.assert_each_applied_once(1);
 }
 
 /// With K, a server other than the coordination one has its free connections read on its
@@ -366,9 +371,7 @@ fn a_stopped_worker_leaves_its_targets_unrecorded_for_the_next_run() {
     let again = fleet.worker(dir.path(), targets.path(), &[]).run();
     again.assert_code(0);
     assert_eq!(again.result()["fanout"]["current"], 8);
-    for i in 0..fleet.count {
-        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(1), "{}", fleet.name(i));
-    }
+    fleet.assert_each_applied_once(1);
 }
 
 /// The coordination session ends mid-run (a failover, an administrator): the worker takes
@@ -403,9 +406,7 @@ fn a_lost_coordination_session_lets_the_targets_in_flight_finish() {
     let again = fleet.worker(dir.path(), targets.path(), &[]).run();
     again.assert_code(0);
     assert_eq!(again.result()["fanout"]["current"], 8);
-    for i in 0..fleet.count {
-        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(1), "{}", fleet.name(i));
-    }
+    fleet.assert_each_applied_once(1);
 }
 
 #[test]
@@ -429,9 +430,7 @@ fn a_killed_worker_leaves_its_targets_to_the_others() {
         run.assert_code(0);
         assert_eq!(run.result()["fanout"]["current"], 40);
     }
-    for i in 0..fleet.count {
-        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(1), "{}", fleet.name(i));
-    }
+    fleet.assert_each_applied_once(1);
 }
 
 #[test]
@@ -561,7 +560,7 @@ fn bad_target_lists_are_refused_before_anything_runs() {
         .run();
     run.assert_code(2);
     assert!(run.result()["error"].as_str().unwrap_or_default().contains("holds no target"), "{}", run.stderr);
-    Migrun::new().dir(dir.path()).args(["fanout", "up", "--targets", "ftp://x"]).run().assert_code(2);
+    Migrun::offline(dir.path()).args(["fanout", "up", "--targets", "ftp://x"]).run().assert_code(2);
     let schemas = tempfile::NamedTempFile::new().expect("targets");
     std::fs::write(schemas.path(), "schema:acme\n").expect("write");
     let run = Migrun::new()
@@ -599,9 +598,7 @@ fn targets_come_from_a_catalog_query_too() {
         .run();
     run.assert_code(0);
     assert_eq!(run.result()["fanout"]["current"], 5);
-    for i in 0..fleet.count {
-        assert_eq!(fleet.query(i, "SELECT count(*) FROM applied_once"), Some(2));
-    }
+    fleet.assert_each_applied_once(2);
     // Without the query, sql: is refused before anything runs.
     Migrun::new()
         .dir(dir.path())

@@ -289,6 +289,13 @@ impl Migrun {
         Migrun { command }
     }
 
+    /// For a command that needs no database: the clean environment and `--dir`.
+    pub fn offline(dir: &Path) -> Migrun {
+        let mut migrun = Migrun::new();
+        migrun.dir(dir);
+        migrun
+    }
+
     pub fn env(&mut self, key: &str, value: &str) -> &mut Migrun {
         self.command.env(key, value);
         self

@@ -272,13 +272,13 @@ fn verify_on_a_scratch_server_of_this_major() {
             "-- migrun:no-transaction\nINSERT INTO items VALUES (1, 'a') ON CONFLICT DO NOTHING;\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_note ON items (note);\n",
         ),
     ]);
-    let run = Migrun::new().dir(dir.path()).args(["verify"]).run();
+    let run = Migrun::offline(dir.path()).args(["verify"]).run();
     run.assert_code(0);
     assert!(run.stdout.contains("interruption case"), "{}", run.stdout);
 }
 
 fn lint_runs() {
-    let run = Migrun::new().dir(&example_sql()).args(["lint"]).run();
+    let run = Migrun::offline(&example_sql()).args(["lint"]).run();
     run.assert_code(0);
 }
 

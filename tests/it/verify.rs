@@ -5,7 +5,7 @@
 use crate::harness::{server, sql_dir, Migrun, Run, TestDb};
 
 fn verify(dir: &std::path::Path, args: &[&str]) -> Run {
-    Migrun::new().dir(dir).arg_path(std::path::Path::new("verify")).args(args).run()
+    Migrun::offline(dir).arg_path(std::path::Path::new("verify")).args(args).run()
 }
 
 fn report(run: &Run) -> serde_json::Value {
@@ -205,7 +205,7 @@ fn a_file_that_fails_from_empty_is_a_migration_failure() {
 fn the_scratch_server_dies_with_a_killed_verify() {
     use crate::harness::{send, wait_until, LiveRun};
     let dir = sql_dir(&[("0001_slow.sql", "SELECT pg_sleep(60);\n")]);
-    let mut live = LiveRun::start(Migrun::new().dir(dir.path()).args(["verify"]).spawn());
+    let mut live = LiveRun::start(Migrun::offline(dir.path()).args(["verify"]).spawn());
     live.wait_for_line("scratch Postgres started", std::time::Duration::from_secs(30));
     let marker = format!("migrun-verify-{}-", live.pid());
     let servers = || {

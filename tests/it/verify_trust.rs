@@ -97,7 +97,7 @@ fn the_next_verify_sweeps_what_a_killed_one_left() {
         scratch_dirs(temp.path()).iter().all(|d| !temp.path().join(d).join("data").join("postmaster.pid").exists())
     });
     assert_eq!(scratch_dirs(temp.path()).len(), 1, "the killed run left its cluster");
-    Migrun::new().dir(quick.path()).env("TMPDIR", &tmpdir).args(["verify"]).run().assert_code(0);
+    Migrun::offline(quick.path()).env("TMPDIR", &tmpdir).args(["verify"]).run().assert_code(0);
     assert_eq!(scratch_dirs(temp.path()), Vec::<String>::new(), "swept");
 
     let db = TestDb::new();
@@ -123,7 +123,7 @@ fn roles_a_folder_creates_are_dropped_after_each_pass() {
         ("0002_t.sql", &format!("CREATE TABLE t (id int);\nGRANT SELECT ON t TO {role};\n")),
     ]);
     let from = dir.path().display().to_string();
-    let run = Migrun::new().dir(dir.path()).args(["verify", "--from", &from]).run();
+    let run = Migrun::offline(dir.path()).args(["verify", "--from", &from]).run();
     run.assert_code(0);
     let db = TestDb::new();
     for _ in 0..2 {
@@ -158,7 +158,7 @@ fn server_wide_statements_are_refused_on_a_named_server() {
     // ALTER SYSTEM cannot run in a transaction block.
     std::fs::write(dir.path().join("0001_a.sql"), "-- migrun:no-transaction\nALTER SYSTEM SET work_mem = '7MB';\n")
         .expect("write");
-    Migrun::new().dir(dir.path()).args(["verify"]).run().assert_code(0);
+    Migrun::offline(dir.path()).args(["verify"]).run().assert_code(0);
 }
 
 /// `lint` and `verify` judge every file as `up` does: a file with no statement (empty, or

@@ -28,15 +28,7 @@ pub fn request(inputs: &Inputs, action: FanoutAction, format: Format) -> Result<
             shared: Shared::read(inputs)?,
         })
     };
-    let defaults = Settings {
-        concurrency: 4,
-        capacity: Capacity::default(),
-        canary: Canary::None,
-        max_failure_rate: None,
-        deadline: None,
-        retry_failed: false,
-        start: Start::Seed(0),
-    };
+    let defaults = Settings::default();
     let FanoutUpArgs {
         targets,
         concurrency,
