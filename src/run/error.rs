@@ -259,6 +259,12 @@ fn wait(e: &WaitError) -> ExitCode {
 mod tests {
     use super::*;
     use crate::db::failure::PgFailure;
+    use crate::fleet::capacity::Refusal;
+    use crate::fleet::summary::{Ending, Tally};
+
+    fn tally() -> Tally {
+        Tally { current: 1, total: 3, failed: 1, pending: 1, run_id: "r".into() }
+    }
     use crate::migrate::compare::Drift;
 
     fn lost() -> PgFailure {
@@ -354,6 +360,29 @@ mod tests {
             (Error::Interrupted(Interrupted { signal: 2 }), 130),
             (Error::Output(std::io::Error::other("stdout closed")), 1),
             (Error::Internal("no runtime".into()), 1),
+            (ProveError::LintFindings { errors: 1, warnings: 0, files: 1, warnings_fail: false }.into(), 10),
+            (ProveError::Blocking(2).into(), 10),
+            (ProveError::Scratch(ScratchError::NoBinaries).into(), 2),
+            (
+                ProveError::Scratch(ScratchError::Unreachable { server: "db".into(), reason: "refused".into() }).into(),
+                4,
+            ),
+            (ProveError::Scratch(ScratchError::Interrupted(stop)).into(), 143),
+            (ProveError::FailsFromEmpty { file: "a".into(), line: Some(1), message: "x".into() }.into(), 6),
+            (
+                ProveError::NotRerunnable { count: 1, file: "a".into(), case: "c".into(), problem: "p".into() }.into(),
+                11,
+            ),
+            (ProveError::UpgradeDiffers { from: "old".into(), count: 1, first: "d".into() }.into(), 12),
+            (FanoutError::NoCoordination.into(), 2),
+            (FanoutError::NoSlot { server: "db:5432".into(), limit: 4 }.into(), 16),
+            (FanoutError::Capacity(Refusal { limit: 4, free: 6, server: "db:5432".into() }).into(), 2),
+            (FanoutError::Ended(Ending::CanaryFailed(tally())).into(), 14),
+            (FanoutError::Ended(Ending::FailureRate { failed: 20, processed: 20, tally: tally() }).into(), 15),
+            (FanoutError::Ended(Ending::Incomplete(tally())).into(), 16),
+            (FanoutError::Ended(Ending::PartialFailure { tally: tally(), listed: vec!["t".into()] }).into(), 13),
+            (FanoutError::Behind { behind: 1, total: 2 }.into(), 13),
+            (Error::from(WorkError::Interrupted(stop)), 143),
         ];
         for (error, code) in cases {
             assert_eq!(error.exit_code().code(), code, "{error:?}");
