@@ -33,7 +33,7 @@ pub async fn up(
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
-    migrate_locked(db, session, &migrations, up_to, identity, progress, shutdown).await
+    lock_and_apply(db, session, &migrations, up_to, identity, progress, shutdown).await
 }
 
 /// `plan` (and `up --dry-run`): prints what `up` would run. Read only.
@@ -272,7 +272,7 @@ pub async fn open(db: &DbSettings, shutdown: &Shutdown) -> Result<Session, Error
 
 /// Acquire; let result = work; release; result. The first lock attempt travels in one round
 /// trip with a read of the history, so a run with nothing to do costs one round trip.
-pub async fn migrate_locked(
+pub async fn lock_and_apply(
     db: &DbSettings,
     session: Session,
     migrations: &[Migration],
@@ -283,7 +283,7 @@ pub async fn migrate_locked(
 ) -> Result<(), Error> {
     let (locked, table_exists) = lock(db, session, shutdown).await?;
     progress.backend_pid = Some(locked.session().backend_pid()).filter(|pid| *pid != 0);
-    let result = migrate(db, &locked, migrations, up_to, identity, progress, shutdown, table_exists).await;
+    let result = apply_pending(db, &locked, migrations, up_to, identity, progress, shutdown, table_exists).await;
     let changed = !progress.applied.is_empty();
     locked.release_after(result, changed).await
 }
@@ -303,7 +303,7 @@ pub async fn lock(
 /// existed when the lock was taken (`None`: not known, asked now). Every statement names the
 /// history table as it resolved when the lock was taken.
 #[allow(clippy::too_many_arguments)]
-pub async fn migrate(
+pub async fn apply_pending(
     db: &DbSettings,
     locked: &LockedSession,
     migrations: &[Migration],

@@ -153,7 +153,7 @@ async fn prepare(
         ExecMode::Migrate => {
             let (session, migrations) =
                 database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), shutdown).await?;
-            database::migrate_locked(db, session, &migrations, None, identity, progress, shutdown).await
+            database::lock_and_apply(db, session, &migrations, None, identity, progress, shutdown).await
         }
         ExecMode::Wait { timeout } => {
             let (session, migrations) =
@@ -185,7 +185,7 @@ async fn hold_lock(
     };
     let (locked, prefetched) = database::lock(db, session, shutdown).await?;
     let prepared = match apply_sql {
-        true => database::migrate(db, &locked, &migrations, None, identity, progress, shutdown, prefetched).await,
+        true => database::apply_pending(db, &locked, &migrations, None, identity, progress, shutdown, prefetched).await,
         false => Ok(()),
     };
     match prepared {

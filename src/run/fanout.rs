@@ -120,7 +120,7 @@ impl UpRunner<'_> {
                     return Err(refusal);
                 }
             }
-            database::migrate_locked(&own, session, &migrations, None, self.identity, &mut progress, stop).await
+            database::lock_and_apply(&own, session, &migrations, None, self.identity, &mut progress, stop).await
         }
         .await;
         let (exit, sqlstate, message) = match &result {
