@@ -3,11 +3,11 @@
 //! Layers, each importing only from those below it:
 //! - `run`: the command layer (configuration, one dispatch, the result event, exit codes);
 //! - `check`: proving migrations before they ship (`lint`, `verify`);
-//! - `fleet`: many targets (their sources, and the coordination database workers share);
+//! - `fleet`: many targets (their sources, the worker loop, connection capacity, and the
+//!   coordination database workers share);
 //! - `migrate`: the migration domain (files, history, comparison, lock, apply, wait);
 //! - `db`: database access (connection sources, TLS, secrets, sessions, Postgres failures);
-//! - leaves: `exit`, `signals`, `supervise`, `identity`, `duration`, `clock`,
-//!   `backoff`.
+//! - leaves: `exit`, `signals`, `supervise`, `identity`, `duration`, `clock`, `backoff`.
 
 // Errors carry what the log needs (file, SQLSTATE, message, position); they travel on the
 // cold path once per run, so their size does not matter.

@@ -94,7 +94,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The exit code of this failure, as the README's table lists it.
+    /// The exit code of this failure, as the table in docs/reference.md lists it.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Usage(_) | Error::Files(_) | Error::UpTo(_) => ExitCode::Usage,
