@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join;
 
-use super::config::{BaselineRequest, BaselineSource, ConfigError, DbSettings, Format, RepairRequest, UpTo};
+use super::config::{
+    BaselineRequest, BaselineSource, CommandKind, ConfigError, DbSettings, Format, RepairRequest, UpTo,
+};
 use super::error::Error;
 use super::listing;
 use super::outcome::Progress;
@@ -32,7 +34,8 @@ pub async fn up(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let (session, migrations) =
+        open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), CommandKind::Up, shutdown).await?;
     lock_and_apply(db, session, &migrations, up_to, identity, progress, shutdown).await
 }
 
@@ -44,7 +47,7 @@ pub async fn plan(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (migrations, rows) = files_and_history(db, files::Accept::TO_SHOW, shutdown).await?;
+    let (migrations, rows) = files_and_history(db, files::Accept::TO_SHOW, CommandKind::Plan, shutdown).await?;
     let comparison = compare::compare(&migrations, &rows);
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     if let Some(target) = up_to {
@@ -65,7 +68,7 @@ pub async fn status(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (migrations, rows) = files_and_history(db, files::Accept::TO_SHOW, shutdown).await?;
+    let (migrations, rows) = files_and_history(db, files::Accept::TO_SHOW, CommandKind::Status, shutdown).await?;
     let comparison = compare::compare(&migrations, &rows);
     progress.pending_before = Some(comparison.steps(None).len());
     listing::print(&listing::status(&comparison, format.json()))?;
@@ -74,7 +77,8 @@ pub async fn status(
 
 /// `wait`: returns once every versioned file is applied. Read only.
 pub async fn wait(db: &DbSettings, timeout: Duration, shutdown: &Shutdown) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let (session, migrations) =
+        open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), CommandKind::Wait, shutdown).await?;
     wait_ready(db, session, &migrations, timeout, shutdown).await
 }
 
@@ -86,7 +90,8 @@ pub async fn repair(
     request: &RepairRequest,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let (session, migrations) =
+        open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), CommandKind::Repair, shutdown).await?;
     let (locked, table_exists) = lock(db, session, shutdown).await?;
     let result = async {
         let history = History::new(locked.session(), locked.table());
@@ -112,7 +117,8 @@ pub async fn baseline(
     request: &BaselineRequest,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (session, migrations) = open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let (session, migrations) =
+        open_with_files(db, files::Accept::to_apply(db.policy.allow_empty), CommandKind::Baseline, shutdown).await?;
     let (locked, table_exists) = lock(db, session, shutdown).await?;
     let result = async {
         let client = &locked.session().client;
@@ -225,6 +231,7 @@ impl Reopening<'_> {
 pub async fn open_with_files(
     db: &DbSettings,
     accept: files::Accept,
+    command: CommandKind,
     shutdown: &Shutdown,
 ) -> Result<(Session, Vec<Migration>), Error> {
     let dir = db.dir.clone();
@@ -247,6 +254,7 @@ pub async fn open_with_files(
         },
     };
     tracing::info!(
+        command = command.name(),
         dir = %db.dir.display(),
         files = migrations.len(),
         history_table = %db.history_table,
@@ -338,9 +346,10 @@ pub async fn apply_pending(
 async fn files_and_history(
     db: &DbSettings,
     accept: files::Accept,
+    command: CommandKind,
     shutdown: &Shutdown,
 ) -> Result<(Vec<Migration>, Vec<HistoryRow>), Error> {
-    let (session, migrations) = open_with_files(db, accept, shutdown).await?;
+    let (session, migrations) = open_with_files(db, accept, command, shutdown).await?;
     let rows = read_history(db, &session).await;
     session.close().await;
     Ok((migrations, rows?))
@@ -358,7 +367,8 @@ async fn read_history(db: &DbSettings, session: &Session) -> Result<Vec<HistoryR
 /// How many files `up` would run on the configured database (0: current); an error when the
 /// history does not match the files or the database cannot be read. Read only.
 pub async fn pending(db: &DbSettings, shutdown: &Shutdown) -> Result<usize, Error> {
-    let (migrations, rows) = files_and_history(db, files::Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+    let (migrations, rows) =
+        files_and_history(db, files::Accept::to_apply(db.policy.allow_empty), CommandKind::Up, shutdown).await?;
     let comparison = compare::compare(&migrations, &rows);
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     Ok(comparison.steps(None).len())

@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::config::{Config, ConfigError, DbSettings, ExecMode, ExecRequest};
+use super::config::{CommandKind, Config, ConfigError, DbSettings, ExecMode, ExecRequest};
 use super::database;
 use super::error::Error;
 use super::outcome::{Progress, Reporter};
@@ -152,12 +152,14 @@ async fn prepare(
         ExecMode::NoDb | ExecMode::Lock { .. } => Ok(()),
         ExecMode::Migrate => {
             let (session, migrations) =
-                database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+                database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), CommandKind::Exec, shutdown)
+                    .await?;
             database::lock_and_apply(db, session, &migrations, None, identity, progress, shutdown).await
         }
         ExecMode::Wait { timeout } => {
             let (session, migrations) =
-                database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), shutdown).await?;
+                database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), CommandKind::Exec, shutdown)
+                    .await?;
             database::wait_ready(db, session, &migrations, timeout, shutdown).await
         }
     }
@@ -177,7 +179,7 @@ async fn hold_lock(
     let vars = secret_env(env_from).await?;
     check_lock_contract(&vars)?;
     let (session, migrations) = if apply_sql {
-        database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), shutdown).await?
+        database::open_with_files(db, Accept::to_apply(db.policy.allow_empty), CommandKind::Exec, shutdown).await?
     } else {
         let session = database::open(db, shutdown).await?;
         tracing::info!(command = "exec --lock", apply_sql, "configuration resolved");

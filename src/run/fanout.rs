@@ -9,7 +9,7 @@ use futures_util::stream::StreamExt;
 use serde_json::json;
 use tracing::Instrument;
 
-use super::config::{DbSettings, FanoutRequest};
+use super::config::{CommandKind, DbSettings, FanoutRequest};
 use super::database;
 use super::error::Error;
 use super::failure::FanoutError;
@@ -105,7 +105,8 @@ impl UpRunner<'_> {
                 .for_target(target, &self.request.shared, self.request.base_url.as_deref())
                 .map_err(FanoutError::from)?;
             let (session, migrations) =
-                database::open_with_files(&own, Accept::to_apply(own.policy.allow_empty), stop).await?;
+                // Each target's lines say `up`: it runs as `up` does.
+                database::open_with_files(&own, Accept::to_apply(own.policy.allow_empty), CommandKind::Up, stop).await?;
             if read_capacity {
                 let refusal = match coord::free_connections(&session.client).await {
                     Ok(free) => {

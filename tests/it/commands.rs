@@ -137,6 +137,12 @@ fn json_logs_have_one_event_per_line_with_named_fields() {
     for phase in ["configuration resolved", "connected", "lock acquired", "history read", "applying", "applied"] {
         assert!(messages.contains(&phase), "no {phase:?} event in {messages:?}");
     }
+    let resolved = events.iter().find(|e| e["message"] == "configuration resolved").expect("resolved event");
+    assert_eq!(
+        (&resolved["command"], &resolved["files"]),
+        (&serde_json::json!("up"), &serde_json::json!(4)),
+        "{resolved}"
+    );
     let applied = events.iter().find(|e| e["message"] == "applied").expect("applied event");
     assert!(
         applied["file"].is_string()
