@@ -277,9 +277,8 @@ pub async fn status(db: &DbSettings, request: &FanoutRequest, shutdown: &Shutdow
     while let Some(state) = stream.next().await {
         states.push(state);
     }
-    let behind = states.iter().filter(|s| s.state != "current").count();
     listing::print(&listing::fanout_status(&states, request.format.json()))?;
-    match behind {
+    match listing::behind(&states) {
         0 => Ok(()),
         behind => Err(Error::Fanout(FanoutError::Behind { behind, total: states.len() })),
     }

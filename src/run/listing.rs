@@ -250,9 +250,14 @@ pub struct TargetState {
     pub detail: Option<String>,
 }
 
+/// How many targets are not current.
+pub fn behind(states: &[TargetState]) -> usize {
+    states.iter().filter(|s| s.state != "current").count()
+}
+
 /// `fanout status`: each target's state, then the count of current ones.
 pub fn fanout_status(states: &[TargetState], json: bool) -> String {
-    let behind = states.iter().filter(|s| s.state != "current").count();
+    let behind = behind(states);
     if json {
         let list: Vec<_> =
             states.iter().map(|s| json!({"target": s.id, "state": s.state, "detail": s.detail})).collect();

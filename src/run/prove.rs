@@ -22,7 +22,7 @@ use crate::signals::Shutdown;
 /// (bad names and directives, empty or only comments) is exit 2 here too, so a CI gate never
 /// passes what the deploy refuses.
 pub fn load(dir: &Path) -> Result<Vec<Migration>, Error> {
-    Ok(files::load(dir, Accept { empty_dir: false, empty_files: false })?)
+    Ok(files::load(dir, Accept::to_apply(false))?)
 }
 
 /// This build has no parser (`--no-default-features`, as `scripts/demo` builds).

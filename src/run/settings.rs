@@ -23,8 +23,6 @@ pub struct Setting {
     pub value_name: &'static str,
     pub help: &'static str,
     pub kind: Kind,
-    /// Taken by every command (else by the subcommands that declare it).
-    pub global: bool,
 }
 
 /// How a setting's value is read.
@@ -45,7 +43,7 @@ pub enum Kind {
 }
 
 const fn setting(id: &'static str, flag: &'static str, var: &'static str, kind: Kind) -> Setting {
-    Setting { id, flag, var: Some(var), default: None, value_name: "", help: "", kind, global: true }
+    Setting { id, flag, var: Some(var), default: None, value_name: "", help: "", kind }
 }
 
 impl Setting {
@@ -61,11 +59,6 @@ impl Setting {
 
     const fn help(mut self, text: &'static str) -> Setting {
         self.help = text;
-        self
-    }
-
-    const fn local(mut self) -> Setting {
-        self.global = false;
         self
     }
 
@@ -90,12 +83,11 @@ impl Setting {
 
     /// The clap argument of a global setting.
     fn arg(&self) -> Arg {
-        let arg = Arg::new(self.id).long(self.flag.trim_start_matches("--")).help(self.help_text()).global(self.global);
+        let arg = Arg::new(self.id).long(self.flag.trim_start_matches("--")).help(self.help_text()).global(true);
         match self.kind {
             Kind::Switch => arg.action(ArgAction::SetTrue),
             Kind::Path => arg.value_name(self.value_name).value_parser(clap::value_parser!(PathBuf)),
             Kind::Choice(words) => arg.value_name(self.value_name).value_parser(PossibleValuesParser::new(words)),
-            Kind::List => arg.value_name(self.value_name).value_delimiter(',').action(ArgAction::Append),
             // A lock key may be negative.
             _ => arg.value_name(self.value_name).allow_hyphen_values(self.id == "lock_key"),
         }
@@ -198,18 +190,12 @@ pub const RESULT_FILE: Setting = setting("result_file", "--result-file", "MIGRUN
 pub const WAIT_TIMEOUT: Setting = setting("wait_timeout", "--wait-timeout", "MIGRUN_WAIT_TIMEOUT", Kind::Duration)
     .default("10min")
     .value("DURATION")
-    .help("Give up waiting for the schema after this long (exit 9).")
-    .local();
+    .help("Give up waiting for the schema after this long (exit 9).");
 /// `exec`.
-pub const ENV_FROM_SECRET: Setting = setting(
-    "env_from_secret",
-    "--env-from-secret",
-    "MIGRUN_ENV_FROM_SECRET",
-    Kind::List,
-)
-.value("SECRET")
-.help("Export every top-level key of this JSON secret (name or ARN) as an environment variable of CMD. Repeatable.")
-.local();
+pub const ENV_FROM_SECRET: Setting =
+    setting("env_from_secret", "--env-from-secret", "MIGRUN_ENV_FROM_SECRET", Kind::List).value("SECRET").help(
+        "Export every top-level key of this JSON secret (name or ARN) as an environment variable of CMD. Repeatable.",
+    );
 
 /// The options every command takes, in the order `--help` lists them.
 pub const GLOBAL: [&Setting; 24] = [
@@ -249,7 +235,6 @@ pub const LOCAL: [&Setting; 2] = [&WAIT_TIMEOUT, &ENV_FROM_SECRET];
 pub enum Given {
     Text(String),
     Path(PathBuf),
-    List(Vec<String>),
     On,
 }
 
@@ -270,7 +255,6 @@ impl Options {
         match self.get(setting)? {
             Given::Text(text) => Some(text.clone()),
             Given::Path(path) => Some(path.to_string_lossy().into_owned()),
-            Given::List(items) => Some(items.join(",")),
             Given::On => None,
         }
     }
@@ -291,7 +275,6 @@ impl Options {
             let value = match setting.kind {
                 Kind::Switch => matches.get_flag(setting.id).then_some(Given::On),
                 Kind::Path => matches.get_one::<PathBuf>(setting.id).cloned().map(Given::Path),
-                Kind::List => matches.get_many::<String>(setting.id).map(|items| Given::List(items.cloned().collect())),
                 _ => matches.get_one::<String>(setting.id).cloned().map(Given::Text),
             };
             if let Some(value) = value {

@@ -202,7 +202,8 @@ fn config(
         allow_empty: inputs.switch(&ALLOW_EMPTY)?,
     };
     let db = DbSettings {
-        dir: inputs.path(&DIR).unwrap_or_else(|| "sql".into()),
+        // The table gives DIR a default: a path always comes out.
+        dir: inputs.path(&DIR).unwrap_or_default(),
         connection,
         history_table,
         lock_key,
