@@ -5,6 +5,7 @@
 
 #[cfg(feature = "lint")]
 pub mod lint;
+pub mod measure;
 #[cfg(feature = "lint")]
 pub mod parse;
 #[cfg(feature = "lint")]
