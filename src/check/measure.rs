@@ -35,7 +35,13 @@ pub struct Measured {
     pub locks: Vec<Lock>,
     /// Existing tables it rewrote.
     pub rewritten: Vec<String>,
-    /// False when it cannot run in a transaction (CONCURRENTLY, VACUUM): its locks were not read.
+    /// Existing tables holding rows of which it read or wrote at least half: work that grows
+    /// with the table.
+    pub worked: Vec<String>,
+    /// The blocking locks its transaction held when it ended, its own and earlier statements'.
+    pub held: Vec<Lock>,
+    /// False when it cannot run in a transaction (CONCURRENTLY, VACUUM) and no second session
+    /// watched it: its locks were not read.
     pub locks_measured: bool,
 }
 
@@ -43,6 +49,13 @@ impl Measured {
     /// Whether it blocks the live app: a blocking lock on, or a rewrite of, an existing table.
     pub fn blocking(&self) -> bool {
         !self.rewritten.is_empty() || self.locks.iter().any(|l| BLOCKING.contains(&l.mode.as_str()))
+    }
+
+    /// Whether the live app waits for work that grows with a table: it read or wrote (or
+    /// rewrote) the rows of an existing table while its transaction held a lock that blocks
+    /// the app (writes to a table; reads of a materialized view, which the app only reads).
+    pub fn blocks_while_working(&self) -> bool {
+        !self.worked.is_empty() && !self.held.is_empty()
     }
 }
 
@@ -54,34 +67,100 @@ pub struct Failed {
     pub message: String,
 }
 
-/// Tables before a file: oid → (name, relfilenode).
-type Tables = HashMap<u32, (String, u32)>;
+/// How a measured transactional file ends: committed (verify goes on from it), or rolled
+/// back (the lint test then runs it as `up` does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Commit,
+    Rollback,
+}
 
-const TABLES_SQL: &str = "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relfilenode::oid
+/// An existing table: its name, relfilenode, estimated rows, and whether it is a
+/// materialized view.
+#[derive(Debug, Clone)]
+struct Table {
+    name: String,
+    node: u32,
+    rows: f64,
+    matview: bool,
+}
+
+impl Table {
+    /// Whether `mode` on it blocks the live app.
+    fn blocks(&self, mode: &str) -> bool {
+        if self.matview {
+            mode == "AccessExclusiveLock"
+        } else {
+            BLOCKING.contains(&mode)
+        }
+    }
+}
+
+/// Tables before a file, by oid.
+type Tables = HashMap<u32, Table>;
+
+const TABLES_SQL: &str = "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c.relfilenode::oid, c.reltuples::float8,
+           c.relkind = 'm'
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'";
 
 async fn tables(client: &Client) -> Result<Tables, tokio_postgres::Error> {
     let rows = client.query(TABLES_SQL, &[]).await?;
-    rows.iter().map(|r| Ok((r.try_get::<_, u32>(0)?, (r.try_get::<_, String>(1)?, r.try_get::<_, u32>(2)?)))).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, Table { name: r.try_get(1)?, node: r.try_get(2)?, rows: r.try_get(3)?, matview: r.try_get(4)? })))
+        .collect()
+}
+
+/// Rows read, fetched, inserted, updated and deleted per table: by this transaction (`xact`)
+/// or in all (as flushed to the statistics).
+fn touched_sql(xact: bool) -> String {
+    let f = if xact { "pg_stat_get_xact_" } else { "pg_stat_get_" };
+    format!(
+        "SELECT oid, ({f}tuples_returned(oid) + {f}tuples_fetched(oid) + {f}tuples_inserted(oid)
+                 + {f}tuples_updated(oid) + {f}tuples_deleted(oid))::float8
+         FROM unnest($1::oid[]) AS oid"
+    )
+}
+
+async fn touched(client: &Client, oids: &[u32], xact: bool) -> Result<HashMap<u32, f64>, tokio_postgres::Error> {
+    if !xact {
+        client.batch_execute("SELECT pg_stat_clear_snapshot()").await?;
+    }
+    let rows = client.query(&touched_sql(xact), &[&oids]).await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
 
 /// Applies one file statement by statement, each inside a transaction (the file's own, or
 /// one per statement for a no-transaction file) so that its locks can be read before they are
-/// released.
-pub async fn measure_file(client: &Client, migration: &Migration) -> Result<Vec<Measured>, Failed> {
+/// released. A statement that cannot run in a transaction runs as `up` runs it; with an
+/// `observer` (a second session) its locks are then read while it runs.
+pub async fn measure_file(
+    client: &Client,
+    migration: &Migration,
+    finish: Finish,
+    observer: Option<&Client>,
+) -> Result<Vec<Measured>, Failed> {
     let file = migration.display_path();
     let fail = |line: Option<usize>, message: String| Failed { file: file.clone(), line, message };
     let before = tables(client).await.map_err(|e| fail(None, failure(&e)))?;
     let oids: Vec<u32> = before.keys().copied().collect();
+    let pid: i32 = match observer {
+        Some(_) => client.query_one("SELECT pg_backend_pid()", &[]).await.and_then(|r| r.try_get(0)),
+        None => Ok(0),
+    }
+    .map_err(|e| fail(None, failure(&e)))?;
     // Relfilenodes as the previous statement left them: a change is this statement's rewrite.
     let mut current = before.clone();
     let transactional = !migration.directives.no_transaction;
     let mut measured = Vec::new();
     let mut held: HashMap<u32, usize> = HashMap::new();
+    let mut counted: HashMap<u32, f64> = HashMap::new();
+    // Counts not yet flushed to the statistics include earlier transactions of the session:
+    // each transaction's work is what it adds to what they were at its start.
     if transactional {
         client.batch_execute("BEGIN").await.map_err(|e| fail(None, failure(&e)))?;
+        counted = touched(client, &oids, true).await.map_err(|e| fail(None, failure(&e)))?;
     }
     for statement in split::split(&migration.sql) {
         let line = migration.sql[..statement.offset.min(migration.sql.len())].matches('\n').count() + 1;
@@ -93,24 +172,36 @@ pub async fn measure_file(client: &Client, migration: &Migration) -> Result<Vec<
             duration_ms: 0.0,
             locks: Vec::new(),
             rewritten: Vec::new(),
+            worked: Vec::new(),
+            held: Vec::new(),
             locks_measured: true,
         };
         if !transactional {
             client.batch_execute("BEGIN").await.map_err(|e| fail(Some(line), failure(&e)))?;
             held.clear();
+            counted = touched(client, &oids, true).await.map_err(|e| fail(Some(line), failure(&e)))?;
         }
         let started = Instant::now();
         let mut result = client.batch_execute(statement.text).await;
+        let mut outside = false;
         if !transactional {
             if let Err(e) = &result {
                 if e.code() == Some(&tokio_postgres::error::SqlState::ACTIVE_SQL_TRANSACTION) {
                     // Cannot run in a transaction (CONCURRENTLY, VACUUM): run it as `up` does.
                     let _ = client.batch_execute("ROLLBACK").await;
-                    entry.locks_measured = false;
+                    outside = true;
                     if let Some(index) = split::concurrent_index_name(statement.text) {
                         let _ = drop_invalid_index(client, &index).await;
                     }
-                    result = client.batch_execute(statement.text).await;
+                    result = match observer {
+                        Some(observer) => watched(client, observer, pid, statement.text, &oids, &before, &mut entry)
+                            .await
+                            .map_err(|e| fail(Some(line), e))?,
+                        None => {
+                            entry.locks_measured = false;
+                            client.batch_execute(statement.text).await
+                        }
+                    };
                 }
             }
         }
@@ -119,21 +210,98 @@ pub async fn measure_file(client: &Client, migration: &Migration) -> Result<Vec<
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(fail(Some(line), failure(&e)));
         }
-        if entry.locks_measured {
+        if !outside {
             read_locks(client, &oids, &before, &mut held, &mut entry)
                 .await
                 .map_err(|e| fail(Some(line), failure(&e)))?;
+            let now = touched(client, &oids, true).await.map_err(|e| fail(Some(line), failure(&e)))?;
+            entry.worked = worked(&before, &counted, &now);
+            counted = now;
         }
         rewrites(client, &mut current, &mut entry).await.map_err(|e| fail(Some(line), failure(&e)))?;
-        if !transactional && entry.locks_measured {
+        if !transactional && !outside {
             client.batch_execute("COMMIT").await.map_err(|e| fail(Some(line), failure(&e)))?;
         }
         measured.push(entry);
     }
     if transactional {
-        client.batch_execute("COMMIT").await.map_err(|e| fail(None, failure(&e)))?;
+        let end = if finish == Finish::Commit { "COMMIT" } else { "ROLLBACK" };
+        client.batch_execute(end).await.map_err(|e| fail(None, failure(&e)))?;
     }
     Ok(measured)
+}
+
+/// The existing tables with rows of which at least half were touched between `was` and `now`.
+fn worked(before: &Tables, was: &HashMap<u32, f64>, now: &HashMap<u32, f64>) -> Vec<String> {
+    let mut names: Vec<String> = now
+        .iter()
+        .filter_map(|(oid, n)| {
+            let table = before.get(oid)?;
+            let delta = n - was.get(oid).copied().unwrap_or(0.0);
+            (table.rows > 0.0 && delta >= table.rows / 2.0).then(|| table.name.clone())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs a statement that cannot run in a transaction while `observer` reads the locks its
+/// session holds, and the rows it touched from the statistics (flushed on purpose before and
+/// after it: Postgres 15 and later).
+async fn watched(
+    client: &Client,
+    observer: &Client,
+    pid: i32,
+    sql: &str,
+    oids: &[u32],
+    before: &Tables,
+    entry: &mut Measured,
+) -> Result<Result<(), tokio_postgres::Error>, String> {
+    const FLUSH: &str = "SELECT pg_stat_force_next_flush()";
+    let flushes = client.batch_execute(FLUSH).await.is_ok();
+    let was = touched(observer, oids, false).await.map_err(|e| failure(&e))?;
+    let done = std::cell::Cell::new(false);
+    let run = async {
+        let result = client.batch_execute(sql).await;
+        done.set(true);
+        result
+    };
+    let poll = async {
+        let mut strongest: HashMap<u32, usize> = HashMap::new();
+        while !done.get() {
+            let rows = observer
+                .query(
+                    "SELECT relation, mode FROM pg_locks WHERE pid = $1 AND locktype = 'relation' AND granted AND relation = ANY ($2)",
+                    &[&pid, &oids],
+                )
+                .await?;
+            for row in rows {
+                let (oid, mode): (u32, String) = (row.try_get(0)?, row.try_get(1)?);
+                let rank = rank(&mode);
+                if strongest.get(&oid).is_none_or(|r| rank > *r) {
+                    strongest.insert(oid, rank);
+                }
+            }
+        }
+        Ok::<_, tokio_postgres::Error>(strongest)
+    };
+    let (result, strongest) = tokio::join!(run, poll);
+    let strongest = strongest.map_err(|e| failure(&e))?;
+    let mut locks: Vec<(&Table, Lock)> = strongest
+        .iter()
+        .filter_map(|(oid, rank)| before.get(oid).map(|t| (t, MODES[*rank])))
+        .map(|(table, mode)| (table, Lock { table: table.name.clone(), mode: mode.to_string() }))
+        .collect();
+    locks.sort_by(|a, b| a.1.table.cmp(&b.1.table));
+    entry.held = locks.iter().filter(|(t, l)| t.blocks(&l.mode)).map(|(_, l)| l.clone()).collect();
+    let locks: Vec<Lock> = locks.into_iter().map(|(_, l)| l).collect();
+    entry.locks = locks;
+    if flushes && result.is_ok() {
+        client.batch_execute(FLUSH).await.map_err(|e| failure(&e))?;
+        let now = touched(observer, oids, false).await.map_err(|e| failure(&e))?;
+        entry.worked = worked(before, &was, &now);
+    }
+    Ok(result)
 }
 
 /// Locks newly taken (or strengthened) on the file's existing tables, and their rewrites.
@@ -163,11 +331,19 @@ async fn read_locks(
     for (oid, (rank, mode)) in strongest {
         if held.get(&oid).is_none_or(|r| rank > *r) {
             held.insert(oid, rank);
-            taken.push((before.get(&oid).map(|(name, _)| name.clone()).unwrap_or_default(), mode));
+            taken.push((before.get(&oid).map(|t| t.name.clone()).unwrap_or_default(), mode));
         }
     }
     taken.sort();
     entry.locks = taken.into_iter().map(|(table, mode)| Lock { table, mode }).collect();
+    let mut blocking: Vec<Lock> = held
+        .iter()
+        .filter_map(|(oid, rank)| before.get(oid).map(|t| (t, MODES[*rank])))
+        .filter(|(table, mode)| table.blocks(mode))
+        .map(|(table, mode)| Lock { table: table.name.clone(), mode: mode.to_string() })
+        .collect();
+    blocking.sort_by(|a, b| a.table.cmp(&b.table));
+    entry.held = blocking;
     Ok(())
 }
 
@@ -177,14 +353,14 @@ async fn rewrites(client: &Client, current: &mut Tables, entry: &mut Measured) -
     let now = tables(client).await?;
     let mut rewritten: Vec<String> = current
         .iter()
-        .filter(|(oid, (_, node))| now.get(oid).is_some_and(|(_, n)| n != node && *node != 0))
-        .map(|(_, (name, _))| name.clone())
+        .filter(|(oid, t)| now.get(oid).is_some_and(|n| n.node != t.node && t.node != 0))
+        .map(|(_, t)| t.name.clone())
         .collect();
     rewritten.sort();
     entry.rewritten = rewritten;
-    for (oid, (_, node)) in current.iter_mut() {
-        if let Some((_, n)) = now.get(oid) {
-            *node = *n;
+    for (oid, table) in current.iter_mut() {
+        if let Some(n) = now.get(oid) {
+            table.node = n.node;
         }
     }
     Ok(())
@@ -192,18 +368,20 @@ async fn rewrites(client: &Client, current: &mut Tables, entry: &mut Measured) -
 
 /// Lock modes from weakest to strongest.
 fn rank(mode: &str) -> usize {
-    const ORDER: [&str; 8] = [
-        "AccessShareLock",
-        "RowShareLock",
-        "RowExclusiveLock",
-        "ShareUpdateExclusiveLock",
-        "ShareLock",
-        "ShareRowExclusiveLock",
-        "ExclusiveLock",
-        "AccessExclusiveLock",
-    ];
-    ORDER.iter().position(|m| *m == mode).unwrap_or(0)
+    MODES.iter().position(|m| *m == mode).unwrap_or(0)
 }
+
+/// Lock modes from weakest to strongest.
+const MODES: [&str; 8] = [
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+];
 
 /// Drops the INVALID indexes named `name` that an interrupted `CREATE INDEX CONCURRENTLY` left.
 pub async fn drop_invalid_index(client: &Client, name: &str) -> Result<(), tokio_postgres::Error> {

@@ -13,3 +13,5 @@ pub mod rules;
 pub mod schema;
 pub mod scratch;
 pub mod verify;
+#[cfg(all(test, feature = "lint"))]
+mod lint_truth;

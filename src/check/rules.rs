@@ -21,11 +21,43 @@ pub enum Severity {
     Warning,
 }
 
+/// What goes wrong in a rollout when a rule's statement ships: each is measured on Postgres
+/// by the lint test (see `lint_truth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hazard {
+    /// The live app waits: work that grows with a table (a scan, a rewrite, an index build)
+    /// runs while a lock that blocks writes is held on a table that existed before.
+    Blocks,
+    /// The previous release's queries fail, or its rows are gone.
+    BreaksOldApp,
+    /// The file fails when `up` runs it.
+    Fails,
+    /// After an interruption, the run that follows fails or leaves a different database.
+    Rerun,
+}
+
+impl Hazard {
+    pub const ALL: [Hazard; 4] = [Hazard::Blocks, Hazard::BreaksOldApp, Hazard::Fails, Hazard::Rerun];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hazard::Blocks => "blocks",
+            Hazard::BreaksOldApp => "breaks-old-app",
+            Hazard::Fails => "fails",
+            Hazard::Rerun => "rerun",
+        }
+    }
+}
+
 /// One rule.
 #[derive(Debug, Serialize)]
 pub struct Rule {
     pub id: &'static str,
     pub severity: Severity,
+    /// What it guards against; `None` for advice with nothing to measure (style, a lock
+    /// taken and released at once).
+    pub hazard: Option<Hazard>,
     /// Why it is unsafe, in one line.
     pub reason: &'static str,
     /// The safe alternative.
@@ -33,38 +65,38 @@ pub struct Rule {
 }
 
 macro_rules! rules {
-    ($($name:ident = ($id:literal, $severity:ident, $reason:literal, $fix:literal);)*) => {
-        $(pub const $name: Rule = Rule { id: $id, severity: Severity::$severity, reason: $reason, fix: $fix };)*
+    ($($name:ident = ($id:literal, $severity:ident, $hazard:expr, $reason:literal, $fix:literal);)*) => {
+        $(pub const $name: Rule = Rule { id: $id, severity: Severity::$severity, hazard: $hazard, reason: $reason, fix: $fix };)*
         /// Every rule, in the order the guide's table lists them.
         pub const RULES: &[&Rule] = &[$(&$name),*];
     };
 }
 
 rules! {
-    PARSE_ERROR = ("parse-error", Error, "Postgres cannot parse the file", "fix the syntax; `migrun up` would fail on it");
-    CREATE_INDEX = ("create-index-not-concurrent", Error, "CREATE INDEX on an existing table takes a SHARE lock: writes wait for the whole build", "CREATE INDEX CONCURRENTLY in a file with `-- migrun:no-transaction`");
-    DROP_INDEX = ("drop-index-not-concurrent", Warning, "DROP INDEX takes an ACCESS EXCLUSIVE lock on the table", "DROP INDEX CONCURRENTLY in a file with `-- migrun:no-transaction`");
-    CONCURRENTLY_IN_TRANSACTION = ("concurrently-in-transaction", Error, "CONCURRENTLY cannot run inside a transaction: the file will fail", "put `-- migrun:no-transaction` on the file's first line");
-    CONSTRAINT_NOT_VALID = ("constraint-not-valid", Error, "adding a FOREIGN KEY or CHECK constraint scans the table under a lock that blocks writes", "ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT in a later file");
-    UNIQUE_WITHOUT_INDEX = ("unique-without-index", Error, "ADD UNIQUE / PRIMARY KEY builds its index under an ACCESS EXCLUSIVE lock", "CREATE UNIQUE INDEX CONCURRENTLY first, then ADD CONSTRAINT ... UNIQUE USING INDEX (or PRIMARY KEY USING INDEX)");
-    SET_NOT_NULL = ("set-not-null", Error, "SET NOT NULL scans the whole table under an ACCESS EXCLUSIVE lock", "ADD CONSTRAINT ... CHECK (col IS NOT NULL) NOT VALID, VALIDATE it in a later file, then SET NOT NULL (Postgres 12+ skips the scan)");
-    ALTER_COLUMN_TYPE = ("alter-column-type", Error, "changing a column's type rewrites the table under an ACCESS EXCLUSIVE lock (and the old app may not read the new type)", "add a new column, backfill it in batches, switch readers, drop the old one later; widening varchar(n) to a larger n or to text is safe");
-    VOLATILE_DEFAULT = ("add-column-volatile-default", Error, "ADD COLUMN with a volatile default (random(), gen_random_uuid(), clock_timestamp(), serial, a stored generated column) rewrites the table", "add the column without a default (or with a constant one), then backfill in batches");
-    NOT_NULL_WITHOUT_DEFAULT = ("add-column-not-null-without-default", Error, "ADD COLUMN ... NOT NULL without a default fails on a table that has rows, and the old app's INSERTs fail after it", "add it nullable (or with a default), backfill, then add NOT NULL");
-    RENAME_COLUMN = ("rename-column", Warning, "renaming a column breaks the old app version that still uses the old name during the rollout", "expand/contract: add the new column, write both, switch reads, drop the old one in a later release");
-    RENAME_TABLE = ("rename-table", Warning, "renaming a table breaks the old app version that still uses the old name during the rollout", "expand/contract: create the new table (or a view with the old name), switch, drop later");
-    DROP_COLUMN = ("drop-column", Warning, "dropping a column breaks the old app version that still reads it during the rollout", "stop using the column in one release, drop it in the next");
-    DROP_TABLE = ("drop-table", Warning, "dropping a table breaks the old app version that still reads it during the rollout", "stop using the table in one release, drop it in the next");
-    LOCK_TABLE = ("lock-table", Warning, "LOCK TABLE holds its lock until the file ends: the live app queues behind it", "avoid explicit locks; if one is needed, keep the file short");
-    VACUUM_FULL = ("vacuum-full", Error, "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock", "plain VACUUM, or pg_repack outside the migration");
-    CLUSTER = ("cluster", Error, "CLUSTER rewrites the table under an ACCESS EXCLUSIVE lock", "pg_repack outside the migration");
-    REFRESH = ("refresh-not-concurrent", Warning, "REFRESH MATERIALIZED VIEW without CONCURRENTLY blocks every reader of the view", "REFRESH MATERIALIZED VIEW CONCURRENTLY (needs a unique index) in a no-transaction file");
-    TRUNCATE = ("truncate", Warning, "TRUNCATE takes an ACCESS EXCLUSIVE lock and deletes every row the old app still uses", "DELETE in batches, or drop the table in a later release");
-    ENUM_VALUE_USED = ("enum-value-used-in-transaction", Error, "a value added with ALTER TYPE ... ADD VALUE cannot be used in the same transaction: the file will fail", "add the value in one file and use it in a later one");
-    RERUN_UNSAFE = ("rerun-unsafe", Error, "in a no-transaction file an interruption leaves the statements before it applied, and the file runs again from its start: this statement fails the second time", "make it idempotent: IF NOT EXISTS / IF EXISTS, OR REPLACE, INSERT ... ON CONFLICT DO NOTHING");
-    SESSION_STATE = ("session-state", Warning, "SET / SET ROLE / set_config change the session for the rest of the file (migrun resets them after it), so later statements run differently than they read", "SET LOCAL inside the file's transaction, or schema-qualified names");
-    TRANSACTION_CONTROL = ("transaction-control", Warning, "BEGIN / COMMIT / ROLLBACK in a migration: migrun runs each file in a transaction (or, with no-transaction, statement by statement)", "remove it; use `-- migrun:no-transaction` for statements that cannot run in a transaction");
-    ALLOW_WITHOUT_REASON = ("allow-without-reason", Error, "`-- migrun:allow` needs a rule id and a reason", "write `-- migrun:allow <rule-id> <why it is safe here>`");
+    PARSE_ERROR = ("parse-error", Error, Some(Hazard::Fails), "Postgres cannot parse the file", "fix the syntax; `migrun up` would fail on it");
+    CREATE_INDEX = ("create-index-not-concurrent", Error, Some(Hazard::Blocks), "CREATE INDEX on an existing table takes a SHARE lock: writes wait for the whole build", "CREATE INDEX CONCURRENTLY in a file with `-- migrun:no-transaction`");
+    DROP_INDEX = ("drop-index-not-concurrent", Warning, None, "DROP INDEX takes an ACCESS EXCLUSIVE lock on the table", "DROP INDEX CONCURRENTLY in a file with `-- migrun:no-transaction`");
+    CONCURRENTLY_IN_TRANSACTION = ("concurrently-in-transaction", Error, Some(Hazard::Fails), "CONCURRENTLY cannot run inside a transaction: the file will fail", "put `-- migrun:no-transaction` on the file's first line");
+    CONSTRAINT_NOT_VALID = ("constraint-not-valid", Error, Some(Hazard::Blocks), "adding a FOREIGN KEY or CHECK constraint scans the table under a lock that blocks writes", "ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT in a later file");
+    UNIQUE_WITHOUT_INDEX = ("unique-without-index", Error, Some(Hazard::Blocks), "ADD UNIQUE / PRIMARY KEY builds its index under an ACCESS EXCLUSIVE lock", "CREATE UNIQUE INDEX CONCURRENTLY first, then ADD CONSTRAINT ... UNIQUE USING INDEX (or PRIMARY KEY USING INDEX)");
+    SET_NOT_NULL = ("set-not-null", Error, Some(Hazard::Blocks), "SET NOT NULL scans the whole table under an ACCESS EXCLUSIVE lock", "ADD CONSTRAINT ... CHECK (col IS NOT NULL) NOT VALID, VALIDATE it in a later file, then SET NOT NULL (Postgres 12+ skips the scan)");
+    ALTER_COLUMN_TYPE = ("alter-column-type", Error, Some(Hazard::Blocks), "changing a column's type rewrites the table under an ACCESS EXCLUSIVE lock (and the old app may not read the new type)", "add a new column, backfill it in batches, switch readers, drop the old one later; widening varchar(n) to a larger n or to text is safe");
+    VOLATILE_DEFAULT = ("add-column-volatile-default", Error, Some(Hazard::Blocks), "ADD COLUMN with a volatile default (random(), gen_random_uuid(), clock_timestamp(), serial, a stored generated column) rewrites the table", "add the column without a default (or with a constant one), then backfill in batches");
+    NOT_NULL_WITHOUT_DEFAULT = ("add-column-not-null-without-default", Error, Some(Hazard::Fails), "ADD COLUMN ... NOT NULL without a default fails on a table that has rows, and the old app's INSERTs fail after it", "add it nullable (or with a default), backfill, then add NOT NULL");
+    RENAME_COLUMN = ("rename-column", Warning, Some(Hazard::BreaksOldApp), "renaming a column breaks the old app version that still uses the old name during the rollout", "expand/contract: add the new column, write both, switch reads, drop the old one in a later release");
+    RENAME_TABLE = ("rename-table", Warning, Some(Hazard::BreaksOldApp), "renaming a table breaks the old app version that still uses the old name during the rollout", "expand/contract: create the new table (or a view with the old name), switch, drop later");
+    DROP_COLUMN = ("drop-column", Warning, Some(Hazard::BreaksOldApp), "dropping a column breaks the old app version that still reads it during the rollout", "stop using the column in one release, drop it in the next");
+    DROP_TABLE = ("drop-table", Warning, Some(Hazard::BreaksOldApp), "dropping a table breaks the old app version that still reads it during the rollout", "stop using the table in one release, drop it in the next");
+    LOCK_TABLE = ("lock-table", Warning, None, "LOCK TABLE holds its lock until the file ends: the live app queues behind it", "avoid explicit locks; if one is needed, keep the file short");
+    VACUUM_FULL = ("vacuum-full", Error, Some(Hazard::Blocks), "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock", "plain VACUUM, or pg_repack outside the migration");
+    CLUSTER = ("cluster", Error, Some(Hazard::Blocks), "CLUSTER rewrites the table under an ACCESS EXCLUSIVE lock", "pg_repack outside the migration");
+    REFRESH = ("refresh-not-concurrent", Warning, Some(Hazard::Blocks), "REFRESH MATERIALIZED VIEW without CONCURRENTLY blocks every reader of the view", "REFRESH MATERIALIZED VIEW CONCURRENTLY (needs a unique index) in a no-transaction file");
+    TRUNCATE = ("truncate", Warning, Some(Hazard::BreaksOldApp), "TRUNCATE takes an ACCESS EXCLUSIVE lock and deletes every row the old app still uses", "DELETE in batches, or drop the table in a later release");
+    ENUM_VALUE_USED = ("enum-value-used-in-transaction", Error, Some(Hazard::Fails), "a value added with ALTER TYPE ... ADD VALUE cannot be used in the same transaction: the file will fail", "add the value in one file and use it in a later one");
+    RERUN_UNSAFE = ("rerun-unsafe", Error, Some(Hazard::Rerun), "in a no-transaction file an interruption leaves the statements before it applied, and the file runs again from its start: this statement fails the second time", "make it idempotent: IF NOT EXISTS / IF EXISTS, OR REPLACE, INSERT ... ON CONFLICT DO NOTHING");
+    SESSION_STATE = ("session-state", Warning, None, "SET / SET ROLE / set_config change the session for the rest of the file (migrun resets them after it), so later statements run differently than they read", "SET LOCAL inside the file's transaction, or schema-qualified names");
+    TRANSACTION_CONTROL = ("transaction-control", Warning, Some(Hazard::Fails), "BEGIN / COMMIT / ROLLBACK in a migration: migrun runs each file in a transaction (or, with no-transaction, statement by statement)", "remove it; use `-- migrun:no-transaction` for statements that cannot run in a transaction");
+    ALLOW_WITHOUT_REASON = ("allow-without-reason", Error, None, "`-- migrun:allow` needs a rule id and a reason", "write `-- migrun:allow <rule-id> <why it is safe here>`");
 }
 
 /// A rule that fired on a statement.

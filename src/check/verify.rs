@@ -16,7 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use super::measure::{drop_invalid_index, measure_file, Failed, Measured};
+use super::measure::{self, drop_invalid_index, measure_file, Failed, Measured};
 use super::schema;
 use super::scratch::{ScratchError, Server};
 use crate::db::failure::PgFailure;
@@ -213,7 +213,7 @@ async fn run(
         } else {
             None
         };
-        match measure_file(&client, migration).await {
+        match measure_file(&client, migration, measure::Finish::Commit, None).await {
             Ok(measured) => report.statements.extend(measured),
             Err(failed) => {
                 report.failed = Some(failed);
@@ -337,22 +337,47 @@ async fn cut_and_rerun(
 /// Runs `migration` as `up` does: a transactional file in one transaction; a no-transaction
 /// file statement by statement, dropping an INVALID index of the same name before each
 /// `CREATE INDEX CONCURRENTLY`.
-async fn run_as_up(client: &Client, migration: &Migration) -> Result<(), String> {
+/// Like `up`, it refuses a file that ended its transaction itself (a transactional file) or
+/// left one open (a no-transaction file); what the file committed before that stays.
+pub(super) async fn run_as_up(client: &Client, migration: &Migration) -> Result<(), String> {
     if !migration.directives.no_transaction {
-        let sql = format!("BEGIN;\n{}\n;COMMIT", migration.sql);
-        let result = client.batch_execute(&sql).await;
+        let sql = format!("BEGIN;\n{}\n;", migration.sql);
+        let result = match client.batch_execute(&sql).await {
+            Ok(()) if !in_transaction(client).await.map_err(|e| failure(&e))? => Err(ENDED.to_string()),
+            Ok(()) => client.batch_execute("COMMIT").await.map_err(|e| failure(&e)),
+            Err(e) => Err(failure(&e)),
+        };
         if result.is_err() {
             let _ = client.batch_execute("ROLLBACK").await;
         }
-        return result.map_err(|e| failure(&e));
+        return result;
     }
     for statement in split::split(&migration.sql) {
         if let Some(index) = split::concurrent_index_name(statement.text) {
             drop_invalid_index(client, &index).await.map_err(|e| failure(&e))?;
         }
-        client.batch_execute(statement.text).await.map_err(|e| failure(&e))?;
+        if let Err(e) = client.batch_execute(statement.text).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(failure(&e));
+        }
+    }
+    if in_transaction(client).await.map_err(|e| failure(&e))? {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(LEFT_OPEN.to_string());
     }
     Ok(())
+}
+
+const ENDED: &str = "the file ended the transaction itself (COMMIT or ROLLBACK in it), so `up` refuses it after what it committed";
+const LEFT_OPEN: &str = "the file left a transaction open (BEGIN without COMMIT), so `up` rolls it back and refuses it";
+
+/// Whether the session is inside a transaction block: there, a new statement starts later
+/// than its transaction (the test `up` makes after a file).
+async fn in_transaction(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    // The simple protocol, as `up` asks: an extended query's own steps start it later than
+    // its implicit transaction even outside a block.
+    let messages = client.simple_query("SELECT statement_timestamp() <> transaction_timestamp()").await?;
+    Ok(messages.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))))
 }
 
 fn differences_text(expected: &BTreeSet<String>, actual: &BTreeSet<String>) -> Option<String> {
