@@ -4,8 +4,10 @@
 
 use serde::Serialize;
 
-use super::parse;
-use super::rules::{self, FileState, FolderState, Hit, Rule, Severity};
+use pg_query::NodeEnum;
+
+use super::rules::{self, FileState, FolderState, Hazard, Hit, Rule, Severity};
+use super::{parse, plpgsql};
 use crate::migrate::files::Migration;
 
 /// One finding.
@@ -16,6 +18,9 @@ pub struct Finding {
     pub column: usize,
     pub rule: &'static str,
     pub severity: Severity,
+    /// What goes wrong in a rollout (`blocks`, `breaks-old-app`, `fails`, `rerun`); none for advice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hazard: Option<Hazard>,
     /// The reason, with what exactly.
     pub message: String,
     pub fix: &'static str,
@@ -47,10 +52,11 @@ impl Report {
     }
 }
 
-/// Lints `migrations` (in the order `up` runs them).
-pub fn lint(migrations: &[Migration]) -> Report {
+/// Lints `migrations` (in the order `up` runs them) for a folder that runs on PostgreSQL
+/// `major`.
+pub fn lint_for(migrations: &[Migration], major: u32) -> Report {
     let mut report = Report { files: migrations.len(), ..Report::default() };
-    let mut folder = FolderState::default();
+    let mut folder = FolderState::for_major(major);
     for migration in migrations {
         lint_file(migration, &mut folder, &mut report);
     }
@@ -68,6 +74,7 @@ fn lint_file(migration: &Migration, folder: &mut FolderState, report: &mut Repor
                 column: failure.column.unwrap_or(1),
                 rule: rules::PARSE_ERROR.id,
                 severity: rules::PARSE_ERROR.severity,
+                hazard: rules::PARSE_ERROR.hazard,
                 message: failure.message,
                 fix: rules::PARSE_ERROR.fix,
             });
@@ -77,12 +84,18 @@ fn lint_file(migration: &Migration, folder: &mut FolderState, report: &mut Repor
     report.statements += statements.len();
     let lines: Vec<&str> = migration.sql.lines().collect();
     let mut state = FileState::default();
+    let no_transaction = migration.directives.no_transaction;
+    let mut found: Vec<Finding> = Vec::new();
     for statement in &statements {
-        let hits = rules::check(statement, migration.directives.no_transaction, &mut state, folder);
+        let mut hits = rules::check(statement, no_transaction, &mut state, folder);
+        if let NodeEnum::DoStmt(block) = &statement.node {
+            hits.extend(check_do_block(block, no_transaction, &mut state, folder));
+        }
+        state.statement_done(no_transaction);
         let allows = allows_before(&lines, statement.line);
         for (line, allow) in &allows {
             if allow.is_none() {
-                report.findings.push(finding(&file, *line, 1, &rules::ALLOW_WITHOUT_REASON, String::new()));
+                found.push(finding(&file, *line, 1, &rules::ALLOW_WITHOUT_REASON, String::new()));
             }
         }
         for Hit { rule, detail } in hits {
@@ -95,15 +108,71 @@ fn lint_file(migration: &Migration, folder: &mut FolderState, report: &mut Repor
                     rule: rule.id,
                     reason: reason.clone(),
                 }),
-                None => report.findings.push(finding(&file, statement.line, statement.column, rule, detail)),
+                None => found.push(finding(&file, statement.line, statement.column, rule, detail)),
             }
         }
     }
+    let (line, column) = statements.last().map_or((1, 1), |s| (s.line, s.column));
+    for Hit { rule, detail } in state.finish() {
+        found.push(finding(&file, line, column, rule, detail));
+    }
+    found.retain(|f| {
+        !state.retracted.iter().any(|(rule, detail)| f.rule == *rule && f.message.starts_with(detail.as_str()))
+    });
+    report.findings.extend(found);
+}
+
+/// The rules on what a `DO` block runs, as if its statements were the file's; an EXECUTE of
+/// a string built at run time is reported as not checked.
+fn check_do_block(
+    block: &pg_query::protobuf::DoStmt,
+    no_transaction: bool,
+    state: &mut FileState,
+    folder: &mut FolderState,
+) -> Vec<Hit> {
+    let mut language = "plpgsql".to_string();
+    let mut source = None;
+    for arg in &block.args {
+        if let Some(NodeEnum::DefElem(d)) = &arg.node {
+            let value = d.arg.as_ref().and_then(|a| match &a.node {
+                Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+                _ => None,
+            });
+            match d.defname.as_str() {
+                "as" => source = value,
+                "language" => language = value.unwrap_or_default().to_ascii_lowercase(),
+                _ => {}
+            }
+        }
+    }
+    let mut hits = Vec::new();
+    let Some(body) = source.filter(|_| language == "plpgsql").and_then(|s| plpgsql::body(&s)) else { return hits };
+    for text in &body.statements {
+        let Ok(inner) = parse::parse(text) else { continue };
+        for statement in inner {
+            let mut inner_hits = Vec::new();
+            rules::check_node(&statement.node, &statement.text, no_transaction, state, folder, &mut inner_hits);
+            hits.extend(inner_hits.into_iter().map(|h| Hit { detail: format!("in a DO block: {}", h.detail), ..h }));
+        }
+    }
+    if body.dynamic > 0 {
+        hits.push(Hit { rule: &rules::DYNAMIC_SQL, detail: format!("{} EXECUTE(s) in a DO block", body.dynamic) });
+    }
+    hits
 }
 
 fn finding(file: &str, line: usize, column: usize, rule: &'static Rule, detail: String) -> Finding {
     let message = if detail.is_empty() { rule.reason.to_string() } else { format!("{detail}: {}", rule.reason) };
-    Finding { file: file.to_string(), line, column, rule: rule.id, severity: rule.severity, message, fix: rule.fix }
+    Finding {
+        file: file.to_string(),
+        line,
+        column,
+        rule: rule.id,
+        severity: rule.severity,
+        hazard: rule.hazard,
+        message,
+        fix: rule.fix,
+    }
 }
 
 /// The `-- migrun:allow` comments in the comment lines right above line `first` (1-based):

@@ -109,9 +109,9 @@ fn folder(case: &Case) -> Result<Vec<Migration>, String> {
 }
 
 /// Lint's verdict: the hazards of the rules that fire on the case's files.
-fn linted(migrations: &[Migration]) -> BTreeSet<Hazard> {
+fn linted(migrations: &[Migration], major: u32) -> BTreeSet<Hazard> {
     let live = migrations[0].display_path();
-    let report = lint::lint(migrations);
+    let report = lint::lint_for(migrations, major);
     report
         .findings
         .iter()
@@ -125,7 +125,8 @@ type OldApp = Vec<Result<usize, String>>;
 
 /// Each query runs in a transaction rolled back after it (in a savepoint when `nested`).
 async fn old_app(client: &Client, queries: &[String], nested: bool) -> OldApp {
-    let (begin, end) = if nested { ("SAVEPOINT old_app", "ROLLBACK TO SAVEPOINT old_app") } else { ("BEGIN", "ROLLBACK") };
+    let (begin, end) =
+        if nested { ("SAVEPOINT old_app", "ROLLBACK TO SAVEPOINT old_app") } else { ("BEGIN", "ROLLBACK") };
     let mut results = Vec::new();
     for query in queries {
         let _ = client.batch_execute(begin).await;
@@ -153,11 +154,11 @@ async fn state(client: &Client) -> BTreeSet<String> {
         .await
         .expect("tables");
     for row in tables {
-        let table: String = row.get(0);
+        let table: String = row.try_get(0).expect("a table name");
         let digest = client
             .query_one(&format!("SELECT count(*)::text || ' ' || coalesce(md5(string_agg(md5(t::text), '' ORDER BY md5(t::text))), '') FROM {table} t"), &[])
             .await
-            .map(|r| r.get::<_, String>(0))
+            .and_then(|r| r.try_get::<_, String>(0))
             .unwrap_or_else(|e| e.to_string());
         lines.insert(format!("rows {table} {digest}"));
     }
@@ -184,7 +185,10 @@ fn record_blocks(measured: Vec<measure::Measured>, truth: &mut Truth) {
                 .map(|t| format!("rewrote {t}"))
                 .chain(statement.worked.iter().map(|t| format!("worked through {t}")))
                 .collect();
-            truth.add(Hazard::Blocks, format!("line {}: held {} and {}", statement.line, held.join(", "), work.join(", ")));
+            truth.add(
+                Hazard::Blocks,
+                format!("line {}: held {} and {}", statement.line, held.join(", "), work.join(", ")),
+            );
         }
     }
 }
@@ -304,7 +308,13 @@ impl Bench<'_> {
     }
 
     /// Each cut of a file that commits as it goes, run again as `up` would.
-    async fn measure_reruns(&mut self, before: &str, migration: &Migration, after: &BTreeSet<String>, truth: &mut Truth) {
+    async fn measure_reruns(
+        &mut self,
+        before: &str,
+        migration: &Migration,
+        after: &BTreeSet<String>,
+        truth: &mut Truth,
+    ) {
         let statements = split::split(&migration.sql);
         for cut in 1..=statements.len() {
             let copy = self.copy(before).await;
@@ -365,7 +375,7 @@ fn lint_agrees_with_what_postgres_measures() {
         let mut score: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
         for (n, case) in cases.iter().enumerate() {
             let (truth, found) = match folder(case) {
-                Ok(migrations) => (bench.measure(&migrations[1..]).await, linted(&migrations)),
+                Ok(migrations) => (bench.measure(&migrations[1..]).await, linted(&migrations, server.major())),
                 Err(refused) => {
                     let mut truth = Truth::default();
                     truth.add(Hazard::Fails, format!("migrun refuses the folder: {refused}"));

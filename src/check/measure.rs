@@ -54,6 +54,7 @@ impl Measured {
     /// Whether the live app waits for work that grows with a table: it read or wrote (or
     /// rewrote) the rows of an existing table while its transaction held a lock that blocks
     /// the app (writes to a table; reads of a materialized view, which the app only reads).
+    #[cfg(test)]
     pub fn blocks_while_working(&self) -> bool {
         !self.worked.is_empty() && !self.held.is_empty()
     }
@@ -72,6 +73,7 @@ pub struct Failed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finish {
     Commit,
+    #[cfg(test)]
     Rollback,
 }
 
@@ -108,7 +110,12 @@ const TABLES_SQL: &str = "SELECT c.oid, format('%I.%I', n.nspname, c.relname), c
 async fn tables(client: &Client) -> Result<Tables, tokio_postgres::Error> {
     let rows = client.query(TABLES_SQL, &[]).await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, Table { name: r.try_get(1)?, node: r.try_get(2)?, rows: r.try_get(3)?, matview: r.try_get(4)? })))
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                Table { name: r.try_get(1)?, node: r.try_get(2)?, rows: r.try_get(3)?, matview: r.try_get(4)? },
+            ))
+        })
         .collect()
 }
 

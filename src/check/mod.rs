@@ -5,13 +5,15 @@
 
 #[cfg(feature = "lint")]
 pub mod lint;
+#[cfg(all(test, feature = "lint"))]
+mod lint_truth;
 pub mod measure;
 #[cfg(feature = "lint")]
 pub mod parse;
+#[cfg(feature = "lint")]
+pub mod plpgsql;
 #[cfg(feature = "lint")]
 pub mod rules;
 pub mod schema;
 pub mod scratch;
 pub mod verify;
-#[cfg(all(test, feature = "lint"))]
-mod lint_truth;

@@ -264,6 +264,12 @@ impl Server {
         }
     }
 
+    /// Its PostgreSQL major.
+    #[cfg(test)]
+    pub fn major(&self) -> u32 {
+        self.major
+    }
+
     /// The database migrun connects to for creating and dropping the others.
     pub fn maintenance(&self) -> &str {
         match &self.cluster {

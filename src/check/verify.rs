@@ -368,7 +368,8 @@ pub(super) async fn run_as_up(client: &Client, migration: &Migration) -> Result<
     Ok(())
 }
 
-const ENDED: &str = "the file ended the transaction itself (COMMIT or ROLLBACK in it), so `up` refuses it after what it committed";
+const ENDED: &str =
+    "the file ended the transaction itself (COMMIT or ROLLBACK in it), so `up` refuses it after what it committed";
 const LEFT_OPEN: &str = "the file left a transaction open (BEGIN without COMMIT), so `up` rolls it back and refuses it";
 
 /// Whether the session is inside a transaction block: there, a new statement starts later
@@ -377,7 +378,9 @@ async fn in_transaction(client: &Client) -> Result<bool, tokio_postgres::Error> 
     // The simple protocol, as `up` asks: an extended query's own steps start it later than
     // its implicit transaction even outside a block.
     let messages = client.simple_query("SELECT statement_timestamp() <> transaction_timestamp()").await?;
-    Ok(messages.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))))
+    Ok(messages.iter().any(
+        |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(row) if row.try_get(0).ok().flatten() == Some("t")),
+    ))
 }
 
 fn differences_text(expected: &BTreeSet<String>, actual: &BTreeSet<String>) -> Option<String> {

@@ -144,6 +144,10 @@ pub enum CommandArgs {
         /// Fail on warnings too.
         #[arg(long)]
         strict: bool,
+        /// The PostgreSQL major the folder runs on, for the verdicts that depend on it
+        /// (13 to 18; default 13, the oldest supported).
+        #[arg(long, value_name = "MAJOR", value_parser = clap::value_parser!(u32).range(13..=18))]
+        pg_version: Option<u32>,
     },
     /// Run the folder against a scratch Postgres and report what it really does: the locks each
     /// statement takes on existing tables, table rewrites, whether no-transaction files survive

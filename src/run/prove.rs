@@ -34,9 +34,9 @@ pub fn lint(_db: &DbSettings, _request: &LintRequest) -> Result<(), Error> {
 /// `lint`: prints the findings; exit 10 when any is an error (or any at all, `strict`).
 #[cfg(feature = "lint")]
 pub fn lint(db: &DbSettings, request: &LintRequest) -> Result<(), Error> {
-    let LintRequest { format, strict } = *request;
+    let LintRequest { format, strict, pg_version } = *request;
     let migrations = load(&db.dir)?;
-    let report = lint::lint(&migrations);
+    let report = lint::lint_for(&migrations, pg_version.unwrap_or(crate::check::rules::OLDEST_MAJOR));
     let text = match format {
         Format::Human => listing::lint(&report),
         Format::Json => format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default()),

@@ -132,6 +132,8 @@ pub struct LintRequest {
     pub format: Format,
     /// Warnings fail too.
     pub strict: bool,
+    /// The PostgreSQL major the folder targets (`--pg-version`).
+    pub pg_version: Option<u32>,
 }
 
 /// `verify`.

@@ -280,13 +280,13 @@ fn command_of(inputs: &Inputs, command: CommandArgs, inherited: Vec<(String, Str
             })?;
             Command::Convert(ConvertRequest { tool, source, out })
         }
-        CommandArgs::Lint { format, json, strict } => {
+        CommandArgs::Lint { format, json, strict, pg_version } => {
             let format = match (json, format) {
                 (true, _) | (false, Some(LintFormatArg::Json)) => Format::Json,
                 (false, Some(LintFormatArg::Sarif)) => Format::Sarif,
                 (false, Some(LintFormatArg::Human) | None) => Format::Human,
             };
-            Command::Lint(LintRequest { format, strict })
+            Command::Lint(LintRequest { format, strict, pg_version })
         }
         CommandArgs::Verify { from, output, strict } => Command::Verify(VerifyRequest {
             from,
