@@ -137,6 +137,9 @@ pub struct FileState {
     /// Findings to take back at the end of the file: a rename whose old name was created
     /// again (a view or a table), which the old app then finds.
     pub retracted: Vec<(&'static str, String)>,
+    /// Views, materialized views and functions dropped in this file: made again later in it,
+    /// the old app finds them.
+    dropped: HashSet<String>,
     /// Where a BEGIN of a no-transaction file is still open.
     open_block: Option<String>,
 }
@@ -246,6 +249,7 @@ pub fn check_node(
                 if create.objtype == ObjectType::ObjectMatview as i32 {
                     folder.matviews.insert(name.clone());
                 }
+                retract_drop(&name, file);
                 if !create.if_not_exists {
                     file.created.insert(name);
                 }
@@ -424,8 +428,13 @@ pub fn check_node(
         NodeEnum::CreateExtensionStmt(create) if no_transaction && !create.if_not_exists => {
             hit(&RERUN_UNSAFE, "CREATE EXTENSION without IF NOT EXISTS".into())
         }
-        NodeEnum::CreateFunctionStmt(function) if no_transaction && !function.replace => {
-            hit(&RERUN_UNSAFE, "CREATE FUNCTION without OR REPLACE".into())
+        NodeEnum::CreateFunctionStmt(function) => {
+            if let Some(name) = names_of(&function.funcname).last() {
+                retract_drop(name, file);
+            }
+            if no_transaction && !function.replace {
+                hit(&RERUN_UNSAFE, "CREATE FUNCTION without OR REPLACE".into())
+            }
         }
         NodeEnum::CreateEnumStmt(_) | NodeEnum::CompositeTypeStmt(_) | NodeEnum::CreateDomainStmt(_)
             if no_transaction =>
@@ -479,6 +488,14 @@ fn retract_rename(name: &str, file: &mut FileState) {
     if let Some((_, detail)) = file.renamed.get(name) {
         file.retracted.push((RENAME_TABLE.id, detail.clone()));
     }
+    retract_drop(name, file);
+}
+
+/// A view or function dropped earlier in the file and made again: replaced, not gone.
+fn retract_drop(name: &str, file: &mut FileState) {
+    if file.dropped.contains(name) {
+        file.retracted.push((DROP_OBJECT.id, name.to_string()));
+    }
 }
 
 fn check_index(
@@ -530,11 +547,12 @@ fn qualified(table: &str, name: &str) -> String {
 fn check_drop(
     drop: &pg_query::protobuf::DropStmt,
     no_transaction: bool,
-    file: &FileState,
+    file: &mut FileState,
     hit: &mut impl FnMut(&'static Rule, String),
 ) {
     let names = names_of(&drop.objects);
-    let live = |n: &String| !file.is_new(n) && !file.renamed.values().any(|(new, _)| new == n);
+    let (created, renamed) = (&file.created, &file.renamed);
+    let live = |n: &String| !created.contains(n) && !renamed.values().any(|(new, _)| new == n);
     match ObjectType::try_from(drop.remove_type) {
         Ok(ObjectType::ObjectIndex) => {
             if drop.concurrent && !no_transaction {
@@ -549,11 +567,18 @@ fn check_drop(
             if !dropped.is_empty() {
                 hit(&DROP_TABLE, dropped.join(", "));
             }
+            // Its ACCESS EXCLUSIVE lock stays until the file ends: readers wait for what follows.
+            for name in dropped {
+                file.held.insert(name, "DROP TABLE".into());
+            }
         }
-        Ok(ObjectType::ObjectView | ObjectType::ObjectMatview) => {
-            let dropped: Vec<String> = names.into_iter().filter(live).collect();
-            if !dropped.is_empty() {
-                hit(&DROP_OBJECT, dropped.join(", "));
+        Ok(kind @ (ObjectType::ObjectView | ObjectType::ObjectMatview)) => {
+            for name in names.into_iter().filter(live) {
+                hit(&DROP_OBJECT, name.clone());
+                if kind == ObjectType::ObjectMatview {
+                    file.held.insert(name.clone(), "DROP MATERIALIZED VIEW".into());
+                }
+                file.dropped.insert(name);
             }
         }
         Ok(ObjectType::ObjectFunction | ObjectType::ObjectProcedure | ObjectType::ObjectRoutine) => {
@@ -565,7 +590,10 @@ fn check_drop(
                     _ => None,
                 })
                 .collect();
-            hit(&DROP_OBJECT, functions.join(", "));
+            for name in functions {
+                hit(&DROP_OBJECT, name.clone());
+                file.dropped.insert(name);
+            }
         }
         _ => {}
     }
