@@ -89,7 +89,7 @@ fn lint_file(migration: &Migration, folder: &mut FolderState, report: &mut Repor
     for statement in &statements {
         let mut hits = rules::check(statement, no_transaction, &mut state, folder);
         if let NodeEnum::DoStmt(block) = &statement.node {
-            hits.extend(check_do_block(block, no_transaction, &mut state, folder));
+            hits.extend(check_do_block(block, &mut state, folder));
         }
         state.statement_done(no_transaction);
         let allows = allows_before(&lines, statement.line);
@@ -124,12 +124,7 @@ fn lint_file(migration: &Migration, folder: &mut FolderState, report: &mut Repor
 
 /// The rules on what a `DO` block runs, as if its statements were the file's; an EXECUTE of
 /// a string built at run time is reported as not checked.
-fn check_do_block(
-    block: &pg_query::protobuf::DoStmt,
-    no_transaction: bool,
-    state: &mut FileState,
-    folder: &mut FolderState,
-) -> Vec<Hit> {
+fn check_do_block(block: &pg_query::protobuf::DoStmt, state: &mut FileState, folder: &mut FolderState) -> Vec<Hit> {
     let mut language = "plpgsql".to_string();
     let mut source = None;
     for arg in &block.args {
@@ -151,7 +146,8 @@ fn check_do_block(
         let Ok(inner) = parse::parse(text) else { continue };
         for statement in inner {
             let mut inner_hits = Vec::new();
-            rules::check_node(&statement.node, &statement.text, no_transaction, state, folder, &mut inner_hits);
+            // A DO block runs in one transaction, whatever the file: CONCURRENTLY fails there.
+            rules::check_node(&statement.node, &statement.text, false, state, folder, &mut inner_hits);
             hits.extend(inner_hits.into_iter().map(|h| Hit { detail: format!("in a DO block: {}", h.detail), ..h }));
         }
     }
