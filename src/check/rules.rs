@@ -310,8 +310,8 @@ pub fn check_node(
                 }
                 _ => {}
             }
-            if no_transaction {
-                hit(&RERUN_UNSAFE, "RENAME cannot run twice".into());
+            if no_transaction && !rename.missing_ok {
+                hit(&RERUN_UNSAFE, "RENAME without IF EXISTS cannot run twice".into());
             }
         }
         NodeEnum::AlterObjectSchemaStmt(moved) if moved.object_type == ObjectType::ObjectTable as i32 => {
