@@ -10,7 +10,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::apply_error::{foreign_marker, line_column};
 pub use super::apply_error::{ApplyError, FileFailure};
 use super::compare::{ComparedFile, FileState};
-use super::files::Migration;
+use super::files::{Direction, Migration};
 use super::history::{HistoryError, HistoryWriter, RowState};
 use super::lock::{LockedSession, HELD_SQL};
 use super::split;
@@ -66,6 +66,8 @@ pub struct Applier<'a> {
     shutdown: Shutdown,
     /// Puts the session back into the state migrun set up, after each file.
     restore: String,
+    /// Up files are recorded as applied; down files as reverts.
+    direction: Direction,
 }
 
 /// A failed attempt at a file or statement, before it is classified.
@@ -105,7 +107,29 @@ impl<'a> Applier<'a> {
         shutdown: Shutdown,
     ) -> Applier<'a> {
         let db = locked.session();
-        Applier { locked, db, client: &db.client, writer, settings, retry, shutdown, restore: db.restore_sql() }
+        let restore = db.restore_sql();
+        Applier { locked, db, client: &db.client, writer, settings, retry, shutdown, restore, direction: Direction::Up }
+    }
+
+    /// The same applier, running down files: each one's version is recorded as reverted.
+    pub fn reverting(self) -> Self {
+        Applier { direction: Direction::Down, ..self }
+    }
+
+    /// Runs the down files `downs` (newest first), appending each finished one to `reverted`.
+    /// `unfinished` holds the versions whose last run stopped in the middle of a
+    /// no-transaction file.
+    pub async fn revert_all(
+        &self,
+        downs: &[&Migration],
+        unfinished: &[u64],
+        reverted: &mut Vec<AppliedFile>,
+    ) -> Result<(), ApplyError> {
+        for down in downs {
+            let again = down.version().is_some_and(|v| unfinished.contains(&v));
+            self.run_file(down, again, reverted).await?;
+        }
+        Ok(())
     }
 
     /// Applies `steps` in order, appending each finished file to `applied` (so a failure still
@@ -116,33 +140,48 @@ impl<'a> Applier<'a> {
         applied: &mut Vec<AppliedFile>,
     ) -> Result<(), ApplyError> {
         for entry in steps {
-            // Between files: start nothing new.
-            self.shutdown.check().map_err(|stop| ApplyError::Interrupted { stop, failure: None })?;
-            let migration = entry.migration;
-            let lock_timeout = migration.directives.lock_timeout.unwrap_or(self.settings.lock_timeout);
-            let statement_timeout = migration.directives.statement_timeout.unwrap_or(self.settings.statement_timeout);
-            tracing::info!(
-                file = %migration.display_path(),
-                version = migration.version(),
-                transaction = !migration.directives.no_transaction,
-                lock_timeout = %lock_timeout,
-                statement_timeout = %statement_timeout,
-                "applying"
-            );
-            let started = Instant::now();
-            if migration.directives.no_transaction {
-                self.apply_statements(entry, lock_timeout, statement_timeout).await?;
-            } else {
-                self.apply_in_transaction(migration, lock_timeout, statement_timeout).await?;
-            }
-            let done = AppliedFile {
-                file: migration.display_path(),
-                version: migration.version(),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            tracing::info!(file = %done.file, version = done.version, duration_ms = done.duration_ms, "applied");
-            applied.push(done);
+            self.run_file(entry.migration, entry.state == FileState::Unfinished, applied).await?;
         }
+        Ok(())
+    }
+
+    /// Runs one file with its timeouts; `again` when a previous run started this
+    /// no-transaction file and did not finish it.
+    async fn run_file(
+        &self,
+        migration: &Migration,
+        again: bool,
+        done: &mut Vec<AppliedFile>,
+    ) -> Result<(), ApplyError> {
+        // Between files: start nothing new.
+        self.shutdown.check().map_err(|stop| ApplyError::Interrupted { stop, failure: None })?;
+        let lock_timeout = migration.directives.lock_timeout.unwrap_or(self.settings.lock_timeout);
+        let statement_timeout = migration.directives.statement_timeout.unwrap_or(self.settings.statement_timeout);
+        let (starting, finished) = match self.direction {
+            Direction::Up => ("applying", "applied"),
+            Direction::Down => ("reverting", "reverted"),
+        };
+        tracing::info!(
+            file = %migration.display_path(),
+            version = migration.version(),
+            transaction = !migration.directives.no_transaction,
+            lock_timeout = %lock_timeout,
+            statement_timeout = %statement_timeout,
+            "{starting}"
+        );
+        let started = Instant::now();
+        if migration.directives.no_transaction {
+            self.apply_statements(migration, again, lock_timeout, statement_timeout).await?;
+        } else {
+            self.apply_in_transaction(migration, lock_timeout, statement_timeout).await?;
+        }
+        let file = AppliedFile {
+            file: migration.display_path(),
+            version: migration.version(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(file = %file.file, version = file.version, duration_ms = file.duration_ms, "{finished}");
+        done.push(file);
         Ok(())
     }
 
@@ -193,9 +232,14 @@ impl<'a> Applier<'a> {
             return Err(ApplyError::LockLost { failure: self.no_position(migration), applied: false });
         }
         self.writer.watch(migration);
+        let record = async {
+            match self.direction {
+                Direction::Up => self.writer.record(migration, RowState::Applied, Some(ms)).await.map(|_| ()),
+                Direction::Down => self.writer.revert(migration, ms).await,
+            }
+        };
         // One round trip: if the row fails, the transaction is aborted and COMMIT rolls it back.
-        let (recorded, committed) =
-            join(self.writer.record(migration, RowState::Applied, Some(ms)), self.client.batch_execute("COMMIT")).await;
+        let (recorded, committed) = join(record, self.client.batch_execute("COMMIT")).await;
         recorded.map_err(|error| self.unrecorded(migration, error, true, None))?;
         committed.map_err(|e| self.db_failure(migration, &e, true))
     }
@@ -228,17 +272,23 @@ impl<'a> Applier<'a> {
     /// before and applied after, so an interrupted file is run again by the next run.
     async fn apply_statements(
         &self,
-        entry: &ComparedFile<'_>,
+        migration: &Migration,
+        again: bool,
         lock_timeout: Millis,
         statement_timeout: Millis,
     ) -> Result<(), ApplyError> {
-        let migration = entry.migration;
-        if entry.state == FileState::Unfinished {
+        if again {
             tracing::warn!(file = %migration.display_path(), "a previous run started this no-transaction file and did not finish it; running it again (it must be idempotent)");
             self.report_invalid_indexes(migration).await?;
         }
         let started = Instant::now();
-        let id = self.writer.record(migration, RowState::Started, None).await?;
+        let id = match self.direction {
+            Direction::Up => Some(self.writer.record(migration, RowState::Started, None).await?),
+            Direction::Down => {
+                self.writer.mark_reverting(migration).await?;
+                None
+            }
+        };
         // Sent on their own: a SET in the same string as a failing statement is rolled back with it.
         self.set_session_timeouts(migration, lock_timeout, statement_timeout).await?;
         for statement in split::split(&migration.sql) {
@@ -257,10 +307,11 @@ impl<'a> Applier<'a> {
         }
         self.writer.watch(migration);
         // The statements ran: record that, whatever comes next.
-        self.writer
-            .mark_applied(migration, id, ms)
-            .await
-            .map_err(|error| self.unrecorded(migration, error, false, Some(id)))?;
+        let recorded = match id {
+            Some(id) => self.writer.mark_applied(migration, id, ms).await,
+            None => self.writer.revert(migration, ms).await,
+        };
+        recorded.map_err(|error| self.unrecorded(migration, error, false, id))?;
         if !after.lock_held {
             return Err(ApplyError::LockLost { failure: self.no_position(migration), applied: true });
         }

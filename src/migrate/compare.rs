@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::files::{Migration, MigrationKind};
 use super::history::{HistoryRow, RowState, Timestamp};
+use super::rollback::{self, Assessment, Compatibility, NewerSchema, Recorded};
 
 /// Which mismatches between files and history only warn.
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,6 +21,9 @@ pub struct Policy {
     pub allow_out_of_order: bool,
     /// `--allow-empty`: a directory without migration files is not an error.
     pub allow_empty: bool,
+    /// `--on-newer-schema`: what to do when the database has versions these files lack and
+    /// one of them is not known to be expand-only.
+    pub on_newer_schema: NewerSchema,
 }
 
 /// What the history says of one file.
@@ -64,6 +68,9 @@ pub struct Comparison<'m> {
     pub entries: Vec<ComparedFile<'m>>,
     /// Applied versions that no file has (the database is ahead of these files).
     pub missing: Vec<u64>,
+    /// What was recorded of the `missing` versions when they were applied (read only when
+    /// there are some: see [`Comparison::with_newer`]); a version not in it is unknown.
+    pub newer: HashMap<u64, Assessment>,
 }
 
 /// `--target` names no version it could stop at.
@@ -91,8 +98,8 @@ pub enum MismatchError {
     Several(Vec<MismatchError>),
     #[error("{} applied migration(s) were edited since: {}; restore the files (or run with --allow-drift to only warn)", .0.len(), drift_list(.0))]
     Drift(Vec<Drift>),
-    #[error("the database has version(s) {} that {dir} does not; deploy an image with those files, or run with --allow-missing", join(.versions))]
-    Missing { versions: Vec<u64>, dir: String },
+    #[error("the database has version(s) {} that {dir} does not, and not all are backward compatible with this release: {}; deploy an image with those files, or start anyway with --on-newer-schema warn (or --allow-missing)", join(.versions), .details.join(", "))]
+    Missing { versions: Vec<u64>, dir: String, details: Vec<String> },
     #[error("pending version(s) {} are lower than the highest applied version {highest}; renumber them above it, or run with --allow-out-of-order", join(.versions))]
     OutOfOrder { versions: Vec<u64>, highest: u64 },
 }
@@ -114,6 +121,15 @@ fn drift_list(drifts: &[Drift]) -> String {
         .map(|d| format!("{} (recorded {}, file now {})", d.file, d.recorded, d.current))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `7 (contract: drop-column: users.email)`, `8 (unknown: applied before migrun recorded it)`.
+fn newer_detail(version: u64, assessment: &Assessment) -> String {
+    match (assessment.compatibility, assessment.changes.is_empty()) {
+        (Compatibility::Unknown, _) => format!("{version} (compatibility unknown: not recorded when it was applied)"),
+        (c, true) => format!("{version} ({c})"),
+        (c, false) => format!("{version} ({c}: {})", assessment.changes.join("; ")),
+    }
 }
 
 fn join(versions: &[u64]) -> String {
@@ -165,7 +181,7 @@ pub fn compare<'m>(migrations: &'m [Migration], history: &[HistoryRow]) -> Compa
         .collect();
     let known: std::collections::HashSet<u64> = migrations.iter().filter_map(Migration::version).collect();
     let missing: BTreeMap<u64, ()> = by_version.keys().filter(|v| !known.contains(v)).map(|v| (*v, ())).collect();
-    Comparison { entries, missing: missing.into_keys().collect() }
+    Comparison { entries, missing: missing.into_keys().collect(), newer: HashMap::new() }
 }
 
 impl Comparison<'_> {
@@ -192,12 +208,8 @@ impl Comparison<'_> {
                 }
             }
         }
-        if !self.missing.is_empty() {
-            if !policy.allow_missing {
-                problems.push(MismatchError::Missing { versions: self.missing.clone(), dir: dir.to_string() });
-            } else {
-                tracing::warn!(versions = ?self.missing, "database has versions these files do not (allowed by --allow-missing)");
-            }
+        if let Err(missing) = self.judge_newer(policy, dir) {
+            problems.push(missing);
         }
         let out_of_order: Vec<u64> = self
             .entries
@@ -212,6 +224,48 @@ impl Comparison<'_> {
             0 => Ok(()),
             1 => Err(problems.remove(0)),
             _ => Err(MismatchError::Several(problems)),
+        }
+    }
+
+    /// Records what is known of the versions only the database has.
+    pub fn with_newer(mut self, recorded: &HashMap<u64, Recorded>) -> Self {
+        self.newer = self.missing.iter().map(|v| (*v, rollback::assessment_of(recorded, *v))).collect();
+        self
+    }
+
+    /// Versions only the database has: fine when all are expand-only (the old code runs on
+    /// the newer schema); otherwise as `--on-newer-schema` (and `--allow-missing`) say, each
+    /// such version named with what it changed.
+    fn judge_newer(&self, policy: Policy, dir: &str) -> Result<(), MismatchError> {
+        if self.missing.is_empty() {
+            return Ok(());
+        }
+        let assessment = |v: &u64| self.newer.get(v).cloned().unwrap_or(Assessment::UNKNOWN);
+        let breaking: Vec<(u64, Assessment)> = self
+            .missing
+            .iter()
+            .map(|v| (*v, assessment(v)))
+            .filter(|(_, a)| a.compatibility != Compatibility::Expand)
+            .collect();
+        if breaking.is_empty() {
+            tracing::info!(versions = ?self.missing, "the database has versions these files do not, all expand-only (backward compatible): starting");
+            return Ok(());
+        }
+        let details: Vec<String> = breaking.iter().map(|(v, a)| newer_detail(*v, a)).collect();
+        match (policy.allow_missing, policy.on_newer_schema) {
+            (false, NewerSchema::Refuse) => {
+                Err(MismatchError::Missing { versions: self.missing.clone(), dir: dir.to_string(), details })
+            }
+            (false, NewerSchema::Start) => {
+                tracing::info!(versions = ?self.missing, not_expand_only = %details.join(", "), "the database has versions these files do not; starting (--on-newer-schema start)");
+                Ok(())
+            }
+            _ => {
+                for ((version, a), detail) in breaking.iter().zip(&details) {
+                    tracing::warn!(version, compatibility = %a.compatibility, changes = ?a.changes, "the database has a newer version these files do not, not known to be backward compatible: {detail}; starting anyway (--on-newer-schema refuse stops here)");
+                }
+                Ok(())
+            }
         }
     }
 
@@ -286,6 +340,7 @@ mod tests {
             checksum: checksum.into(),
             directives: Directives::default(),
             empty: false,
+            down: None,
         }
     }
 
@@ -344,10 +399,26 @@ mod tests {
             &files,
             &[row(1, Some(1), "a", "c1", RowState::Applied), row(2, Some(2), "b", "c2", RowState::Applied)],
         );
+        let refuse = Policy { on_newer_schema: NewerSchema::Refuse, ..Policy::default() };
         assert!(
-            matches!(missing.validate(Policy::default(), "sql"), Err(MismatchError::Missing { ref versions, .. }) if versions == &[1])
+            matches!(missing.validate(refuse, "sql"), Err(MismatchError::Missing { ref versions, .. }) if versions == &[1])
         );
-        assert!(missing.validate(Policy { allow_missing: true, ..Policy::default() }, "sql").is_ok());
+        assert!(missing.validate(Policy { allow_missing: true, ..refuse }, "sql").is_ok());
+        assert!(missing.validate(Policy { on_newer_schema: NewerSchema::Warn, ..refuse }, "sql").is_ok());
+        // Recorded expand-only: the old code runs on it, whatever the policy.
+        let expand = Recorded {
+            down_checksum: None,
+            assessment: Assessment { compatibility: Compatibility::Expand, changes: vec![] },
+        };
+        let missing = missing.with_newer(&HashMap::from([(1, expand)]));
+        assert!(missing.validate(refuse, "sql").is_ok());
+        let contract = Recorded {
+            down_checksum: None,
+            assessment: Assessment { compatibility: Compatibility::Contract, changes: vec!["drop-column: t.x".into()] },
+        };
+        let missing = missing.with_newer(&HashMap::from([(1, contract)]));
+        let error = missing.validate(refuse, "sql").unwrap_err().to_string();
+        assert!(error.contains("1 (contract: drop-column: t.x)"), "{error}");
 
         let files = vec![file(MigrationKind::Versioned(1), "a", "c1"), file(MigrationKind::Versioned(3), "c", "c3")];
         let gap = compare(&files, &[row(1, Some(3), "c", "c3", RowState::Applied)]);

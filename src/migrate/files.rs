@@ -50,6 +50,9 @@ pub struct Migration {
     /// It holds no statement yet (a fresh `new`): only `status` and `plan` load such a file,
     /// to list it; everything that could run or wait for it refuses it.
     pub empty: bool,
+    /// The version's down file (`<version>_<description>.down.sql`), read and validated like
+    /// an up file: what `migrun down` runs to undo this one. Never on a down file itself.
+    pub down: Option<Box<Migration>>,
 }
 
 impl Migration {
@@ -109,6 +112,8 @@ pub enum FilesError {
     MisplacedDirective { file: String, directive: String, line: usize },
     #[error("{file}: `{statement}` (line {line}) controls the transaction, but migrun already runs each file in one; remove it, or add `-- migrun:no-transaction` at the top")]
     TransactionControl { file: String, line: usize, statement: String },
+    #[error("{file}: a down file without an up file of its version; give it the version of the file it undoes, or remove it")]
+    DownWithoutUp { file: String },
     #[error("{description}: not a valid description; use letters, digits and _ only")]
     BadDescription { description: String },
     #[error("{file}: cannot create: {reason}")]
@@ -116,7 +121,7 @@ pub enum FilesError {
 }
 
 /// Expected names, once per message.
-const NAME_FORMAT: &str = "expected <version>_<description>.sql (version: 1 to 18 digits, description: letters, digits, _) or R__<description>.sql";
+const NAME_FORMAT: &str = "expected <version>_<description>.sql (version: 1 to 18 digits, description: letters, digits, _), its <version>_<description>.down.sql, or R__<description>.sql";
 
 fn bad_names_text(files: &[(String, &'static str)]) -> String {
     if let [(file, why)] = files {
@@ -174,12 +179,28 @@ impl Accept {
 /// Reads every migration in `dir`: versioned ones by version, then repeatable ones by name.
 /// No migration file at all, or a file without statements, is an error unless accepted.
 pub fn load(dir: &Path, accept: Accept) -> Result<Vec<Migration>, FilesError> {
-    let mut found = list(dir)?;
+    let (mut found, mut downs): (Vec<_>, Vec<_>) = list(dir)?.into_iter().partition(|f| f.3 == Direction::Up);
     if found.is_empty() && !accept.empty_dir {
         return Err(FilesError::NoMigrations { dir: dir.display().to_string() });
     }
     found.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-    let migrations = read_all(found, accept.empty_files)?;
+    downs.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+    let strip = |files: Vec<(PathBuf, MigrationKind, String, Direction)>| {
+        files.into_iter().map(|(path, kind, description, _)| (path, kind, description)).collect()
+    };
+    let mut migrations = read_all(strip(found), accept.empty_files)?;
+    let downs = match downs.is_empty() {
+        true => Vec::new(),
+        false => read_all(strip(downs), false)?,
+    };
+    no_duplicate_versions(&migrations)?;
+    no_duplicate_versions(&downs)?;
+    attach_downs(&mut migrations, downs)?;
+    Ok(migrations)
+}
+
+/// Two files of one version (in `migrations`, all up files or all down files) are an error.
+fn no_duplicate_versions(migrations: &[Migration]) -> Result<(), FilesError> {
     for pair in migrations.windows(2) {
         if let (MigrationKind::Versioned(v), MigrationKind::Versioned(w)) = (pair[0].kind, pair[1].kind) {
             if v == w {
@@ -191,14 +212,27 @@ pub fn load(dir: &Path, accept: Accept) -> Result<Vec<Migration>, FilesError> {
             }
         }
     }
-    Ok(migrations)
+    Ok(())
+}
+
+/// Gives each down file to the up file of its version; a down file without one is an error
+/// (a typo in its version would otherwise leave the version without a way back, silently).
+fn attach_downs(migrations: &mut [Migration], downs: Vec<Migration>) -> Result<(), FilesError> {
+    for down in downs {
+        let version = down.version();
+        match migrations.iter_mut().find(|m| m.version() == version) {
+            Some(up) => up.down = Some(Box::new(down)),
+            None => return Err(FilesError::DownWithoutUp { file: down.display_path() }),
+        }
+    }
+    Ok(())
 }
 
 /// The migration files in `dir` with their parsed names. Files that are not `.sql` are
 /// skipped; anything that looks like a migration and would not run (another case of `.sql`,
 /// `.sql` files in subdirectories, a `.sql` entry that is not a regular file) is an error
 /// naming every one of them.
-fn list(dir: &Path) -> Result<Vec<(PathBuf, MigrationKind, String)>, FilesError> {
+fn list(dir: &Path) -> Result<Vec<(PathBuf, MigrationKind, String, Direction)>, FilesError> {
     let dir_error = |e: std::io::Error| FilesError::Dir { dir: dir.display().to_string(), reason: e.to_string() };
     let mut found = Vec::new();
     let mut skipped = Vec::new();
@@ -227,8 +261,8 @@ fn list(dir: &Path) -> Result<Vec<(PathBuf, MigrationKind, String)>, FilesError>
             skipped.push(format!("{} (not a regular file)", path.display()));
             continue;
         }
-        match parse_name(&name) {
-            Ok((kind, description)) => found.push((path, kind, description)),
+        match parse_file_name(&name) {
+            Ok((kind, description, direction)) => found.push((path, kind, description, direction)),
             Err(why) => bad_names.push((path.display().to_string(), why)),
         }
     }
@@ -291,10 +325,40 @@ fn read_all(found: Vec<(PathBuf, MigrationKind, String)>, empty_files: bool) -> 
     Ok(migrations)
 }
 
+/// Which way a file goes: an up file applies its version, a down file undoes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    /// `<version>_<description>.sql`, or `.up.sql` as sqlx and golang-migrate name it.
+    Up,
+    /// `<version>_<description>.down.sql`
+    Down,
+}
+
 /// `0001_init.sql` → (Versioned(1), "init"); `R__views.sql` → (Repeatable, "views"); else
-/// what is wrong with the name.
+/// what is wrong with the name. Up files only: a down file's name is an error here.
 pub fn parse_name(name: &str) -> Result<(MigrationKind, String), &'static str> {
-    let stem = name.strip_suffix(".sql").ok_or("not .sql")?;
+    match parse_file_name(name)? {
+        (kind, description, Direction::Up) if !name.ends_with(".up.sql") => Ok((kind, description)),
+        _ => Err("a .up.sql or .down.sql name; give the up file a plain .sql name"),
+    }
+}
+
+/// As `parse_name`, for every file a migrations folder may hold: `0001_init.up.sql` is the up
+/// file of version 1 (sqlx's and golang-migrate's pairs read as they are), `0001_init.down.sql`
+/// its down file. A repeatable file has no down file.
+pub fn parse_file_name(name: &str) -> Result<(MigrationKind, String, Direction), &'static str> {
+    let (stem, direction) = match name.strip_suffix(".down.sql") {
+        Some(stem) => (stem, Direction::Down),
+        None => (name.strip_suffix(".up.sql").or_else(|| name.strip_suffix(".sql")).ok_or("not .sql")?, Direction::Up),
+    };
+    let (kind, description) = parse_stem(stem)?;
+    if direction == Direction::Down && kind == MigrationKind::Repeatable {
+        return Err("a repeatable file has no down file: it is applied again whenever it changes");
+    }
+    Ok((kind, description, direction))
+}
+
+fn parse_stem(stem: &str) -> Result<(MigrationKind, String), &'static str> {
     let valid_description = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if let Some(description) = stem.strip_prefix("R__") {
         return match valid_description(description) {
@@ -341,7 +405,16 @@ fn read_migration(
         }
         if empty_files {
             let directives = parse_directives(&sql, &path)?;
-            return Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives, empty: true });
+            return Ok(Migration {
+                kind,
+                description,
+                checksum: checksum(&sql),
+                path,
+                sql,
+                directives,
+                empty: true,
+                down: None,
+            });
         }
         return Err(FilesError::Empty { file: file() });
     }
@@ -357,7 +430,7 @@ fn read_migration(
             return Err(FilesError::TransactionControl { file: file(), line, statement: statement.text.to_string() });
         }
     }
-    Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives, empty: false })
+    Ok(Migration { kind, description, checksum: checksum(&sql), path, sql, directives, empty: false, down: None })
 }
 
 /// The 1-based line of byte `offset`.
@@ -513,6 +586,22 @@ mod tests {
             parse_name("1234567890123456789_x.sql"),
             Err("the version has more than 18 digits, the most migrun accepts")
         );
+    }
+
+    #[test]
+    fn parses_up_and_down_file_names() {
+        let versioned = |v, d: &str, dir| Ok((MigrationKind::Versioned(v), d.to_string(), dir));
+        assert_eq!(parse_file_name("0001_init.sql"), versioned(1, "init", Direction::Up));
+        assert_eq!(parse_file_name("0001_init.up.sql"), versioned(1, "init", Direction::Up));
+        assert_eq!(parse_file_name("0001_init.down.sql"), versioned(1, "init", Direction::Down));
+        assert_eq!(parse_file_name("20261201_add_x.down.sql"), versioned(20261201, "add_x", Direction::Down));
+        assert!(parse_file_name("R__views.down.sql").unwrap_err().contains("repeatable"));
+        for bad in ["0001_init.DOWN.sql", "0001_init.down.up.sql", "0001.down.sql", "0001_a.b.sql"] {
+            assert!(parse_file_name(bad).is_err(), "{bad}");
+        }
+        // `new` and `convert` write plain names only.
+        assert!(parse_name("0001_init.down.sql").is_err());
+        assert!(parse_name("0001_init.up.sql").is_err());
     }
 
     #[test]

@@ -6,7 +6,12 @@ use futures_util::StreamExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
 
+use std::collections::HashMap;
+
+use futures_util::future::join;
+
 use super::files::{Migration, MigrationKind};
+use super::rollback::{changes_text, Assessment, Compatibility, RollbackTables};
 pub use super::row::{HistoryRow, RowState, Timestamp};
 use crate::db::failure::PgFailure;
 use crate::db::session::Session;
@@ -289,20 +294,44 @@ impl<'a> History<'a> {
     }
 
     /// The writer for this run. The insert, sent once per applied file, is prepared once (its
-    /// plan is most of its cost); the rarer statements are sent unprepared.
+    /// plan is most of its cost), in the same round trip as the creation of the rollback
+    /// tables beside the history; the rarer statements are sent unprepared.
     pub async fn writer(&self, identity: &'a Identity) -> Result<HistoryWriter<'a>, HistoryError> {
+        let rollback = RollbackTables::of(self.table);
         let sql = format!(
-            "INSERT INTO {} (version, description, kind, checksum, state, execution_ms, applied_by, migrun_version, release, ecs_task_arn, image, image_digest)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state,
-                 applied_at = pg_catalog.now(), execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by,
-                 migrun_version = EXCLUDED.migrun_version, release = EXCLUDED.release
-             RETURNING id",
-            self.table.sql()
+            "WITH h AS (
+                INSERT INTO {} (version, description, kind, checksum, state, execution_ms, applied_by, migrun_version, release, ecs_task_arn, image, image_digest)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, state = EXCLUDED.state,
+                    applied_at = pg_catalog.now(), execution_ms = EXCLUDED.execution_ms, applied_by = EXCLUDED.applied_by,
+                    migrun_version = EXCLUDED.migrun_version, release = EXCLUDED.release
+                RETURNING id
+             ), r AS (
+                INSERT INTO {} (version, down_checksum, compatibility, changes)
+                SELECT $1, $13, $14, $15 WHERE $1 IS NOT NULL
+                ON CONFLICT (version) DO UPDATE SET down_checksum = EXCLUDED.down_checksum,
+                    compatibility = EXCLUDED.compatibility, changes = EXCLUDED.changes
+             )
+             SELECT id FROM h",
+            self.table.sql(),
+            rollback.facts.sql()
         );
-        let insert = self.client.prepare_typed(&sql, &INSERT_TYPES).await.map_err(self.error("prepare the insert"))?;
+        let (created, prepared) =
+            join(self.client.batch_execute(&rollback.create_sql()), self.client.prepare_typed(&sql, &INSERT_TYPES))
+                .await;
+        created.map_err(self.error("create the rollback tables beside it"))?;
+        let insert = prepared.map_err(self.error("prepare the insert"))?;
         let insert = std::cell::RefCell::new(insert);
-        Ok(HistoryWriter { client: self.client, table: self.table, identity, insert, sql, stale: Default::default() })
+        Ok(HistoryWriter {
+            client: self.client,
+            table: self.table,
+            rollback,
+            identity,
+            insert,
+            sql,
+            stale: Default::default(),
+            assessments: HashMap::new(),
+        })
     }
 }
 
@@ -359,13 +388,30 @@ impl History<'_> {
 }
 
 /// The insert's parameter types.
-const INSERT_TYPES: [Type; 12] = [
+const INSERT_TYPES: [Type; 15] = [
     Type::INT8,
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
     Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+/// The revert's parameter types.
+const REVERT_TYPES: [Type; 10] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
@@ -378,14 +424,24 @@ const INSERT_TYPES: [Type; 12] = [
 pub struct HistoryWriter<'a> {
     client: &'a Client,
     table: &'a HistoryTable,
+    rollback: RollbackTables,
     identity: &'a Identity,
     insert: std::cell::RefCell<Statement>,
     sql: String,
     /// A file may have run `DEALLOCATE`: prepare the insert again before its next use.
     stale: std::cell::Cell<bool>,
+    /// Each pending version's compatibility, worked out above this layer (by lint's
+    /// analysis); a version not in it is recorded as unknown.
+    assessments: HashMap<u64, Assessment>,
 }
 
 impl HistoryWriter<'_> {
+    /// Records these assessments with the versions they are of.
+    pub fn with_assessments(mut self, assessments: HashMap<u64, Assessment>) -> Self {
+        self.assessments = assessments;
+        self
+    }
+
     /// Notes that `migration` may deallocate the prepared insert (its text says `DEALLOCATE`),
     /// so the next record prepares it again.
     pub fn watch(&self, migration: &Migration) {
@@ -429,6 +485,10 @@ impl HistoryWriter<'_> {
             RowState::Started => "started",
         };
         let identity = self.identity;
+        let down_checksum = migration.down.as_ref().map(|d| d.checksum.as_str());
+        let assessment = migration.version().and_then(|v| self.assessments.get(&v));
+        let compatibility = assessment.map_or(Compatibility::Unknown, |a| a.compatibility).name();
+        let changes = assessment.map(|a| changes_text(&a.changes)).unwrap_or_default();
         let insert = self.insert().await?;
         let row = self
             .client
@@ -447,6 +507,9 @@ impl HistoryWriter<'_> {
                     &identity.ecs_task_arn,
                     &identity.image,
                     &identity.image_digest,
+                    &down_checksum,
+                    &compatibility,
+                    &changes,
                 ],
             )
             .await
@@ -474,6 +537,51 @@ impl HistoryWriter<'_> {
                 .await
                 .map_err(|e| self.error("clean up unfinished rows", e))?;
         }
+        Ok(())
+    }
+
+    /// Marks version `down`'s row started before its no-transaction down file runs: a run
+    /// that stops in the middle leaves a version that is neither applied nor pending, which
+    /// `up` (the up file again) or `down` (the down file again) finishes.
+    pub async fn mark_reverting(&self, down: &Migration) -> Result<(), HistoryError> {
+        let sql = format!("UPDATE {} SET state = 'started' WHERE version = $1", self.table.sql());
+        let version = down.version().map(|v| v as i64);
+        self.client
+            .query_typed(&sql, &[(&version, Type::INT8)])
+            .await
+            .map_err(|e| self.error("mark a version being reverted", e))?;
+        Ok(())
+    }
+
+    /// Records that down file `down` undid its version: the history row and the rollback row
+    /// go (the version is pending again), and a row in the reverts table says who, when and
+    /// how long; one statement, inside the down file's transaction when it has one.
+    pub async fn revert(&self, down: &Migration, execution_ms: i64) -> Result<(), HistoryError> {
+        let sql = format!(
+            "WITH d AS (DELETE FROM {} WHERE version = $1 RETURNING description, checksum),
+                  x AS (DELETE FROM {} WHERE version = $1)
+             INSERT INTO {} (version, description, checksum, down_checksum, state, execution_ms, reverted_by, migrun_version, release, ecs_task_arn, image, image_digest)
+             SELECT $1, description, checksum, $2, $10, $3, $4, $5, $6, $7, $8, $9 FROM d",
+            self.table.sql(),
+            self.rollback.facts.sql(),
+            self.rollback.reverts.sql()
+        );
+        let id = self.identity;
+        let version = down.version().map(|v| v as i64);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+            &version,
+            &down.checksum,
+            &execution_ms,
+            &id.applied_by,
+            &MIGRUN_VERSION,
+            &id.release,
+            &id.ecs_task_arn,
+            &id.image,
+            &id.image_digest,
+            &"reverted",
+        ];
+        let typed: Vec<_> = params.iter().copied().zip(REVERT_TYPES).collect();
+        self.client.query_typed(&sql, &typed).await.map_err(|e| self.error("record a revert", e))?;
         Ok(())
     }
 

@@ -14,6 +14,8 @@ pub mod history;
 pub mod lock;
 pub mod new_file;
 pub mod repair;
+pub mod revert;
+pub mod rollback;
 pub mod row;
 pub mod split;
 pub mod tool;

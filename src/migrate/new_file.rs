@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::files::{parse_name, FilesError, MigrationKind};
+use super::files::{parse_file_name, parse_name, FilesError, MigrationKind};
 
 /// Creates `<UTC timestamp>_<description>.sql` in `dir` (creating `dir` if needed) and returns its path.
 pub fn create_new(dir: &Path, description: &str, numbering: Numbering) -> Result<PathBuf, FilesError> {
@@ -46,7 +46,7 @@ fn existing_versions(dir: &Path) -> Vec<String> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter(|name| matches!(parse_name(name), Ok((MigrationKind::Versioned(_), _))))
+        .filter(|name| matches!(parse_file_name(name), Ok((MigrationKind::Versioned(_), _, _))))
         .filter_map(|name| name.split_once('_').map(|(v, _)| v.to_string()))
         .collect()
 }

@@ -3,13 +3,17 @@
 //! view a repeatable file creates).
 //!
 //! The migrations are someone else's to apply (the one-off task); this only reads. A database
-//! that is ahead of these files is fine (an older image during a rollout), and is logged.
+//! that is ahead of these files (an older image during a rollout, or rolled back to) is fine
+//! when every newer version was recorded as expand-only, and otherwise as `--on-newer-schema`
+//! says.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::compare::{self, FileState, MismatchError, Policy};
 use super::files::Migration;
 use super::history::{HistoryError, HistoryRow};
+use super::rollback::Recorded;
 use crate::backoff::Backoff;
 use crate::db::session::ConnectError;
 use crate::signals::{Interrupted, Shutdown};
@@ -51,6 +55,9 @@ pub enum Polled {
 pub trait HistorySource {
     /// Reads the history once, reconnecting first if the last read lost the session.
     async fn poll(&mut self, deadline: Instant) -> Result<Polled, WaitError>;
+    /// What was recorded for rollbacks, on the session the last poll read from; asked only
+    /// when the database has versions the files lack.
+    async fn recorded(&mut self) -> Result<HashMap<u64, Recorded>, WaitError>;
 }
 
 fn preview(versions: &[String]) -> String {
@@ -75,7 +82,7 @@ pub async fn until_ready(
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let mut last_report: Option<Instant> = None;
     let mut last_outage_report: Option<Instant> = None;
-    let mut told_ahead = false;
+    let mut judged_ahead: Option<Vec<u64>> = None;
     loop {
         let rows = match history.poll(deadline).await? {
             Polled::Rows(rows) => rows,
@@ -91,13 +98,19 @@ pub async fn until_ready(
                 continue;
             }
         };
-        let comparison = compare::compare(migrations, &rows);
-        let drift = Policy { allow_missing: true, allow_out_of_order: true, ..policy };
-        comparison.validate(drift, "")?;
-        if !comparison.missing.is_empty() && !told_ahead {
-            tracing::info!(versions = ?comparison.missing, "the database has versions these files do not (a newer image applied them); fine while waiting");
-            told_ahead = true;
+        let mut comparison = compare::compare(migrations, &rows);
+        // Versions a newer image applied: judged (and logged) once per set of them, on what
+        // was recorded of them.
+        if !comparison.missing.is_empty() {
+            match judged_ahead.as_ref() == Some(&comparison.missing) {
+                true => comparison.missing.clear(),
+                false => {
+                    judged_ahead = Some(comparison.missing.clone());
+                    comparison = comparison.with_newer(&history.recorded().await?);
+                }
+            }
         }
+        comparison.validate(Policy { allow_out_of_order: true, ..policy }, "the migrations directory")?;
         let missing: Vec<String> = comparison
             .entries
             .iter()

@@ -55,6 +55,23 @@ pub enum CommandArgs {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Undo applied versions, newest first, with their down files (<version>_<description>.down.sql),
+    /// under the advisory lock; each down runs as an up file does (transaction, timeouts,
+    /// retries). Refuses, running nothing, when a version in the range has no down file, its
+    /// down file changed since the up was applied, or a repeatable file uses what it created.
+    Down {
+        /// Undo every applied version above this one (0: all of them).
+        #[arg(long, value_name = "VERSION", conflicts_with = "steps", required_unless_present = "steps")]
+        to: Option<String>,
+        /// Undo the newest N applied versions.
+        #[arg(long, value_name = "N")]
+        steps: Option<String>,
+        /// Print what would be undone, in order; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Show applied and pending migrations and whether their checksums match. Read only.
     Status {
         #[command(flatten)]

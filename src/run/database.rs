@@ -2,16 +2,18 @@
 //! one path that applies pending migrations under the lock (`up`, `exec --migrate`,
 //! `exec --lock`).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join;
 
 use super::config::{
-    BaselineRequest, BaselineSource, CommandKind, ConfigError, DbSettings, Format, RepairRequest, UpTo,
+    BaselineRequest, BaselineSource, CommandKind, ConfigError, DbSettings, DownRequest, Format, RepairRequest, UpTo,
 };
 use super::error::Error;
 use super::listing;
 use super::outcome::Progress;
+use crate::check::compat;
 use crate::db::connect;
 use crate::db::session::{ConnectError, Session};
 use crate::identity::Identity;
@@ -23,6 +25,8 @@ use crate::migrate::files::{self, Migration};
 use crate::migrate::history::{History, HistoryRow};
 use crate::migrate::lock::{LockSpec, LockedSession};
 use crate::migrate::repair;
+use crate::migrate::revert;
+use crate::migrate::rollback::{self, Recorded};
 use crate::migrate::wait;
 use crate::signals::Shutdown;
 
@@ -39,6 +43,85 @@ pub async fn up(
     lock_and_apply(db, session, &migrations, up_to, identity, progress, shutdown).await
 }
 
+/// `down`: under the lock, undoes applied versions newest first with their down files, or
+/// refuses with nothing run. `--dry-run` prints the plan, read only, without the lock.
+pub async fn down(
+    db: &DbSettings,
+    identity: &Identity,
+    request: &DownRequest,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let accept = files::Accept::to_apply(db.policy.allow_empty);
+    if request.dry_run {
+        let (migrations, rows, recorded) = files_and_history(db, accept, CommandKind::Down, shutdown).await?;
+        let steps = plan_down(db, &migrations, &rows, &recorded, request.target)?;
+        progress.pending_before = Some(steps.len());
+        return listing::print(&listing::down(&steps, request.format.json()));
+    }
+    let (session, migrations) = open_with_files(db, accept, CommandKind::Down, shutdown).await?;
+    let (locked, table_exists) = lock(db, session, shutdown).await?;
+    progress.backend_pid = Some(locked.session().backend_pid()).filter(|pid| *pid != 0);
+    let result = revert_under_lock(db, &locked, &migrations, request, identity, progress, shutdown, table_exists).await;
+    let changed = !progress.applied.is_empty();
+    locked.release_after(result, changed).await
+}
+
+/// What `down` would undo, checked as `up` checks the history first (an edited up file
+/// refuses: its down was written for the file as applied).
+fn plan_down<'m>(
+    db: &DbSettings,
+    migrations: &'m [Migration],
+    rows: &[HistoryRow],
+    recorded: &HashMap<u64, Recorded>,
+    target: revert::Target,
+) -> Result<Vec<revert::Step<'m>>, Error> {
+    let mut comparison = compare::compare(migrations, rows);
+    // Versions only the database has are the plan's business (it names them in range);
+    // pending or out-of-order files are not undone, so neither is a reason to stop.
+    let missing = std::mem::take(&mut comparison.missing);
+    let policy = compare::Policy { allow_out_of_order: true, ..db.policy };
+    comparison.validate(policy, &db.dir.display().to_string())?;
+    comparison.missing = missing;
+    let steps = revert::plan(&comparison, recorded, migrations, target)?;
+    for step in &steps {
+        if recorded.get(&step.version).and_then(|r| r.down_checksum.as_ref()).is_none() {
+            tracing::warn!(version = step.version, file = %step.file, "no down file was recorded when this version was applied (an older migrun, a baseline, or a down file written later): it cannot be checked against the one tested with the up");
+        }
+    }
+    Ok(steps)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn revert_under_lock(
+    db: &DbSettings,
+    locked: &LockedSession,
+    migrations: &[Migration],
+    request: &DownRequest,
+    identity: &Identity,
+    progress: &mut Progress,
+    shutdown: &Shutdown,
+    table_exists: Option<bool>,
+) -> Result<(), Error> {
+    let history = History::new(locked.session(), locked.table());
+    let rows = history.read_known(table_exists).await?.unwrap_or_default();
+    let recorded = match rows.is_empty() {
+        true => HashMap::new(),
+        false => rollback::read(&locked.session().client, locked.table()).await?,
+    };
+    let steps = plan_down(db, migrations, &rows, &recorded, request.target)?;
+    progress.pending_before = Some(steps.len());
+    tracing::info!(applied_before = rows.len(), to_revert = steps.len(), "history read");
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let writer = history.writer(identity).await?;
+    let applier = Applier::new(locked, writer, &db.session, db.retry, shutdown.clone()).reverting();
+    let downs: Vec<&Migration> = steps.iter().map(|s| s.down).collect();
+    let unfinished: Vec<u64> = steps.iter().filter(|s| s.unfinished).map(|s| s.version).collect();
+    Ok(applier.revert_all(&downs, &unfinished, &mut progress.applied).await?)
+}
+
 /// `plan` (and `up --dry-run`): prints what `up` would run. Read only.
 pub async fn plan(
     db: &DbSettings,
@@ -47,8 +130,9 @@ pub async fn plan(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (migrations, rows) = files_and_history(db, files::Accept::TO_SHOW, CommandKind::Plan, shutdown).await?;
-    let comparison = compare::compare(&migrations, &rows);
+    let (migrations, rows, recorded) =
+        files_and_history(db, files::Accept::TO_SHOW, CommandKind::Plan, shutdown).await?;
+    let comparison = compare::compare(&migrations, &rows).with_newer(&recorded);
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     if let Some(target) = up_to {
         comparison.check_up_to(target.0)?;
@@ -68,10 +152,11 @@ pub async fn status(
     progress: &mut Progress,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (migrations, rows) = files_and_history(db, files::Accept::TO_SHOW, CommandKind::Status, shutdown).await?;
-    let comparison = compare::compare(&migrations, &rows);
+    let (migrations, rows, recorded) =
+        files_and_history(db, files::Accept::TO_SHOW, CommandKind::Status, shutdown).await?;
+    let comparison = compare::compare(&migrations, &rows).with_newer(&recorded);
     progress.pending_before = Some(comparison.steps(None).len());
-    listing::print(&listing::status(&comparison, format.json()))?;
+    listing::print(&listing::status(&comparison, &recorded, format.json()))?;
     Ok(comparison.validate(db.policy, &db.dir.display().to_string())?)
 }
 
@@ -195,6 +280,13 @@ impl wait::HistorySource for Reopening<'_> {
             }
             Err(e) if e.connection_lost() => Ok(wait::Polled::Unavailable(e.to_string())),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn recorded(&mut self) -> Result<HashMap<u64, Recorded>, wait::WaitError> {
+        match &self.session {
+            Some(session) => Ok(rollback::read(&session.client, &self.db.history_table).await?),
+            None => Ok(HashMap::new()),
         }
     }
 }
@@ -326,7 +418,10 @@ pub async fn apply_pending(
         Some(rows) => rows,
         None => history.create_and_read().await?,
     };
-    let comparison = compare::compare(migrations, &rows);
+    let mut comparison = compare::compare(migrations, &rows);
+    if !comparison.missing.is_empty() {
+        comparison = comparison.with_newer(&rollback::read(&locked.session().client, locked.table()).await?);
+    }
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     if let Some(target) = up_to {
         comparison.check_up_to(target.0)?;
@@ -337,22 +432,35 @@ pub async fn apply_pending(
     if steps.is_empty() {
         return Ok(());
     }
-    let writer = history.writer(identity).await?;
+    let pending: Vec<&Migration> = steps.iter().map(|e| e.migration).collect();
+    let writer = history.writer(identity).await?.with_assessments(compat::assess(&pending));
     let applier = Applier::new(locked, writer, &db.session, db.retry, shutdown.clone());
     Ok(applier.apply_all(&steps, &mut progress.applied).await?)
 }
 
 /// The files and the history, read without the lock on a session closed after it.
+/// With them, what was recorded for rollbacks (read only when the database has versions the
+/// files lack, or for `status`, which shows every version's compatibility).
 async fn files_and_history(
     db: &DbSettings,
     accept: files::Accept,
     command: CommandKind,
     shutdown: &Shutdown,
-) -> Result<(Vec<Migration>, Vec<HistoryRow>), Error> {
+) -> Result<(Vec<Migration>, Vec<HistoryRow>, HashMap<u64, Recorded>), Error> {
     let (session, migrations) = open_with_files(db, accept, command, shutdown).await?;
-    let rows = read_history(db, &session).await;
+    let read = async {
+        let rows = read_history(db, &session).await?;
+        let ahead = rows.iter().filter_map(|r| r.version).any(|v| !migrations.iter().any(|m| m.version() == Some(v)));
+        let recorded = match ahead || matches!(command, CommandKind::Status | CommandKind::Down) {
+            true => rollback::read(&session.client, &db.history_table).await?,
+            false => HashMap::new(),
+        };
+        Ok::<_, Error>((rows, recorded))
+    }
+    .await;
     session.close().await;
-    Ok((migrations, rows?))
+    let (rows, recorded) = read?;
+    Ok((migrations, rows, recorded))
 }
 
 /// Starts the session and reads the history (the session's first statement travels with the
@@ -367,9 +475,9 @@ async fn read_history(db: &DbSettings, session: &Session) -> Result<Vec<HistoryR
 /// How many files `up` would run on the configured database (0: current); an error when the
 /// history does not match the files or the database cannot be read. Read only.
 pub async fn pending(db: &DbSettings, shutdown: &Shutdown) -> Result<usize, Error> {
-    let (migrations, rows) =
+    let (migrations, rows, recorded) =
         files_and_history(db, files::Accept::to_apply(db.policy.allow_empty), CommandKind::Up, shutdown).await?;
-    let comparison = compare::compare(&migrations, &rows);
+    let comparison = compare::compare(&migrations, &rows).with_newer(&recorded);
     comparison.validate(db.policy, &db.dir.display().to_string())?;
     Ok(comparison.steps(None).len())
 }

@@ -19,6 +19,7 @@ use crate::migrate::files::FilesError;
 use crate::migrate::history::HistoryError;
 use crate::migrate::lock::LockError;
 use crate::migrate::repair::RepairError;
+use crate::migrate::revert::RevertError;
 use crate::migrate::wait::WaitError;
 use crate::signals::Interrupted;
 
@@ -58,6 +59,9 @@ pub enum Error {
     /// `convert` was refused or failed.
     #[error(transparent)]
     Convert(#[from] ConvertError),
+    /// `down` was refused.
+    #[error(transparent)]
+    Revert(#[from] RevertError),
     /// `--target` names no version to stop at.
     #[error(transparent)]
     UpTo(#[from] UpToError),
@@ -104,6 +108,8 @@ impl Error {
             Error::Lock(e) => lock(e),
             Error::History(e) => history(e),
             Error::Mismatch(_) => ExitCode::HistoryMismatch,
+            Error::Revert(RevertError::NoSuchVersion { .. }) => ExitCode::Usage,
+            Error::Revert(RevertError::Refused(_)) => ExitCode::HistoryMismatch,
             Error::Apply(e) => apply(e),
             Error::Wait(e) => wait(e),
             Error::Repair(RepairError::Write(e)) => history(e),
@@ -355,7 +361,11 @@ mod tests {
             (ApplyError::History(history(lost())).into(), 4),
             (ApplyError::Interrupted { stop, failure: None }.into(), 143),
             (WaitError::Timeout { waited_s: 1.0, missing: vec!["2".into()] }.into(), 9),
-            (WaitError::Mismatch(MismatchError::Missing { versions: vec![9], dir: "sql".into() }).into(), 7),
+            (
+                WaitError::Mismatch(MismatchError::Missing { versions: vec![9], dir: "sql".into(), details: vec![] })
+                    .into(),
+                7,
+            ),
             (WaitError::History(history(said("42P01"))).into(), 1),
             (Error::Interrupted(Interrupted { signal: 2 }), 130),
             (Error::Output(std::io::Error::other("stdout closed")), 1),

@@ -1,6 +1,8 @@
 //! Everything a command prints on stdout (its report): a table or summary for people, JSON for
 //! machines, SARIF for code scanning. Logs and the result event go to stderr (`outcome`).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde_json::json;
 
@@ -14,6 +16,7 @@ use crate::db::session::SessionSettings;
 use crate::migrate::baseline::BaselinePlan;
 use crate::migrate::compare::{ComparedFile, Comparison, FileState};
 use crate::migrate::convert::Conversion;
+use crate::migrate::rollback::{self, Assessment, Recorded};
 
 #[derive(Serialize)]
 struct StatusRow<'a> {
@@ -29,6 +32,11 @@ struct StatusRow<'a> {
     /// Recorded without running it: `baseline`, or the tool it was adopted from.
     #[serde(skip_serializing_if = "Option::is_none")]
     adopted_from: Option<&'a str>,
+    /// An applied version's compatibility with the previous release (and what it changed).
+    #[serde(skip_serializing_if = "Option::is_none", flatten)]
+    compatibility: Option<Assessment>,
+    /// It has a down file.
+    down: bool,
 }
 
 #[derive(Serialize)]
@@ -36,7 +44,24 @@ struct StatusReport<'a> {
     files: Vec<StatusRow<'a>>,
     /// Applied versions that no file has.
     missing: &'a [u64],
+    /// Their compatibility, as recorded when they were applied.
+    missing_compatibility: Vec<MissingRow>,
     pending: usize,
+}
+
+#[derive(Serialize)]
+struct MissingRow {
+    version: u64,
+    #[serde(flatten)]
+    compatibility: Assessment,
+}
+
+/// An applied versioned file's compatibility (unknown when nothing was recorded); none for
+/// the rest.
+fn compatibility_of(entry: &ComparedFile, recorded: &HashMap<u64, Recorded>) -> Option<Assessment> {
+    let applied = matches!(entry.state, FileState::Applied | FileState::Drifted | FileState::Unfinished);
+    let version = entry.migration.version().filter(|_| applied)?;
+    Some(rollback::assessment_of(recorded, version))
 }
 
 fn state_word(state: FileState) -> &'static str {
@@ -69,7 +94,7 @@ fn pending(comparison: &Comparison) -> usize {
 }
 
 /// `status`: every file with its state, as a table or JSON.
-pub fn status(comparison: &Comparison, json: bool) -> String {
+pub fn status(comparison: &Comparison, recorded: &HashMap<u64, Recorded>, json: bool) -> String {
     if json {
         let report = StatusReport {
             files: comparison
@@ -84,30 +109,58 @@ pub fn status(comparison: &Comparison, json: bool) -> String {
                     recorded_checksum: e.recorded_checksum.as_deref().filter(|c| *c != e.migration.checksum),
                     applied_at: e.applied_at.map(|t| t.to_string()),
                     adopted_from: e.adopted_from.as_deref(),
+                    compatibility: compatibility_of(e, recorded),
+                    down: e.migration.down.is_some(),
                 })
                 .collect(),
             missing: &comparison.missing,
+            missing_compatibility: comparison
+                .missing
+                .iter()
+                .map(|v| MissingRow { version: *v, compatibility: rollback::assessment_of(recorded, *v) })
+                .collect(),
             pending: pending(comparison),
         };
         return serde_json::to_string_pretty(&report).unwrap_or_default();
     }
     let mut out = String::new();
     let width = comparison.entries.iter().map(|e| e.migration.display_path().len()).max().unwrap_or(4).max(4);
-    out.push_str(&format!("{:<width$}  {:<30}  {:<20}  checksum\n", "file", "state", "applied at"));
+    out.push_str(&format!(
+        "{:<width$}  {:<30}  {:<20}  {:<12}  {:<4}  compatibility\n",
+        "file", "state", "applied at", "checksum", "down"
+    ));
     for e in &comparison.entries {
         out.push_str(&format!(
-            "{:<width$}  {:<30}  {:<20}  {}\n",
+            "{:<width$}  {:<30}  {:<20}  {}  {:<4}  {}\n",
             e.migration.display_path(),
             shown_state(e),
             e.applied_at.map_or_else(|| "-".to_string(), |t| t.to_string()),
             &e.migration.checksum[..12],
+            if e.migration.down.is_some() { "yes" } else { "-" },
+            compatibility_of(e, recorded).map_or_else(|| "-".to_string(), |a| compatibility_text(&a)),
         ));
     }
     for version in &comparison.missing {
-        out.push_str(&format!("{:<width$}  {:<28}\n", format!("(version {version})"), "MISSING (no file)"));
+        let compatibility = compatibility_text(&rollback::assessment_of(recorded, *version));
+        out.push_str(&format!(
+            "{:<width$}  {:<30}  {:<20}  {:<12}  {:<4}  {compatibility}\n",
+            format!("(version {version})"),
+            "MISSING (no file)",
+            "-",
+            "-",
+            "-"
+        ));
     }
     out.push_str(&format!("{} pending\n", pending(comparison)));
     out
+}
+
+/// `contract (drop-column: users.email)`, `expand`, `unknown`.
+fn compatibility_text(assessment: &Assessment) -> String {
+    match assessment.changes.is_empty() {
+        true => assessment.compatibility.to_string(),
+        false => format!("{} ({})", assessment.compatibility, assessment.changes.join("; ")),
+    }
 }
 
 #[derive(Serialize)]
@@ -156,6 +209,23 @@ pub fn plan(steps: &[&ComparedFile], session: &SessionSettings, json: bool) -> S
             r.lock_timeout,
             r.statement_timeout
         ));
+    }
+    out
+}
+
+/// `down --dry-run`: what would be undone, newest first.
+pub fn down(steps: &[crate::migrate::revert::Step], json: bool) -> String {
+    if json {
+        return format!("{}\n", serde_json::to_string_pretty(steps).unwrap_or_default());
+    }
+    if steps.is_empty() {
+        return "nothing to revert\n".to_string();
+    }
+    let mut out = String::new();
+    for (n, step) in steps.iter().enumerate() {
+        let mode = if step.transaction { "in a transaction" } else { "no transaction, statement by statement" };
+        let again = if step.unfinished { "; a previous run stopped inside it, runs again" } else { "" };
+        out.push_str(&format!("{:>3}. {}  (undoes version {}; {mode}{again})\n", n + 1, step.file, step.version));
     }
     out
 }

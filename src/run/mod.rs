@@ -87,6 +87,9 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         Command::Up { up_to } => {
             runtime.block_on(database::up(db, reporter.identity(), *up_to, &mut progress, &shutdown))
         }
+        Command::Down(request) => {
+            runtime.block_on(database::down(db, reporter.identity(), request, &mut progress, &shutdown))
+        }
         Command::Plan { up_to, format } => {
             runtime.block_on(database::plan(db, *up_to, *format, &mut progress, &shutdown))
         }

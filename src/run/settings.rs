@@ -164,6 +164,15 @@ pub const ALLOW_DRIFT: Setting = setting("allow_drift", "--allow-drift", "MIGRUN
     .help("Warn instead of failing when an applied file was edited.");
 pub const ALLOW_MISSING: Setting = setting("allow_missing", "--allow-missing", "MIGRUN_ALLOW_MISSING", Kind::Switch)
     .help("Warn instead of failing when the database has versions the directory lacks.");
+pub const ON_NEWER_SCHEMA: Setting = setting(
+    "on_newer_schema",
+    "--on-newer-schema",
+    "MIGRUN_ON_NEWER_SCHEMA",
+    Kind::Choice(&["start", "warn", "refuse"]),
+)
+.default("warn")
+.value("POLICY")
+.help("When the database has versions these files lack (an older image on a newer schema) and one is a contract change or of unknown compatibility: start, warn (start, and log each such version and what it changed), or refuse (exit 7). Versions recorded as expand-only always start.");
 pub const ALLOW_OUT_OF_ORDER: Setting =
     setting("allow_out_of_order", "--allow-out-of-order", "MIGRUN_ALLOW_OUT_OF_ORDER", Kind::Switch)
         .help("Apply pending versions lower than the highest applied one instead of failing.");
@@ -198,7 +207,7 @@ pub const ENV_FROM_SECRET: Setting =
     );
 
 /// The options every command takes, in the order `--help` lists them.
-pub const GLOBAL: [&Setting; 24] = [
+pub const GLOBAL: [&Setting; 25] = [
     &DATABASE_URL,
     &SECRET_ID,
     &SECRET_KEY,
@@ -217,6 +226,7 @@ pub const GLOBAL: [&Setting; 24] = [
     &SHUTDOWN_GRACE,
     &ALLOW_DRIFT,
     &ALLOW_MISSING,
+    &ON_NEWER_SCHEMA,
     &ALLOW_OUT_OF_ORDER,
     &ALLOW_EMPTY,
     &ENV_FILE,

@@ -30,6 +30,7 @@ mod platform;
 mod pooler;
 mod process_tree;
 mod readiness;
+mod rollback;
 mod session_state;
 mod signals;
 mod verify;

@@ -10,6 +10,7 @@ use crate::db::secrets::SecretRef;
 use crate::fleet::worker::Settings;
 use crate::migrate::adopt::Tool;
 use crate::migrate::repair::RepairAction;
+use crate::migrate::revert::Target;
 
 /// What the run does, with its own settings.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub enum Command {
     Up { up_to: Option<UpTo> },
     /// Print what `up` would run (also `up --dry-run`).
     Plan { up_to: Option<UpTo>, format: Format },
+    /// Undo applied versions with their down files.
+    Down(DownRequest),
     /// Print every file's state.
     Status { format: Format },
     /// Wait until the schema is ready, giving up after `timeout`.
@@ -83,6 +86,16 @@ pub enum ExecMode {
     Wait { timeout: Duration },
     /// Leave the database alone.
     NoDb,
+}
+
+/// `down`.
+#[derive(Debug, Clone)]
+pub struct DownRequest {
+    /// How far back.
+    pub target: Target,
+    /// Print only.
+    pub dry_run: bool,
+    pub format: Format,
 }
 
 /// `repair`.
@@ -181,6 +194,7 @@ pub struct FanoutRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommandKind {
     Up,
+    Down,
     Plan,
     Status,
     Wait,
@@ -196,8 +210,9 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 13] = [
+    pub const ALL: [CommandKind; 14] = [
         CommandKind::Up,
+        CommandKind::Down,
         CommandKind::Plan,
         CommandKind::Status,
         CommandKind::Wait,
@@ -216,6 +231,7 @@ impl CommandKind {
     pub fn name(self) -> &'static str {
         match self {
             CommandKind::Up => "up",
+            CommandKind::Down => "down",
             CommandKind::Plan => "plan",
             CommandKind::Status => "status",
             CommandKind::Wait => "wait",
@@ -255,6 +271,12 @@ impl CommandKind {
             CommandKind::Repair => "repair done".into(),
             CommandKind::Up if applied == 0 => "schema is up to date; nothing to apply".into(),
             CommandKind::Up => format!("applied {applied} migration(s)"),
+            CommandKind::Down if applied > 0 => format!("reverted {applied} migration(s)"),
+            // A successful down runs every step it planned: none run with some planned is a dry run.
+            CommandKind::Down => match pending_before.unwrap_or(0) {
+                0 => "nothing to revert".into(),
+                n => format!("would revert {n} migration(s) (dry run)"),
+            },
         }
     }
 }

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::command::{
-    BaselineRequest, BaselineSource, Command, CommandKind, ConvertRequest, ExecMode, ExecRequest, FanoutRequest,
-    Format, LintRequest, NewRequest, RepairRequest, UpTo, VerifyRequest,
+    BaselineRequest, BaselineSource, Command, CommandKind, ConvertRequest, DownRequest, ExecMode, ExecRequest,
+    FanoutRequest, Format, LintRequest, NewRequest, RepairRequest, UpTo, VerifyRequest,
 };
 pub use self::connection::{Shared, TargetSettingsError};
 use self::inputs::Inputs;
@@ -35,6 +35,8 @@ use crate::migrate::apply::RetryPolicy;
 use crate::migrate::compare::Policy;
 use crate::migrate::history::HistoryTable;
 use crate::migrate::repair::RepairAction;
+use crate::migrate::revert::Target;
+use crate::migrate::rollback::NewerSchema;
 use crate::migrate::tool::{Tool, CONVERT_NAMES, TOOL_NAMES};
 
 /// The environment as a run sees it.
@@ -95,6 +97,9 @@ pub enum ConfigError {
     /// A secret's key would replace the connection `exec --lock` hands its command.
     #[error("--env-from-secret: key `{key}` would replace the connection migrun hands the command under exec --lock (DATABASE_URL and PG* come from migrun's own connection); remove the key from the secret, or drop --lock")]
     ReservedSecretKey { key: String },
+    /// `down --to` / `--steps` is not a number.
+    #[error("down {flag}: `{value}` is not valid; expected --to VERSION (the version to go back to, 0 for none) or --steps N (1 or more)")]
+    DownTarget { flag: &'static str, value: String },
     /// `repair`'s version is not a number.
     #[error("repair: `{value}` is not a version; expected the digits of a history row's version")]
     RepairVersion { value: String },
@@ -145,6 +150,7 @@ fn kind_of(command: &CommandArgs) -> CommandKind {
     match command {
         CommandArgs::Up { dry_run: false, .. } => CommandKind::Up,
         CommandArgs::Up { dry_run: true, .. } | CommandArgs::Plan { .. } => CommandKind::Plan,
+        CommandArgs::Down { .. } => CommandKind::Down,
         CommandArgs::Status { .. } => CommandKind::Status,
         CommandArgs::Wait { .. } => CommandKind::Wait,
         CommandArgs::Repair { .. } => CommandKind::Repair,
@@ -200,6 +206,11 @@ fn config(
         allow_missing: inputs.switch(&ALLOW_MISSING)?,
         allow_out_of_order: inputs.switch(&ALLOW_OUT_OF_ORDER)?,
         allow_empty: inputs.switch(&ALLOW_EMPTY)?,
+        on_newer_schema: {
+            let text = inputs.or_default(&ON_NEWER_SCHEMA, None);
+            NewerSchema::parse(&text)
+                .ok_or_else(|| inputs.invalid(&ON_NEWER_SCHEMA, text.clone(), "start, warn or refuse"))?
+        },
     };
     let db = DbSettings {
         // The table gives DIR a default: a path always comes out.
@@ -234,6 +245,24 @@ fn command_of(inputs: &Inputs, command: CommandArgs, inherited: Vec<(String, Str
         CommandArgs::Up { target, dry_run: false } => Command::Up { up_to: version(target)? },
         CommandArgs::Up { target, dry_run: true } => Command::Plan { up_to: version(target)?, format: Format::Human },
         CommandArgs::Plan { target, output } => Command::Plan { up_to: version(target)?, format: format(output) },
+        CommandArgs::Down { to, steps, dry_run, output } => {
+            let target = match (to, steps) {
+                (Some(to), _) => Target::To(
+                    to.trim()
+                        .parse()
+                        .map_err(|_| ConfigError::DownTarget { flag: "--to", value: truncate(&to, 40) })?,
+                ),
+                (None, Some(n)) => Target::Steps(
+                    n.trim()
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| ConfigError::DownTarget { flag: "--steps", value: truncate(&n, 40) })?,
+                ),
+                (None, None) => return Err(ConfigError::DownTarget { flag: "--to", value: String::new() }),
+            };
+            Command::Down(DownRequest { target, dry_run, format: format(output) })
+        }
         CommandArgs::Status { output } => Command::Status { format: format(output) },
         CommandArgs::Wait { wait_timeout } => {
             Command::Wait { timeout: inputs.duration_of(&WAIT_TIMEOUT, wait_timeout)? }
