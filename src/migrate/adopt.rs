@@ -246,6 +246,8 @@ fn interpret(tool: Tool, rows: &[Value]) -> Result<ToolHistory, Interpreted> {
                 }
             }
         }
+        // Configuration refuses `baseline --from goose`.
+        Tool::Goose => return Err(Interpreted::Shape("goose's history is not read by migrun".into())),
         Tool::Alembic => {
             if rows.len() > 1 {
                 return Err(Interpreted::Refused(AdoptError::SeveralHeads(rows.len())));

@@ -14,18 +14,25 @@ pub enum Tool {
     Prisma,
     Rails,
     Alembic,
+    /// `convert` only: goose keeps no history migrun reads.
+    Goose,
 }
 
 /// Every tool `baseline --from` reads, for help texts and errors.
 pub const TOOL_NAMES: &str = "sqlx, flyway, golang-migrate, dbmate, diesel, prisma, rails, alembic";
 
 /// Every tool `convert` reads, for help texts and errors.
-pub const CONVERT_NAMES: &str = "sqlx, flyway, golang-migrate, dbmate, diesel, prisma";
+pub const CONVERT_NAMES: &str = "sqlx, flyway, golang-migrate, dbmate, diesel, prisma, goose";
 
 impl Tool {
     /// Whether `convert` reads this tool's folder (Rails and Alembic migrations are code).
     pub fn converts(self) -> bool {
         !matches!(self, Tool::Rails | Tool::Alembic)
+    }
+
+    /// Whether `baseline --from` reads this tool's history table.
+    pub fn adopts(self) -> bool {
+        self != Tool::Goose
     }
 
     /// `golang-migrate` → `Tool::GolangMigrate`.
@@ -39,6 +46,7 @@ impl Tool {
             "prisma" => Tool::Prisma,
             "rails" | "activerecord" => Tool::Rails,
             "alembic" => Tool::Alembic,
+            "goose" => Tool::Goose,
             _ => return None,
         })
     }
@@ -54,6 +62,7 @@ impl Tool {
             Tool::Prisma => "prisma",
             Tool::Rails => "rails",
             Tool::Alembic => "alembic",
+            Tool::Goose => "goose",
         }
     }
 
@@ -66,6 +75,7 @@ impl Tool {
             Tool::Diesel => "__diesel_schema_migrations",
             Tool::Prisma => "_prisma_migrations",
             Tool::Alembic => "alembic_version",
+            Tool::Goose => "goose_db_version",
         }
     }
 }

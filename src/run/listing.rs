@@ -299,9 +299,12 @@ pub fn convert(conversion: &Conversion, out_dir: &str) -> String {
         out.push_str(&format!("{} -> {out_dir}/{}{marker}\n", file.from, file.to));
     }
     out.push_str(&format!("{} file(s) written to {out_dir}", conversion.files.len()));
+    if conversion.downs > 0 {
+        out.push_str(&format!(" ({} of them down files: `migrun verify` proves each undoes its up)", conversion.downs));
+    }
     if conversion.down_skipped > 0 {
         out.push_str(&format!(
-            "; {} down migration(s) not converted (migrun rolls forward: undo a change with a new file)",
+            "; {} down migration(s) without a statement left out (no down file: `migrun down` refuses those versions)",
             conversion.down_skipped
         ));
     }

@@ -168,6 +168,12 @@ fn new_file(dir: &Path, request: &NewRequest) -> Result<(), Error> {
 fn convert(request: &ConvertRequest) -> Result<(), Error> {
     let ConvertRequest { tool, source, out } = request;
     let conversion = crate::migrate::convert::convert(*tool, source, out)?;
-    tracing::info!(files = conversion.files.len(), down_skipped = conversion.down_skipped, out = %out.display(), "converted");
+    tracing::info!(
+        files = conversion.files.len(),
+        downs = conversion.downs,
+        down_skipped = conversion.down_skipped,
+        out = %out.display(),
+        "converted"
+    );
     listing::print(&listing::convert(&conversion, &out.display().to_string()))
 }

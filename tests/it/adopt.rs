@@ -104,6 +104,8 @@ struct ToolCase {
     history_sql: &'static str,
     history_table: &'static str,
     converted: &'static [&'static str],
+    /// The down files it makes of the tool's down migrations.
+    downs: &'static [&'static str],
     /// Converted files that must start with `-- migrun:no-transaction`.
     no_transaction: &'static [&'static str],
 }
@@ -131,6 +133,7 @@ fn cases() -> Vec<ToolCase> {
                 "20230101000002_create_posts.sql",
                 "20230101000003_users_index.sql",
             ],
+            downs: &["20230101000002_create_posts.down.sql"],
             no_transaction: &["20230101000003_users_index.sql"],
         },
         ToolCase {
@@ -153,6 +156,7 @@ fn cases() -> Vec<ToolCase> {
                 (3, NULL, 'report view', 'SQL', 'R__report_view.sql', 3, 'app', 1, true)",
             history_table: "flyway_schema_history",
             converted: &["1_Create_users.sql", "2_Create_posts.sql", "3_users_index.sql", "R__report_view.sql"],
+            downs: &["2_Create_posts.down.sql"],
             no_transaction: &["3_users_index.sql"],
         },
         ToolCase {
@@ -168,6 +172,7 @@ fn cases() -> Vec<ToolCase> {
                 INSERT INTO schema_migrations VALUES (2, false)",
             history_table: "schema_migrations",
             converted: &["000001_create_users.sql", "000002_create_posts.sql", "000003_comments.sql"],
+            downs: &["000001_create_users.down.sql", "000002_create_posts.down.sql"],
             no_transaction: &[],
         },
         ToolCase {
@@ -185,6 +190,7 @@ fn cases() -> Vec<ToolCase> {
                 "20230101000002_create_posts.sql",
                 "20230101000003_users_index.sql",
             ],
+            downs: &["20230101000001_create_users.down.sql", "20230101000003_users_index.down.sql"],
             no_transaction: &["20230101000003_users_index.sql"],
         },
         ToolCase {
@@ -206,6 +212,7 @@ fn cases() -> Vec<ToolCase> {
                 "20230101000002_create_posts.sql",
                 "20230101000003_users_index.sql",
             ],
+            downs: &["20230101000001_create_users.down.sql"],
             no_transaction: &["20230101000003_users_index.sql"],
         },
         ToolCase {
@@ -227,6 +234,7 @@ fn cases() -> Vec<ToolCase> {
                 "20230101000002_create_posts.sql",
                 "20230101000003_comments.sql",
             ],
+            downs: &[],
             no_transaction: &[],
         },
     ]
@@ -249,7 +257,13 @@ fn each_tool_converts_and_is_adopted_from_its_own_history_table() {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         written.sort();
-        assert_eq!(written, case.converted, "{}: {}", case.tool, run.stdout);
+        let (downs, ups): (Vec<String>, Vec<String>) = written.into_iter().partition(|n| n.ends_with(".down.sql"));
+        assert_eq!(ups, case.converted, "{}: {}", case.tool, run.stdout);
+        assert_eq!(downs, case.downs, "{}: {}", case.tool, run.stdout);
+        for name in case.downs {
+            let text = std::fs::read_to_string(out.join(name)).expect("down file");
+            assert!(text.contains("DROP") && !text.contains("migrate:"), "{}: {name}:\n{text}", case.tool);
+        }
         // Bodies byte for byte: every converted file ends with its source's up migration.
         for name in case.converted {
             let text = std::fs::read_to_string(out.join(name)).expect("converted file");
@@ -266,8 +280,16 @@ fn each_tool_converts_and_is_adopted_from_its_own_history_table() {
                 case.tool
             );
         }
-        if case.tool != "prisma" {
-            assert!(run.stdout.contains("down migration(s) not converted"), "{}: {}", case.tool, run.stdout);
+        if !case.downs.is_empty() {
+            assert!(
+                run.stdout.contains(&format!("({} of them down files", case.downs.len())),
+                "{}: {}",
+                case.tool,
+                run.stdout
+            );
+        }
+        if case.tool == "dbmate" {
+            assert!(run.stdout.contains("1 down migration(s) without a statement left out"), "{}", run.stdout);
         }
 
         let db = TestDb::new();

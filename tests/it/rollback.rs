@@ -325,3 +325,117 @@ fn the_history_records_each_kind_of_change_as_expand_or_contract() {
     let human = db.migrun().dir(dir.path()).args(["status"]).run();
     assert!(human.stdout.contains("contract (drop-column: t.c)"), "{}", human.stdout);
 }
+
+/// Each tool's way of writing a down migration, converted, then run by a real `down`. In
+/// every folder version 1's down holds no statement (as tools generate them), so it gets no
+/// down file and `down` refuses to undo it.
+#[test]
+fn each_tools_down_migrations_convert_and_run() {
+    const A: &str = "CREATE TABLE a (id int);\n";
+    const B: &str = "CREATE TABLE b (id int);\n";
+    const DROP_B: &str = "DROP TABLE b;\n";
+    let folders: [(&str, &[(&str, &str)]); 6] = [
+        (
+            "sqlx",
+            &[
+                ("1_a.up.sql", A),
+                ("1_a.down.sql", "-- Add down migration script here\n"),
+                ("2_b.up.sql", B),
+                ("2_b.down.sql", DROP_B),
+                ("3_i.up.sql", "-- no-transaction\nCREATE INDEX CONCURRENTLY b_id ON b (id);\n"),
+                ("3_i.down.sql", "-- no-transaction\nDROP INDEX CONCURRENTLY b_id;\n"),
+            ],
+        ),
+        (
+            "golang-migrate",
+            &[
+                ("000001_a.up.sql", A),
+                ("000001_a.down.sql", ""),
+                ("000002_b.up.sql", B),
+                ("000002_b.down.sql", DROP_B),
+                ("000003_i.up.sql", "CREATE INDEX b_id ON b (id);\n"),
+                ("000003_i.down.sql", "DROP INDEX b_id;\n"),
+            ],
+        ),
+        (
+            "dbmate",
+            &[
+                ("20230101000001_a.sql", "-- migrate:up\nCREATE TABLE a (id int);\n\n-- migrate:down\n\n"),
+                ("20230101000002_b.sql", "-- migrate:up\nCREATE TABLE b (id int);\n\n-- migrate:down\nDROP TABLE b;\n"),
+                (
+                    "20230101000003_i.sql",
+                    "-- migrate:up transaction:false\nCREATE INDEX CONCURRENTLY b_id ON b (id);\n\n-- migrate:down transaction:false\nDROP INDEX CONCURRENTLY b_id;\n",
+                ),
+            ],
+        ),
+        (
+            "goose",
+            &[
+                ("00001_a.sql", "-- +goose Up\nCREATE TABLE a (id int);\n\n-- +goose Down\n-- +goose StatementBegin\n-- +goose StatementEnd\n"),
+                ("00002_b.sql", "-- +goose Up\n-- +goose StatementBegin\nCREATE TABLE b (id int);\n-- +goose StatementEnd\n\n-- +goose Down\nDROP TABLE b;\n"),
+                (
+                    "00003_i.sql",
+                    "-- +goose NO TRANSACTION\n-- +goose Up\nCREATE INDEX CONCURRENTLY b_id ON b (id);\n\n-- +goose Down\nDROP INDEX CONCURRENTLY b_id;\n",
+                ),
+                ("00004_seed.go", "package migrations\n"),
+            ],
+        ),
+        (
+            "flyway",
+            &[
+                ("V1__a.sql", A),
+                ("V2__b.sql", B),
+                ("U2__b.sql", DROP_B),
+                ("V3__i.sql", "CREATE INDEX CONCURRENTLY b_id ON b (id);\n"),
+                ("V3__i.sql.conf", "executeInTransaction=false\n"),
+                ("U3__i.sql", "DROP INDEX CONCURRENTLY b_id;\n"),
+                ("U3__i.sql.conf", "executeInTransaction=false\n"),
+            ],
+        ),
+        (
+            "diesel",
+            &[
+                ("2023-01-01-000001_a/up.sql", A),
+                ("2023-01-01-000001_a/down.sql", "-- This file should undo anything in `up.sql`\n"),
+                ("2023-01-01-000002_b/up.sql", B),
+                ("2023-01-01-000002_b/down.sql", DROP_B),
+                ("2023-01-01-000003_i/up.sql", "CREATE INDEX CONCURRENTLY b_id ON b (id);\n"),
+                ("2023-01-01-000003_i/down.sql", "DROP INDEX CONCURRENTLY b_id;\n"),
+                ("2023-01-01-000003_i/metadata.toml", "run_in_transaction = false\n"),
+            ],
+        ),
+    ];
+    for (tool, files) in folders {
+        let source = sql_dir(files);
+        let parent = tempfile::tempdir().expect("temp dir");
+        let out = parent.path().join("sql");
+        let run = Migrun::new().args(["convert", "--from", tool]).arg_path(source.path()).arg_path(&out).run();
+        run.assert_code(0);
+        let downs: Vec<String> = std::fs::read_dir(&out)
+            .expect("out")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".down.sql"))
+            .collect();
+        assert_eq!(downs.len(), 2, "{tool}: {downs:?}\n{}", run.stdout);
+
+        let db = TestDb::new();
+        db.migrun().dir(&out).args(["up"]).run().assert_code(0);
+        let run = db.migrun().dir(&out).args(["down", "--steps", "2"]).run();
+        run.assert_code(0);
+        assert_eq!(run.applied_files().len(), 2, "{tool}: {}", run.stderr);
+        let tables = db.query_strings(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('a', 'b')",
+        );
+        assert_eq!(tables, ["a"], "{tool}");
+        let run = db.migrun().dir(&out).args(["down", "--steps", "1"]).run();
+        run.assert_code(7);
+        assert!(
+            run.result()["error"].as_str().unwrap_or_default().contains("has no down file"),
+            "{tool}: {}",
+            run.stderr
+        );
+        // And forward again.
+        db.migrun().dir(&out).args(["up"]).run().assert_code(0);
+        assert_eq!(db.count("SELECT count(*) FROM pg_indexes WHERE indexname = 'b_id'"), 1, "{tool}");
+    }
+}

@@ -350,7 +350,7 @@ fn baseline_source(
             ))
         }
         (Some(name), up_to) => {
-            let tool = Tool::parse(name.trim()).ok_or_else(|| ConfigError::UnknownTool {
+            let tool = Tool::parse(name.trim()).filter(|t| t.adopts()).ok_or_else(|| ConfigError::UnknownTool {
                 command: "baseline",
                 value: truncate(&name, 40),
                 expected: TOOL_NAMES,
