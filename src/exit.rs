@@ -45,6 +45,10 @@ pub enum ExitCode {
     Incomplete,
     /// Secrets Manager throttled or failed the call (after the SDK's retries). Safe to retry.
     SecretsBusy,
+    /// `verify`: a down file does not restore the schema from before its up (or up, down, up
+    /// differs from up); `verify --from`: rolling back to the previous folder gives another
+    /// schema than the previous release's.
+    DownDiffers,
     /// Interrupted by a signal (128 + signal number, as shells report it).
     Signal(i32),
     /// `exec`: the child's own exit status (128 + N when signal N killed it; 127 command not
@@ -54,7 +58,7 @@ pub enum ExitCode {
 
 impl ExitCode {
     /// Every code of migrun's own (signals and a child's status aside), in order.
-    pub const ALL: [ExitCode; 18] = [
+    pub const ALL: [ExitCode; 19] = [
         ExitCode::Success,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -73,6 +77,7 @@ impl ExitCode {
         ExitCode::FailureRateExceeded,
         ExitCode::Incomplete,
         ExitCode::SecretsBusy,
+        ExitCode::DownDiffers,
     ];
 
     /// The code a process status stands for (a fan-out run table's `exit_code`): migrun's
@@ -114,6 +119,7 @@ impl ExitCode {
             ExitCode::FailureRateExceeded => 15,
             ExitCode::Incomplete => 16,
             ExitCode::SecretsBusy => 17,
+            ExitCode::DownDiffers => 18,
             ExitCode::Signal(signal) => 128 + signal,
             ExitCode::Child(code) => code,
         }
@@ -140,6 +146,7 @@ impl ExitCode {
             ExitCode::FailureRateExceeded => "failure_rate_exceeded",
             ExitCode::Incomplete => "incomplete",
             ExitCode::SecretsBusy => "secrets_manager_busy",
+            ExitCode::DownDiffers => "down_differs",
             ExitCode::Signal(_) => "interrupted",
             ExitCode::Child(_) => "child_failed",
         }
@@ -185,6 +192,7 @@ mod tests {
             (ExitCode::FailureRateExceeded, 15),
             (ExitCode::Incomplete, 16),
             (ExitCode::SecretsBusy, 17),
+            (ExitCode::DownDiffers, 18),
             (ExitCode::Signal(2), 130),
             (ExitCode::Signal(15), 143),
         ];

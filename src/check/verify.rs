@@ -7,8 +7,13 @@
 //!    each prefix of its statements (and with an INVALID index where a `CREATE INDEX
 //!    CONCURRENTLY` was cut), then run again as `up` would; it must succeed and leave the same
 //!    schema as the uninterrupted run. Repeatable files must run twice.
-//! 3. With a previous release's folder: that folder first, then this one, as `up` would; the
-//!    schema must equal the one from empty.
+//! 3. The way back: each version's down file, run right after its up (with every earlier
+//!    version applied), must give the schema from before the up; and up, down, up must give
+//!    the schema of up.
+//! 4. With a previous release's folder: that folder first, then this one, as `up` would; the
+//!    schema must equal the one from empty. Then this release's new versions undone with their
+//!    down files, newest first (and the previous release's repeatable files run again, as its
+//!    `up` would): the schema must equal the previous release's.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -40,6 +45,30 @@ pub struct Upgrade {
     pub from: String,
     /// Schema lines only in the from-empty schema (`-`) or only in the upgraded one (`+`).
     pub differences: Vec<String>,
+    /// Rolling the upgraded database back to the previous release with this release's down
+    /// files: schema lines only in the previous release's schema (`-`) or only in the rolled
+    /// back one (`+`), or why it could not be tried. `None` when the upgrade already differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Vec<String>>,
+    /// Why the rollback was not tried: a new version without a down file (a release that is
+    /// rolled back by the app only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_not_tried: Option<String>,
+}
+
+/// One version's down file, proved on the scratch server.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownCheck {
+    pub version: u64,
+    pub file: String,
+    /// What is wrong: the down (or the up after it) failed, or left another schema. None
+    /// when the down restored the schema from before its up and the up after it the schema
+    /// from after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// The schema lines: `-` only in the schema expected, `+` only in the one the down left.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
 }
 
 /// Everything verify measured.
@@ -48,6 +77,8 @@ pub struct VerifyReport {
     pub files: usize,
     pub statements: Vec<Measured>,
     pub reruns: Vec<Rerun>,
+    /// Every down file, proved.
+    pub downs: Vec<DownCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<Upgrade>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -237,6 +268,11 @@ async fn run(
     for file in &interruptible {
         report.reruns.extend(interrupt(databases, file).await?);
     }
+    if migrations.iter().any(|m| m.down.is_some()) {
+        let name = databases.create(None).await?;
+        let client = server.connect(&name).await?;
+        report.downs = prove_downs(&client, migrations).await?;
+    }
     if let Some((from_dir, previous)) = from {
         // A clean cluster for the upgrade: the roles the first pass created would make the
         // previous folder's CREATE ROLE fail, an upgrade difference that is not one.
@@ -244,18 +280,127 @@ async fn run(
         let upgraded = databases.create(None).await?;
         let client = server.connect(&upgraded).await?;
         let mut differences = Vec::new();
-        for migration in upgrade_order(previous, migrations) {
+        let order = upgrade_order(previous, migrations);
+        let mut previous_schema = None;
+        for (n, migration) in order.iter().enumerate() {
+            if n == previous.len() {
+                previous_schema = Some(schema::read(&client).await.map_err(server_error)?);
+            }
             if let Err(e) = run_as_up(&client, migration).await {
                 differences.push(format!("! {}: {e}", migration.display_path()));
                 break;
             }
         }
+        let mut rollback = None;
+        let without_down = order[previous.len()..].iter().find(|m| m.version().is_some() && m.down.is_none());
+        let rollback_not_tried = without_down.map(|m| format!("{} has no down file", m.display_path()));
         if differences.is_empty() {
             differences = schema::differences(&from_empty, &schema::read(&client).await.map_err(server_error)?);
+            let previous_schema = match previous_schema {
+                Some(schema) => schema,
+                None => schema::read(&client).await.map_err(server_error)?,
+            };
+            if differences.is_empty() && without_down.is_none() {
+                rollback = Some(roll_back(&client, previous, &order[previous.len()..], &previous_schema).await?);
+            }
         }
-        report.upgrade = Some(Upgrade { from: from_dir.to_string(), differences });
+        report.upgrade = Some(Upgrade { from: from_dir.to_string(), differences, rollback, rollback_not_tried });
     }
     Ok(report)
+}
+
+/// Each version with a down file, on one database taken forward version by version: before,
+/// up, down (must give before), up (must give after up). A down that fails or differs is
+/// reported, and the pass goes on from the state after its up, as the next version expects.
+async fn prove_downs(client: &Client, migrations: &[Migration]) -> Result<Vec<DownCheck>, ScratchError> {
+    let mut checks = Vec::new();
+    for migration in migrations.iter().filter(|m| m.kind != MigrationKind::Repeatable) {
+        let Some(down) = migration.down.as_deref() else {
+            run_as_up(client, migration).await.map_err(ScratchError::Server)?;
+            continue;
+        };
+        let version = migration.version().unwrap_or_default();
+        let check = |problem: Option<String>, differences: Vec<String>| DownCheck {
+            version,
+            file: down.display_path(),
+            problem,
+            differences,
+        };
+        let before = schema::read(client).await.map_err(server_error)?;
+        run_as_up(client, migration).await.map_err(ScratchError::Server)?;
+        let after = schema::read(client).await.map_err(server_error)?;
+        if let Err(e) = run_as_up(client, down).await {
+            checks.push(check(Some(format!("the down file failed right after its up: {e}")), Vec::new()));
+            continue;
+        }
+        let undone = schema::read(client).await.map_err(server_error)?;
+        let differences = schema::differences(&before, &undone);
+        if !differences.is_empty() {
+            let count = differences.len();
+            checks.push(check(
+                Some(format!("does not restore the schema from before its up ({count} difference(s))")),
+                differences,
+            ));
+            // Back to the state after the up, whatever the down left, for the next version.
+            if !restore(client, migration, &after).await? {
+                break;
+            }
+            continue;
+        }
+        if let Err(e) = run_as_up(client, migration).await {
+            checks.push(check(Some(format!("the up file fails after its down: {e}")), Vec::new()));
+            break;
+        }
+        let redone = schema::read(client).await.map_err(server_error)?;
+        let differences = schema::differences(&after, &redone);
+        match differences.is_empty() {
+            true => checks.push(check(None, Vec::new())),
+            false => checks.push(check(Some("up, down, up gives another schema than up".into()), differences)),
+        }
+    }
+    Ok(checks)
+}
+
+/// After a down that left another schema: back to the schema after the up (as it is, or by
+/// running the up again); false when the pass cannot go on.
+async fn restore(client: &Client, migration: &Migration, after: &BTreeSet<String>) -> Result<bool, ScratchError> {
+    // A down that undid nothing (or only part) may have left the schema of after the up.
+    if schema::read(client).await.map_err(server_error)? == *after {
+        return Ok(true);
+    }
+    if run_as_up(client, migration).await.is_err() {
+        return Ok(false);
+    }
+    Ok(schema::read(client).await.map_err(server_error)? == *after)
+}
+
+/// This release's new versions undone newest first with their down files, and the previous
+/// release's repeatable files that this one changed run again: the differences from the
+/// previous release's schema, or what kept the rollback from running.
+async fn roll_back(
+    client: &Client,
+    previous: &[Migration],
+    added: &[&Migration],
+    previous_schema: &BTreeSet<String>,
+) -> Result<Vec<String>, ScratchError> {
+    let mut versions: Vec<&Migration> = added.iter().copied().filter(|m| m.version().is_some()).collect();
+    versions.sort_by_key(|m| std::cmp::Reverse(m.version()));
+    for migration in versions {
+        let Some(down) = migration.down.as_deref() else { continue };
+        if let Err(e) = run_as_up(client, down).await {
+            return Ok(vec![format!("! {}: {e}", down.display_path())]);
+        }
+    }
+    let changed: HashSet<&str> =
+        added.iter().filter(|m| m.kind == MigrationKind::Repeatable).map(|m| m.description.as_str()).collect();
+    for migration in
+        previous.iter().filter(|m| m.kind == MigrationKind::Repeatable && changed.contains(m.description.as_str()))
+    {
+        if let Err(e) = run_as_up(client, migration).await {
+            return Ok(vec![format!("! {}: {e}", migration.display_path())]);
+        }
+    }
+    Ok(schema::differences(previous_schema, &schema::read(client).await.map_err(server_error)?))
 }
 
 /// The previous folder as `up` ran it, then this folder as `up` would run it next: versions

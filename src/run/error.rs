@@ -156,6 +156,7 @@ fn prove(e: &ProveError) -> ExitCode {
         ProveError::FailsFromEmpty { .. } => ExitCode::MigrationFailed,
         ProveError::NotRerunnable { .. } => ExitCode::NotRerunnable,
         ProveError::UpgradeDiffers { .. } => ExitCode::UpgradeDiffers,
+        ProveError::DownDiffers { .. } | ProveError::RollbackDiffers { .. } => ExitCode::DownDiffers,
     }
 }
 

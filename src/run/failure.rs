@@ -48,6 +48,10 @@ pub enum ProveError {
     NotRerunnable { count: usize, file: String, case: String, problem: String },
     #[error("verify: upgrading from {from} gives another schema than installing from empty ({count} difference(s); first: {first})")]
     UpgradeDiffers { from: String, count: usize, first: String },
+    #[error("verify: {count} down file(s) do not undo their up; first: {file}: {problem}{}", .first.as_ref().map(|d| format!(" (first: {d})")).unwrap_or_default())]
+    DownDiffers { count: usize, file: String, problem: String, first: Option<String> },
+    #[error("verify: rolling back to {from} with the down files gives another schema than {from} installs ({count} difference(s); first: {first})")]
+    RollbackDiffers { from: String, count: usize, first: String },
     #[error("verify --strict: {0} statement(s) lock or rewrite existing tables")]
     Blocking(usize),
 }

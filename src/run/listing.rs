@@ -438,7 +438,38 @@ pub fn verify(report: &VerifyReport) -> String {
             Some(problem) => out.push_str(&format!("{}: {}: NOT SAFE: {problem}\n", r.file, r.case)),
         }
     }
+    for d in &report.downs {
+        match &d.problem {
+            None => out.push_str(&format!("{}: undoes version {}: ok\n", d.file, d.version)),
+            Some(problem) => {
+                out.push_str(&format!("{}: DOES NOT UNDO version {}: {problem}\n", d.file, d.version));
+                for line in &d.differences {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+        }
+    }
     if let Some(upgrade) = &report.upgrade {
+        match &upgrade.rollback {
+            Some(lines) if lines.is_empty() => {
+                out.push_str(&format!("rollback to {}: same schema as {} installs\n", upgrade.from, upgrade.from))
+            }
+            Some(lines) => {
+                out.push_str(&format!(
+                    "rollback to {}: {} difference(s) from its schema:\n",
+                    upgrade.from,
+                    lines.len()
+                ));
+                for line in lines {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+            None => {
+                if let Some(why) = &upgrade.rollback_not_tried {
+                    out.push_str(&format!("rollback to {}: not tried ({why})\n", upgrade.from));
+                }
+            }
+        }
         match upgrade.differences.is_empty() {
             true => out.push_str(&format!("upgrade from {}: same schema as from empty\n", upgrade.from)),
             false => {
@@ -457,13 +488,15 @@ pub fn verify(report: &VerifyReport) -> String {
         out.push_str(&format!("{}: FAILED from empty: {}\n", failed.file, failed.message));
     }
     out.push_str(&format!(
-        "{} file(s), {} statement(s) in {} ms: {} lock or rewrite existing tables; {} interruption case(s), {} not safe{}\n",
+        "{} file(s), {} statement(s) in {} ms: {} lock or rewrite existing tables; {} interruption case(s), {} not safe; {} down file(s), {} do not undo{}\n",
         report.files,
         report.statements.len(),
         report.duration_ms,
         report.blocking().count(),
         report.reruns.len(),
         report.reruns.iter().filter(|r| r.problem.is_some()).count(),
+        report.downs.len(),
+        report.downs.iter().filter(|d| d.problem.is_some()).count(),
         if report.invalid_index_cases { "" } else { " (INVALID-index cases skipped: not a superuser)" }
     ));
     out

@@ -67,8 +67,9 @@ pub fn lint(db: &DbSettings, request: &LintRequest) -> Result<(), Error> {
 
 /// `verify`: runs the folder on a scratch Postgres, prints the report, and fails by class: a
 /// file that fails from empty (6), a file that cannot run again after an interruption (11),
-/// an upgrade path that gives another schema (12), and with `--strict` blocking locks or
-/// rewrites of existing tables (10).
+/// an upgrade path that gives another schema (12), a down file that does not undo its up or
+/// a rollback to the previous folder that gives another schema (18), and with `--strict`
+/// blocking locks or rewrites of existing tables (10).
 pub async fn verify(db: &DbSettings, request: &VerifyRequest, shutdown: &Shutdown) -> Result<(), Error> {
     let migrations = load(&db.dir)?;
     let previous = match request.from.as_deref() {
@@ -122,6 +123,26 @@ pub async fn verify(db: &DbSettings, request: &VerifyRequest, shutdown: &Shutdow
             from: upgrade.from.clone(),
             count: upgrade.differences.len(),
             first: upgrade.differences[0].to_string(),
+        }
+        .into());
+    }
+    let not_undone: Vec<&verify::DownCheck> = report.downs.iter().filter(|d| d.problem.is_some()).collect();
+    if let Some(first) = not_undone.first() {
+        return Err(ProveError::DownDiffers {
+            count: not_undone.len(),
+            file: first.file.clone(),
+            problem: first.problem.clone().unwrap_or_default(),
+            first: first.differences.first().cloned(),
+        }
+        .into());
+    }
+    if let Some((upgrade, rollback)) =
+        report.upgrade.as_ref().and_then(|u| u.rollback.as_ref().map(|r| (u, r))).filter(|(_, r)| !r.is_empty())
+    {
+        return Err(ProveError::RollbackDiffers {
+            from: upgrade.from.clone(),
+            count: rollback.len(),
+            first: rollback[0].clone(),
         }
         .into());
     }

@@ -248,3 +248,104 @@ fn a_named_server_that_cannot_be_reached_is_exit_4() {
     let error = wrong_ca.result()["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("not signed by a CA in"), "{error}");
 }
+
+/// Downs that leave a column, an index, a default, a constraint and a function behind, and
+/// one that drops more than its up created: each reported with its schema lines, exit 18.
+#[test]
+fn verify_catches_each_down_that_does_not_undo_its_up() {
+    let dir = sql_dir(&[
+        ("0001_users.sql", "CREATE TABLE users (id int PRIMARY KEY, name text);\n"),
+        ("0001_users.down.sql", "DROP TABLE users;\n"),
+        ("0002_email.sql", "ALTER TABLE users ADD COLUMN email text;\n"),
+        ("0002_email.down.sql", "SELECT 'the column stays';\n"),
+        ("0003_index.sql", "CREATE INDEX users_name ON users (name);\n"),
+        ("0003_index.down.sql", "SELECT 'the index stays';\n"),
+        ("0004_default.sql", "ALTER TABLE users ALTER COLUMN name SET DEFAULT 'anon';\n"),
+        ("0004_default.down.sql", "SELECT 'the default stays';\n"),
+        ("0005_check.sql", "ALTER TABLE users ADD CONSTRAINT name_short CHECK (length(name) < 100);\n"),
+        ("0005_check.down.sql", "SELECT 'the constraint stays';\n"),
+        (
+            "0006_function.sql",
+            "CREATE FUNCTION user_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM users';\n",
+        ),
+        ("0006_function.down.sql", "SELECT 'the function stays';\n"),
+        ("0007_nick.sql", "ALTER TABLE users ADD COLUMN nick text;\n"),
+        ("0007_nick.down.sql", "ALTER TABLE users DROP COLUMN nick;\n"),
+        ("0008_tags.sql", "CREATE TABLE tags (id int);\n"),
+        ("0008_tags.down.sql", "DROP TABLE tags;\nALTER TABLE users DROP COLUMN email;\n"),
+    ]);
+    let run = verify(dir.path(), &["--json"]);
+    run.assert_code(18);
+    assert_eq!(run.result()["outcome"], "down_differs");
+    let report = report(&run);
+    let downs = report["downs"].as_array().expect("downs");
+    let of = |version: u64| {
+        downs.iter().find(|d| d["version"] == version).unwrap_or_else(|| panic!("version {version} in {downs:?}"))
+    };
+    let lines = |version: u64| -> Vec<String> {
+        of(version)["differences"]
+            .as_array()
+            .map_or(Vec::new(), |a| a.iter().map(|l| l.as_str().unwrap_or("").to_string()).collect())
+    };
+    assert!(of(1)["problem"].is_null() && of(7)["problem"].is_null(), "{downs:?}");
+    let left = [
+        (2, "+ column public.users.email text"),
+        (3, "+ index CREATE INDEX users_name"),
+        (4, "+ column public.users.name text default 'anon'::text"),
+        (5, "+ constraint public.users name_short CHECK"),
+        (6, "+ function CREATE OR REPLACE FUNCTION public.user_count()"),
+        // Drops more than its up created: the column version 2 added goes too.
+        (8, "- column public.users.email text"),
+    ];
+    for (version, expected) in left {
+        assert!(of(version)["problem"].as_str().unwrap_or_default().contains("does not restore"), "{}", of(version));
+        assert!(lines(version).iter().any(|l| l.starts_with(expected)), "{version}: {:?}", lines(version));
+    }
+    // The default changed a line rather than adding one: the old line is there as `-`.
+    assert!(lines(4).iter().any(|l| l == "- column public.users.name text"), "{:?}", lines(4));
+    let human = verify(dir.path(), &[]);
+    human.assert_code(18);
+    assert!(human.stdout.contains("0008_tags.down.sql: DOES NOT UNDO version 8"), "{}", human.stdout);
+    assert!(human.stdout.contains("  - column public.users.email text"), "{}", human.stdout);
+}
+
+/// Exact downs pass; with --from, rolling the new release back gives the old release's schema.
+#[test]
+fn verify_passes_exact_downs_and_proves_the_rollback_to_the_previous_release() {
+    let base = [
+        ("0001_users.sql", "CREATE TABLE users (id int PRIMARY KEY, name text);\n"),
+        ("0001_users.down.sql", "DROP TABLE users;\n"),
+        ("R__names.sql", "CREATE OR REPLACE VIEW names AS SELECT name FROM users;\n"),
+    ];
+    let previous = sql_dir(&base);
+    let current = sql_dir(&[
+        base[0],
+        base[1],
+        ("0002_email.sql", "ALTER TABLE users ADD COLUMN email text DEFAULT '' NOT NULL;\n"),
+        ("0002_email.down.sql", "ALTER TABLE users DROP COLUMN email;\n"),
+        (
+            "0003_index.sql",
+            "-- migrun:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);\n",
+        ),
+        ("0003_index.down.sql", "-- migrun:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS users_email;\n"),
+        ("R__names.sql", "CREATE OR REPLACE VIEW names AS SELECT name FROM users;\n"),
+    ]);
+    let from = previous.path().to_str().expect("path").to_string();
+    let run = verify(current.path(), &["--json", "--from", &from]);
+    run.assert_code(0);
+    let report = report(&run);
+    assert_eq!(report["downs"].as_array().map(Vec::len), Some(3), "{report}");
+    assert!(report["downs"].as_array().into_iter().flatten().all(|d| d["problem"].is_null()), "{report}");
+    assert_eq!(report["upgrade"]["rollback"], serde_json::json!([]), "{report}");
+
+    // A new release whose down leaves its column: the rollback to the previous one differs.
+    std::fs::write(current.path().join("0002_email.down.sql"), "SELECT 1;\n").expect("write");
+    std::fs::remove_file(current.path().join("0002_email.sql")).expect("rm");
+    std::fs::write(current.path().join("0002_email.sql"), "ALTER TABLE users ADD COLUMN email text;\n").expect("write");
+    let run = verify(current.path(), &["--json", "--from", &from]);
+    run.assert_code(18);
+    let second = self::report(&run);
+    let rollback: Vec<&str> =
+        second["upgrade"]["rollback"].as_array().expect("rollback").iter().filter_map(|l| l.as_str()).collect();
+    assert_eq!(rollback, ["+ column public.users.email text"], "{second}");
+}
