@@ -183,8 +183,9 @@ pub fn load(dir: &Path, accept: Accept) -> Result<Vec<Migration>, FilesError> {
     if found.is_empty() && !accept.empty_dir {
         return Err(FilesError::NoMigrations { dir: dir.display().to_string() });
     }
-    found.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-    downs.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+    // The path last: two files of one version are named in one order, whatever the listing's.
+    found.sort_by(|a, b| (a.1, &a.2, &a.0).cmp(&(b.1, &b.2, &b.0)));
+    downs.sort_by(|a, b| (a.1, &a.2, &a.0).cmp(&(b.1, &b.2, &b.0)));
     let strip = |files: Vec<(PathBuf, MigrationKind, String, Direction)>| {
         files.into_iter().map(|(path, kind, description, _)| (path, kind, description)).collect()
     };

@@ -43,15 +43,24 @@ fn crlf_and_bom_checkout_is_not_drift() {
 }
 
 #[test]
-fn version_missing_from_the_files_stops_unless_allowed() {
+fn version_missing_from_the_files_goes_ahead_only_when_known_compatible_or_allowed() {
     let db = TestDb::new();
     let dir = fixture_copy("ordering");
     up(&db, dir.path(), &[]).assert_code(0);
     std::fs::remove_file(dir.path().join("9_ninth.sql")).expect("remove");
-    let run = up(&db, dir.path(), &[]);
+    // 9 was recorded expand-only (an INSERT): the older files run on it under any policy.
+    let run = up(&db, dir.path(), &["--on-newer-schema", "refuse"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("all expand-only"), "{}", run.stderr);
+    // Not known (as an older migrun leaves it): the policy decides.
+    db.client().batch_execute("DELETE FROM migrun_history_rollback WHERE version = 9").expect("forget");
+    let run = up(&db, dir.path(), &["--on-newer-schema", "refuse"]);
     run.assert_code(7);
     assert!(run.result()["error"].as_str().unwrap_or_default().contains("version(s) 9"), "{}", run.stderr);
-    up(&db, dir.path(), &["--allow-missing"]).assert_code(0);
+    let warned = up(&db, dir.path(), &[]);
+    warned.assert_code(0);
+    assert!(warned.events().iter().any(|e| e["level"] == "WARN" && e["version"] == 9), "{}", warned.stderr);
+    up(&db, dir.path(), &["--on-newer-schema", "refuse", "--allow-missing"]).assert_code(0);
 }
 
 #[test]
@@ -139,8 +148,9 @@ fn every_history_problem_is_reported_in_one_run() {
     std::fs::write(dir.path().join("0002_second.sql"), "SELECT 'edited';\n").expect("edit");
     std::fs::remove_file(dir.path().join("9_ninth.sql")).expect("remove");
     std::fs::write(dir.path().join("5_fifth.sql"), "CREATE TABLE fifth (id int);\n").expect("add");
+    db.client().batch_execute("DELETE FROM migrun_history_rollback WHERE version = 9").expect("unknown");
     for command in ["up", "status"] {
-        let run = db.migrun().dir(dir.path()).args([command]).run();
+        let run = db.migrun().dir(dir.path()).args([command, "--on-newer-schema", "refuse"]).run();
         run.assert_code(7);
         let error = run.result()["error"].as_str().unwrap_or_default().to_string();
         for part in ["were edited", "version(s) 9", "pending version(s) 5"] {
