@@ -135,6 +135,11 @@ impl<'a> Databases<'a> {
         Ok(name)
     }
 
+    async fn drop_one(&mut self, name: &str) {
+        self.server.drop_database(name).await;
+        self.created.retain(|n| n != name);
+    }
+
     async fn drop_all(&mut self) {
         for name in self.created.drain(..).rev() {
             self.server.drop_database(&name).await;
@@ -269,9 +274,7 @@ async fn run(
         report.reruns.extend(interrupt(databases, file).await?);
     }
     if migrations.iter().any(|m| m.down.is_some()) {
-        let name = databases.create(None).await?;
-        let client = server.connect(&name).await?;
-        report.downs = prove_downs(&client, migrations).await?;
+        report.downs = prove_downs(databases, migrations).await?;
     }
     if let Some((from_dir, previous)) = from {
         // A clean cluster for the upgrade: the roles the first pass created would make the
@@ -311,54 +314,72 @@ async fn run(
 
 /// Each version with a down file, on one database taken forward version by version: before,
 /// up, down (must give before), up (must give after up). A down that fails or differs is
-/// reported, and the pass goes on from the state after its up, as the next version expects.
-async fn prove_downs(client: &Client, migrations: &[Migration]) -> Result<Vec<DownCheck>, ScratchError> {
+/// reported, and the pass goes on from the state after its up, as the next version expects:
+/// when that state cannot be had again on this database, on a new one brought to it.
+async fn prove_downs(databases: &mut Databases<'_>, migrations: &[Migration]) -> Result<Vec<DownCheck>, ScratchError> {
+    let versioned: Vec<&Migration> = migrations.iter().filter(|m| m.kind != MigrationKind::Repeatable).collect();
+    let (mut name, mut client) = fresh(databases, &[]).await?;
     let mut checks = Vec::new();
-    for migration in migrations.iter().filter(|m| m.kind != MigrationKind::Repeatable) {
+    for (at, migration) in versioned.iter().enumerate() {
         let Some(down) = migration.down.as_deref() else {
-            run_as_up(client, migration).await.map_err(ScratchError::Server)?;
+            run_as_up(&client, migration).await.map_err(ScratchError::Server)?;
             continue;
         };
-        let version = migration.version().unwrap_or_default();
-        let check = |problem: Option<String>, differences: Vec<String>| DownCheck {
-            version,
-            file: down.display_path(),
-            problem,
-            differences,
-        };
-        let before = schema::read(client).await.map_err(server_error)?;
-        run_as_up(client, migration).await.map_err(ScratchError::Server)?;
-        let after = schema::read(client).await.map_err(server_error)?;
-        if let Err(e) = run_as_up(client, down).await {
-            checks.push(check(Some(format!("the down file failed right after its up: {e}")), Vec::new()));
-            continue;
-        }
-        let undone = schema::read(client).await.map_err(server_error)?;
-        let differences = schema::differences(&before, &undone);
-        if !differences.is_empty() {
-            let count = differences.len();
-            checks.push(check(
-                Some(format!("does not restore the schema from before its up ({count} difference(s))")),
-                differences,
-            ));
-            // Back to the state after the up, whatever the down left, for the next version.
-            if !restore(client, migration, &after).await? {
-                break;
-            }
-            continue;
-        }
-        if let Err(e) = run_as_up(client, migration).await {
-            checks.push(check(Some(format!("the up file fails after its down: {e}")), Vec::new()));
-            break;
-        }
-        let redone = schema::read(client).await.map_err(server_error)?;
-        let differences = schema::differences(&after, &redone);
-        match differences.is_empty() {
-            true => checks.push(check(None, Vec::new())),
-            false => checks.push(check(Some("up, down, up gives another schema than up".into()), differences)),
+        let (check, after) = prove_down(&client, migration, down).await?;
+        let failed = check.problem.is_some();
+        checks.push(check);
+        if failed && !restore(&client, migration, &after).await? {
+            drop(client);
+            databases.drop_one(&name).await;
+            (name, client) = fresh(databases, &versioned[..=at]).await?;
         }
     }
+    drop(client);
+    databases.drop_one(&name).await;
     Ok(checks)
+}
+
+/// A new scratch database with `applied` run on it: its name and a session on it.
+async fn fresh(databases: &mut Databases<'_>, applied: &[&Migration]) -> Result<(String, Client), ScratchError> {
+    let name = databases.create(None).await?;
+    let client = databases.server.connect(&name).await?;
+    for migration in applied {
+        run_as_up(&client, migration).await.map_err(ScratchError::Server)?;
+    }
+    Ok((name, client))
+}
+
+/// Up, down, up of one version on `client`; with the check, the schema after the up.
+async fn prove_down(
+    client: &Client,
+    migration: &Migration,
+    down: &Migration,
+) -> Result<(DownCheck, BTreeSet<String>), ScratchError> {
+    let check = |problem: Option<String>, differences: Vec<String>| DownCheck {
+        version: migration.version().unwrap_or_default(),
+        file: down.display_path(),
+        problem,
+        differences,
+    };
+    let before = schema::read(client).await.map_err(server_error)?;
+    run_as_up(client, migration).await.map_err(ScratchError::Server)?;
+    let after = schema::read(client).await.map_err(server_error)?;
+    if let Err(e) = run_as_up(client, down).await {
+        return Ok((check(Some(format!("the down file failed right after its up: {e}")), Vec::new()), after));
+    }
+    let differences = schema::differences(&before, &schema::read(client).await.map_err(server_error)?);
+    if !differences.is_empty() {
+        let problem = format!("does not restore the schema from before its up ({} difference(s))", differences.len());
+        return Ok((check(Some(problem), differences), after));
+    }
+    if let Err(e) = run_as_up(client, migration).await {
+        return Ok((check(Some(format!("the up file fails after its down: {e}")), Vec::new()), after));
+    }
+    let differences = schema::differences(&after, &schema::read(client).await.map_err(server_error)?);
+    match differences.is_empty() {
+        true => Ok((check(None, Vec::new()), after)),
+        false => Ok((check(Some("up, down, up gives another schema than up".into()), differences), after)),
+    }
 }
 
 /// After a down that left another schema: back to the schema after the up (as it is, or by

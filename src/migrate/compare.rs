@@ -78,7 +78,7 @@ pub struct Comparison<'m> {
 pub enum UpToError {
     #[error("--target {target}: no migration file has this version (nearest: {}); give the version of a file", nearest(.below, .above))]
     NoSuchVersion { target: u64, below: Option<u64>, above: Option<u64> },
-    #[error("--target {target} is below the highest applied version {highest}: nothing would be applied, and migrun does not roll back; give {highest} or higher")]
+    #[error("--target {target} is below the highest applied version {highest}: nothing would be applied (`up` never undoes: `migrun down --to {target}` does); give {highest} or higher")]
     BelowApplied { target: u64, highest: u64 },
 }
 
