@@ -40,6 +40,7 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         let _ = listing::print(&help);
         return ExitCode::Success;
     }
+    settings::help_texts_for(&args);
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e, &args, env, started),
@@ -142,8 +143,14 @@ fn usage_error(error: &clap::Error, args: &[OsString], env: Env, started: Instan
     }
     let identity = Identity::new(&reporting.host, reporting.release.clone(), None);
     let text = error.render().to_string();
-    let mut first_line =
-        text.lines().next().unwrap_or("invalid command line").trim_start_matches("error: ").to_string();
+    let mut lines = text.lines();
+    let mut first_line = lines.next().unwrap_or("invalid command line").trim_start_matches("error: ").to_string();
+    // "the following required arguments were not provided:" lists them on the lines after.
+    if first_line.ends_with(':') {
+        let listed: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).map(str::trim).collect();
+        first_line.push(' ');
+        first_line.push_str(&listed.join(", "));
+    }
     // clap's "tip: a similar subcommand exists: 'status'" becomes part of the one line.
     if let Some(tip) = text.lines().find_map(|l| l.trim().strip_prefix("tip: ")) {
         first_line.push_str(&format!("; {tip}"));

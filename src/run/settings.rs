@@ -83,7 +83,11 @@ impl Setting {
 
     /// The clap argument of a global setting.
     fn arg(&self) -> Arg {
-        let arg = Arg::new(self.id).long(self.flag.trim_start_matches("--")).help(self.help_text()).global(true);
+        let arg = Arg::new(self.id).long(self.flag.trim_start_matches("--")).global(true);
+        let arg = match HELP_TEXTS.load(std::sync::atomic::Ordering::Relaxed) {
+            true => arg.help(self.help_text()),
+            false => arg,
+        };
         match self.kind {
             Kind::Switch => arg.action(ArgAction::SetTrue),
             Kind::Path => arg.value_name(self.value_name).value_parser(clap::value_parser!(PathBuf)),
@@ -246,6 +250,24 @@ pub enum Given {
     Text(String),
     Path(PathBuf),
     On,
+}
+
+/// Whether the global settings' clap arguments carry their help texts. Each text is built at
+/// run time and clap copies every global argument into every subcommand: on a run that does
+/// not ask for help, that was most of what parsing the command line cost (measured with
+/// callgrind in BENCHMARKS.md), on every deploy.
+static HELP_TEXTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Builds the global arguments with their help texts only when `args` (program name first)
+/// ask for help: `-h`, `--help`, or the `help` subcommand, before any `--`.
+pub fn help_texts_for(args: &[OsString]) {
+    let wanted = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_str().unwrap_or_default())
+        .take_while(|a| *a != "--")
+        .any(|a| a == "-h" || a == "--help" || a == "help");
+    HELP_TEXTS.store(wanted, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The global options as typed: values by setting id, unvalidated.

@@ -79,7 +79,7 @@ const CASES: &[Case] = &[
     Case { input: "empty down file", exit: 2, says: "sql/0001_a.down.sql: holds no SQL statement", left: NOTHING, run: |_| files(&[("0001_a.sql", b"SELECT 1;"), ("0001_a.down.sql", b"-- nothing\n")]) },
     Case { input: "`down --steps 0`", exit: 2, says: "down --steps: `0` is not valid", left: NOTHING, run: |_| setting(&["down", "--steps", "0"], &[]) },
     Case { input: "`down --to` not a version", exit: 2, says: "down --to: `v3` is not valid", left: NOTHING, run: |_| setting(&["down", "--to", "v3"], &[]) },
-    Case { input: "`down` without `--to` or `--steps`", exit: 2, says: "the following required arguments were not provided", left: NOTHING, run: |_| setting(&["down"], &[]) },
+    Case { input: "`down` without `--to` or `--steps`", exit: 2, says: "the following required arguments were not provided: --to <VERSION>", left: NOTHING, run: |_| setting(&["down"], &[]) },
     Case { input: "`--on-newer-schema` not a policy", exit: 2, says: "invalid value 'stop' for '--on-newer-schema <POLICY>'", left: NOTHING, run: |_| setting(&["up", "--on-newer-schema", "stop"], &[]) },
     Case { input: "`MIGRUN_ON_NEWER_SCHEMA` not a policy", exit: 2, says: "--on-newer-schema / MIGRUN_ON_NEWER_SCHEMA: `stop` is not valid; expected start, warn or refuse", left: NOTHING, run: |_| setting(&["up"], &[("MIGRUN_ON_NEWER_SCHEMA", "stop")]) },
     Case { input: "`down --to` a version no file has", exit: 2, says: "down --to 5: no migration file has this version", left: NOTHING_APPLIED, run: |db| online(db, &[("0001_a.sql", "CREATE TABLE a (id int);")], &["down", "--to", "5"]) },
