@@ -36,11 +36,11 @@ use crate::signals::SignalHub;
 /// supervising `exec`'s command.
 pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
     let started = Instant::now();
+    settings::help_texts_for(&args);
     if let Some(help) = Cli::short_help(&args) {
         let _ = listing::print(&help);
         return ExitCode::Success;
     }
-    settings::help_texts_for(&args);
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e, &args, env, started),
