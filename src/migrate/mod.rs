@@ -18,5 +18,6 @@ pub mod revert;
 pub mod rollback;
 pub mod row;
 pub mod split;
+pub mod table;
 pub mod tool;
 pub mod wait;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use super::history::{HistoryError, HistoryTable};
+use super::table::{HistoryError, HistoryTable};
 use crate::db::failure::PgFailure;
 
 /// Whether the code of the previous release still works on the schema after a version.
