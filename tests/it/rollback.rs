@@ -439,3 +439,50 @@ fn each_tools_down_migrations_convert_and_run() {
         assert_eq!(db.count("SELECT count(*) FROM pg_indexes WHERE indexname = 'b_id'"), 1, "{tool}");
     }
 }
+
+/// A no-transaction down stopped between its statements: the version is left `started`, and
+/// either way converges: `down` runs the down file again, `up` the up file again.
+#[test]
+fn an_interrupted_no_transaction_down_is_finished_by_the_next_down_or_up() {
+    let db = TestDb::new();
+    let dir = sql_dir(&[
+        ("0001_t.sql", "CREATE TABLE t (a int, b int);\nCREATE TABLE slow_down (id int);\n"),
+        (
+            "0002_indexes.sql",
+            "-- migrun:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_a ON t (a);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_b ON t (b);\n",
+        ),
+        (
+            "0002_indexes.down.sql",
+            "-- migrun:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_b;\nSELECT pg_sleep(60) FROM slow_down;\nDROP INDEX CONCURRENTLY IF EXISTS t_a;\n",
+        ),
+    ]);
+    let indexes = || db.query_strings("SELECT indexname::text FROM pg_indexes WHERE tablename = 't' ORDER BY 1");
+    let interrupt = || {
+        db.client().batch_execute("INSERT INTO slow_down VALUES (1)").expect("slow");
+        let mut live = LiveRun::start(db.migrun().dir(dir.path()).args(["down", "--steps", "1"]).spawn());
+        wait_until(Duration::from_secs(30), "the down sleeps between its statements", || {
+            db.count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'") == 1
+        });
+        send(live.pid(), libc::SIGTERM);
+        live.finish_within(Duration::from_secs(30)).assert_code(143);
+        db.client().batch_execute("DELETE FROM slow_down").expect("fast");
+        assert_eq!(indexes(), ["t_a"], "the first statement ran, the last did not");
+        assert_eq!(db.query_strings("SELECT state FROM migrun_history WHERE version = 2"), ["started"]);
+        assert_eq!(db.count(ADVISORY_LOCKS_HERE), 0);
+    };
+    db.migrun().dir(dir.path()).args(["up"]).run().assert_code(0);
+
+    interrupt();
+    let run = db.migrun().dir(dir.path()).args(["down", "--steps", "1"]).run();
+    run.assert_code(0);
+    assert!(run.stderr.contains("did not finish it; running it again"), "{}", run.stderr);
+    assert!(indexes().is_empty());
+    assert_eq!(versions(&db), ["1"]);
+
+    db.migrun().dir(dir.path()).args(["up"]).run().assert_code(0);
+    interrupt();
+    let run = db.migrun().dir(dir.path()).args(["up"]).run();
+    run.assert_code(0);
+    assert_eq!(indexes(), ["t_a", "t_b"]);
+    assert_eq!(db.query_strings("SELECT state FROM migrun_history WHERE version = 2"), ["applied"]);
+}
