@@ -70,7 +70,22 @@ fn lint_with(migrations: &[Migration], major: u32, honour_allows: bool) -> Repor
     for migration in migrations {
         lint_file(migration, &mut folder, &mut report, honour_allows);
     }
+    for down in migrations.iter().filter_map(|m| m.down.as_deref()) {
+        lint_down(down, major, &mut report, honour_allows);
+    }
     report
+}
+
+/// A down file, with the rules whose hazard is the down itself failing, blocking the live app
+/// or not running again: undoing what the up added is what a down is for, so the
+/// `breaks-old-app` rules (and advice) are not asked of it.
+fn lint_down(down: &Migration, major: u32, report: &mut Report, honour_allows: bool) {
+    let mut own = Report::default();
+    lint_file(down, &mut FolderState::for_major(major), &mut own, honour_allows);
+    report.files += 1;
+    report.statements += own.statements;
+    report.findings.extend(own.findings.into_iter().filter(|f| f.hazard.is_some_and(|h| h != Hazard::BreaksOldApp)));
+    report.allowed.extend(own.allowed);
 }
 
 fn lint_file(migration: &Migration, folder: &mut FolderState, report: &mut Report, honour_allows: bool) {

@@ -195,3 +195,39 @@ fn the_target_major_decides_what_depends_on_it() {
     run.assert_code(2);
     assert!(run.stderr.contains("--pg-version"), "{}", run.stderr);
 }
+
+/// Down files are linted for what makes the down itself fail, block or not run again; not
+/// for undoing what the up added.
+#[test]
+fn down_files_are_linted_for_failing_and_blocking_not_for_undoing() {
+    let dir = sql_dir(&[
+        ("0001_users.sql", "CREATE TABLE users (id int, email text);\n"),
+        ("0002_email.sql", "-- migrun:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);\n"),
+        // Forgets the directive: fails in a transaction.
+        ("0002_email.down.sql", "DROP INDEX CONCURRENTLY users_email;\n"),
+        ("0003_nick.sql", "ALTER TABLE users ADD COLUMN nick text;\n"),
+        // Drops what its up added: a down's job, no finding.
+        ("0003_nick.down.sql", "ALTER TABLE users DROP COLUMN nick;\n"),
+    ]);
+    let run = lint(dir.path(), &["--strict", "--format", "json"]);
+    run.assert_code(10);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+    let found: Vec<(String, String)> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                crate::harness::file_name(f["file"].as_str().unwrap_or_default()),
+                f["rule"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [("0002_email.down.sql".to_string(), "concurrently-in-transaction".to_string())],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(report["files"], 5);
+}

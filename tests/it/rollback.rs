@@ -459,9 +459,11 @@ fn an_interrupted_no_transaction_down_is_finished_by_the_next_down_or_up() {
     let indexes = || db.query_strings("SELECT indexname::text FROM pg_indexes WHERE tablename = 't' ORDER BY 1");
     let interrupt = || {
         db.client().batch_execute("INSERT INTO slow_down VALUES (1)").expect("slow");
-        let mut live = LiveRun::start(db.migrun().dir(dir.path()).args(["down", "--steps", "1"]).spawn());
+        let live = LiveRun::start(db.migrun().dir(dir.path()).args(["down", "--steps", "1"]).spawn());
         wait_until(Duration::from_secs(30), "the down sleeps between its statements", || {
-            db.count("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'") == 1
+            db.count(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'",
+            ) == 1
         });
         send(live.pid(), libc::SIGTERM);
         live.finish_within(Duration::from_secs(30)).assert_code(143);
