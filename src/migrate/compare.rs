@@ -98,7 +98,7 @@ pub enum MismatchError {
     Several(Vec<MismatchError>),
     #[error("{} applied migration(s) were edited since: {}; restore the files (or run with --allow-drift to only warn)", .0.len(), drift_list(.0))]
     Drift(Vec<Drift>),
-    #[error("the database has version(s) {} that {dir} does not, and not all are backward compatible with this release: {}; deploy an image with those files, or start anyway with --on-newer-schema warn (or --allow-missing)", join(.versions), .details.join(", "))]
+    #[error("the database has version(s) {} that {dir} does not, and not all are known to be backward compatible with this release: {}; deploy an image with those files, or go ahead with --on-newer-schema warn (or --allow-missing)", join(.versions), .details.join(", "))]
     Missing { versions: Vec<u64>, dir: String, details: Vec<String> },
     #[error("pending version(s) {} are lower than the highest applied version {highest}; renumber them above it, or run with --allow-out-of-order", join(.versions))]
     OutOfOrder { versions: Vec<u64>, highest: u64 },
@@ -248,7 +248,7 @@ impl Comparison<'_> {
             .filter(|(_, a)| a.compatibility != Compatibility::Expand)
             .collect();
         if breaking.is_empty() {
-            tracing::info!(versions = ?self.missing, "the database has versions these files do not, all expand-only (backward compatible): starting");
+            tracing::info!(versions = ?self.missing, "the database has versions these files do not, all expand-only (backward compatible with this release): going ahead");
             return Ok(());
         }
         let details: Vec<String> = breaking.iter().map(|(v, a)| newer_detail(*v, a)).collect();
@@ -257,12 +257,12 @@ impl Comparison<'_> {
                 Err(MismatchError::Missing { versions: self.missing.clone(), dir: dir.to_string(), details })
             }
             (false, NewerSchema::Start) => {
-                tracing::info!(versions = ?self.missing, not_expand_only = %details.join(", "), "the database has versions these files do not; starting (--on-newer-schema start)");
+                tracing::info!(versions = ?self.missing, not_expand_only = %details.join(", "), "the database has versions these files do not; going ahead (--on-newer-schema start)");
                 Ok(())
             }
             _ => {
                 for ((version, a), detail) in breaking.iter().zip(&details) {
-                    tracing::warn!(version, compatibility = %a.compatibility, changes = ?a.changes, "the database has a newer version these files do not, not known to be backward compatible: {detail}; starting anyway (--on-newer-schema refuse stops here)");
+                    tracing::warn!(version, compatibility = %a.compatibility, changes = ?a.changes, "the database has a newer version these files do not, not known to be backward compatible: {detail}; going ahead anyway (--on-newer-schema refuse stops here)");
                 }
                 Ok(())
             }

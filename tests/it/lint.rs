@@ -202,7 +202,10 @@ fn the_target_major_decides_what_depends_on_it() {
 fn down_files_are_linted_for_failing_and_blocking_not_for_undoing() {
     let dir = sql_dir(&[
         ("0001_users.sql", "CREATE TABLE users (id int, email text);\n"),
-        ("0002_email.sql", "-- migrun:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);\n"),
+        (
+            "0002_email.sql",
+            "-- migrun:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email ON users (email);\n",
+        ),
         // Forgets the directive: fails in a transaction.
         ("0002_email.down.sql", "DROP INDEX CONCURRENTLY users_email;\n"),
         ("0003_nick.sql", "ALTER TABLE users ADD COLUMN nick text;\n"),
