@@ -6,6 +6,7 @@
 //! - `fleet`: many targets (their sources, the worker loop, connection capacity, and the
 //!   coordination database workers share);
 //! - `migrate`: the migration domain (files, history, comparison, lock, apply, wait);
+//! - `catalog`: a database's schema as canonical text, read from the catalogs;
 //! - `db`: database access (connection sources, TLS, secrets, sessions, Postgres failures);
 //! - leaves: `exit`, `signals`, `supervise`, `identity`, `duration`, `clock`, `backoff`.
 
@@ -14,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 mod backoff;
+mod catalog;
 mod check;
 mod clock;
 mod db;

@@ -28,7 +28,8 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::measure::{self, Finish};
 use super::rules::{Hazard, RULES};
 use super::scratch::Server;
-use super::{lint, schema, verify};
+use super::{lint, verify};
+use crate::catalog::schema;
 use crate::migrate::files::{self, Accept, Migration};
 use crate::migrate::split;
 

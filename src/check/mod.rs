@@ -15,6 +15,5 @@ pub mod parse;
 pub mod plpgsql;
 #[cfg(feature = "lint")]
 pub mod rules;
-pub mod schema;
 pub mod scratch;
 pub mod verify;

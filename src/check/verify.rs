@@ -22,8 +22,8 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::measure::{self, drop_invalid_index, measure_file, Failed, Measured};
-use super::schema;
 use super::scratch::{ScratchError, Server};
+use crate::catalog::schema;
 use crate::db::failure::PgFailure;
 use crate::migrate::files::{Migration, MigrationKind};
 use crate::migrate::split;
