@@ -49,6 +49,9 @@ pub enum ExitCode {
     /// differs from up); `verify --from`: rolling back to the previous folder gives another
     /// schema than the previous release's.
     DownDiffers,
+    /// `diff`, `up --check-drift`, `schema --check`: the live schema is not what was recorded
+    /// after the last run (or the committed file, or the folder). Stop the rollout.
+    SchemaDrift,
     /// Interrupted by a signal (128 + signal number, as shells report it).
     Signal(i32),
     /// `exec`: the child's own exit status (128 + N when signal N killed it; 127 command not
@@ -58,7 +61,7 @@ pub enum ExitCode {
 
 impl ExitCode {
     /// Every code of migrun's own (signals and a child's status aside), in order.
-    pub const ALL: [ExitCode; 19] = [
+    pub const ALL: [ExitCode; 20] = [
         ExitCode::Success,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -78,6 +81,7 @@ impl ExitCode {
         ExitCode::Incomplete,
         ExitCode::SecretsBusy,
         ExitCode::DownDiffers,
+        ExitCode::SchemaDrift,
     ];
 
     /// The code a process status stands for (a fan-out run table's `exit_code`): migrun's
@@ -120,6 +124,7 @@ impl ExitCode {
             ExitCode::Incomplete => 16,
             ExitCode::SecretsBusy => 17,
             ExitCode::DownDiffers => 18,
+            ExitCode::SchemaDrift => 19,
             ExitCode::Signal(signal) => 128 + signal,
             ExitCode::Child(code) => code,
         }
@@ -147,6 +152,7 @@ impl ExitCode {
             ExitCode::Incomplete => "incomplete",
             ExitCode::SecretsBusy => "secrets_manager_busy",
             ExitCode::DownDiffers => "down_differs",
+            ExitCode::SchemaDrift => "schema_drift",
             ExitCode::Signal(_) => "interrupted",
             ExitCode::Child(_) => "child_failed",
         }
@@ -193,6 +199,7 @@ mod tests {
             (ExitCode::Incomplete, 16),
             (ExitCode::SecretsBusy, 17),
             (ExitCode::DownDiffers, 18),
+            (ExitCode::SchemaDrift, 19),
             (ExitCode::Signal(2), 130),
             (ExitCode::Signal(15), 143),
         ];

@@ -3,4 +3,5 @@
 //! builds with it; `migrate` records it after every change; `diff` compares the live database
 //! with what was recorded. Below the migration domain; needs only a client.
 
+mod query;
 pub mod schema;

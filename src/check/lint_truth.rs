@@ -144,7 +144,7 @@ async fn old_app(client: &Client, queries: &[String], nested: bool) -> OldApp {
 
 /// The database's schema, and a digest of every table's rows.
 async fn state(client: &Client) -> BTreeSet<String> {
-    let mut lines = schema::read(client).await.expect("schema");
+    let mut lines: BTreeSet<String> = schema::read_database(client).await.expect("schema").lines().collect();
     let tables = client
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -336,7 +336,7 @@ impl Bench<'_> {
                 Err(e) => Some(format!("the run after the cut failed: {e}")),
                 Ok(()) => {
                     let now = state(&client).await;
-                    let differences = schema::differences(after, &now);
+                    let differences: Vec<String> = after.symmetric_difference(&now).map(|l| format!("~ {l}")).collect();
                     (!differences.is_empty()).then(|| format!("another database: {}", differences.join("; ")))
                 }
             };

@@ -3,6 +3,7 @@
 //! against a scratch Postgres and measures what they do. Above the migration domain (it reads
 //! files and applies them), below the commands.
 
+pub mod build;
 pub mod compat;
 #[cfg(feature = "lint")]
 pub mod lint;

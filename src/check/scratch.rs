@@ -265,7 +265,6 @@ impl Server {
     }
 
     /// Its PostgreSQL major.
-    #[cfg(test)]
     pub fn major(&self) -> u32 {
         self.major
     }

@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 
 use super::measure::{self, drop_invalid_index, measure_file, Failed, Measured};
 use super::scratch::{ScratchError, Server};
-use crate::catalog::schema;
+use crate::catalog::schema::{self, Schema};
 use crate::db::failure::PgFailure;
 use crate::migrate::files::{Migration, MigrationKind};
 use crate::migrate::split;
@@ -222,7 +222,7 @@ pub fn refuse_cluster_wide<'m>(migrations: impl Iterator<Item = &'m Migration>) 
 struct Interruptible<'m> {
     migration: &'m Migration,
     before: String,
-    after: BTreeSet<String>,
+    after: Schema,
 }
 
 async fn run(
@@ -257,15 +257,15 @@ async fn run(
             }
         }
         if let Some(before) = before {
-            let after = schema::read(&client).await.map_err(server_error)?;
+            let after = schema::read_database(&client).await.map_err(server_error)?;
             interruptible.push(Interruptible { migration, before, after });
         }
     }
-    let from_empty = schema::read(&client).await.map_err(server_error)?;
+    let from_empty = schema::read_database(&client).await.map_err(server_error)?;
     for migration in migrations.iter().filter(|m| m.kind == MigrationKind::Repeatable) {
         let problem = match run_as_up(&client, migration).await {
             Err(e) => Some(format!("the second run failed: {e}")),
-            Ok(()) => differences_text(&from_empty, &schema::read(&client).await.map_err(server_error)?),
+            Ok(()) => differences_text(&from_empty, &schema::read_database(&client).await.map_err(server_error)?),
         };
         report.reruns.push(Rerun { file: migration.display_path(), case: "run twice".into(), problem });
     }
@@ -287,7 +287,7 @@ async fn run(
         let mut previous_schema = None;
         for (n, migration) in order.iter().enumerate() {
             if n == previous.len() {
-                previous_schema = Some(schema::read(&client).await.map_err(server_error)?);
+                previous_schema = Some(schema::read_database(&client).await.map_err(server_error)?);
             }
             if let Err(e) = run_as_up(&client, migration).await {
                 differences.push(format!("! {}: {e}", migration.display_path()));
@@ -298,10 +298,11 @@ async fn run(
         let without_down = order[previous.len()..].iter().find(|m| m.version().is_some() && m.down.is_none());
         let rollback_not_tried = without_down.map(|m| format!("{} has no down file", m.display_path()));
         if differences.is_empty() {
-            differences = schema::differences(&from_empty, &schema::read(&client).await.map_err(server_error)?);
+            differences =
+                Schema::differences(&from_empty, &schema::read_database(&client).await.map_err(server_error)?);
             let previous_schema = match previous_schema {
                 Some(schema) => schema,
-                None => schema::read(&client).await.map_err(server_error)?,
+                None => schema::read_database(&client).await.map_err(server_error)?,
             };
             if differences.is_empty() && without_down.is_none() {
                 rollback = Some(roll_back(&client, previous, &order[previous.len()..], &previous_schema).await?);
@@ -354,20 +355,20 @@ async fn prove_down(
     client: &Client,
     migration: &Migration,
     down: &Migration,
-) -> Result<(DownCheck, BTreeSet<String>), ScratchError> {
+) -> Result<(DownCheck, Schema), ScratchError> {
     let check = |problem: Option<String>, differences: Vec<String>| DownCheck {
         version: migration.version().unwrap_or_default(),
         file: down.display_path(),
         problem,
         differences,
     };
-    let before = schema::read(client).await.map_err(server_error)?;
+    let before = schema::read_database(client).await.map_err(server_error)?;
     run_as_up(client, migration).await.map_err(ScratchError::Server)?;
-    let after = schema::read(client).await.map_err(server_error)?;
+    let after = schema::read_database(client).await.map_err(server_error)?;
     if let Err(e) = run_as_up(client, down).await {
         return Ok((check(Some(format!("the down file failed right after its up: {e}")), Vec::new()), after));
     }
-    let differences = schema::differences(&before, &schema::read(client).await.map_err(server_error)?);
+    let differences = Schema::differences(&before, &schema::read_database(client).await.map_err(server_error)?);
     if !differences.is_empty() {
         let problem = format!("does not restore the schema from before its up ({} difference(s))", differences.len());
         return Ok((check(Some(problem), differences), after));
@@ -375,7 +376,7 @@ async fn prove_down(
     if let Err(e) = run_as_up(client, migration).await {
         return Ok((check(Some(format!("the up file fails after its down: {e}")), Vec::new()), after));
     }
-    let differences = schema::differences(&after, &schema::read(client).await.map_err(server_error)?);
+    let differences = Schema::differences(&after, &schema::read_database(client).await.map_err(server_error)?);
     match differences.is_empty() {
         true => Ok((check(None, Vec::new()), after)),
         false => Ok((check(Some("up, down, up gives another schema than up".into()), differences), after)),
@@ -384,15 +385,15 @@ async fn prove_down(
 
 /// After a down that left another schema: back to the schema after the up (as it is, or by
 /// running the up again); false when the pass cannot go on.
-async fn restore(client: &Client, migration: &Migration, after: &BTreeSet<String>) -> Result<bool, ScratchError> {
+async fn restore(client: &Client, migration: &Migration, after: &Schema) -> Result<bool, ScratchError> {
     // A down that undid nothing (or only part) may have left the schema of after the up.
-    if schema::read(client).await.map_err(server_error)? == *after {
+    if schema::read_database(client).await.map_err(server_error)? == *after {
         return Ok(true);
     }
     if run_as_up(client, migration).await.is_err() {
         return Ok(false);
     }
-    Ok(schema::read(client).await.map_err(server_error)? == *after)
+    Ok(schema::read_database(client).await.map_err(server_error)? == *after)
 }
 
 /// This release's new versions undone newest first with their down files, and the previous
@@ -402,7 +403,7 @@ async fn roll_back(
     client: &Client,
     previous: &[Migration],
     added: &[&Migration],
-    previous_schema: &BTreeSet<String>,
+    previous_schema: &Schema,
 ) -> Result<Vec<String>, ScratchError> {
     let mut versions: Vec<&Migration> = added.iter().copied().filter(|m| m.version().is_some()).collect();
     versions.sort_by_key(|m| std::cmp::Reverse(m.version()));
@@ -421,7 +422,7 @@ async fn roll_back(
             return Ok(vec![format!("! {}: {e}", migration.display_path())]);
         }
     }
-    Ok(schema::differences(previous_schema, &schema::read(client).await.map_err(server_error)?))
+    Ok(Schema::differences(previous_schema, &schema::read_database(client).await.map_err(server_error)?))
 }
 
 /// The previous folder as `up` ran it, then this folder as `up` would run it next: versions
@@ -459,7 +460,7 @@ async fn interrupt(databases: &mut Databases<'_>, file: &Interruptible<'_>) -> R
         let client = server.connect(&name).await?;
         let problem = match cut_and_rerun(&client, file.migration, prefix, invalid_index.as_deref()).await {
             Err(e) => Some(e),
-            Ok(()) => differences_text(&file.after, &schema::read(&client).await.map_err(server_error)?),
+            Ok(()) => differences_text(&file.after, &schema::read_database(&client).await.map_err(server_error)?),
         };
         drop(client);
         server.drop_database(&name).await;
@@ -549,8 +550,8 @@ async fn in_transaction(client: &Client) -> Result<bool, tokio_postgres::Error> 
     ))
 }
 
-fn differences_text(expected: &BTreeSet<String>, actual: &BTreeSet<String>) -> Option<String> {
-    let differences = schema::differences(expected, actual);
+fn differences_text(expected: &Schema, actual: &Schema) -> Option<String> {
+    let differences = Schema::differences(expected, actual);
     (!differences.is_empty())
         .then(|| format!("the schema differs from the uninterrupted run: {}", differences.join("; ")))
 }

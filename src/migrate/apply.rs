@@ -13,6 +13,7 @@ use super::compare::{ComparedFile, FileState};
 use super::files::{Direction, Migration};
 use super::history::{HistoryError, HistoryWriter, RowState};
 use super::lock::{LockedSession, HELD_SQL};
+use super::snapshot::Snapshots;
 use super::split;
 use crate::backoff::Backoff;
 use crate::db::failure::PgFailure;
@@ -68,6 +69,10 @@ pub struct Applier<'a> {
     restore: String,
     /// Up files are recorded as applied; down files as reverts.
     direction: Direction,
+    /// Where the last file's transaction records the schema it leaves (see `snapshotting`).
+    snapshots: Option<Snapshots<'a>>,
+    /// The snapshot was taken with the last file.
+    snapshot_taken: std::cell::Cell<bool>,
 }
 
 /// A failed attempt at a file or statement, before it is classified.
@@ -108,7 +113,33 @@ impl<'a> Applier<'a> {
     ) -> Applier<'a> {
         let db = locked.session();
         let restore = db.restore_sql();
-        Applier { locked, db, client: &db.client, writer, settings, retry, shutdown, restore, direction: Direction::Up }
+        Applier {
+            locked,
+            db,
+            client: &db.client,
+            writer,
+            settings,
+            retry,
+            shutdown,
+            restore,
+            direction: Direction::Up,
+            snapshots: None,
+            snapshot_taken: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The same applier, recording the schema in `snapshots` inside the last file's
+    /// transaction, so that the schema and the history it belongs to commit together.
+    /// A failed snapshot is rolled back to a savepoint and warned about: it never undoes a
+    /// migration. See `snapshot_taken` for the files it cannot serve.
+    pub fn snapshotting(self, snapshots: Snapshots<'a>) -> Self {
+        Applier { snapshots: Some(snapshots), ..self }
+    }
+
+    /// Whether the last file's transaction took the snapshot; not when the last file run was
+    /// a no-transaction file or the run stopped before it: the caller takes one after.
+    pub fn snapshot_taken(&self) -> bool {
+        self.snapshot_taken.get()
     }
 
     /// The same applier, running down files: each one's version is recorded as reverted.
@@ -125,9 +156,9 @@ impl<'a> Applier<'a> {
         unfinished: &[u64],
         reverted: &mut Vec<AppliedFile>,
     ) -> Result<(), ApplyError> {
-        for down in downs {
+        for (at, down) in downs.iter().enumerate() {
             let again = down.version().is_some_and(|v| unfinished.contains(&v));
-            self.run_file(down, again, reverted).await?;
+            self.run_file(down, again, at + 1 == downs.len(), reverted).await?;
         }
         Ok(())
     }
@@ -139,18 +170,20 @@ impl<'a> Applier<'a> {
         steps: &[&ComparedFile<'_>],
         applied: &mut Vec<AppliedFile>,
     ) -> Result<(), ApplyError> {
-        for entry in steps {
-            self.run_file(entry.migration, entry.state == FileState::Unfinished, applied).await?;
+        for (at, entry) in steps.iter().enumerate() {
+            let last = at + 1 == steps.len();
+            self.run_file(entry.migration, entry.state == FileState::Unfinished, last, applied).await?;
         }
         Ok(())
     }
 
     /// Runs one file with its timeouts; `again` when a previous run started this
-    /// no-transaction file and did not finish it.
+    /// no-transaction file and did not finish it; `last` when no file follows in this run.
     async fn run_file(
         &self,
         migration: &Migration,
         again: bool,
+        last: bool,
         done: &mut Vec<AppliedFile>,
     ) -> Result<(), ApplyError> {
         // Between files: start nothing new.
@@ -173,7 +206,7 @@ impl<'a> Applier<'a> {
         if migration.directives.no_transaction {
             self.apply_statements(migration, again, lock_timeout, statement_timeout).await?;
         } else {
-            self.apply_in_transaction(migration, lock_timeout, statement_timeout).await?;
+            self.apply_in_transaction(migration, lock_timeout, statement_timeout, last).await?;
         }
         let file = AppliedFile {
             file: migration.display_path(),
@@ -192,6 +225,7 @@ impl<'a> Applier<'a> {
         migration: &Migration,
         lock_timeout: Millis,
         statement_timeout: Millis,
+        last: bool,
     ) -> Result<(), ApplyError> {
         // One round trip for BEGIN, the file's timeouts and its body; the numbers are validated
         // durations, not user text.
@@ -238,10 +272,45 @@ impl<'a> Applier<'a> {
                 Direction::Down => self.writer.revert(migration, ms).await,
             }
         };
+        if let Some(snapshots) = self.snapshots.as_ref().filter(|_| last) {
+            record.await.map_err(|error| self.unrecorded(migration, error, true, None))?;
+            self.snapshot_in_transaction(snapshots).await;
+            return self.client.batch_execute("COMMIT").await.map_err(|e| self.db_failure(migration, &e, true));
+        }
         // One round trip: if the row fails, the transaction is aborted and COMMIT rolls it back.
         let (recorded, committed) = join(record, self.client.batch_execute("COMMIT")).await;
         recorded.map_err(|error| self.unrecorded(migration, error, true, None))?;
         committed.map_err(|e| self.db_failure(migration, &e, true))
+    }
+
+    /// Takes the snapshot inside the open transaction, behind a savepoint.
+    async fn snapshot_in_transaction(&self, snapshots: &Snapshots<'_>) {
+        let command = match self.direction {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        };
+        let taken = async {
+            self.client.batch_execute("SAVEPOINT migrun_snapshot").await.map_err(|e| e.to_string())?;
+            match snapshots.take(command).await {
+                Ok(taken) => Ok(taken),
+                Err(error) => {
+                    let undone = self.client.batch_execute("ROLLBACK TO SAVEPOINT migrun_snapshot").await;
+                    Err(match undone {
+                        Ok(()) => error.to_string(),
+                        Err(e) => format!("{error}; then the rollback to its savepoint failed: {e}"),
+                    })
+                }
+            }
+        };
+        match taken.await {
+            Ok(taken) => {
+                self.snapshot_taken.set(true);
+                tracing::info!(objects = taken.objects, bytes = taken.bytes, schema_hash = %taken.hash, "schema snapshot recorded");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "schema snapshot not recorded (the migration is); `migrun diff` compares with the previous one")
+            }
+        }
     }
 
     async fn rollback(&self) {

@@ -17,6 +17,7 @@ pub mod repair;
 pub mod revert;
 pub mod rollback;
 pub mod row;
+pub mod snapshot;
 pub mod split;
 pub mod table;
 pub mod tool;

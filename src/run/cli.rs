@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use super::settings::{self, Options, ENV_FROM_SECRET, WAIT_TIMEOUT};
+use super::settings::{self, Options, CHECK_DRIFT, ENV_FROM_SECRET, WAIT_TIMEOUT};
 
 /// migrun's command line.
 #[derive(Debug, Parser)]
@@ -54,6 +54,8 @@ pub enum CommandArgs {
         /// Show what would run (same as `plan`) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[arg(long, help = CHECK_DRIFT.help_text())]
+        check_drift: bool,
     },
     /// Undo applied versions, newest first, with their down files (<version>_<description>.down.sql),
     /// under the advisory lock; each down runs as an up file does (transaction, timeouts,
@@ -181,6 +183,44 @@ pub enum CommandArgs {
         #[arg(long)]
         strict: bool,
     },
+    /// Compare the live database's schema with the snapshot the last run that changed it
+    /// recorded (or a committed schema file, or what the folder's applied versions produce from
+    /// empty), grouped by object. Read only, no lock. Exit 19 when they differ.
+    Diff {
+        /// Compare with this schema file (`migrun schema --write`) instead of the snapshot.
+        #[arg(long, value_name = "FILE", conflicts_with = "scratch")]
+        against: Option<PathBuf>,
+        /// Compare with the folder's applied versions run from empty on a scratch Postgres
+        /// (started from initdb/postgres on PATH, or --scratch-url).
+        #[arg(long)]
+        scratch: bool,
+        /// With --scratch: a server to create the scratch database on instead of starting one.
+        #[arg(long, value_name = "URL", requires = "scratch")]
+        scratch_url: Option<String>,
+        /// Compare who owns each object too.
+        #[arg(long)]
+        owners: bool,
+        /// Record the live schema as the new snapshot, under the lock (after a difference was
+        /// looked into and kept on purpose).
+        #[arg(long, conflicts_with_all = ["against", "scratch"])]
+        accept: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Write or check a committed schema file: the canonical schema the folder produces from
+    /// empty on a scratch Postgres (initdb/postgres on PATH, or --database-url naming a server).
+    /// `--check` exits 19 when the file is not what the folder produces.
+    Schema {
+        /// Write the schema to FILE.
+        #[arg(long, value_name = "FILE", conflicts_with = "check", required_unless_present = "check")]
+        write: Option<PathBuf>,
+        /// Compare FILE with the schema the folder produces.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+        /// Write and compare who owns each object too.
+        #[arg(long)]
+        owners: bool,
+    },
     /// Migrate many databases or schemas from identical workers: each target under its own lock
     /// and history; work shared through advisory locks in a coordination database.
     Fanout {
@@ -207,6 +247,8 @@ pub enum CommandArgs {
         /// With --lock: do not apply migrun's own sql/ directory.
         #[arg(long, requires = "lock")]
         no_sql: bool,
+        #[arg(long, conflicts_with_all = ["wait", "no_db"], help = format!("With --migrate: {}", CHECK_DRIFT.help_text()))]
+        check_drift: bool,
         #[arg(long, value_name = "DURATION", help = format!("With --wait: {}", WAIT_TIMEOUT.help_text()))]
         wait_timeout: Option<String>,
         #[arg(long, value_delimiter = ',', value_name = "SECRET", help = ENV_FROM_SECRET.help_text())]

@@ -10,6 +10,7 @@ use futures_util::future::join;
 use super::config::{
     BaselineRequest, BaselineSource, CommandKind, ConfigError, DbSettings, DownRequest, Format, RepairRequest, UpTo,
 };
+use super::drift;
 use super::error::Error;
 use super::listing;
 use super::outcome::Progress;
@@ -27,6 +28,7 @@ use crate::migrate::lock::{LockSpec, LockedSession};
 use crate::migrate::repair;
 use crate::migrate::revert;
 use crate::migrate::rollback::{self, Recorded};
+use crate::migrate::snapshot::Snapshots;
 use crate::migrate::wait;
 use crate::signals::Shutdown;
 
@@ -116,10 +118,16 @@ async fn revert_under_lock(
         return Ok(());
     }
     let writer = history.writer(identity).await?;
-    let applier = Applier::new(locked, writer, &db.session, db.retry, shutdown.clone()).reverting();
+    let snapshots = Snapshots::new(&locked.session().client, locked.table());
+    let applier =
+        Applier::new(locked, writer, &db.session, db.retry, shutdown.clone()).reverting().snapshotting(snapshots);
     let downs: Vec<&Migration> = steps.iter().map(|s| s.down).collect();
     let unfinished: Vec<u64> = steps.iter().filter(|s| s.unfinished).map(|s| s.version).collect();
-    Ok(applier.revert_all(&downs, &unfinished, &mut progress.applied).await?)
+    let result = applier.revert_all(&downs, &unfinished, &mut progress.applied).await;
+    if !progress.applied.is_empty() && !applier.snapshot_taken() {
+        drift::snapshot_after(locked, "down").await;
+    }
+    Ok(result?)
 }
 
 /// `plan` (and `up --dry-run`): prints what `up` would run. Read only.
@@ -185,6 +193,7 @@ pub async fn repair(
         if !request.dry_run {
             repair::apply(&locked.session().client, locked.table(), &change, identity).await?;
             tracing::info!(action = change.action, version = change.version, "history repaired");
+            drift::snapshot_after(&locked, "repair").await;
         }
         listing::print(&listing::repair(&change, request.dry_run, request.format.json()))
     }
@@ -228,6 +237,7 @@ pub async fn baseline(
                 highest = plan.record.last().map(|r| r.version),
                 "baseline recorded"
             );
+            drift::snapshot_after(&locked, "baseline").await;
         }
         listing::print(&listing::baseline(&plan, request.dry_run, request.format.json()))
     }
@@ -429,13 +439,21 @@ pub async fn apply_pending(
     let steps = comparison.steps(up_to.map(|u| u.0));
     progress.pending_before = Some(steps.len());
     tracing::info!(applied_before = rows.len(), pending = steps.len(), "history read");
+    if db.check_drift {
+        drift::gate(locked).await?;
+    }
     if steps.is_empty() {
         return Ok(());
     }
     let pending: Vec<&Migration> = steps.iter().map(|e| e.migration).collect();
     let writer = history.writer(identity).await?.with_assessments(compat::assess(&pending));
-    let applier = Applier::new(locked, writer, &db.session, db.retry, shutdown.clone());
-    Ok(applier.apply_all(&steps, &mut progress.applied).await?)
+    let snapshots = Snapshots::new(&locked.session().client, locked.table());
+    let applier = Applier::new(locked, writer, &db.session, db.retry, shutdown.clone()).snapshotting(snapshots);
+    let result = applier.apply_all(&steps, &mut progress.applied).await;
+    if !progress.applied.is_empty() && !applier.snapshot_taken() {
+        drift::snapshot_after(locked, "up").await;
+    }
+    Ok(result?)
 }
 
 /// The files and the history, read without the lock on a session closed after it.

@@ -1,7 +1,8 @@
 //! The top-level error of a run, and the one place each failure class is given its exit code.
 
 use super::config::ConfigError;
-use super::failure::{FanoutError, ProveError};
+use super::failure::{DriftError, FanoutError, ProveError};
+use crate::check::build::BuildError;
 use crate::check::scratch::ScratchError;
 use crate::db::endpoint::EndpointError;
 use crate::db::secrets::SecretError;
@@ -80,6 +81,9 @@ pub enum Error {
     /// `lint` / `verify` found what fails the run, or could not run.
     #[error(transparent)]
     Prove(#[from] ProveError),
+    /// `diff`, `--check-drift`, `schema`: the schema differs, or could not be compared.
+    #[error(transparent)]
+    Drift(#[from] DriftError),
     /// `fanout`: the run ended early or incomplete.
     #[error(transparent)]
     Fanout(#[from] FanoutError),
@@ -122,6 +126,7 @@ impl Error {
             Error::Convert(_) => ExitCode::Usage,
             Error::Interrupted(stop) => signal(stop),
             Error::Prove(e) => prove(e),
+            Error::Drift(e) => drift(e),
             Error::Fanout(e) => fanout(e),
             Error::Targets(_) => ExitCode::Usage,
             Error::Coord(e) => coord(e),
@@ -150,13 +155,31 @@ fn prove(e: &ProveError) -> ExitCode {
     match e {
         ProveError::NoParser => ExitCode::Usage,
         ProveError::LintFindings { .. } | ProveError::Blocking(_) => ExitCode::Findings,
-        ProveError::Scratch(ScratchError::Unreachable { .. } | ScratchError::Tls { .. }) => ExitCode::Connect,
-        ProveError::Scratch(ScratchError::Interrupted(stop)) => signal(stop),
-        ProveError::Scratch(_) => ExitCode::Usage,
+        ProveError::Scratch(e) => scratch(e),
         ProveError::FailsFromEmpty { .. } => ExitCode::MigrationFailed,
         ProveError::NotRerunnable { .. } => ExitCode::NotRerunnable,
         ProveError::UpgradeDiffers { .. } => ExitCode::UpgradeDiffers,
         ProveError::DownDiffers { .. } | ProveError::RollbackDiffers { .. } => ExitCode::DownDiffers,
+    }
+}
+
+/// No scratch server could be had, or it failed.
+fn scratch(e: &ScratchError) -> ExitCode {
+    match e {
+        ScratchError::Unreachable { .. } | ScratchError::Tls { .. } => ExitCode::Connect,
+        ScratchError::Interrupted(stop) => signal(stop),
+        _ => ExitCode::Usage,
+    }
+}
+
+fn drift(e: &DriftError) -> ExitCode {
+    match e {
+        DriftError::Differs { .. } | DriftError::FileStale { .. } => ExitCode::SchemaDrift,
+        DriftError::NoSnapshot | DriftError::File { .. } => ExitCode::Usage,
+        DriftError::Read(failure) if failure.connection_lost() => ExitCode::Connect,
+        DriftError::Read(_) => ExitCode::Internal,
+        DriftError::Build(BuildError::Fails { .. }) => ExitCode::MigrationFailed,
+        DriftError::Build(BuildError::Scratch(e)) => scratch(e),
     }
 }
 

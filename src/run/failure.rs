@@ -1,8 +1,11 @@
 //! The typed failures of the commands above the migration domain: how a fan-out ends early,
-//! and what `lint` and `verify` found. Each is given its exit code in `run::error`.
+//! what `lint` and `verify` found, and the drift `diff` finds. Each is given its exit code in `run::error`.
 
 use super::config::TargetSettingsError;
+use crate::catalog::schema::ObjectDiff;
+use crate::check::build::BuildError;
 use crate::check::scratch::ScratchError;
+use crate::db::failure::PgFailure;
 use crate::fleet::capacity::Refusal;
 use crate::fleet::summary::Ending;
 
@@ -54,4 +57,39 @@ pub enum ProveError {
     RollbackDiffers { from: String, count: usize, first: String },
     #[error("verify --strict: {0} statement(s) lock or rewrite existing tables")]
     Blocking(usize),
+}
+
+/// What `diff`, `--check-drift` and `schema` found that fails the run, or what kept them from
+/// comparing. Each is given its exit code in `run::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftError {
+    #[error("{command}: the live schema differs from {against} in {count} object(s); first: {first}; see `migrun diff`, then fix the database or record what it is with `migrun diff --accept`{}", if *.command == "diff" { "" } else { "; nothing was applied" })]
+    Differs { command: &'static str, against: String, count: usize, first: String },
+    #[error("diff: nothing to compare with: this database has no schema snapshot yet (every up, down, baseline and repair that changes it records one); compare with --against FILE or --scratch, or record the live schema with `migrun diff --accept`")]
+    NoSnapshot,
+    #[error("{file}: {problem}")]
+    File { file: String, problem: String },
+    #[error("schema --check: {file} is not what the folder produces ({count} object(s) differ; first: {first}); run `migrun schema --write {file}` and commit it")]
+    FileStale { file: String, count: usize, first: String },
+    #[error("cannot read the schema from the catalogs: {0}")]
+    Read(PgFailure),
+    #[error("{0}")]
+    Build(#[from] BuildError),
+}
+
+impl DriftError {
+    pub fn read(e: tokio_postgres::Error) -> DriftError {
+        DriftError::Read(PgFailure::from_pg(&e))
+    }
+
+    /// The live schema differs in `objects` (`first` among them).
+    pub fn differs(command: &'static str, against: &str, objects: &[ObjectDiff], first: &ObjectDiff) -> DriftError {
+        let command = if command == "diff" { "diff" } else { "up --check-drift" };
+        DriftError::Differs {
+            command,
+            against: against.to_string(),
+            count: objects.len(),
+            first: super::drift::first_line(first),
+        }
+    }
 }

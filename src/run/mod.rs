@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod database;
 mod dotenv;
+mod drift;
 mod error;
 mod exec;
 mod failure;
@@ -106,6 +107,8 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         Command::Lint(request) => prove::lint(db, request),
         Command::Verify(request) => runtime.block_on(prove::verify(db, request, &shutdown)),
         Command::New(request) => new_file(&db.dir, request),
+        Command::Diff(request) => runtime.block_on(drift::diff(db, request, &shutdown)),
+        Command::Schema(request) => runtime.block_on(drift::schema_file(db, request, &shutdown)),
         Command::Exec(request) => return exec::exec(&config, request, runtime, hub, &reporter),
     };
     // The process exits next: no need to wait for the idle file-reading thread to wind down.

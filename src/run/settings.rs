@@ -204,6 +204,9 @@ pub const WAIT_TIMEOUT: Setting = setting("wait_timeout", "--wait-timeout", "MIG
     .default("10min")
     .value("DURATION")
     .help("Give up waiting for the schema after this long (exit 9).");
+/// `up` and `exec --migrate`.
+pub const CHECK_DRIFT: Setting = setting("check_drift", "--check-drift", "MIGRUN_CHECK_DRIFT", Kind::Switch)
+    .help("Before applying, under the lock, compare the live schema with the snapshot the last run recorded; refuse (exit 19, nothing applied) when they differ.");
 /// `exec`.
 pub const ENV_FROM_SECRET: Setting =
     setting("env_from_secret", "--env-from-secret", "MIGRUN_ENV_FROM_SECRET", Kind::List).value("SECRET").help(

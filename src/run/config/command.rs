@@ -41,6 +41,44 @@ pub enum Command {
     Fanout(Box<FanoutRequest>),
     /// Create a new migration file.
     New(NewRequest),
+    /// Compare the live schema with the last snapshot, a file, or the folder.
+    Diff(DiffRequest),
+    /// Write or check a committed schema file.
+    Schema(SchemaRequest),
+}
+
+/// What `diff` compares the live database with.
+#[derive(Debug, Clone)]
+pub enum DiffAgainst {
+    /// The newest snapshot in the database.
+    Snapshot,
+    /// A schema file.
+    File(PathBuf),
+    /// The folder's applied versions run on a scratch server (`--scratch-url`, or started).
+    Scratch { server_url: Option<String> },
+}
+
+/// `diff`.
+#[derive(Debug, Clone)]
+pub struct DiffRequest {
+    pub against: DiffAgainst,
+    /// Owners are compared too.
+    pub owners: bool,
+    /// Record the live schema as the new snapshot instead of comparing.
+    pub accept: bool,
+    pub format: Format,
+}
+
+/// `schema --write` / `--check`.
+#[derive(Debug, Clone)]
+pub struct SchemaRequest {
+    /// The file.
+    pub file: PathBuf,
+    /// `--check` (else `--write`).
+    pub check: bool,
+    pub owners: bool,
+    /// A server to build on instead of starting one (`--database-url` only, as for `verify`).
+    pub server_url: Option<String>,
 }
 
 /// `--target`: the highest version `up` (or `plan`) goes to.
@@ -207,10 +245,12 @@ pub enum CommandKind {
     FanoutStatus,
     Exec,
     New,
+    Diff,
+    Schema,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 14] = [
+    pub const ALL: [CommandKind; 16] = [
         CommandKind::Up,
         CommandKind::Down,
         CommandKind::Plan,
@@ -225,6 +265,8 @@ impl CommandKind {
         CommandKind::FanoutStatus,
         CommandKind::Exec,
         CommandKind::New,
+        CommandKind::Diff,
+        CommandKind::Schema,
     ];
 
     /// The command's name in logs and the result event.
@@ -244,6 +286,8 @@ impl CommandKind {
             CommandKind::FanoutStatus => "fanout status",
             CommandKind::Exec => "exec",
             CommandKind::New => "new",
+            CommandKind::Diff => "diff",
+            CommandKind::Schema => "schema",
         }
     }
 
@@ -269,6 +313,8 @@ impl CommandKind {
             CommandKind::Baseline => "baseline done".into(),
             CommandKind::Convert => "folder converted".into(),
             CommandKind::Repair => "repair done".into(),
+            CommandKind::Diff => "no drift: the schema is what it was compared with".into(),
+            CommandKind::Schema => "schema file is what the folder produces".into(),
             CommandKind::Up if applied == 0 => "schema is up to date; nothing to apply".into(),
             CommandKind::Up => format!("applied {applied} migration(s)"),
             CommandKind::Down if applied > 0 => format!("reverted {applied} migration(s)"),
@@ -291,6 +337,7 @@ impl Command {
                 | Command::Convert(_)
                 | Command::Lint(_)
                 | Command::Verify(_)
+                | Command::Schema(_)
                 | Command::Fanout(_)
                 | Command::Exec(ExecRequest { mode: ExecMode::NoDb, .. })
         )

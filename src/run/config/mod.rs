@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::command::{
-    BaselineRequest, BaselineSource, Command, CommandKind, ConvertRequest, DownRequest, ExecMode, ExecRequest,
-    FanoutRequest, Format, LintRequest, NewRequest, RepairRequest, UpTo, VerifyRequest,
+    BaselineRequest, BaselineSource, Command, CommandKind, ConvertRequest, DiffAgainst, DiffRequest, DownRequest,
+    ExecMode, ExecRequest, FanoutRequest, Format, LintRequest, NewRequest, RepairRequest, SchemaRequest, UpTo,
+    VerifyRequest,
 };
 pub use self::connection::{Shared, TargetSettingsError};
 use self::inputs::Inputs;
@@ -77,6 +78,8 @@ pub struct DbSettings {
     pub retry: RetryPolicy,
     /// Which history mismatches only warn.
     pub policy: Policy,
+    /// `up` / `exec --migrate` compare the live schema with the last snapshot before applying.
+    pub check_drift: bool,
 }
 
 /// A setting that cannot be used. Each names the flag and variable it came from.
@@ -126,6 +129,9 @@ pub enum ConfigError {
     /// A secret reference does not parse.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// `schema` needs a file.
+    #[error("schema: give --write FILE or --check FILE")]
+    SchemaFile,
     /// No connection source is set.
     #[error("no database given: set one of DATABASE_URL / --database-url (postgres://user:password@host:5432/dbname, a key=value string, or a Secrets Manager ARN), MIGRUN_SECRET_ID / --secret-id (a secret name or ARN), or libpq's PGHOST / PGPORT / PGUSER / PGDATABASE (with PGPASSWORD or ~/.pgpass)")]
     NoDatabase,
@@ -162,6 +168,8 @@ fn kind_of(command: &CommandArgs) -> CommandKind {
         CommandArgs::Fanout { .. } => CommandKind::FanoutUp,
         CommandArgs::Exec { .. } => CommandKind::Exec,
         CommandArgs::New { .. } => CommandKind::New,
+        CommandArgs::Diff { .. } => CommandKind::Diff,
+        CommandArgs::Schema { .. } => CommandKind::Schema,
     }
 }
 
@@ -171,6 +179,11 @@ fn config(
     host: &str,
     inherited: Vec<(String, String)>,
 ) -> Result<Config, ConfigError> {
+    let drift_flag = matches!(
+        command,
+        CommandArgs::Up { check_drift: true, .. } | CommandArgs::Exec { check_drift: true, migrate: true, .. }
+    );
+    let check_drift = drift_flag || inputs.switch(&CHECK_DRIFT)?;
     let command = command_of(inputs, command, inherited)?;
     let table_text = inputs.or_default(&TABLE, None);
     let history_table = HistoryTable::parse(&table_text).filter(|t| !t.is_temporary()).ok_or_else(|| {
@@ -223,6 +236,7 @@ fn config(
         session,
         retry,
         policy,
+        check_drift,
     };
     Ok(Config {
         db,
@@ -242,8 +256,10 @@ fn format(output: OutputArgs) -> Format {
 
 fn command_of(inputs: &Inputs, command: CommandArgs, inherited: Vec<(String, String)>) -> Result<Command, ConfigError> {
     Ok(match command {
-        CommandArgs::Up { target, dry_run: false } => Command::Up { up_to: version(target)? },
-        CommandArgs::Up { target, dry_run: true } => Command::Plan { up_to: version(target)?, format: Format::Human },
+        CommandArgs::Up { target, dry_run: false, .. } => Command::Up { up_to: version(target)? },
+        CommandArgs::Up { target, dry_run: true, .. } => {
+            Command::Plan { up_to: version(target)?, format: Format::Human }
+        }
         CommandArgs::Plan { target, output } => Command::Plan { up_to: version(target)?, format: format(output) },
         CommandArgs::Down { to, steps, dry_run, output } => {
             let target = match (to, steps) {
@@ -276,7 +292,7 @@ fn command_of(inputs: &Inputs, command: CommandArgs, inherited: Vec<(String, Str
             };
             Command::Repair(RepairRequest { action, dry_run, format: format(output) })
         }
-        CommandArgs::Exec { migrate, wait: _, no_db, lock, no_sql, wait_timeout, env_from_secret, command } => {
+        CommandArgs::Exec { migrate, wait: _, no_db, lock, no_sql, wait_timeout, env_from_secret, command, .. } => {
             let env_from = match env_from_secret.is_empty() {
                 true => inputs
                     .text(&ENV_FROM_SECRET)
@@ -331,6 +347,22 @@ fn command_of(inputs: &Inputs, command: CommandArgs, inherited: Vec<(String, Str
             Command::Fanout(Box::new(fanout::request(inputs, action, output)?))
         }
         CommandArgs::New { description, sequential } => Command::New(NewRequest { description, sequential }),
+        CommandArgs::Diff { against, scratch, scratch_url, owners, accept, output } => {
+            let against = match (against, scratch) {
+                (Some(file), _) => DiffAgainst::File(file),
+                (None, true) => DiffAgainst::Scratch { server_url: scratch_url },
+                (None, false) => DiffAgainst::Snapshot,
+            };
+            Command::Diff(DiffRequest { against, owners, accept, format: format(output) })
+        }
+        CommandArgs::Schema { write, check, owners } => {
+            let (file, check) = match (write, check) {
+                (Some(file), _) => (file, false),
+                (None, Some(file)) => (file, true),
+                (None, None) => return Err(ConfigError::SchemaFile),
+            };
+            Command::Schema(SchemaRequest { file, check, owners, server_url: inputs.options.text(&DATABASE_URL) })
+        }
     })
 }
 
