@@ -105,7 +105,7 @@ WITH own AS (
            acldefault(CASE r.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", r.relowner), r.relowner
     FROM rel r
     UNION ALL
-    SELECT r.kind, r.qname, format('column %s.%I', r.qname, a.attname), a.attacl, '{}'::aclitem[], r.relowner
+    SELECT r.kind, r.qname, format('column %s.%I', r.qname, a.attname), a.attacl, NULL::aclitem[], r.relowner
     FROM rel r JOIN pg_attribute a ON a.attrelid = r.oid WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
     UNION ALL
     SELECT CASE WHEN f.prokind = 'p' THEN 'procedure' WHEN f.prokind = 'a' THEN 'aggregate' ELSE 'function' END, f.qname,
@@ -130,7 +130,7 @@ WITH own AS (
                        WHEN 'T' THEN 'types' WHEN 'n' THEN 'schemas' ELSE d.defaclobjtype::text END,
            d.defaclacl,
            CASE WHEN d.defaclnamespace = 0 THEN acldefault(CASE d.defaclobjtype WHEN 'S' THEN 's' ELSE d.defaclobjtype END::"char", d.defaclrole)
-                ELSE '{}'::aclitem[] END,
+                END,
            d.defaclrole
     FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
 )
@@ -412,7 +412,7 @@ FROM pg_description d CROSS JOIN LATERAL (
 -- user objects only (and the built-in schemas and extensions, whose comments can be changed)
 WHERE d.objoid >= 16384 OR d.classoid IN ('pg_namespace'::regclass, 'pg_extension'::regclass)
 UNION ALL
--- privileges: what differs from the object's default
+-- privileges: what differs from the object's default (NULL: none, as for a column)
 SELECT a.kind, a.name, 9, 0, g.item
 FROM acl_source a CROSS JOIN LATERAL (
     SELECT format('grant %s on %s to %s%s%s', e.privilege_type, a.what,

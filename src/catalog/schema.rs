@@ -276,6 +276,14 @@ pub struct ObjectDiff {
     pub lines: Vec<String>,
 }
 
+impl ObjectDiff {
+    /// `kind name: first line`, for one-line messages.
+    pub fn summary(&self) -> String {
+        let line = self.lines.first().map(|l| l.lines().next().unwrap_or_default()).unwrap_or_default();
+        format!("{} {}: {line}", self.kind, self.name)
+    }
+}
+
 fn whole(object: &Object, items: &[String], sign: char) -> Vec<String> {
     std::iter::once(object.header()).chain(items.iter().cloned()).map(|item| format!("{sign} {item}")).collect()
 }

@@ -305,7 +305,7 @@ impl<'a> Applier<'a> {
         match taken.await {
             Ok(taken) => {
                 self.snapshot_taken.set(true);
-                tracing::info!(objects = taken.objects, bytes = taken.bytes, schema_hash = %taken.hash, "schema snapshot recorded");
+                tracing::info!(objects = taken.objects, bytes = taken.bytes, duration_ms = taken.duration_ms, schema_hash = %taken.hash, "schema snapshot recorded");
             }
             Err(error) => {
                 tracing::warn!(%error, "schema snapshot not recorded (the migration is); `migrun diff` compares with the previous one")

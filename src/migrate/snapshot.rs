@@ -11,7 +11,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use super::table::{statement_error, HistoryError, HistoryTable};
-use crate::catalog::schema::{self, ReadOptions, Schema};
+use crate::catalog::schema::{self, ObjectDiff, ReadOptions, Schema};
 use crate::identity::MIGRUN_VERSION;
 
 /// How many snapshots are kept (the newest).
@@ -52,6 +52,8 @@ pub struct Taken {
     pub objects: usize,
     pub bytes: usize,
     pub hash: String,
+    /// How long reading and recording it took.
+    pub duration_ms: u64,
 }
 
 /// Every table of migrun's own that may sit in a database, as quoted names: the reader
@@ -71,7 +73,54 @@ pub fn read_options(history: &HistoryTable) -> ReadOptions {
     ReadOptions { owners: true, exclude: own_tables(history) }
 }
 
+impl Snapshot {
+    /// In words, for reports and messages.
+    pub fn describe(&self) -> String {
+        let upto = self.versions.last().map(|v| format!(", versions up to {v}")).unwrap_or_default();
+        format!("the snapshot recorded by `{}` at {}{upto}", self.command, self.taken_at)
+    }
+
+    /// Warns when the history changed after it was recorded.
+    pub fn warn_if_stale(&self) {
+        if !self.history_unchanged {
+            tracing::warn!(snapshot = self.id, "the history changed after this snapshot was recorded (a run whose snapshot failed, or an older migrun): the versions applied since show as differences; migrun diff --scratch compares with the folder instead");
+        }
+    }
+}
+
+/// The live schema against the newest snapshot, on the session (under the lock, for
+/// `--check-drift`): `None` when there is no snapshot yet.
+pub async fn compare_with_latest(
+    client: &Client,
+    history: &HistoryTable,
+) -> Result<Option<(Snapshot, Vec<ObjectDiff>)>, HistoryError> {
+    let snapshots = Snapshots::new(client, history);
+    let Some(latest) = snapshots.latest().await? else { return Ok(None) };
+    let major = schema::server_major(client).await.map_err(snapshots.error("read the server version"))?;
+    let live = schema::read(client, major, &read_options(history)).await.map_err(snapshots.error("read the schema"))?;
+    latest.warn_if_stale();
+    let objects = latest.schema.clone().without_owners().compare(&live.without_owners());
+    Ok(Some((latest, objects)))
+}
+
 impl<'a> Snapshots<'a> {
+    /// Records the schema after a run that changed the database without a snapshot inside its
+    /// last transaction. A failure is a warning: the change itself is done.
+    pub async fn take_or_warn(&self, command: &str) {
+        match self.take(command).await {
+            Ok(taken) => tracing::info!(
+                objects = taken.objects,
+                bytes = taken.bytes,
+                duration_ms = taken.duration_ms,
+                schema_hash = %taken.hash,
+                "schema snapshot recorded"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "schema snapshot not recorded; `migrun diff` compares with the previous one")
+            }
+        }
+    }
+
     pub fn new(client: &'a Client, history: &'a HistoryTable) -> Snapshots<'a> {
         Snapshots { client, history, table: history.with_suffix(SUFFIX) }
     }
@@ -94,6 +143,7 @@ impl<'a> Snapshots<'a> {
     /// Reads the schema (in the client's open transaction, if any) and records it with
     /// `command`. Creates the table when it is missing.
     pub async fn take(&self, command: &str) -> Result<Taken, HistoryError> {
+        let started = std::time::Instant::now();
         let table = self.table.sql();
         self.client
             .batch_execute(&format!(
@@ -145,7 +195,8 @@ impl<'a> Snapshots<'a> {
             .await
             .map_err(self.error("record the snapshot"))?;
         let id = row.try_get(0).map_err(self.error("record the snapshot"))?;
-        Ok(Taken { id, objects: schema.objects(), bytes: text.len(), hash })
+        let duration_ms = started.elapsed().as_millis() as u64;
+        Ok(Taken { id, objects: schema.objects(), bytes: text.len(), hash, duration_ms })
     }
 
     /// The newest snapshot, and whether the history still matches it; `None` when there is

@@ -10,8 +10,8 @@ use futures_util::future::join;
 use super::config::{
     BaselineRequest, BaselineSource, CommandKind, ConfigError, DbSettings, DownRequest, Format, RepairRequest, UpTo,
 };
-use super::drift;
 use super::error::Error;
+use super::failure::DriftError;
 use super::listing;
 use super::outcome::Progress;
 use crate::check::compat;
@@ -28,7 +28,7 @@ use crate::migrate::lock::{LockSpec, LockedSession};
 use crate::migrate::repair;
 use crate::migrate::revert;
 use crate::migrate::rollback::{self, Recorded};
-use crate::migrate::snapshot::Snapshots;
+use crate::migrate::snapshot::{self, Snapshots};
 use crate::migrate::wait;
 use crate::signals::Shutdown;
 
@@ -125,7 +125,7 @@ async fn revert_under_lock(
     let unfinished: Vec<u64> = steps.iter().filter(|s| s.unfinished).map(|s| s.version).collect();
     let result = applier.revert_all(&downs, &unfinished, &mut progress.applied).await;
     if !progress.applied.is_empty() && !applier.snapshot_taken() {
-        drift::snapshot_after(locked, "down").await;
+        Snapshots::new(&locked.session().client, locked.table()).take_or_warn("down").await;
     }
     Ok(result?)
 }
@@ -193,7 +193,7 @@ pub async fn repair(
         if !request.dry_run {
             repair::apply(&locked.session().client, locked.table(), &change, identity).await?;
             tracing::info!(action = change.action, version = change.version, "history repaired");
-            drift::snapshot_after(&locked, "repair").await;
+            Snapshots::new(&locked.session().client, locked.table()).take_or_warn("repair").await;
         }
         listing::print(&listing::repair(&change, request.dry_run, request.format.json()))
     }
@@ -237,7 +237,7 @@ pub async fn baseline(
                 highest = plan.record.last().map(|r| r.version),
                 "baseline recorded"
             );
-            drift::snapshot_after(&locked, "baseline").await;
+            Snapshots::new(client, locked.table()).take_or_warn("baseline").await;
         }
         listing::print(&listing::baseline(&plan, request.dry_run, request.format.json()))
     }
@@ -440,7 +440,7 @@ pub async fn apply_pending(
     progress.pending_before = Some(steps.len());
     tracing::info!(applied_before = rows.len(), pending = steps.len(), "history read");
     if db.check_drift {
-        drift::gate(locked).await?;
+        check_drift(locked).await?;
     }
     if steps.is_empty() {
         return Ok(());
@@ -451,9 +451,28 @@ pub async fn apply_pending(
     let applier = Applier::new(locked, writer, &db.session, db.retry, shutdown.clone()).snapshotting(snapshots);
     let result = applier.apply_all(&steps, &mut progress.applied).await;
     if !progress.applied.is_empty() && !applier.snapshot_taken() {
-        drift::snapshot_after(locked, "up").await;
+        Snapshots::new(&locked.session().client, locked.table()).take_or_warn("up").await;
     }
     Ok(result?)
+}
+
+/// `--check-drift`: with the lock held, before anything is applied, the live schema must be
+/// the newest snapshot's. No snapshot yet (a new database, or one migrated before snapshots)
+/// passes with a note: there is nothing to hold it to.
+async fn check_drift(locked: &LockedSession) -> Result<(), Error> {
+    let compared = snapshot::compare_with_latest(&locked.session().client, locked.table()).await?;
+    let Some((latest, objects)) = compared else {
+        tracing::info!("no schema snapshot yet: nothing to check drift against (this run records one)");
+        return Ok(());
+    };
+    let Some(first) = objects.first() else {
+        tracing::info!(snapshot = latest.id, "no drift: the live schema is the last snapshot's");
+        return Ok(());
+    };
+    for object in &objects {
+        tracing::warn!(kind = %object.kind, name = %object.name, lines = %object.lines.join("; "), "drift");
+    }
+    Err(DriftError::differs("--check-drift", &latest.describe(), &objects, first).into())
 }
 
 /// The files and the history, read without the lock on a session closed after it.

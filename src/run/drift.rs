@@ -16,7 +16,6 @@ use crate::check::build::{self, BuildError};
 use crate::check::scratch::Server;
 use crate::migrate::files::{self, Migration, MigrationKind};
 use crate::migrate::history::{History, HistoryRow};
-use crate::migrate::lock::LockedSession;
 use crate::migrate::row::RowState;
 use crate::migrate::snapshot::{self, Snapshot, Snapshots};
 use crate::signals::Shutdown;
@@ -136,12 +135,8 @@ fn snapshot_compared(snapshot: &Snapshot) -> Compared {
         history_unchanged: snapshot.history_unchanged,
         server_major: snapshot.server_major,
     };
-    let upto = summary.highest_version.map(|v| format!(", versions up to {v}")).unwrap_or_default();
-    let description = format!("the snapshot recorded by `{}` at {}{upto}", summary.command, summary.taken_at);
-    if !summary.history_unchanged {
-        tracing::warn!(snapshot = summary.id, "the history changed after this snapshot was recorded (a run whose snapshot failed, or an older migrun): the versions applied since show as differences; migrun diff --scratch compares with the folder instead");
-    }
-    Compared { against: "snapshot", description, snapshot: Some(summary) }
+    snapshot.warn_if_stale();
+    Compared { against: "snapshot", description: snapshot.describe(), snapshot: Some(summary) }
 }
 
 /// The files the live history records as applied: versioned ones by version, repeatable ones
@@ -219,7 +214,7 @@ async fn accept(db: &DbSettings, request: &DiffRequest, shutdown: &Shutdown) -> 
     let (locked, _) = database::lock(db, session, shutdown).await?;
     let result = async {
         let taken = Snapshots::new(&locked.session().client, locked.table()).take("accept").await?;
-        tracing::info!(objects = taken.objects, bytes = taken.bytes, schema_hash = %taken.hash, "schema snapshot recorded");
+        tracing::info!(objects = taken.objects, bytes = taken.bytes, duration_ms = taken.duration_ms, schema_hash = %taken.hash, "schema snapshot recorded");
         let text = match request.format.json() {
             true => format!(
                 "{}\n",
@@ -234,48 +229,6 @@ async fn accept(db: &DbSettings, request: &DiffRequest, shutdown: &Shutdown) -> 
     }
     .await;
     locked.release_after(result, true).await
-}
-
-/// `--check-drift`: with the lock held, before anything is applied, the live schema must be
-/// the newest snapshot's. No snapshot yet (a new database, or one migrated before snapshots)
-/// passes with a note: there is nothing to hold it to.
-pub async fn gate(locked: &LockedSession) -> Result<(), Error> {
-    let client = &locked.session().client;
-    let latest = Snapshots::new(client, locked.table()).latest().await?;
-    let Some(latest) = latest else {
-        tracing::info!("no schema snapshot yet: nothing to check drift against (this run records one)");
-        return Ok(());
-    };
-    let major = schema::server_major(client).await.map_err(DriftError::read)?;
-    let live = schema::read(client, major, &snapshot::read_options(locked.table())).await.map_err(DriftError::read)?;
-    let compared = snapshot_compared(&latest);
-    let objects = latest.schema.without_owners().compare(&live.without_owners());
-    match objects.first() {
-        None => {
-            tracing::info!(snapshot = latest.id, "no drift: the live schema is the last snapshot's");
-            Ok(())
-        }
-        Some(first) => {
-            for object in &objects {
-                tracing::warn!(kind = %object.kind, name = %object.name, lines = %object.lines.join("; "), "drift");
-            }
-            Err(DriftError::differs("--check-drift", &compared.description, &objects, first).into())
-        }
-    }
-}
-
-/// Records the schema after a run that changed the database without a snapshot inside its
-/// last transaction. A failure is a warning: the change itself is done.
-pub async fn snapshot_after(locked: &LockedSession, command: &str) {
-    let snapshots = Snapshots::new(&locked.session().client, locked.table());
-    match snapshots.take(command).await {
-        Ok(taken) => {
-            tracing::info!(objects = taken.objects, bytes = taken.bytes, schema_hash = %taken.hash, "schema snapshot recorded")
-        }
-        Err(error) => {
-            tracing::warn!(%error, "schema snapshot not recorded; `migrun diff` compares with the previous one")
-        }
-    }
 }
 
 /// `schema --write FILE` / `--check FILE`: the folder from empty on a scratch server.
@@ -301,14 +254,8 @@ pub async fn schema_file(db: &DbSettings, request: &SchemaRequest, shutdown: &Sh
     let compared = Compared { against: "file", description: file.clone(), snapshot: None };
     if let Some(first) = objects.first() {
         print(&human(&compared, &objects).replacen("drift: the live schema", "schema: what the folder produces", 1))?;
-        return Err(DriftError::FileStale { file, count: objects.len(), first: first_line(first) }.into());
+        return Err(DriftError::FileStale { file, count: objects.len(), first: first.summary() }.into());
     }
     tracing::info!(file = %file, objects = built.objects(), "schema file is current");
     print(&format!("{file} is what {} produces ({} objects)\n", db.dir.display(), built.objects()))
-}
-
-/// `kind name: first line`, for one-line messages.
-pub fn first_line(object: &ObjectDiff) -> String {
-    let line = object.lines.first().map(|l| l.lines().next().unwrap_or_default()).unwrap_or_default();
-    format!("{} {}: {line}", object.kind, object.name)
 }

@@ -85,11 +85,6 @@ impl DriftError {
     /// The live schema differs in `objects` (`first` among them).
     pub fn differs(command: &'static str, against: &str, objects: &[ObjectDiff], first: &ObjectDiff) -> DriftError {
         let command = if command == "diff" { "diff" } else { "up --check-drift" };
-        DriftError::Differs {
-            command,
-            against: against.to_string(),
-            count: objects.len(),
-            first: super::drift::first_line(first),
-        }
+        DriftError::Differs { command, against: against.to_string(), count: objects.len(), first: first.summary() }
     }
 }

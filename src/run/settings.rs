@@ -245,7 +245,7 @@ pub const GLOBAL: [&Setting; 25] = [
 /// Settings that only some subcommands take (their flags are declared there, their help
 /// comes from here; the tests hold them against the docs).
 #[cfg(test)]
-pub const LOCAL: [&Setting; 2] = [&WAIT_TIMEOUT, &ENV_FROM_SECRET];
+pub const LOCAL: [&Setting; 3] = [&WAIT_TIMEOUT, &ENV_FROM_SECRET, &CHECK_DRIFT];
 
 /// A value as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

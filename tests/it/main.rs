@@ -14,6 +14,7 @@ mod apply;
 mod bad_input;
 mod commands;
 mod connections;
+mod drift;
 mod entrypoint_secrets;
 mod exec;
 mod exit_codes;

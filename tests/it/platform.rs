@@ -262,6 +262,58 @@ fn exec_lock_tool_outlives_the_database_timeouts(setup: Setup) {
     target.assert_clean();
 }
 
+/// `diff` on this setup: none after `up`, each change by hand after it (by the superuser:
+/// a column, a grant, a policy, a function) named, `up --check-drift` refusing with nothing
+/// applied, `diff --accept` recording the live schema.
+fn drift_is_seen_and_gated(setup: Setup) {
+    let target = setup.target();
+    let dir = sql_dir(&[
+        (
+            "0001_items.sql",
+            "CREATE TABLE items (id int PRIMARY KEY, note text);
+CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+",
+        ),
+        (
+            "0002_more.sql",
+            "CREATE TABLE more (id int);
+",
+        ),
+    ]);
+    target.migrun().dir(dir.path()).args(["up", "--target", "1"]).run().assert_code(0);
+    target.migrun().dir(dir.path()).args(["diff"]).run().assert_code(0);
+    target
+        .db
+        .client()
+        .batch_execute(&format!(
+            "ALTER TABLE items ADD COLUMN by_hand text; GRANT SELECT ON items TO {OTHER_ROLE};
+             ALTER TABLE items ENABLE ROW LEVEL SECURITY; CREATE POLICY p ON items USING (true);
+             CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2'"
+        ))
+        .expect("change by hand");
+    let diff = target.migrun().dir(dir.path()).args(["diff"]).run();
+    diff.assert_code(19);
+    for needle in [
+        "+ column public.items.by_hand text",
+        "+ grant SELECT on table public.items to migrun_other",
+        "+ policy public.items p",
+        "function public.f()",
+    ] {
+        assert!(
+            diff.stdout.contains(needle),
+            "{needle}:
+{}",
+            diff.stdout
+        );
+    }
+    target.migrun().dir(dir.path()).args(["up", "--check-drift"]).run().assert_code(19);
+    assert_eq!(target.db.count("SELECT count(*) FROM migrun_history"), 1, "nothing was applied");
+    target.migrun().dir(dir.path()).args(["diff", "--accept"]).run().assert_code(0);
+    target.migrun().dir(dir.path()).args(["up", "--check-drift"]).run().assert_code(0);
+    target.migrun().dir(dir.path()).args(["diff"]).run().assert_code(0);
+    target.assert_clean();
+}
+
 /// `verify` on a scratch server of the same major, with a no-transaction file (its
 /// interruption cases copy a template database).
 fn verify_on_a_scratch_server_of_this_major() {
@@ -275,6 +327,11 @@ fn verify_on_a_scratch_server_of_this_major() {
     let run = Migrun::offline(dir.path()).args(["verify"]).run();
     run.assert_code(0);
     assert!(run.stdout.contains("interruption case"), "{}", run.stdout);
+    // The committed schema file, built on a scratch server of this major.
+    let file = dir.path().join("schema.txt");
+    Migrun::offline(dir.path()).args(["schema", "--write"]).arg_path(&file).run().assert_code(0);
+    Migrun::offline(dir.path()).args(["schema", "--check"]).arg_path(&file).run().assert_code(0);
+    assert!(std::fs::read_to_string(&file).unwrap_or_default().contains("index CREATE INDEX items_note"));
 }
 
 fn lint_runs() {
@@ -320,6 +377,11 @@ macro_rules! core_set {
             #[test]
             fn baseline_adopts_and_up_runs_the_rest() {
                 super::baseline_adopts_and_up_runs_the_rest($setup);
+            }
+
+            #[test]
+            fn drift_is_seen_and_gated() {
+                super::drift_is_seen_and_gated($setup);
             }
         }
     };
