@@ -87,17 +87,23 @@ pub async fn diff(db: &DbSettings, request: &DiffRequest, shutdown: &Shutdown) -
     .await;
     session.close().await;
     let (live, expected) = read?;
-    let (compared, expected) = match expected {
-        Expected::Snapshot(snapshot) => (snapshot_compared(&snapshot), snapshot.schema),
-        Expected::File(schema) => {
-            let DiffAgainst::File(path) = &request.against else { unreachable_against() };
-            (Compared { against: "file", description: path.display().to_string(), snapshot: None }, schema)
+    let (compared, expected) = match (expected, &request.against) {
+        (Expected::Snapshot(snapshot), _) => (snapshot_compared(&snapshot), snapshot.schema),
+        (Expected::File(schema), against) => {
+            let description = match against {
+                DiffAgainst::File(path) => path.display().to_string(),
+                _ => "the schema file".to_string(),
+            };
+            (Compared { against: "file", description, snapshot: None }, schema)
         }
-        Expected::Rows(rows) => {
-            let DiffAgainst::Scratch { server_url } = &request.against else { unreachable_against() };
+        (Expected::Rows(rows), against) => {
+            let server_url = match against {
+                DiffAgainst::Scratch { server_url } => server_url.as_deref(),
+                _ => None,
+            };
             let migrations = migrations.unwrap_or_default();
             let applied = applied_files(&migrations, &rows);
-            let built = build_on_scratch(server_url.as_deref(), &applied, request.owners, shutdown).await?;
+            let built = build_on_scratch(server_url, &applied, request.owners, shutdown).await?;
             let description = format!("{} from empty ({} applied file(s))", db.dir.display(), applied.len());
             (Compared { against: "scratch", description, snapshot: None }, built)
         }
@@ -120,10 +126,6 @@ enum Expected {
     File(Schema),
     /// The history rows, to pick the files a scratch build runs.
     Rows(Vec<HistoryRow>),
-}
-
-fn unreachable_against() -> ! {
-    unreachable!("the comparison read matches the request")
 }
 
 fn snapshot_compared(snapshot: &Snapshot) -> Compared {

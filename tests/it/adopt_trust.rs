@@ -178,8 +178,8 @@ fn repair_with_a_long_table_name_keeps_its_audit_table_apart() {
     let run = db.migrun().dir(dir.path()).args(["repair", "--accept-checksum", "1", "--table", &table]).run();
     run.assert_code(0);
     let tables = db.query_strings("SELECT tablename FROM pg_tables WHERE tablename LIKE 'history_%' ORDER BY 1");
-    assert_eq!(tables.len(), 4, "the history, its audit table and its two rollback tables: {tables:?}");
-    for suffix in ["_repairs", "_rollback", "_reverts"] {
+    assert_eq!(tables.len(), 5, "the history, its audit, rollback and snapshot tables: {tables:?}");
+    for suffix in ["_repairs", "_rollback", "_reverts", "_snapshots"] {
         assert!(tables.iter().any(|t| t.ends_with(suffix) && t.len() <= 63), "{suffix}: {tables:?}");
     }
     db.migrun().dir(dir.path()).args(["up", "--table", &table]).run().assert_code(0);
