@@ -8,7 +8,9 @@
 //! databases with the same grants and other owners read the same, as pg_dump --no-owner does.
 
 /// The statement for server major `major` (13 and newer). `$1` is a `text[]` of migrun's own
-/// tables (quoted names): they, their sequences and everything on them are left out.
+/// tables (quoted names): they, their sequences and everything on them are left out. `$2`, when
+/// not NULL, is the one schema to read (a fan-out schema target: each tenant's snapshot holds its
+/// own schema, not every tenant's); objects outside any schema are read either way.
 pub fn sql(major: u32, owners: bool) -> String {
     let compression = match major {
         13 => "''",
@@ -67,6 +69,7 @@ WITH own AS (
 ), ns AS (
     SELECT oid, nspname, nspowner, nspacl FROM pg_namespace
     WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'
+      AND ($2::text IS NULL OR nspname = $2::text)
 ), ext AS (
     SELECT classid, objid FROM pg_depend WHERE deptype = 'e'
 ), rel AS (

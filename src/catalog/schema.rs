@@ -94,6 +94,8 @@ pub struct ReadOptions {
     /// migrun's own tables, as quoted names (`"public"."migrun_history"`): left out, with
     /// everything on them.
     pub exclude: Vec<String>,
+    /// Only this schema (and the objects outside any schema).
+    pub schema: Option<String>,
 }
 
 /// A line of a schema file that is not a header, an item or a comment.
@@ -120,7 +122,7 @@ pub async fn read_database(client: &Client) -> Result<Schema, tokio_postgres::Er
 /// open: a migration's own changes are seen before they commit).
 pub async fn read(client: &Client, major: u32, options: &ReadOptions) -> Result<Schema, tokio_postgres::Error> {
     let sql = query::sql(major, options.owners);
-    let rows = client.query_typed(&sql, &[(&options.exclude, Type::TEXT_ARRAY)]).await?;
+    let rows = client.query_typed(&sql, &[(&options.exclude, Type::TEXT_ARRAY), (&options.schema, Type::TEXT)]).await?;
     let mut items: BTreeMap<Object, Vec<(i32, i32, String)>> = BTreeMap::new();
     for row in &rows {
         let (kind, name): (String, String) = (row.try_get(0)?, row.try_get(1)?);

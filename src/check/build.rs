@@ -35,7 +35,7 @@ async fn build(server: &Server, name: &str, migrations: &[&Migration], owners: b
             return Err(BuildError::Fails { file: migration.display_path(), message });
         }
     }
-    let options = ReadOptions { owners, exclude: Vec::new() };
+    let options = ReadOptions { owners, exclude: Vec::new(), schema: None };
     let read = schema::read(&client, server.major(), &options).await;
     read.map_err(|e| ScratchError::Server(crate::db::failure::error_chain(&e)).into())
 }

@@ -25,6 +25,8 @@ pub struct Snapshots<'a> {
     client: &'a Client,
     history: &'a HistoryTable,
     table: HistoryTable,
+    /// The one schema read, for a fan-out schema target.
+    scope: Option<String>,
 }
 
 /// A snapshot as read back.
@@ -68,9 +70,10 @@ pub fn own_tables(history: &HistoryTable) -> Vec<String> {
     names
 }
 
-/// What to read for a snapshot: everything, owners too (`diff --owners` can then compare them).
-pub fn read_options(history: &HistoryTable) -> ReadOptions {
-    ReadOptions { owners: true, exclude: own_tables(history) }
+/// What to read for a snapshot: everything (in `scope`, when given), owners too (`diff
+/// --owners` can then compare them).
+pub fn read_options(history: &HistoryTable, scope: Option<&str>) -> ReadOptions {
+    ReadOptions { owners: true, exclude: own_tables(history), schema: scope.map(str::to_string) }
 }
 
 impl Snapshot {
@@ -93,11 +96,13 @@ impl Snapshot {
 pub async fn compare_with_latest(
     client: &Client,
     history: &HistoryTable,
+    scope: Option<&str>,
 ) -> Result<Option<(Snapshot, Vec<ObjectDiff>)>, HistoryError> {
-    let snapshots = Snapshots::new(client, history);
+    let snapshots = Snapshots::new(client, history).scoped(scope);
     let Some(latest) = snapshots.latest().await? else { return Ok(None) };
     let major = schema::server_major(client).await.map_err(snapshots.error("read the server version"))?;
-    let live = schema::read(client, major, &read_options(history)).await.map_err(snapshots.error("read the schema"))?;
+    let live =
+        schema::read(client, major, &read_options(history, scope)).await.map_err(snapshots.error("read the schema"))?;
     latest.warn_if_stale();
     let objects = latest.schema.clone().without_owners().compare(&live.without_owners());
     Ok(Some((latest, objects)))
@@ -122,7 +127,12 @@ impl<'a> Snapshots<'a> {
     }
 
     pub fn new(client: &'a Client, history: &'a HistoryTable) -> Snapshots<'a> {
-        Snapshots { client, history, table: history.with_suffix(SUFFIX) }
+        Snapshots { client, history, table: history.with_suffix(SUFFIX), scope: None }
+    }
+
+    /// The same snapshots, of schema `scope` only (`None`: the whole database).
+    pub fn scoped(self, scope: Option<&str>) -> Self {
+        Snapshots { scope: scope.map(str::to_string), ..self }
     }
 
     fn error(&self, action: &'static str) -> impl Fn(tokio_postgres::Error) -> HistoryError + '_ {
@@ -164,7 +174,7 @@ impl<'a> Snapshots<'a> {
             .await
             .map_err(self.error("create the snapshot table"))?;
         let major = schema::server_major(self.client).await.map_err(self.error("read the server version"))?;
-        let schema = schema::read(self.client, major, &read_options(self.history))
+        let schema = schema::read(self.client, major, &read_options(self.history, self.scope.as_deref()))
             .await
             .map_err(self.error("read the schema"))?;
         let (text, hash) = (schema.text(), schema.hash());

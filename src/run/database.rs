@@ -118,14 +118,17 @@ async fn revert_under_lock(
         return Ok(());
     }
     let writer = history.writer(identity).await?;
-    let snapshots = Snapshots::new(&locked.session().client, locked.table());
+    let snapshots = Snapshots::new(&locked.session().client, locked.table()).scoped(db.schema_scope.as_deref());
     let applier =
         Applier::new(locked, writer, &db.session, db.retry, shutdown.clone()).reverting().snapshotting(snapshots);
     let downs: Vec<&Migration> = steps.iter().map(|s| s.down).collect();
     let unfinished: Vec<u64> = steps.iter().filter(|s| s.unfinished).map(|s| s.version).collect();
     let result = applier.revert_all(&downs, &unfinished, &mut progress.applied).await;
     if !progress.applied.is_empty() && !applier.snapshot_taken() {
-        Snapshots::new(&locked.session().client, locked.table()).take_or_warn("down").await;
+        Snapshots::new(&locked.session().client, locked.table())
+            .scoped(db.schema_scope.as_deref())
+            .take_or_warn("down")
+            .await;
     }
     Ok(result?)
 }
@@ -193,7 +196,10 @@ pub async fn repair(
         if !request.dry_run {
             repair::apply(&locked.session().client, locked.table(), &change, identity).await?;
             tracing::info!(action = change.action, version = change.version, "history repaired");
-            Snapshots::new(&locked.session().client, locked.table()).take_or_warn("repair").await;
+            Snapshots::new(&locked.session().client, locked.table())
+                .scoped(db.schema_scope.as_deref())
+                .take_or_warn("repair")
+                .await;
         }
         listing::print(&listing::repair(&change, request.dry_run, request.format.json()))
     }
@@ -237,7 +243,7 @@ pub async fn baseline(
                 highest = plan.record.last().map(|r| r.version),
                 "baseline recorded"
             );
-            Snapshots::new(client, locked.table()).take_or_warn("baseline").await;
+            Snapshots::new(client, locked.table()).scoped(db.schema_scope.as_deref()).take_or_warn("baseline").await;
         }
         listing::print(&listing::baseline(&plan, request.dry_run, request.format.json()))
     }
@@ -440,18 +446,21 @@ pub async fn apply_pending(
     progress.pending_before = Some(steps.len());
     tracing::info!(applied_before = rows.len(), pending = steps.len(), "history read");
     if db.check_drift {
-        check_drift(locked).await?;
+        check_drift(db, locked).await?;
     }
     if steps.is_empty() {
         return Ok(());
     }
     let pending: Vec<&Migration> = steps.iter().map(|e| e.migration).collect();
     let writer = history.writer(identity).await?.with_assessments(compat::assess(&pending));
-    let snapshots = Snapshots::new(&locked.session().client, locked.table());
+    let snapshots = Snapshots::new(&locked.session().client, locked.table()).scoped(db.schema_scope.as_deref());
     let applier = Applier::new(locked, writer, &db.session, db.retry, shutdown.clone()).snapshotting(snapshots);
     let result = applier.apply_all(&steps, &mut progress.applied).await;
     if !progress.applied.is_empty() && !applier.snapshot_taken() {
-        Snapshots::new(&locked.session().client, locked.table()).take_or_warn("up").await;
+        Snapshots::new(&locked.session().client, locked.table())
+            .scoped(db.schema_scope.as_deref())
+            .take_or_warn("up")
+            .await;
     }
     Ok(result?)
 }
@@ -459,8 +468,9 @@ pub async fn apply_pending(
 /// `--check-drift`: with the lock held, before anything is applied, the live schema must be
 /// the newest snapshot's. No snapshot yet (a new database, or one migrated before snapshots)
 /// passes with a note: there is nothing to hold it to.
-async fn check_drift(locked: &LockedSession) -> Result<(), Error> {
-    let compared = snapshot::compare_with_latest(&locked.session().client, locked.table()).await?;
+async fn check_drift(db: &DbSettings, locked: &LockedSession) -> Result<(), Error> {
+    let client = &locked.session().client;
+    let compared = snapshot::compare_with_latest(client, locked.table(), db.schema_scope.as_deref()).await?;
     let Some((latest, objects)) = compared else {
         tracing::info!("no schema snapshot yet: nothing to check drift against (this run records one)");
         return Ok(());

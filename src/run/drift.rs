@@ -64,19 +64,23 @@ pub async fn diff(db: &DbSettings, request: &DiffRequest, shutdown: &Shutdown) -
         session.start().await?;
         let client = &session.client;
         let major = schema::server_major(client).await.map_err(DriftError::read)?;
-        let live = schema::read(client, major, &snapshot::read_options(&db.history_table))
+        let live = schema::read(client, major, &snapshot::read_options(&db.history_table, db.schema_scope.as_deref()))
             .await
             .map_err(DriftError::read)?;
         let expected = match &request.against {
             DiffAgainst::Snapshot => {
-                let latest = Snapshots::new(client, &db.history_table).latest().await?;
+                let latest = Snapshots::new(client, &db.history_table).scoped(db.schema_scope.as_deref()).latest().await?;
                 let latest = latest.ok_or(DriftError::NoSnapshot)?;
                 if latest.server_major != major as i32 {
                     tracing::warn!(snapshot_major = latest.server_major, server_major = major, "the snapshot was read on another PostgreSQL major: some differences may be how the server prints definitions; check them, then record a new snapshot with diff --accept");
                 }
                 Expected::Snapshot(latest)
             }
-            DiffAgainst::File(path) => Expected::File(read_file(path)?),
+            DiffAgainst::File(path) => {
+                let (schema, written_on) = read_file(path)?;
+                warn_on_other_major(&path.display().to_string(), written_on, major);
+                Expected::File(schema)
+            }
             DiffAgainst::Scratch { .. } => {
                 let rows = History::new(&session, &db.history_table).read().await?.unwrap_or_default();
                 Expected::Rows(rows)
@@ -103,7 +107,7 @@ pub async fn diff(db: &DbSettings, request: &DiffRequest, shutdown: &Shutdown) -
             };
             let migrations = migrations.unwrap_or_default();
             let applied = applied_files(&migrations, &rows);
-            let built = build_on_scratch(server_url, &applied, request.owners, shutdown).await?;
+            let (built, _) = build_on_scratch(server_url, &applied, request.owners, shutdown).await?;
             let description = format!("{} from empty ({} applied file(s))", db.dir.display(), applied.len());
             (Compared { against: "scratch", description, snapshot: None }, built)
         }
@@ -161,7 +165,7 @@ async fn build_on_scratch(
     migrations: &[&Migration],
     owners: bool,
     shutdown: &Shutdown,
-) -> Result<Schema, Error> {
+) -> Result<(Schema, u32), Error> {
     shutdown.check()?;
     let server = match server_url {
         Some(url) => Server::at(url).await,
@@ -170,16 +174,34 @@ async fn build_on_scratch(
     .map_err(BuildError::from)
     .map_err(DriftError::Build)?;
     let built = build::schema_from_empty(&server, migrations, owners).await;
+    let major = server.major();
     drop(server);
-    Ok(built.map_err(DriftError::Build)?)
+    Ok((built.map_err(DriftError::Build)?, major))
 }
 
-fn read_file(path: &Path) -> Result<Schema, Error> {
+/// The second header line of a schema file names the major it was read on.
+const MAJOR_LINE: &str = "Read on PostgreSQL ";
+
+/// A schema file, and the major its header names (none for a file without the header).
+fn read_file(path: &Path) -> Result<(Schema, Option<u32>), Error> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| DriftError::File { file: file.clone(), problem: format!("cannot read it: {e}") })?;
-    Schema::parse(&text)
-        .map_err(|e| DriftError::File { file, problem: format!("not a migrun schema file: {e}") }.into())
+    let major = text
+        .lines()
+        .take_while(|l| l.starts_with("--"))
+        .find_map(|l| l.split(MAJOR_LINE).nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+    let schema = Schema::parse(&text)
+        .map_err(|e| DriftError::File { file, problem: format!("not a migrun schema file: {e}") })?;
+    Ok((schema, major))
+}
+
+/// Definitions print differently between majors: say so when a file is compared with another.
+fn warn_on_other_major(file: &str, written_on: Option<u32>, compared_on: u32) {
+    if let Some(written) = written_on.filter(|w| *w != compared_on) {
+        tracing::warn!(file, written_on = written, server_major = compared_on, "the schema file was read on another PostgreSQL major: some differences may be how the server prints definitions; write it with the major it is compared on");
+    }
 }
 
 /// Prints the report: JSON, or each differing object with its `-`/`+` lines.
@@ -215,7 +237,7 @@ async fn accept(db: &DbSettings, request: &DiffRequest, shutdown: &Shutdown) -> 
     let session = database::open(db, shutdown).await?;
     let (locked, _) = database::lock(db, session, shutdown).await?;
     let result = async {
-        let taken = Snapshots::new(&locked.session().client, locked.table()).take("accept").await?;
+        let taken = Snapshots::new(&locked.session().client, locked.table()).scoped(db.schema_scope.as_deref()).take("accept").await?;
         tracing::info!(objects = taken.objects, bytes = taken.bytes, duration_ms = taken.duration_ms, schema_hash = %taken.hash, "schema snapshot recorded");
         let text = match request.format.json() {
             true => format!(
@@ -237,21 +259,23 @@ async fn accept(db: &DbSettings, request: &DiffRequest, shutdown: &Shutdown) -> 
 pub async fn schema_file(db: &DbSettings, request: &SchemaRequest, shutdown: &Shutdown) -> Result<(), Error> {
     let migrations = files::load(&db.dir, files::Accept::to_apply(db.policy.allow_empty))?;
     let all: Vec<&Migration> = migrations.iter().collect();
-    let built = build_on_scratch(request.server_url.as_deref(), &all, request.owners, shutdown).await?;
+    let (built, server_major) = build_on_scratch(request.server_url.as_deref(), &all, request.owners, shutdown).await?;
     let file = request.file.display().to_string();
     let highest = migrations.iter().filter_map(Migration::version).max();
     if !request.check {
         let header = format!(
-            "-- The schema {} produces from empty{}, as `migrun schema --write` reads it from the catalogs.\n-- Written by migrun; check it with `migrun schema --check {file}`.\n",
+            "-- The schema {} produces from empty{}, as `migrun schema --write` reads it from the catalogs.\n-- {MAJOR_LINE}{}; check it with `migrun schema --check {file}`.\n",
             db.dir.display(),
-            highest.map(|v| format!(" (versions up to {v})")).unwrap_or_default()
+            highest.map(|v| format!(" (versions up to {v})")).unwrap_or_default(),
+            server_major,
         );
         std::fs::write(&request.file, format!("{header}{}", built.text()))
             .map_err(|e| DriftError::File { file: file.clone(), problem: format!("cannot write it: {e}") })?;
         tracing::info!(file = %file, objects = built.objects(), schema_hash = %built.hash(), "schema file written");
         return print(&format!("wrote {file} ({} objects)\n", built.objects()));
     }
-    let committed = read_file(&request.file)?;
+    let (committed, written_on) = read_file(&request.file)?;
+    warn_on_other_major(&file, written_on, server_major);
     let objects = committed.compare(&built);
     let compared = Compared { against: "file", description: file.clone(), snapshot: None };
     if let Some(first) = objects.first() {

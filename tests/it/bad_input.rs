@@ -199,6 +199,16 @@ const CASES: &[Case] = &[
         let run = Migrun::new().dir(&example_sql()).args(["fanout", "up", "--targets", &format!("file:{path}"), "--coord-url", &db.url()]).run();
         (run, path)
     } },
+    Case { input: "`diff` of a database with no schema snapshot yet", exit: 2, says: "diff: nothing to compare with: this database has no schema snapshot yet", left: "nothing: diff only reads", run: |db| online(db, &[("0001_a.sql", "SELECT 1;")], &["diff"]) },
+    Case { input: "`diff --against` a file that is not a schema file", exit: 2, says: "sql/schema.txt: not a migrun schema file: line 1: expected `<kind> <name>`, an item or a blank line", left: "nothing: diff only reads", run: |db| {
+        let dir = sql_dir(&[("0001_a.sql", "SELECT 1;"), ("schema.txt", "CREATE TABLE t (id int);\n")]);
+        let file = dir.path().join("schema.txt").display().to_string();
+        db.migrun().dir(dir.path()).args(["up"]).run();
+        let run = db.migrun().dir(dir.path()).args(["diff", "--against", &file]).run();
+        (run, dir.path().display().to_string())
+    } },
+    Case { input: "`schema` without `--write` or `--check`", exit: 2, says: "the following required arguments were not provided: --write <FILE>", left: NOTHING, run: |_| setting(&["schema"], &[]) },
+    Case { input: "`MIGRUN_CHECK_DRIFT=maybe`", exit: 2, says: "--check-drift / MIGRUN_CHECK_DRIFT: `maybe` is not valid; expected true or false", left: NOTHING, run: |_| setting(&["up"], &[("MIGRUN_CHECK_DRIFT", "maybe")]) },
     Case { input: "`exec` of a command that does not exist", exit: 127, says: "the command exited with 127", left: NOTHING, run: |_| {
         let run = Migrun::new().args(["exec", "--no-db", "--", "/nonexistent/app"]).run();
         (run, String::new())

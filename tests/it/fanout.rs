@@ -543,6 +543,12 @@ fn schemas_of_one_database_are_targets_with_their_own_history_and_lock() {
         assert_eq!(db.count(&format!("SELECT count(*) FROM {schema}.applied_once")), 2, "{schema}");
         assert_eq!(db.count(&format!("SELECT count(*) FROM {schema}.migrun_history")), 2, "{schema}");
     }
+    // Each tenant's snapshot holds its own schema, not the 199 others (a read of every tenant
+    // for every tenant would grow with the square of their number).
+    let text =
+        db.query_strings("SELECT schema FROM tenant_7.migrun_history_snapshots ORDER BY id DESC LIMIT 1").join("");
+    assert!(text.contains("schema tenant_7\n") && text.contains("table tenant_7.applied_once"), "{text}");
+    assert!(!text.contains("tenant_8"), "{text}");
     assert_eq!(
         db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'applied_once'"),
         0

@@ -100,7 +100,8 @@ impl DbSettings {
                 // Never the base table: a schema's history (and its lock) must be its own.
                 let history_table = HistoryTable::parse(&format!("{schema}.{}", self.history_table.name()))
                     .ok_or_else(|| TargetSettingsError::SchemaTable(schema.clone()))?;
-                Ok(DbSettings { history_table, lock_key: None, ..self.with_connection(connection) })
+                let schema_scope = Some(schema.clone());
+                Ok(DbSettings { history_table, lock_key: None, schema_scope, ..self.with_connection(connection) })
             }
         }
     }

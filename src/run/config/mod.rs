@@ -80,6 +80,8 @@ pub struct DbSettings {
     pub policy: Policy,
     /// `up` / `exec --migrate` compare the live schema with the last snapshot before applying.
     pub check_drift: bool,
+    /// A fan-out schema target's schema: its snapshots read that schema only.
+    pub schema_scope: Option<String>,
 }
 
 /// A setting that cannot be used. Each names the flag and variable it came from.
@@ -237,6 +239,7 @@ fn config(
         retry,
         policy,
         check_drift,
+        schema_scope: None,
     };
     Ok(Config {
         db,
