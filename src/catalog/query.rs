@@ -98,44 +98,86 @@ WITH own AS (
     SELECT p.oid, p.prokind, p.proowner, p.proacl, format('%I.%I(%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)) AS qname
     FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
     WHERE p.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_proc'::regclass)
-), acl_source AS (
-    SELECT 'schema' AS kind, quote_ident(n.nspname) AS name, format('schema %I', n.nspname) AS what, n.nspacl AS acl,
+), obj AS (
+    -- Every object a comment or privileges can be on: the block it belongs to, how items name
+    -- it, its privileges and their default (NULL: none, as for a column).
+    SELECT 'pg_namespace'::regclass AS classid, n.oid AS objid, 0 AS objsubid, 'schema' AS kind, quote_ident(n.nspname) AS name,
+           format('schema %I', n.nspname) AS what, n.nspacl AS acl,
            coalesce((SELECT initprivs FROM pg_init_privs i WHERE i.objoid = n.oid AND i.classoid = 'pg_namespace'::regclass AND i.objsubid = 0),
                     acldefault('n', n.nspowner)) AS base, n.nspowner AS owner
     FROM ns n WHERE n.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_namespace'::regclass)
     UNION ALL
-    SELECT r.kind, r.qname, format('%s %s', CASE r.kind WHEN 'sequence' THEN 'sequence' ELSE 'table' END, r.qname), r.relacl,
+    SELECT 'pg_extension'::regclass, e.oid, 0, 'extension', quote_ident(e.extname), format('extension %I', e.extname), NULL, NULL, 0
+    FROM pg_extension e
+    UNION ALL
+    SELECT 'pg_class'::regclass, r.oid, 0, r.kind, r.qname, format('%s %s', r.kind, r.qname), r.relacl,
            acldefault(CASE r.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", r.relowner), r.relowner
     FROM rel r
     UNION ALL
-    SELECT r.kind, r.qname, format('column %s.%I', r.qname, a.attname), a.attacl, NULL::aclitem[], r.relowner
-    FROM rel r JOIN pg_attribute a ON a.attrelid = r.oid WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+    SELECT 'pg_class'::regclass, r.oid, a.attnum, r.kind, r.qname, format('column %s.%I', r.qname, a.attname), a.attacl, NULL, r.relowner
+    FROM rel r JOIN pg_attribute a ON a.attrelid = r.oid WHERE a.attnum > 0 AND NOT a.attisdropped AND r.relkind <> 'S'
     UNION ALL
-    SELECT CASE WHEN f.prokind = 'p' THEN 'procedure' WHEN f.prokind = 'a' THEN 'aggregate' ELSE 'function' END, f.qname,
-           format('function %s', f.qname), f.proacl, acldefault('f', f.proowner), f.proowner
+    SELECT 'pg_class'::regclass, i.indexrelid, 0, r.kind, r.qname, format('index %I.%I', r.nspname, ic.relname), NULL, NULL, 0
+    FROM pg_index i JOIN rel r ON r.oid = i.indrelid JOIN pg_class ic ON ic.oid = i.indexrelid
+    UNION ALL
+    SELECT 'pg_constraint'::regclass, co.oid, 0, coalesce(r.kind, 'domain'), coalesce(r.qname, t.qname), format('constraint %I', co.conname), NULL, NULL, 0
+    FROM pg_constraint co LEFT JOIN rel r ON r.oid = co.conrelid LEFT JOIN typ t ON t.oid = co.contypid
+    WHERE coalesce(r.qname, t.qname) IS NOT NULL
+    UNION ALL
+    SELECT 'pg_trigger'::regclass, tg.oid, 0, r.kind, r.qname, format('trigger %I', tg.tgname), NULL, NULL, 0
+    FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid
+    UNION ALL
+    SELECT 'pg_rewrite'::regclass, ru.oid, 0, r.kind, r.qname, format('rule %I', ru.rulename), NULL, NULL, 0
+    FROM pg_rewrite ru JOIN rel r ON r.oid = ru.ev_class
+    UNION ALL
+    SELECT 'pg_policy'::regclass, po.oid, 0, r.kind, r.qname, format('policy %I', po.polname), NULL, NULL, 0
+    FROM pg_policy po JOIN rel r ON r.oid = po.polrelid
+    UNION ALL
+    SELECT 'pg_statistic_ext'::regclass, st.oid, 0, r.kind, r.qname, format('statistics %s', st.oid::regclass), NULL, NULL, 0
+    FROM pg_statistic_ext st JOIN rel r ON r.oid = st.stxrelid
+    UNION ALL
+    SELECT 'pg_proc'::regclass, f.oid, 0, CASE WHEN f.prokind = 'p' THEN 'procedure' WHEN f.prokind = 'a' THEN 'aggregate' ELSE 'function' END,
+           f.qname, format('function %s', f.qname), f.proacl, acldefault('f', f.proowner), f.proowner
     FROM fn f
     UNION ALL
-    SELECT CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END, t.qname, format('type %s', t.qname), t.typacl,
-           acldefault('T', t.typowner), t.typowner
+    SELECT 'pg_type'::regclass, t.oid, 0, CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END, t.qname, format('type %s', t.qname),
+           t.typacl, acldefault('T', t.typowner), t.typowner
     FROM typ t
     UNION ALL
-    SELECT 'foreign data wrapper', quote_ident(w.fdwname), format('foreign data wrapper %I', w.fdwname), w.fdwacl,
-           acldefault('F', w.fdwowner), w.fdwowner
+    SELECT 'pg_class'::regclass, t.typrelid, a.attnum, 'type', t.qname, format('column %s.%I', t.qname, a.attname), NULL, NULL, 0
+    FROM typ t JOIN pg_attribute a ON a.attrelid = t.typrelid WHERE t.typtype = 'c' AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT 'pg_collation'::regclass, co.oid, 0, 'collation', format('%I.%I', n.nspname, co.collname), format('collation %I.%I', n.nspname, co.collname), NULL, NULL, 0
+    FROM pg_collation co JOIN ns n ON n.oid = co.collnamespace
+    WHERE co.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_collation'::regclass)
+    UNION ALL
+    SELECT 'pg_event_trigger'::regclass, e.oid, 0, 'event trigger', quote_ident(e.evtname), format('event trigger %I', e.evtname), NULL, NULL, 0
+    FROM pg_event_trigger e WHERE e.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_event_trigger'::regclass)
+    UNION ALL
+    SELECT 'pg_publication'::regclass, p.oid, 0, 'publication', quote_ident(p.pubname), format('publication %I', p.pubname), NULL, NULL, 0
+    FROM pg_publication p
+    UNION ALL
+    SELECT 'pg_operator'::regclass, o.oid, 0, 'operator', o.oid::regoperator::text, format('operator %s', o.oid::regoperator), NULL, NULL, 0
+    FROM pg_operator o JOIN ns n ON n.oid = o.oprnamespace
+    WHERE o.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_operator'::regclass)
+    UNION ALL
+    SELECT 'pg_foreign_data_wrapper'::regclass, w.oid, 0, 'foreign data wrapper', quote_ident(w.fdwname), format('foreign data wrapper %I', w.fdwname),
+           w.fdwacl, acldefault('F', w.fdwowner), w.fdwowner
     FROM pg_foreign_data_wrapper w WHERE w.oid NOT IN (SELECT objid FROM ext)
     UNION ALL
-    SELECT 'server', quote_ident(s.srvname), format('server %I', s.srvname), s.srvacl, acldefault('S', s.srvowner), s.srvowner
-    FROM pg_foreign_server s WHERE s.oid NOT IN (SELECT objid FROM ext)
+    SELECT 'pg_foreign_server'::regclass, sv.oid, 0, 'server', quote_ident(sv.srvname), format('server %I', sv.srvname),
+           sv.srvacl, acldefault('S', sv.srvowner), sv.srvowner
+    FROM pg_foreign_server sv WHERE sv.oid NOT IN (SELECT objid FROM ext)
     UNION ALL
-    SELECT 'default privileges', format('%I%s %s', pg_get_userbyid(d.defaclrole), coalesce(' in ' || quote_ident(n.nspname), ''),
-                  CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences' WHEN 'f' THEN 'functions'
-                       WHEN 'T' THEN 'types' WHEN 'n' THEN 'schemas' ELSE d.defaclobjtype::text END),
-           'new ' || CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences' WHEN 'f' THEN 'functions'
-                       WHEN 'T' THEN 'types' WHEN 'n' THEN 'schemas' ELSE d.defaclobjtype::text END,
-           d.defaclacl,
-           CASE WHEN d.defaclnamespace = 0 THEN acldefault(CASE d.defaclobjtype WHEN 'S' THEN 's' ELSE d.defaclobjtype END::"char", d.defaclrole)
-                END,
+    SELECT 'pg_default_acl'::regclass, d.oid, 0, 'default privileges',
+           format('%I%s %s', pg_get_userbyid(d.defaclrole), coalesce(' in ' || quote_ident(n.nspname), ''), x.what),
+           'new ' || x.what, d.defaclacl,
+           CASE WHEN d.defaclnamespace = 0 THEN acldefault(CASE d.defaclobjtype WHEN 'S' THEN 's' ELSE d.defaclobjtype END::"char", d.defaclrole) END,
            d.defaclrole
     FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+    CROSS JOIN LATERAL (SELECT CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences' WHEN 'f' THEN 'functions'
+                                    WHEN 'T' THEN 'types' WHEN 'n' THEN 'schemas' ELSE d.defaclobjtype::text END) x(what)
+    WHERE $2::text IS NULL OR n.nspname = $2::text
 )
 SELECT 'schema', quote_ident(nspname), 0, 0, format('schema %I', nspname)
 FROM ns WHERE oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_namespace'::regclass)
@@ -370,65 +412,25 @@ SELECT 'server', quote_ident(u.srvname), 2, 0,
               coalesce(' options (' || array_to_string(u.umoptions, ', ') || ')', ''))
 FROM pg_user_mappings u
 UNION ALL
--- comments, on the object they describe
-SELECT x.kind, x.name, 8, 0, format('comment on %s is %L', x.what, d.description)
-FROM pg_description d CROSS JOIN LATERAL (
-    SELECT 'schema', quote_ident(n.nspname), format('schema %I', n.nspname) FROM ns n
-    WHERE d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid
-      AND n.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_namespace'::regclass)
-    UNION ALL SELECT 'extension', quote_ident(e.extname), format('extension %I', e.extname) FROM pg_extension e
-    WHERE d.classoid = 'pg_extension'::regclass AND d.objoid = e.oid
-    UNION ALL SELECT r.kind, r.qname, CASE WHEN d.objsubid = 0 THEN format('%s %s', r.kind, r.qname)
-                                           ELSE format('column %s.%I', r.qname, (SELECT attname FROM pg_attribute WHERE attrelid = r.oid AND attnum = d.objsubid)) END
-    FROM rel r WHERE d.classoid = 'pg_class'::regclass AND d.objoid = r.oid
-    UNION ALL SELECT r.kind, r.qname, format('index %I.%I', r.nspname, ic.relname)
-    FROM pg_index i JOIN rel r ON r.oid = i.indrelid JOIN pg_class ic ON ic.oid = i.indexrelid
-    WHERE d.classoid = 'pg_class'::regclass AND d.objoid = i.indexrelid
-    UNION ALL SELECT coalesce(r.kind, 'domain'), coalesce(r.qname, t.qname), format('constraint %I', co.conname)
-    FROM pg_constraint co LEFT JOIN rel r ON r.oid = co.conrelid LEFT JOIN typ t ON t.oid = co.contypid
-    WHERE d.classoid = 'pg_constraint'::regclass AND d.objoid = co.oid AND coalesce(r.qname, t.qname) IS NOT NULL
-    UNION ALL SELECT r.kind, r.qname, format('trigger %I', tg.tgname) FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid
-    WHERE d.classoid = 'pg_trigger'::regclass AND d.objoid = tg.oid
-    UNION ALL SELECT r.kind, r.qname, format('rule %I', ru.rulename) FROM pg_rewrite ru JOIN rel r ON r.oid = ru.ev_class
-    WHERE d.classoid = 'pg_rewrite'::regclass AND d.objoid = ru.oid
-    UNION ALL SELECT r.kind, r.qname, format('policy %I', po.polname) FROM pg_policy po JOIN rel r ON r.oid = po.polrelid
-    WHERE d.classoid = 'pg_policy'::regclass AND d.objoid = po.oid
-    UNION ALL SELECT r.kind, r.qname, format('statistics %s', s.oid::regclass) FROM pg_statistic_ext s JOIN rel r ON r.oid = s.stxrelid
-    WHERE d.classoid = 'pg_statistic_ext'::regclass AND d.objoid = s.oid
-    UNION ALL SELECT CASE WHEN f.prokind = 'p' THEN 'procedure' WHEN f.prokind = 'a' THEN 'aggregate' ELSE 'function' END, f.qname,
-                     format('function %s', f.qname) FROM fn f WHERE d.classoid = 'pg_proc'::regclass AND d.objoid = f.oid
-    UNION ALL SELECT CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END, t.qname, format('type %s', t.qname) FROM typ t
-    WHERE d.classoid = 'pg_type'::regclass AND d.objoid = t.oid
-    UNION ALL SELECT 'type', t.qname, format('column %s.%I', t.qname, (SELECT attname FROM pg_attribute WHERE attrelid = t.typrelid AND attnum = d.objsubid))
-    FROM typ t WHERE d.classoid = 'pg_class'::regclass AND d.objoid = t.typrelid AND d.objsubid > 0
-    UNION ALL SELECT 'collation', format('%I.%I', n.nspname, co.collname), format('collation %I.%I', n.nspname, co.collname)
-    FROM pg_collation co JOIN ns n ON n.oid = co.collnamespace WHERE d.classoid = 'pg_collation'::regclass AND d.objoid = co.oid
-    UNION ALL SELECT 'event trigger', quote_ident(e.evtname), format('event trigger %I', e.evtname) FROM pg_event_trigger e
-    WHERE d.classoid = 'pg_event_trigger'::regclass AND d.objoid = e.oid
-    UNION ALL SELECT 'publication', quote_ident(p.pubname), format('publication %I', p.pubname) FROM pg_publication p
-    WHERE d.classoid = 'pg_publication'::regclass AND d.objoid = p.oid
-    UNION ALL SELECT 'operator', o.oid::regoperator::text, format('operator %s', o.oid::regoperator) FROM pg_operator o
-    WHERE d.classoid = 'pg_operator'::regclass AND d.objoid = o.oid AND o.oid >= 16384
-    UNION ALL SELECT 'server', quote_ident(s.srvname), format('server %I', s.srvname) FROM pg_foreign_server s
-    WHERE d.classoid = 'pg_foreign_server'::regclass AND d.objoid = s.oid
-) x(kind, name, what)
--- user objects only (and the built-in schemas and extensions, whose comments can be changed)
+-- comments, on the object they describe (the built-in schemas' and extensions' can change too)
+SELECT o.kind, o.name, 8, 0, format('comment on %s is %L', o.what, d.description)
+FROM pg_description d JOIN obj o ON o.classid = d.classoid AND o.objid = d.objoid AND o.objsubid = d.objsubid
 WHERE d.objoid >= 16384 OR d.classoid IN ('pg_namespace'::regclass, 'pg_extension'::regclass)
 UNION ALL
 -- privileges: what differs from the object's default (NULL: none, as for a column)
 SELECT a.kind, a.name, 9, 0, g.item
-FROM acl_source a CROSS JOIN LATERAL (
+FROM obj a CROSS JOIN LATERAL (
     SELECT format('grant %s on %s to %s%s%s', e.privilege_type, a.what,
                   CASE WHEN e.grantee = 0 THEN 'PUBLIC' WHEN e.grantee = a.owner THEN 'OWNER' ELSE quote_ident(pg_get_userbyid(e.grantee)) END,
                   CASE WHEN e.is_grantable THEN ' with grant option' ELSE '' END,
                   CASE WHEN e.grantor = a.owner THEN '' ELSE ' granted by ' || quote_ident(pg_get_userbyid(e.grantor)) END)
-    FROM aclexplode(coalesce(a.acl, a.base)) e
+    FROM aclexplode(a.acl) e
     WHERE (e.grantor, e.grantee, e.privilege_type, e.is_grantable) NOT IN (SELECT b.grantor, b.grantee, b.privilege_type, b.is_grantable FROM aclexplode(a.base) b)
     UNION ALL
     SELECT format('revoke %s on %s from %s', b.privilege_type, a.what,
                   CASE WHEN b.grantee = 0 THEN 'PUBLIC' WHEN b.grantee = a.owner THEN 'OWNER' ELSE quote_ident(pg_get_userbyid(b.grantee)) END)
     FROM aclexplode(a.base) b
-    WHERE a.acl IS NOT NULL
-      AND (b.grantor, b.grantee, b.privilege_type, b.is_grantable) NOT IN (SELECT e.grantor, e.grantee, e.privilege_type, e.is_grantable FROM aclexplode(a.acl) e)
+    WHERE (b.grantor, b.grantee, b.privilege_type, b.is_grantable) NOT IN (SELECT e.grantor, e.grantee, e.privilege_type, e.is_grantable FROM aclexplode(a.acl) e)
 ) g(item)
+WHERE a.acl IS NOT NULL
 "#;
