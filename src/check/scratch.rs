@@ -17,21 +17,21 @@ use crate::db::url::DatabaseUrl;
 /// The scratch server could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ScratchError {
-    #[error("verify: no Postgres server binaries (initdb) on PATH or in /usr/lib/postgresql/*/bin; install the PostgreSQL server package, or name a server with --database-url")]
+    #[error("scratch Postgres: no server binaries (initdb) on PATH or in /usr/lib/postgresql/*/bin; install the PostgreSQL server package, or name a server: --database-url for verify and schema, --scratch-url for diff --scratch")]
     NoBinaries,
-    #[error("verify: cannot start a scratch Postgres: {0}")]
+    #[error("scratch Postgres: cannot start one: {0}")]
     Start(String),
-    #[error("verify: {0}")]
+    #[error("scratch Postgres: {0}")]
     Server(String),
-    #[error("verify: cannot reach the server you named ({server}): {reason}; check the host, port and that it is up")]
+    #[error("scratch Postgres: cannot reach the server you named ({server}): {reason}; check the host, port and that it is up")]
     Unreachable { server: String, reason: String },
-    #[error("verify: TLS to the server you named ({server}) failed: {reason}")]
+    #[error("scratch Postgres: TLS to the server you named ({server}) failed: {reason}")]
     Tls { server: String, reason: String },
-    #[error("verify: database {0} on the server you named is not empty (it has tables, views, sequences or other relations); name a server's maintenance database (postgres): migrun creates and drops scratch databases of its own there")]
+    #[error("scratch Postgres: database {0} on the server you named is not empty (it has tables, views, sequences or other relations); name a server's maintenance database (postgres): migrun creates and drops scratch databases of its own there")]
     NotEmpty(String),
     #[error("verify: {file}: `{statement}` changes the whole server you named, not a scratch database; verify such a folder on a scratch server of its own (run verify without --database-url)")]
     ClusterWide { file: String, statement: String },
-    #[error("verify: {0}")]
+    #[error("scratch Postgres: {0}")]
     Interrupted(#[from] crate::signals::Interrupted),
 }
 

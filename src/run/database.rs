@@ -482,7 +482,7 @@ async fn check_drift(db: &DbSettings, locked: &LockedSession) -> Result<(), Erro
     for object in &objects {
         tracing::warn!(kind = %object.kind, name = %object.name, lines = %object.lines.join("; "), "drift");
     }
-    Err(DriftError::differs("--check-drift", &latest.describe(), &objects, first).into())
+    Err(DriftError::differs("--check-drift", &latest.describe(), &objects, first, !latest.history_unchanged).into())
 }
 
 /// The files and the history, read without the lock on a session closed after it.

@@ -120,7 +120,10 @@ pub async fn diff(db: &DbSettings, request: &DiffRequest, shutdown: &Shutdown) -
     report(&compared, &objects, request.format.json())?;
     match objects.first() {
         None => Ok(()),
-        Some(first) => Err(DriftError::differs("diff", &compared.description, &objects, first).into()),
+        Some(first) => {
+            let stale = compared.snapshot.as_ref().is_some_and(|s| !s.history_unchanged);
+            Err(DriftError::differs("diff", &compared.description, &objects, first, stale).into())
+        }
     }
 }
 

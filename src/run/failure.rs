@@ -63,8 +63,8 @@ pub enum ProveError {
 /// comparing. Each is given its exit code in `run::error`.
 #[derive(Debug, thiserror::Error)]
 pub enum DriftError {
-    #[error("{command}: the live schema differs from {against} in {count} object(s); first: {first}; see `migrun diff`, then fix the database or record what it is with `migrun diff --accept`{}", if *.command == "diff" { "" } else { "; nothing was applied" })]
-    Differs { command: &'static str, against: String, count: usize, first: String },
+    #[error("{command}: the live schema differs from {against} in {count} object(s); first: {first}{}; see `migrun diff`, then fix the database or record what it is with `migrun diff --accept`{}", if *.stale { " (the history changed after that snapshot was recorded: a run that stopped before recording one, or an older migrun; the versions applied since show as differences)" } else { "" }, if *.command == "diff" { "" } else { "; nothing was applied" })]
+    Differs { command: &'static str, against: String, count: usize, first: String, stale: bool },
     #[error("diff: nothing to compare with: this database has no schema snapshot yet (every up, down, baseline and repair that changes it records one); compare with --against FILE or --scratch, or record the live schema with `migrun diff --accept`")]
     NoSnapshot,
     #[error("{file}: {problem}")]
@@ -83,8 +83,16 @@ impl DriftError {
     }
 
     /// The live schema differs in `objects` (`first` among them).
-    pub fn differs(command: &'static str, against: &str, objects: &[ObjectDiff], first: &ObjectDiff) -> DriftError {
+    /// `stale`: the history changed after the snapshot compared with.
+    pub fn differs(
+        command: &'static str,
+        against: &str,
+        objects: &[ObjectDiff],
+        first: &ObjectDiff,
+        stale: bool,
+    ) -> DriftError {
         let command = if command == "diff" { "diff" } else { "up --check-drift" };
-        DriftError::Differs { command, against: against.to_string(), count: objects.len(), first: first.summary() }
+        let (against, count, first) = (against.to_string(), objects.len(), first.summary());
+        DriftError::Differs { command, against, count, first, stale }
     }
 }

@@ -377,3 +377,33 @@ fn diff_through_libpq_variables_and_a_secret() {
     assert!(via_secret.stdout.contains("public.items"), "{}", via_secret.stdout);
     assert!(!via_secret.stdout.contains(PASSWORD) && !via_secret.stderr.contains(PASSWORD), "the password leaked");
 }
+
+/// A history that changed after the newest snapshot without one (a run killed between files,
+/// an older migrun): `diff` and the gate say so, and `diff --accept` settles it.
+#[test]
+fn a_history_newer_than_its_snapshot_is_named_as_such() {
+    let db = TestDb::new();
+    let dir = sql_dir(&[
+        ("0001_items.sql", "CREATE TABLE items (id int);\n"),
+        ("0002_tags.sql", "CREATE TABLE tags (id int);\n"),
+        ("0003_more.sql", "CREATE TABLE more (id int);\n"),
+    ]);
+    db.migrun().dir(dir.path()).args(["up", "--target", "1"]).run().assert_code(0);
+    db.migrun().dir(dir.path()).args(["up", "--target", "2"]).run().assert_code(0);
+    // As if the second run had died before recording its snapshot.
+    db.client()
+        .batch_execute("DELETE FROM migrun_history_snapshots WHERE id = (SELECT max(id) FROM migrun_history_snapshots)")
+        .expect("forget");
+    let diff = db.migrun().dir(dir.path()).args(["diff"]).run();
+    diff.assert_code(19);
+    assert!(diff.stdout.contains("+ table public.tags"), "{}", diff.stdout);
+    let message = diff.result()["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("the history changed after that snapshot was recorded"), "{message}");
+    let gate = db.migrun().dir(dir.path()).args(["up", "--check-drift"]).run();
+    gate.assert_code(19);
+    assert!(gate.stderr.contains("the history changed after this snapshot"), "{}", gate.stderr);
+    assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 2, "nothing was applied");
+    db.migrun().dir(dir.path()).args(["diff", "--accept"]).run().assert_code(0);
+    db.migrun().dir(dir.path()).args(["up", "--check-drift"]).run().assert_code(0);
+    assert_eq!(db.count("SELECT count(*) FROM migrun_history"), 3);
+}
