@@ -377,6 +377,10 @@ SELECT 'operator', o.oid::regoperator::text, 0, 0,
 FROM pg_operator o JOIN ns n ON n.oid = o.oprnamespace
 WHERE o.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_operator'::regclass)
 UNION ALL
+SELECT 'access method', quote_ident(am.amname), 0, 0,
+       format('access method %I type %s handler %s', am.amname, CASE am.amtype WHEN 't' THEN 'table' ELSE 'index' END, am.amhandler::regproc)
+FROM pg_am am WHERE am.oid >= 16384 AND am.oid NOT IN (SELECT objid FROM ext WHERE classid = 'pg_am'::regclass)
+UNION ALL
 SELECT 'event trigger', quote_ident(e.evtname), 0, 0,
        format('event trigger %I on %s%s execute function %s%s', e.evtname, e.evtevent,
               coalesce(' when tag in (' || (SELECT string_agg(quote_literal(x), ', ' ORDER BY x) FROM unnest(e.evttags) x) || ')', ''),

@@ -26,7 +26,7 @@ use tokio_postgres::Client;
 use super::query;
 
 /// Kinds of object, in the order their blocks are written.
-const KINDS: [&str; 20] = [
+const KINDS: [&str; 21] = [
     "schema",
     "extension",
     "collation",
@@ -42,6 +42,7 @@ const KINDS: [&str; 20] = [
     "aggregate",
     "cast",
     "operator",
+    "access method",
     "event trigger",
     "publication",
     "foreign data wrapper",
