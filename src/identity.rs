@@ -28,6 +28,10 @@ pub struct Identity {
     pub image: Option<String>,
     /// The container image's digest, when on ECS.
     pub image_digest: Option<String>,
+    /// The ECS cluster (its name, from the ARN the task metadata gives), when on ECS.
+    pub ecs_cluster: Option<String>,
+    /// The task definition's family (without its revision), when on ECS.
+    pub ecs_family: Option<String>,
 }
 
 impl Identity {
@@ -40,6 +44,8 @@ impl Identity {
             ecs_task_arn: task.task_arn,
             image: task.image,
             image_digest: task.image_digest,
+            ecs_cluster: task.cluster.map(|c| c.rsplit('/').next().unwrap_or_default().to_string()),
+            ecs_family: task.task_definition.map(|d| d.split(':').next().unwrap_or_default().to_string()),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - `migrate`: the migration domain (files, history, comparison, lock, apply, wait);
 //! - `catalog`: a database's schema as canonical text, read from the catalogs;
 //! - `db`: database access (connection sources, TLS, secrets, sessions, Postgres failures);
-//! - leaves: `exit`, `signals`, `supervise`, `identity`, `duration`, `clock`, `backoff`.
+//! - leaves: `exit`, `signals`, `supervise`, `identity`, `duration`, `clock`, `backoff`,
+//!   `counters`.
 
 // Errors carry what the log needs (file, SQLSTATE, message, position); they travel on the
 // cold path once per run, so their size does not matter.
@@ -18,6 +19,7 @@ mod backoff;
 mod catalog;
 mod check;
 mod clock;
+mod counters;
 mod db;
 mod duration;
 mod exit;

@@ -59,6 +59,7 @@ async fn connect(
     let mut last_report: Option<Instant> = None;
     loop {
         attempts += 1;
+        crate::counters::connect_attempt();
         let remaining = timeout.saturating_sub(started.elapsed());
         config.connect_timeout(
             remaining.clamp(Duration::from_millis(100), resolved.attempt_timeout.max(Duration::from_millis(100))),

@@ -493,6 +493,7 @@ impl<'a> Applier<'a> {
             "lock_timeout: rolled back so the live workload is not blocked; retrying"
         );
         *attempt += 1;
+        crate::counters::lock_retry();
         self.shutdown.sleep(delay).await.map_err(|stop| ApplyError::Interrupted { stop, failure: Some(failure) })
     }
 

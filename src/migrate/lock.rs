@@ -377,6 +377,7 @@ async fn poll(session: &Session, key: i64, wait: Duration, shutdown: &Shutdown) 
     loop {
         let Some(delay) = backoff.next_delay_until(deadline) else {
             let holder = holder(session, key).await?;
+            crate::counters::lock_waited(started.elapsed().as_millis() as u64);
             return Err(LockError::Timeout { key, waited_s: started.elapsed().as_secs_f64(), holder });
         };
         if last_report.is_none_or(|at| at.elapsed() >= HOLDER_REPORT_EVERY) {
@@ -386,7 +387,9 @@ async fn poll(session: &Session, key: i64, wait: Duration, shutdown: &Shutdown) 
         }
         shutdown.sleep(delay).await?;
         if try_acquire(session, key).await? {
-            tracing::info!(lock_key = key, waited_ms = started.elapsed().as_millis() as u64, "lock acquired");
+            let waited_ms = started.elapsed().as_millis() as u64;
+            crate::counters::lock_waited(waited_ms);
+            tracing::info!(lock_key = key, waited_ms, "lock acquired");
             return Ok(());
         }
     }

@@ -12,6 +12,7 @@ mod failure;
 mod fanout;
 mod listing;
 mod log;
+mod metrics;
 mod outcome;
 mod prove;
 mod settings;

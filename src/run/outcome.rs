@@ -110,6 +110,9 @@ struct ResultEvent<'a> {
     fanout: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     targets: Option<&'a serde_json::Value>,
+    /// `--metrics emf`: `_aws` and the values it names.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    metrics: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -192,6 +195,7 @@ impl Reporter {
         let mut event = self.event(applied, progress.pending_before, &ending);
         event.fanout = progress.fanout.as_ref();
         event.targets = progress.targets.as_ref();
+        event.metrics = self.metrics(progress, &ending);
         let mut exit = ending.exit;
         if let Some(path) = &self.reporting.result_file {
             // The file gets every applied file and every text in full.
@@ -204,6 +208,7 @@ impl Reporter {
                     exit = ExitCode::Internal;
                     let failed = Ending { exit, error: Some(error), failure: None };
                     event = self.event(applied, progress.pending_before, &failed);
+                    event.metrics = self.metrics(progress, &failed);
                     event.fanout = progress.fanout.as_ref();
                 }
             }
@@ -254,7 +259,25 @@ impl Reporter {
             image_digest: identity.image_digest.as_deref(),
             fanout: None,
             targets: None,
+            metrics: None,
         }
+    }
+
+    /// The EMF members of this run's event, when asked for and the log is JSON.
+    fn metrics(&self, progress: &Progress, ending: &Ending) -> Option<serde_json::Map<String, serde_json::Value>> {
+        if !self.reporting.emf || self.reporting.format != LogFormat::Json {
+            return None;
+        }
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Some(super::metrics::emf(&super::metrics::RunFacts {
+            files_applied: progress.applied.len(),
+            files_failed: usize::from(ending.failure.is_some()),
+            identity: &self.identity,
+            fanout: progress.fanout.as_ref(),
+            targets: progress.targets.as_ref(),
+            now_ms,
+        }))
     }
 
     /// The result line: bounded whatever the run did (log pipelines split or drop long lines:
@@ -289,6 +312,7 @@ impl ResultEvent<'_> {
             applied_omitted: applied.map_or(0, |a| a.omitted()),
             error: self.error.as_deref().map(|e| clip(e, LINE_TEXT_CHARS)),
             failure,
+            metrics: self.metrics.clone(),
             ..*self
         }
     }
@@ -349,6 +373,7 @@ mod tests {
             result_file: None,
             host: "host-1".into(),
             release: Some("v7".into()),
+            emf: false,
         };
         Reporter::new(reporting, Identity::new("host-1", Some("v7".into()), None), Instant::now())
     }

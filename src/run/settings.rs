@@ -196,6 +196,10 @@ pub const LOG_LEVEL: Setting =
         .default("info")
         .value("LOG_LEVEL")
         .help("Least severe log level shown.");
+pub const METRICS: Setting = setting("metrics", "--metrics", "MIGRUN_METRICS", Kind::Choice(&["none", "emf"]))
+    .default("none")
+    .value("FORMAT")
+    .help("emf: the JSON result event also carries CloudWatch Embedded Metric Format (duration, files applied and failed, lock wait, lock_timeout retries, connection attempts, exit code; by command and outcome, and by ECS cluster and task family), so the awslogs line becomes metrics with no agent.");
 pub const RESULT_FILE: Setting = setting("result_file", "--result-file", "MIGRUN_RESULT_FILE", Kind::Path)
     .value("FILE")
     .help("Also write the final result event as JSON to this file.");
@@ -214,7 +218,7 @@ pub const ENV_FROM_SECRET: Setting =
     );
 
 /// The options every command takes, in the order `--help` lists them.
-pub const GLOBAL: [&Setting; 25] = [
+pub const GLOBAL: [&Setting; 26] = [
     &DATABASE_URL,
     &SECRET_ID,
     &SECRET_KEY,
@@ -240,6 +244,7 @@ pub const GLOBAL: [&Setting; 25] = [
     &LOG_FORMAT,
     &LOG_LEVEL,
     &RESULT_FILE,
+    &METRICS,
 ];
 
 /// Settings that only some subcommands take (their flags are declared there, their help

@@ -26,6 +26,7 @@ mod integrity;
 mod interrupt;
 mod lint;
 mod locking;
+mod metrics;
 mod outcome;
 mod platform;
 mod pooler;

@@ -10,7 +10,7 @@ use super::inputs::Inputs;
 use super::{ConfigError, Env};
 use crate::identity;
 use crate::run::log::LogFormat;
-use crate::run::settings::{self, Options, LOG_FORMAT, LOG_LEVEL, RESULT_FILE};
+use crate::run::settings::{self, Options, LOG_FORMAT, LOG_LEVEL, METRICS, RESULT_FILE};
 
 /// The reporting settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub struct Reporting {
     pub host: String,
     /// `MIGRUN_RELEASE` or `GIT_SHA`.
     pub release: Option<String>,
+    /// `--metrics emf`: the JSON result event carries CloudWatch metrics.
+    pub emf: bool,
 }
 
 impl Reporting {
@@ -40,6 +42,7 @@ impl Reporting {
     pub fn resolve(inputs: &Inputs, command: CommandKind) -> (Reporting, Option<ConfigError>) {
         let (format, format_error) = log_format_of(inputs);
         let (level, level_error) = log_level_of(inputs);
+        let (emf, metrics_error) = metrics_of(inputs);
         let reporting = Reporting {
             command: Some(command),
             format,
@@ -47,8 +50,9 @@ impl Reporting {
             result_file: inputs.path(&RESULT_FILE),
             host: identity::host_name(inputs.var("HOSTNAME")),
             release: inputs.release(),
+            emf,
         };
-        (reporting, format_error.or(level_error))
+        (reporting, format_error.or(level_error).or(metrics_error))
     }
 
     /// The reporting settings of a command line that does not parse, read from the raw
@@ -75,7 +79,19 @@ impl Reporting {
                 .map(PathBuf::from),
             host: identity::host_name(inputs.var("HOSTNAME")),
             release: inputs.release(),
+            emf: settings::raw_flag(args, METRICS.flag)
+                .or_else(|| inputs.text(&METRICS))
+                .is_some_and(|t| t.trim() == "emf"),
         }
+    }
+}
+
+fn metrics_of(inputs: &Inputs) -> (bool, Option<ConfigError>) {
+    let Some(text) = inputs.text(&METRICS) else { return (false, None) };
+    match text.trim() {
+        "emf" => (true, None),
+        "none" | "" => (false, None),
+        _ => (false, Some(inputs.invalid(&METRICS, text, "none or emf"))),
     }
 }
 
