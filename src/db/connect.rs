@@ -31,7 +31,10 @@ pub async fn open(
     let endpoint = spec.resolve().await?;
     tracing::info!(source = spec.source.kind(), sslmode = endpoint.tls.mode.as_str(), "connection resolved");
     match connect(&endpoint, settings, timeout, shutdown).await {
-        Err(ConnectError::Refused { failure, .. }) if failure.is("28P01") && endpoint.secret.is_some() => {
+        // A refused IAM token is not a rotated password: fetching the secret again cannot help.
+        Err(ConnectError::Refused { failure, .. })
+            if failure.is("28P01") && endpoint.secret.is_some() && endpoint.iam.is_none() =>
+        {
             tracing::warn!("the secret's password was refused; fetching the secret again in case it was just rotated");
             let fresh = spec.resolve().await?;
             connect(&fresh, settings, timeout, shutdown).await
@@ -53,6 +56,10 @@ async fn connect(
     let mut options_sent = true;
     let server = describe_server(&config);
     let tls = tls::connector(&resolved.tls)?;
+    let signer = match &resolved.iam {
+        Some(_) => Some(TokenSigner::new().await?),
+        None => None,
+    };
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut attempts = 0;
@@ -60,6 +67,10 @@ async fn connect(
     loop {
         attempts += 1;
         crate::counters::connect_attempt();
+        if let (Some(signer), Some(target)) = (&signer, &resolved.iam) {
+            // A token per attempt: a retry or a wait never outlives the one it signs with.
+            config.password(signer.token(target).await?);
+        }
         let remaining = timeout.saturating_sub(started.elapsed());
         config.connect_timeout(
             remaining.clamp(Duration::from_millis(100), resolved.attempt_timeout.max(Duration::from_millis(100))),
@@ -220,6 +231,45 @@ pub fn is_transient(failure: &PgFailure) -> bool {
         ]
         .iter()
         .any(|prefix| failure.message.starts_with(prefix)),
+    }
+}
+
+/// Signs the RDS IAM auth token of each attempt.
+#[cfg(feature = "aws")]
+struct TokenSigner(super::iam::Signer);
+
+#[cfg(feature = "aws")]
+impl TokenSigner {
+    async fn new() -> Result<TokenSigner, ConnectError> {
+        super::iam::Signer::new().await.map(TokenSigner).map_err(iam_failure)
+    }
+
+    async fn token(&self, target: &super::endpoint::IamTarget) -> Result<String, ConnectError> {
+        let what =
+            super::iam::TokenFor { host: &target.host, port: target.port, user: &target.user, region: &target.region };
+        self.0.token(&what).await.map_err(iam_failure)
+    }
+}
+
+#[cfg(feature = "aws")]
+fn iam_failure(e: super::iam::IamError) -> ConnectError {
+    ConnectError::Endpoint(super::endpoint::EndpointError::IamCredentials(e.to_string()))
+}
+
+/// Without the AWS SDK there is nothing to sign with.
+#[cfg(not(feature = "aws"))]
+struct TokenSigner;
+
+#[cfg(not(feature = "aws"))]
+impl TokenSigner {
+    async fn new() -> Result<TokenSigner, ConnectError> {
+        Err(ConnectError::Endpoint(super::endpoint::EndpointError::Iam(
+            "--iam-auth: this migrun was built without the AWS SDK (cargo feature `aws`); use a release build".into(),
+        )))
+    }
+
+    async fn token(&self, _target: &super::endpoint::IamTarget) -> Result<String, ConnectError> {
+        Ok(String::new())
     }
 }
 

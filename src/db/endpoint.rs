@@ -40,6 +40,24 @@ pub struct TlsOverrides {
     pub sslrootcert: Option<PathBuf>,
 }
 
+/// `--iam-auth`: the password is an RDS IAM auth token, signed for every attempt.
+#[derive(Debug, Clone, Default)]
+pub struct IamSettings {
+    pub enabled: bool,
+    /// `AWS_REGION` (else `AWS_DEFAULT_REGION`), when the host does not name one.
+    pub region: Option<String>,
+}
+
+/// What an attempt signs a token for: the connection's host, port and user, and the region.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+pub struct IamTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub region: String,
+}
+
 /// Everything configured about the connection, before any secret is fetched.
 #[derive(Debug, Clone)]
 pub struct ConnectionSpec {
@@ -50,6 +68,8 @@ pub struct ConnectionSpec {
     /// libpq's variables: a source of their own, and defaults (PGSSLMODE, the password file)
     /// for the other sources.
     pub libpq: LibpqVars,
+    /// IAM database authentication.
+    pub iam: IamSettings,
 }
 
 /// A connection ready to open.
@@ -64,6 +84,8 @@ pub struct Endpoint {
     pub url_for_child: String,
     /// The longest one connection attempt may take.
     pub attempt_timeout: Duration,
+    /// `--iam-auth`: what each attempt signs a token for.
+    pub iam: Option<IamTarget>,
 }
 
 const DEFAULT_ATTEMPT: Duration = Duration::from_secs(10);
@@ -77,6 +99,13 @@ pub enum EndpointError {
     SslMode { source_name: String, value: String },
     #[error("libpq variables: {0}")]
     Libpq(String),
+    /// `--iam-auth` cannot be used with this connection.
+    #[error("{0}")]
+    Iam(String),
+    /// `--iam-auth`: no credentials to sign a token with (or signing failed).
+    #[error("{0}")]
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    IamCredentials(String),
 }
 
 impl ConnectionSpec {
@@ -84,16 +113,21 @@ impl ConnectionSpec {
     /// precedence (`--sslmode` > the connection string > PGSSLMODE > prefer) and the password
     /// file.
     pub async fn resolve(&self) -> Result<Endpoint, EndpointError> {
-        resolve(&self.source, &self.tls, &self.libpq).await
+        resolve(&self.source, &self.tls, &self.libpq, &self.iam).await
     }
 }
 
-async fn resolve(source: &Source, overrides: &TlsOverrides, env: &LibpqVars) -> Result<Endpoint, EndpointError> {
+async fn resolve(
+    source: &Source,
+    overrides: &TlsOverrides,
+    env: &LibpqVars,
+    iam: &IamSettings,
+) -> Result<Endpoint, EndpointError> {
     let (mut config, params, secret, child_url) = match source {
         Source::Url { url, config, tls } => ((**config).clone(), tls.clone(), None, url.expose().to_string()),
         Source::Secret(secret) => {
             let text = secrets::fetch(secret).await?;
-            let (config, params, child_url) = from_secret(secret, &text)?;
+            let (config, params, child_url) = from_secret(secret, &text, iam.enabled)?;
             (config, params, Some(secret.clone()), child_url)
         }
         Source::Libpq => {
@@ -108,6 +142,12 @@ async fn resolve(source: &Source, overrides: &TlsOverrides, env: &LibpqVars) -> 
         (None, None, Some(text)) => ssl_mode("PGSSLMODE", text)?,
         (None, None, None) => SslMode::Prefer,
     };
+    // A token is a password: never in the clear. `prefer` would fall back to it.
+    let mode = match (iam.enabled, mode) {
+        (true, SslMode::Disable) => return Err(EndpointError::Iam(IAM_NO_TLS.into())),
+        (true, SslMode::Prefer) => SslMode::Require,
+        (_, mode) => mode,
+    };
     let root_cert = overrides
         .sslrootcert
         .clone()
@@ -115,22 +155,73 @@ async fn resolve(source: &Source, overrides: &TlsOverrides, env: &LibpqVars) -> 
         .or_else(|| env.sslrootcert.clone().map(PathBuf::from));
     config.ssl_mode(mode.for_driver());
     env.fill_in(&mut config);
-    if config.get_password().is_none() {
+    let iam_target = match iam.enabled {
+        true => Some(iam_target(&config, iam)?),
+        false => None,
+    };
+    if config.get_password().is_none() && iam_target.is_none() {
         add_pgpass_password(&mut config, env);
     }
     // Each connection attempt is capped by the connection string's connect_timeout, else
     // PGCONNECT_TIMEOUT, else 10 s; --connect-timeout bounds the retries as a whole.
     let attempt_timeout =
         config.get_connect_timeout().copied().or_else(|| env.connect_timeout()).unwrap_or(DEFAULT_ATTEMPT);
-    Ok(Endpoint { config, tls: TlsSettings { mode, root_cert }, secret, url_for_child: child_url, attempt_timeout })
+    Ok(Endpoint {
+        config,
+        tls: TlsSettings { mode, root_cert },
+        secret,
+        url_for_child: child_url,
+        attempt_timeout,
+        iam: iam_target,
+    })
+}
+
+const IAM_NO_TLS: &str = "--iam-auth needs TLS: sslmode `disable` would send the token in the clear; use sslmode=require or verify-full (RDS serves TLS)";
+
+/// The host, port, user and region a token is signed for.
+fn iam_target(config: &tokio_postgres::Config, iam: &IamSettings) -> Result<IamTarget, EndpointError> {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => {
+            return Err(EndpointError::Iam(
+                "--iam-auth: the connection names no TCP host (a token is signed for an RDS endpoint's host name)"
+                    .into(),
+            ))
+        }
+    };
+    let user = config
+        .get_user()
+        .ok_or_else(|| {
+            EndpointError::Iam("--iam-auth: the connection names no user (the database user the token is for)".into())
+        })?
+        .to_string();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let region = host_region(&host).or_else(|| iam.region.clone()).ok_or_else(|| {
+        EndpointError::Iam(format!("--iam-auth: no AWS region: the host `{host}` is not an RDS endpoint (<name>.<id>.<region>.rds.amazonaws.com); set AWS_REGION"))
+    })?;
+    Ok(IamTarget { host, port, user, region })
+}
+
+#[cfg(feature = "aws")]
+fn host_region(host: &str) -> Option<String> {
+    super::iam::region_of_host(host).map(str::to_string)
+}
+
+#[cfg(not(feature = "aws"))]
+fn host_region(_host: &str) -> Option<String> {
+    None
 }
 
 fn ssl_mode(source_name: &str, text: &str) -> Result<SslMode, EndpointError> {
     SslMode::parse(text).ok_or_else(|| EndpointError::SslMode { source_name: source_name.into(), value: text.into() })
 }
 
-fn from_secret(secret: &SecretRef, text: &str) -> Result<(tokio_postgres::Config, TlsParams, String), SecretError> {
-    match secrets::interpret(secret, text)? {
+fn from_secret(
+    secret: &SecretRef,
+    text: &str,
+    iam: bool,
+) -> Result<(tokio_postgres::Config, TlsParams, String), SecretError> {
+    match secrets::interpret_with(secret, text, iam)? {
         SecretValue::Rds(rds) => {
             let config = rds.to_config();
             let child_url = to_url(&config);

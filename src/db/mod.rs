@@ -6,6 +6,8 @@ pub mod cancel;
 pub mod connect;
 pub mod endpoint;
 pub mod failure;
+#[cfg(feature = "aws")]
+pub mod iam;
 pub mod libpq;
 pub mod options;
 pub mod pooler;

@@ -122,7 +122,8 @@ pub struct RdsSecret {
     pub host: String,
     pub port: u16,
     pub username: String,
-    pub password: String,
+    /// None only where no password is wanted (`--iam-auth`: the password is a token).
+    pub password: Option<String>,
     pub dbname: Option<String>,
 }
 
@@ -130,7 +131,10 @@ impl RdsSecret {
     /// Field by field: RDS passwords hold `/@:?#%`, which a formatted URL would mangle.
     pub fn to_config(&self) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
-        config.host(&self.host).port(self.port).user(&self.username).password(self.password.as_bytes());
+        config.host(&self.host).port(self.port).user(&self.username);
+        if let Some(password) = &self.password {
+            config.password(password.as_bytes());
+        }
         config.dbname(self.dbname.as_deref().unwrap_or(&self.username));
         config
     }
@@ -185,7 +189,14 @@ pub async fn env_from(secret: &SecretRef) -> Result<Vec<(String, String)>, Secre
 }
 
 /// Reads what the secret string means for `secret` (its key, or its whole value).
+#[cfg(test)]
 pub fn interpret(secret: &SecretRef, text: &str) -> Result<SecretValue, SecretError> {
+    interpret_with(secret, text, false)
+}
+
+/// As `interpret`; an RDS secret may lack its password when `password_optional` (IAM
+/// database authentication signs a token instead).
+pub fn interpret_with(secret: &SecretRef, text: &str, password_optional: bool) -> Result<SecretValue, SecretError> {
     let name = secret.name().to_string();
     let json: Option<serde_json::Value> = serde_json::from_str(text.trim()).ok();
     let Some(serde_json::Value::Object(object)) = json else {
@@ -220,7 +231,11 @@ pub fn interpret(secret: &SecretRef, text: &str) -> Result<SecretValue, SecretEr
         Some(_) => Err(rds_field(k, "is not a string")),
         None => Err(rds_field(k, "is missing")),
     };
-    let (host, username, password) = (required("host")?, required("username")?, required("password")?);
+    let (host, username) = (required("host")?, required("username")?);
+    let password = match (object.get("password"), password_optional) {
+        (None, true) => None,
+        _ => Some(required("password")?),
+    };
     // RDS writes the port as a JSON number; hand-made secrets often use a string.
     let port = match object.get("port") {
         None => Some(5432),
@@ -265,7 +280,7 @@ mod tests {
         );
         let rds = r#"{"engine":"postgres","host":"db.x.rds.amazonaws.com","port":5432,"username":"app","password":"p@ss:/?#%","dbname":"app"}"#;
         let Ok(SecretValue::Rds(secret)) = interpret(&plain, rds) else { panic!("rds") };
-        assert_eq!(secret.password, "p@ss:/?#%");
+        assert_eq!(secret.password.as_deref(), Some("p@ss:/?#%"));
         assert_eq!(secret.to_config().get_password(), Some("p@ss:/?#%".as_bytes()));
         let keyed = SecretRef::parse("db", Some("URL".into())).unwrap();
         assert!(

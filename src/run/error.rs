@@ -228,6 +228,7 @@ fn secret(e: &SecretError) -> ExitCode {
 fn connect(e: &ConnectError) -> ExitCode {
     match e {
         ConnectError::Endpoint(EndpointError::Secret(e)) => secret(e),
+        ConnectError::Endpoint(EndpointError::IamCredentials(_)) => ExitCode::Secret,
         ConnectError::Endpoint(_)
         | ConnectError::TransactionPooler { .. }
         | ConnectError::PoolMode { .. }

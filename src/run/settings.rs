@@ -110,6 +110,8 @@ pub const SECRET_KEY: Setting = setting("secret_key", "--secret-key", "MIGRUN_SE
 pub const SSLMODE: Setting = setting("sslmode", "--sslmode", "MIGRUN_SSLMODE", Kind::Text)
     .value("MODE")
     .help("TLS: disable, prefer, require, verify-ca, verify-full (wins over the connection string and PGSSLMODE).");
+pub const IAM_AUTH: Setting = setting("iam_auth", "--iam-auth", "MIGRUN_IAM_AUTH", Kind::Switch)
+    .help("RDS IAM database authentication: the password is an auth token migrun signs for every connection attempt from the default AWS credential chain (the ECS task role...); needs TLS (sslmode prefer becomes require).");
 pub const SSLROOTCERT: Setting = setting("sslrootcert", "--sslrootcert", "MIGRUN_SSLROOTCERT", Kind::Path)
     .value("FILE")
     .help("PEM file with the CA certificates to trust (e.g. the RDS global bundle); wins over the connection string's sslrootcert and PGSSLROOTCERT.");
@@ -218,12 +220,13 @@ pub const ENV_FROM_SECRET: Setting =
     );
 
 /// The options every command takes, in the order `--help` lists them.
-pub const GLOBAL: [&Setting; 26] = [
+pub const GLOBAL: [&Setting; 27] = [
     &DATABASE_URL,
     &SECRET_ID,
     &SECRET_KEY,
     &SSLMODE,
     &SSLROOTCERT,
+    &IAM_AUTH,
     &DIR,
     &TABLE,
     &LOCK_KEY,

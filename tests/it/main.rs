@@ -21,6 +21,7 @@ mod exit_codes;
 mod fanout;
 mod fanout_trust;
 mod history;
+mod iam;
 mod input;
 mod integrity;
 mod interrupt;

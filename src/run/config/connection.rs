@@ -4,25 +4,33 @@
 
 use super::inputs::Inputs;
 use super::{ConfigError, DbSettings};
-use crate::db::endpoint::{ConnectionSpec, Source, TlsOverrides};
+use crate::db::endpoint::{ConnectionSpec, IamSettings, Source, TlsOverrides};
 use crate::db::libpq::LibpqVars;
 use crate::db::secrets::SecretRef;
 use crate::db::tls::{SslMode, MODES};
 use crate::db::url::DatabaseUrl;
 use crate::fleet::targets::{Target, TargetKind};
 use crate::migrate::history::HistoryTable;
-use crate::run::settings::{DATABASE_URL, SECRET_ID, SECRET_KEY, SSLMODE, SSLROOTCERT};
+use crate::run::settings::{DATABASE_URL, IAM_AUTH, SECRET_ID, SECRET_KEY, SSLMODE, SSLROOTCERT};
 
 /// What every connection of a run shares: the TLS settings and libpq's variables.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub tls: TlsOverrides,
     pub libpq: LibpqVars,
+    pub iam: IamSettings,
 }
 
 impl Shared {
     pub fn read(inputs: &Inputs) -> Result<Shared, ConfigError> {
-        Ok(Shared { tls: tls_overrides(inputs)?, libpq: LibpqVars::read(inputs.env) })
+        let iam = IamSettings {
+            enabled: inputs.switch(&IAM_AUTH)?,
+            region: inputs
+                .var("AWS_REGION")
+                .or_else(|| inputs.var("AWS_DEFAULT_REGION"))
+                .filter(|r| !r.trim().is_empty()),
+        };
+        Ok(Shared { tls: tls_overrides(inputs)?, libpq: LibpqVars::read(inputs.env), iam })
     }
 
     /// A connection to `url` with these settings.
@@ -32,6 +40,7 @@ impl Shared {
             source: Source::Url { url, config: Box::new(config), tls },
             tls: self.tls.clone(),
             libpq: self.libpq.clone(),
+            iam: self.iam.clone(),
         })
     }
 }
@@ -53,7 +62,7 @@ pub fn connection(inputs: &Inputs, shared: &Shared) -> Result<ConnectionSpec, Co
     } else {
         return Err(ConfigError::NoDatabase);
     };
-    Ok(ConnectionSpec { source, tls: shared.tls.clone(), libpq: shared.libpq.clone() })
+    Ok(ConnectionSpec { source, tls: shared.tls.clone(), libpq: shared.libpq.clone(), iam: shared.iam.clone() })
 }
 
 /// `--sslmode` and `--sslrootcert` (or their variables): they win over every source.
