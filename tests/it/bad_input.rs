@@ -209,6 +209,9 @@ const CASES: &[Case] = &[
     } },
     Case { input: "`schema` without `--write` or `--check`", exit: 2, says: "the following required arguments were not provided: --write <FILE>", left: NOTHING, run: |_| setting(&["schema"], &[]) },
     Case { input: "`MIGRUN_CHECK_DRIFT=maybe`", exit: 2, says: "--check-drift / MIGRUN_CHECK_DRIFT: `maybe` is not valid; expected true or false", left: NOTHING, run: |_| setting(&["up"], &[("MIGRUN_CHECK_DRIFT", "maybe")]) },
+    Case { input: "`--iam-auth` with `sslmode=disable`", exit: 2, says: "--iam-auth needs TLS: sslmode `disable` would send the token in the clear", left: NOTHING, run: |_| setting(&["status", "--iam-auth", "--sslmode", "disable"], &[]) },
+    Case { input: "`MIGRUN_IAM_AUTH=maybe`", exit: 2, says: "--iam-auth / MIGRUN_IAM_AUTH: `maybe` is not valid; expected true or false", left: NOTHING, run: |_| setting(&["status"], &[("MIGRUN_IAM_AUTH", "maybe")]) },
+    Case { input: "`MIGRUN_METRICS=prometheus`", exit: 2, says: "--metrics / MIGRUN_METRICS: `prometheus` is not valid; expected none or emf", left: NOTHING, run: |_| setting(&["status"], &[("MIGRUN_METRICS", "prometheus")]) },
     Case { input: "`exec` of a command that does not exist", exit: 127, says: "the command exited with 127", left: NOTHING, run: |_| {
         let run = Migrun::new().args(["exec", "--no-db", "--", "/nonexistent/app"]).run();
         (run, String::new())
