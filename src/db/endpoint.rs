@@ -7,13 +7,13 @@ use std::time::Duration;
 use super::libpq::{self, LibpqVars};
 use super::secrets::{self, SecretError, SecretRef, SecretValue};
 use super::tls::{SslMode, TlsSettings, MODES};
-use super::url::{first_host, to_url, DatabaseUrl, TlsParams};
+use super::url::{first_host, to_url, DatabaseUrl, HandledParams};
 
 /// Where the connection comes from, in the order of precedence.
 #[derive(Debug, Clone)]
 pub enum Source {
     /// `--database-url` / `DATABASE_URL` holding a connection string.
-    Url { url: DatabaseUrl, config: Box<tokio_postgres::Config>, tls: TlsParams },
+    Url { url: DatabaseUrl, config: Box<tokio_postgres::Config>, tls: HandledParams },
     /// A Secrets Manager secret: an ARN in DATABASE_URL, or `--secret-id`.
     Secret(SecretRef),
     /// libpq's `PG*` variables.
@@ -133,7 +133,7 @@ async fn resolve(
         Source::Libpq => {
             let config = env.to_config().map_err(EndpointError::Libpq)?;
             let child_url = to_url(&config);
-            (config, TlsParams::default(), None, child_url)
+            (config, HandledParams::default(), None, child_url)
         }
     };
     let mode = match (overrides.sslmode, &params.sslmode, &env.sslmode) {
@@ -142,6 +142,7 @@ async fn resolve(
         (None, None, Some(text)) => ssl_mode("PGSSLMODE", text)?,
         (None, None, None) => SslMode::Prefer,
     };
+    let iam = &IamSettings { enabled: iam.enabled || iam_param(&params)?, region: iam.region.clone() };
     // A token is a password: never in the clear. `prefer` would fall back to it.
     let mode = match (iam.enabled, mode) {
         (true, SslMode::Disable) => return Err(EndpointError::Iam(IAM_NO_TLS.into())),
@@ -174,6 +175,16 @@ async fn resolve(
         attempt_timeout,
         iam: iam_target,
     })
+}
+
+/// The connection string's `iam` parameter: `true`/`false` (1/0, yes/no, on/off).
+fn iam_param(params: &HandledParams) -> Result<bool, EndpointError> {
+    let Some(text) = params.iam.as_deref() else { return Ok(false) };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(EndpointError::Iam("the connection string's `iam` parameter is not true or false".into())),
+    }
 }
 
 const IAM_NO_TLS: &str = "--iam-auth needs TLS: sslmode `disable` would send the token in the clear; use sslmode=require or verify-full (RDS serves TLS)";
@@ -220,12 +231,12 @@ fn from_secret(
     secret: &SecretRef,
     text: &str,
     iam: bool,
-) -> Result<(tokio_postgres::Config, TlsParams, String), SecretError> {
+) -> Result<(tokio_postgres::Config, HandledParams, String), SecretError> {
     match secrets::interpret_with(secret, text, iam)? {
         SecretValue::Rds(rds) => {
             let config = rds.to_config();
             let child_url = to_url(&config);
-            Ok((config, TlsParams::default(), child_url))
+            Ok((config, HandledParams::default(), child_url))
         }
         SecretValue::ConnectionString(raw) => match DatabaseUrl::parse(raw) {
             Ok((url, config, params)) => Ok((config, params, url.expose().to_string())),

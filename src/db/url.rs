@@ -22,13 +22,16 @@ pub struct DatabaseUrl {
     raw: String,
 }
 
-/// The TLS parameters of a connection string, which tokio-postgres does not (fully) know.
+/// The parameters of a connection string that migrun handles itself: TLS, which
+/// tokio-postgres does not (fully) know, and `iam` (RDS IAM database authentication).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsParams {
+pub struct HandledParams {
     /// `sslmode`, as written.
     pub sslmode: Option<String>,
     /// `sslrootcert`, as written.
     pub sslrootcert: Option<String>,
+    /// `iam`, as written (`iam=true`: the same as `--iam-auth`).
+    pub iam: Option<String>,
 }
 
 /// libpq's parameter names: the only words of a failed string an error may repeat.
@@ -100,13 +103,13 @@ fn shape_problem(text: &str) -> Option<&'static str> {
 impl DatabaseUrl {
     /// Accepts `postgres://` / `postgresql://` URLs and libpq `key=value` strings. Whitespace
     /// around the string (a copy from a console, a trailing newline) is dropped.
-    pub fn parse(raw: String) -> Result<(DatabaseUrl, tokio_postgres::Config, TlsParams), UrlError> {
+    pub fn parse(raw: String) -> Result<(DatabaseUrl, tokio_postgres::Config, HandledParams), UrlError> {
         let trimmed = raw.trim();
         let url = DatabaseUrl { raw: if trimmed.len() == raw.len() { raw } else { trimmed.to_string() } };
         if let Some(reason) = shape_problem(&url.raw) {
             return Err(UrlError { reason: reason.to_string() });
         }
-        let (rest, tls) = take_tls_params(&url.raw);
+        let (rest, tls) = take_handled_params(&url.raw);
         if let Some(mode) = tls.sslmode.as_deref().filter(|m| SslMode::parse(m).is_none()) {
             let shown = if mode.len() <= 12 && mode.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                 mode
@@ -123,10 +126,11 @@ impl DatabaseUrl {
     }
 }
 
-/// Removes `sslmode` and `sslrootcert` from a URL's query or a key=value string: migrun
-/// handles TLS itself (tokio-postgres rejects `verify-ca`/`verify-full` and `sslrootcert`).
-fn take_tls_params(raw: &str) -> (String, TlsParams) {
-    let mut tls = TlsParams::default();
+/// Removes `sslmode`, `sslrootcert` and `iam` from a URL's query or a key=value string: migrun
+/// handles TLS itself (tokio-postgres rejects `verify-ca`/`verify-full` and `sslrootcert`), and
+/// `iam` is no libpq parameter (a child process's libpq would refuse it).
+fn take_handled_params(raw: &str) -> (String, HandledParams) {
+    let mut tls = HandledParams::default();
     let mut keep = |key: &str, value: String| match key {
         "sslmode" => {
             tls.sslmode = Some(value);
@@ -134,6 +138,10 @@ fn take_tls_params(raw: &str) -> (String, TlsParams) {
         }
         "sslrootcert" => {
             tls.sslrootcert = Some(value);
+            false
+        }
+        "iam" => {
+            tls.iam = Some(value);
             false
         }
         _ => true,
@@ -230,7 +238,7 @@ fn key_values(raw: &str) -> Vec<(String, String, &str)> {
 /// the string's own syntax: a child process that reads only the string then connects as
 /// migrun did.
 pub fn with_tls_params(raw: &str, sslmode: &str, sslrootcert: Option<&str>) -> String {
-    let (rest, _) = take_tls_params(raw);
+    let (rest, _) = take_handled_params(raw);
     if rest.contains("://") {
         let mut pairs = vec![format!("sslmode={sslmode}")];
         pairs.extend(sslrootcert.map(|path| format!("sslrootcert={}", percent_encode(path))));
@@ -420,6 +428,10 @@ mod tests {
             "postgres://u:p@h/db?application_name=x&sslmode=verify-full&sslrootcert=/etc/ssl/rds%20bundle.pem"
         );
         assert_eq!(with_tls_params("postgres://h/db", "require", None), "postgres://h/db?sslmode=require");
+        // `iam` is migrun's: a child's libpq never sees it.
+        assert_eq!(with_tls_params("postgres://u@h/db?iam=true", "require", None), "postgres://u@h/db?sslmode=require");
+        let (_, config, params) = DatabaseUrl::parse("postgres://u@h/db?iam=true&application_name=x".into()).unwrap();
+        assert_eq!((params.iam.as_deref(), config.get_application_name()), (Some("true"), Some("x")));
         assert_eq!(
             with_tls_params("host=h sslmode=disable dbname=d", "verify-ca", Some("/a'b.pem")),
             "host=h dbname=d sslmode=verify-ca sslrootcert='/a\\'b.pem'"
@@ -467,14 +479,21 @@ mod tests {
 
     #[test]
     fn takes_tls_parameters_out_of_urls_and_key_values() {
-        let (rest, tls) =
-            take_tls_params("postgres://u:p@h/db?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Frds.pem");
+        let (rest, tls) = take_handled_params(
+            "postgres://u:p@h/db?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Frds.pem",
+        );
         assert_eq!(rest, "postgres://u:p@h/db?application_name=x");
-        assert_eq!(tls, TlsParams { sslmode: Some("verify-full".into()), sslrootcert: Some("/etc/rds.pem".into()) });
-        let (rest, tls) = take_tls_params("host=h sslmode = verify-ca password='a b\\'c' sslrootcert='/x y.pem'");
+        assert_eq!(
+            tls,
+            HandledParams { sslmode: Some("verify-full".into()), sslrootcert: Some("/etc/rds.pem".into()), iam: None }
+        );
+        let (rest, tls) = take_handled_params("host=h sslmode = verify-ca password='a b\\'c' sslrootcert='/x y.pem'");
         assert_eq!(rest, "host=h password='a b\\'c'");
-        assert_eq!(tls, TlsParams { sslmode: Some("verify-ca".into()), sslrootcert: Some("/x y.pem".into()) });
-        let (rest, _) = take_tls_params("postgres://h/db?sslmode=require");
+        assert_eq!(
+            tls,
+            HandledParams { sslmode: Some("verify-ca".into()), sslrootcert: Some("/x y.pem".into()), iam: None }
+        );
+        let (rest, _) = take_handled_params("postgres://h/db?sslmode=require");
         assert_eq!(rest, "postgres://h/db");
     }
 

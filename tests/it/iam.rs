@@ -131,6 +131,28 @@ fn each_attempt_sends_a_fresh_token_from_a_connection_string() {
     assert_tokens(&endpoint, &run, "app_user", 3, None);
 }
 
+/// `iam=true` in the connection string is `--iam-auth`; a value that is not a boolean is exit 2.
+#[test]
+fn the_connection_string_can_ask_for_iam() {
+    let endpoint = Endpoint::start(0);
+    let mut m = Migrun::new();
+    aws(&mut m, None)
+        .env("DATABASE_URL", &format!("postgres://app_user@127.0.0.1:{}/app?iam=true&sslmode=require", endpoint.port))
+        .dir(&example_sql())
+        .args(["status"]);
+    let run = m.run();
+    run.assert_code(4);
+    assert_tokens(&endpoint, &run, "app_user", 1, None);
+    let mut m = Migrun::new();
+    aws(&mut m, None)
+        .env("DATABASE_URL", &format!("postgres://app_user@127.0.0.1:{}/app?iam=maybe", endpoint.port))
+        .dir(&example_sql())
+        .args(["status"]);
+    let run = m.run();
+    run.assert_code(2);
+    assert!(run.stderr.contains("the connection string's `iam` parameter is not true or false"), "{}", run.stderr);
+}
+
 /// Session credentials (the ECS task role's kind) through MIGRUN_IAM_AUTH and libpq's variables.
 #[test]
 fn session_credentials_and_libpq_variables() {
