@@ -21,8 +21,6 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
-use clap::Parser;
-
 use self::cli::Cli;
 use self::config::{Command, ConfigError, ConvertRequest, Env, NewRequest, Reporting};
 use self::error::Error;
@@ -43,7 +41,7 @@ pub fn run(args: Vec<OsString>, env: Env, hub: &SignalHub) -> ExitCode {
         let _ = listing::print(&help);
         return ExitCode::Success;
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match Cli::parse_args(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e, &args, env, started),
     };
